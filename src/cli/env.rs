@@ -1,0 +1,35 @@
+//! `contracam env`: what this build and this machine offer.
+use std::process::ExitCode;
+
+use super::GlobalArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let report = contracam::util::env_report();
+    let resolved = global.device.resolve().map(contracam::device::describe);
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["device"] = serde_json::json!(resolved.as_ref().map_err(|e| e.to_string()));
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("contracam      {}", report.contracam);
+        println!("libtorch       {} (tch {})", report.libtorch, report.tch);
+        println!("cuda built     {}", report.cuda_built);
+        println!("cuda available {}", report.cuda_available);
+        for (i, name) in report.cuda_devices.iter().enumerate() {
+            println!("  cuda:{i}       {name}");
+        }
+        println!("cpu threads    {} (torch intra-op {})", report.cpu_threads, report.torch_threads);
+        match resolved {
+            Ok(d) => println!("device         {} (--device {})", d, global.device),
+            Err(e) => println!("device         error: {e}"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

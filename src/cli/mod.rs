@@ -1,0 +1,88 @@
+//! Command-line interface: parses arguments, sets up logging and the device, and calls the library.
+//! Each subcommand group lives in its own file; none of them holds pipeline logic.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod data;
+mod env;
+mod eval;
+mod localize;
+mod suite;
+mod train;
+
+/// Global options shared by every subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: contracam::device::DeviceSpec,
+    /// Seed for every random choice; recorded in results.
+    #[arg(long, global = true)]
+    pub seed: Option<u64>,
+    /// Torch intra-op threads (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Hide progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "contracam", version = contracam::VERSION, about = "Reproducibility harness for Object-aware Contrastive Learning (ContraCAM, OA-Crop, BG-Mixup)")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Datasets: the synthetic scenes, and (later) downloads, verification and builders.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Self-supervised training (MoCo v2, BYOL).
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Localization: contrastive CAM, masks and boxes.
+    #[command(subcommand)]
+    Localize(localize::LocalizeCommand),
+    /// Metrics.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Declarative suites with goldens.
+    #[command(subcommand)]
+    Suite(suite::SuiteCommand),
+    /// Print versions, libtorch build, CUDA devices and CPU threads.
+    Env(env::EnvArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    if let Some(n) = cli.global.threads {
+        tch::set_num_threads(n as i32);
+    }
+    let result = match cli.command {
+        Command::Data(c) => data::run(c, &cli.global),
+        Command::Train(c) => train::run(c, &cli.global),
+        Command::Localize(c) => localize::run(c, &cli.global),
+        Command::Eval(c) => eval::run(c, &cli.global),
+        Command::Suite(c) => suite::run(c, &cli.global),
+        Command::Env(a) => env::run(a, &cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONTRACAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,2 @@
+//! Metrics.
+pub mod miou;

@@ -1,0 +1,1 @@
+//! Connected components with statistics, as OpenCV `connectedComponentsWithStats`.

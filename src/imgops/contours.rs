@@ -1,0 +1,1 @@
+//! Suzuki–Abe border following (OpenCV `findContours`) and `boundingRect`.

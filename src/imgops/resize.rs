@@ -1,0 +1,1 @@
+//! Resizing with OpenCV and PIL semantics.
