@@ -1,4 +1,4 @@
-//! Small helpers shared by every layer: the build/machine report and seeded RNGs.
+//! The build and machine report recorded in every results file.
 use serde::Serialize;
 
 /// Versions and hardware, recorded in every results file.

@@ -1,0 +1,154 @@
+//! ContraCAM exactly as the official `utils/gradcam.py` (spec §1): eval mode; the layer4 map A as a leaf;
+//! the L2-normalised projector output; a contrastive score whose numerator sums exp(q_b·k_b) over the whole
+//! batch and whose negatives are every other image of every masked batch so far (self-similarities zeroed,
+//! not removed; no temperature); α = spatial mean of ∂Σscore/∂A; ReLU on α (negative-signal removal);
+//! ReLU(Σ α·A); bicubic upsampling (align_corners=false); per-image min-max; iterative masking with the
+//! batch-mean colour and a max-union of the per-iteration maps.
+//!
+//! The negatives are the other images of the same call: results depend on how a dataset is batched.
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::model::resnet::pool;
+use crate::model::ContrastiveModel;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CamConfig {
+    /// 1 (layer4 at /32), 2 (stride 1 in layer4[0]) or 4 (also layer3[0]).
+    pub expand_res: u32,
+    /// Number of iterations T (1 = plain ContraCAM; the official boxes use 10).
+    pub iters: usize,
+    /// Clamp α at 0 (the official default); false gives Table 1's "w/o negative signal removal".
+    pub negative_removal: bool,
+}
+
+impl Default for CamConfig {
+    fn default() -> Self {
+        Self { expand_res: 1, iters: 1, negative_removal: true }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CamError {
+    #[error("expand_res must be 1, 2 or 4, got {0}")]
+    ExpandRes(u32),
+    #[error("iters must be at least 1")]
+    Iters,
+    #[error("input must be a float tensor of shape (N, 3, H, W) with N ≥ 1, got {kind:?} {shape:?}")]
+    Input { kind: Kind, shape: Vec<i64> },
+}
+
+/// What one iteration computed, for tests and inspection.
+#[derive(Debug)]
+pub struct IterationTrace {
+    pub layer4: Tensor,
+    pub projection: Tensor,
+    pub score: Tensor,
+    /// α before the clamp, (N, C).
+    pub alpha_raw: Tensor,
+    /// Σ α·A before the ReLU, (N, 1, h, w).
+    pub cam_lowres_prerelu: Tensor,
+    pub cam_lowres: Tensor,
+    /// Bicubic upsampling, before min-max.
+    pub cam_upsampled: Tensor,
+    /// This iteration's normalised map, before the max-union.
+    pub cam: Tensor,
+}
+
+#[derive(Debug)]
+pub struct CamTrace {
+    /// The final map (N, 1, H, W) in [0, 1].
+    pub cam: Tensor,
+    /// The batch-mean fill colour (1, 3, 1, 1).
+    pub mask_color: Tensor,
+    pub iterations: Vec<IterationTrace>,
+}
+
+/// Contrastive CAM of a batch of normalised images (N, 3, H, W) → (N, 1, H, W) in [0, 1].
+pub fn contrastive_cam(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig) -> Result<Tensor, CamError> {
+    Ok(run(model, images, cfg, false)?.cam)
+}
+
+/// As [`contrastive_cam`], keeping every intermediate.
+pub fn contrastive_cam_traced(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig) -> Result<CamTrace, CamError> {
+    run(model, images, cfg, true)
+}
+
+fn run(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig, record: bool) -> Result<CamTrace, CamError> {
+    if ![1, 2, 4].contains(&cfg.expand_res) {
+        return Err(CamError::ExpandRes(cfg.expand_res));
+    }
+    if cfg.iters == 0 {
+        return Err(CamError::Iters);
+    }
+    let shape = images.size();
+    if shape.len() != 4 || shape[1] != 3 || shape[0] == 0 || images.kind() != Kind::Float {
+        return Err(CamError::Input { kind: images.kind(), shape });
+    }
+    let (h, w) = (shape[2], shape[3]);
+    let x0 = images.to_device(model.device()).detach();
+    let mask_color = x0.mean_dim([0i64, 2, 3].as_slice(), true, Kind::Float);
+    let mut image = x0.shallow_clone();
+    let mut key: Option<Tensor> = None;
+    let mut queues: Vec<Tensor> = Vec::new();
+    let mut mask: Option<Tensor> = None;
+    let mut iterations = Vec::new();
+    for _ in 0..cfg.iters {
+        let a = tch::no_grad(|| model.encoder.features(&image, false, cfg.expand_res)).detach().set_requires_grad(true);
+        let q = model.projector.forward(&pool(&a), false);
+        let k = key.get_or_insert_with(|| q.detach()).shallow_clone();
+        queues.push(q.detach());
+        let score = contrastive_score(&q, &k, &queues);
+        let grad = Tensor::run_backward(&[&score.sum(Kind::Float)], &[&a], false, false).remove(0);
+        let (cam_t, trace) = tch::no_grad(|| {
+            let alpha_raw = grad.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+            let alpha = if cfg.negative_removal { alpha_raw.clamp_min(0.0) } else { alpha_raw.shallow_clone() };
+            let a = a.detach();
+            let prerelu = (alpha.unsqueeze(-1).unsqueeze(-1) * &a).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            let lowres = prerelu.relu();
+            let up = lowres.upsample_bicubic2d([h, w], false, None, None);
+            let cam = min_max_per_image(&up);
+            let trace = record.then(|| IterationTrace {
+                layer4: a,
+                projection: q.detach(),
+                score: score.detach(),
+                alpha_raw,
+                cam_lowres_prerelu: prerelu,
+                cam_lowres: lowres,
+                cam_upsampled: up,
+                cam: cam.shallow_clone(),
+            });
+            (cam, trace)
+        });
+        let m = match mask.take() {
+            None => cam_t,
+            Some(m) => m.maximum(&cam_t),
+        };
+        image = tch::no_grad(|| &x0 * (1.0 - &m) + &mask_color * &m);
+        mask = Some(m);
+        iterations.extend(trace);
+    }
+    Ok(CamTrace { cam: mask.expect("iters ≥ 1"), mask_color, iterations })
+}
+
+/// score_i = log Σ_b exp(q_b·k_b) − log Σ_{l,j} exp(q_i·Q_l[j] · (1 − δ_ij)), as `_contrastive_score`.
+pub fn contrastive_score(q: &Tensor, key: &Tensor, queues: &[Tensor]) -> Tensor {
+    let b = q.size()[0];
+    let pos = (q * key).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).reshape([1, b]);
+    let pos = pos.logsumexp([1i64].as_slice(), false); // (1,): summed over the whole batch (official)
+    let off_diag = 1.0 - Tensor::eye(b, (Kind::Float, q.device()));
+    let negs: Vec<Tensor> = queues.iter().map(|ql| q.matmul(&ql.tr()) * &off_diag).collect();
+    let neg = Tensor::cat(&negs, 1).logsumexp([1i64].as_slice(), false);
+    pos - neg
+}
+
+/// Per image: subtract the min, divide by (max + 1e-20), as the official code.
+fn min_max_per_image(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let flat = x.reshape([n, -1]);
+    let min = flat.amin([1i64].as_slice(), true);
+    let shifted = &flat - min;
+    let max = shifted.amax([1i64].as_slice(), true);
+    (shifted / (max + 1e-20)).reshape(x.size())
+}
