@@ -1,6 +1,6 @@
 //! Synthetic scenes, the embedded default: a procedural, seeded dataset that needs no files.
 //!
-//! K object classes (a shape with a class colour and texture), B background textures, 1..k objects per
+//! K object classes (a shape each; colour and texture shared by pairs of classes), B background textures, 1..k objects per
 //! scene with class, box and instance mask. Two knobs create the biases the paper studies:
 //! `background_bias` (probability that a scene's background is the one tied to its first object's class)
 //! and `context_bias` (probability that each further object is the first one's partner class).
@@ -422,7 +422,11 @@ fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
 
 fn paint_object(cfg: &SynthConfig, o: &Placed, img: &mut [f32], inst: &mut [u8], id: u8) {
     let s = cfg.image_size;
-    let base = hsv(o.class as f64 / cfg.num_classes as f64 + o.hue_jitter, 0.85, 0.95);
+    // Classes c and c + ⌈K/2⌉ share colour and texture and differ only in shape, so recognising a class
+    // takes more than a colour lookup.
+    let groups = cfg.num_classes.div_ceil(2);
+    let group = o.class % groups;
+    let base = hsv(group as f64 / groups as f64 + o.hue_jitter, 0.85, 0.95);
     let (sin, cos) = o.angle.sin_cos();
     let x0 = (o.cx - o.half * 1.5).floor().max(0.0) as usize;
     let x1 = ((o.cx + o.half * 1.5).ceil() as usize).min(s);
@@ -436,7 +440,7 @@ fn paint_object(cfg: &SynthConfig, o: &Placed, img: &mut [f32], inst: &mut [u8],
                 continue;
             }
             // Class texture: solid, stripes or dots, modulating brightness.
-            let t = match o.class % 3 {
+            let t = match group % 3 {
                 0 => 1.0,
                 1 => 0.8 + 0.2 * (u * 7.0 + o.pattern_phase).sin().signum(),
                 _ => 0.8 + 0.2 * ((u * 6.0 + o.pattern_phase).sin() * (v * 6.0).sin()).signum(),

@@ -1,1 +1,123 @@
-//! suite layer.
+//! Suites: declarative pipelines with stage caching, goldens and reports.
+pub mod cache;
+pub mod config;
+pub mod golden;
+pub mod pipeline;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tch::Device;
+
+use cache::{CacheError, StageCache};
+use config::{ConfigError, LoadedSuite};
+use golden::{Golden, GoldenError, Verdict};
+use pipeline::{Pipeline, SuiteData};
+use report::Results;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Golden(#[from] GoldenError),
+    #[error(transparent)]
+    Train(#[from] crate::train::trainer::TrainError),
+    #[error(transparent)]
+    Cam(#[from] crate::localize::CamError),
+    #[error(transparent)]
+    Eval(#[from] crate::eval::linear::EvalError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::model::CheckpointError),
+    #[error("{path}: {msg}")]
+    Io { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct RunOptions {
+    /// Stage outputs go to `<runs_dir>/<suite name>/`.
+    pub runs_dir: PathBuf,
+    pub device: Device,
+    /// Recompute every stage.
+    pub refresh: bool,
+    pub progress: bool,
+    /// Use this golden instead of the suite's.
+    pub golden: Option<PathBuf>,
+    /// Run without any golden (to produce results for a first blessing).
+    pub skip_golden: bool,
+}
+
+/// Runs every stage (reusing finished ones), compares with the golden, and returns the results.
+/// The golden is read before any work, so a missing or mismatched golden fails fast.
+pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, SuiteError> {
+    let started_at = now_utc();
+    let start = Instant::now();
+    let cfg = &suite.config;
+    let golden_path = if opts.skip_golden { None } else { opts.golden.clone().or_else(|| suite.golden_path()) };
+    let golden = match &golden_path {
+        Some(p) => {
+            let g = Golden::read(p)?;
+            g.check_suite(p, &cfg.name, cfg.version)?;
+            Some(g)
+        }
+        None => None,
+    };
+    let cache = StageCache { root: opts.runs_dir.join(&cfg.name), refresh: opts.refresh };
+    eprintln!("generating synthetic data (seed {})", cfg.seed);
+    let data = SuiteData::generate(cfg);
+    let mut p = Pipeline {
+        cfg,
+        data: &data,
+        cache: &cache,
+        device: opts.device,
+        progress: opts.progress,
+        timings: Vec::new(),
+        metrics: BTreeMap::new(),
+    };
+    p.run()?;
+    let checks = match &golden {
+        Some(g) => golden::compare(&p.metrics, g),
+        None => Vec::new(),
+    };
+    let passed = golden.is_some() && checks.iter().all(|c| c.verdict == Verdict::Pass);
+    let env = crate::util::env_report();
+    Ok(Results {
+        suite: cfg.name.clone(),
+        suite_version: cfg.version,
+        suite_file: suite.path.display().to_string(),
+        seed: cfg.seed,
+        git_hash: env.git_hash.clone(),
+        env,
+        device: crate::device::describe(opts.device),
+        started_at,
+        total_seconds: start.elapsed().as_secs_f64(),
+        config: suite.resolved.clone(),
+        stages: p.timings,
+        metrics: p.metrics,
+        golden_file: golden_path.map(|p| p.display().to_string()),
+        checks,
+        passed,
+    })
+}
+
+/// RFC 3339 UTC timestamp without a date-time dependency.
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -1,0 +1,160 @@
+//! Goldens: expected metric values with tolerances and provenance. The runner only reads them; `bless`
+//! writes one from a results file, explicitly, recording who, when and from what.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Golden {
+    pub suite: String,
+    pub suite_version: u32,
+    pub provenance: Provenance,
+    pub metrics: BTreeMap<String, GoldenMetric>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub blessed_by: String,
+    pub blessed_at: String,
+    pub seed: u64,
+    pub commit: String,
+    pub machine: String,
+    pub results_sha256: String,
+    #[serde(default)]
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenMetric {
+    pub value: f64,
+    /// Allowed |value − golden|.
+    pub tolerance: f64,
+    /// Why the tolerance is that size.
+    #[serde(default)]
+    pub why: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GoldenError {
+    #[error("no golden file at {path}; run the suite, inspect its results, then bless them with `contracam suite bless`")]
+    Missing { path: PathBuf },
+    #[error("cannot read golden {path}: {msg}")]
+    Read { path: PathBuf, msg: String },
+    #[error("golden {path} is for suite '{found}' version {found_version}, this suite is '{want}' version {want_version}")]
+    WrongSuite { path: PathBuf, found: String, found_version: u32, want: String, want_version: u32 },
+}
+
+impl Golden {
+    pub fn read(path: &Path) -> Result<Self, GoldenError> {
+        if !path.exists() {
+            return Err(GoldenError::Missing { path: path.into() });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| GoldenError::Read { path: path.into(), msg: e.to_string() })?;
+        let de = toml::Deserializer::parse(&text).map_err(|e| GoldenError::Read { path: path.into(), msg: e.to_string() })?;
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| GoldenError::Read { path: path.into(), msg: format!("key '{}': {}", e.path(), e.inner()) })
+    }
+
+    pub fn check_suite(&self, path: &Path, name: &str, version: u32) -> Result<(), GoldenError> {
+        if self.suite != name || self.suite_version != version {
+            return Err(GoldenError::WrongSuite {
+                path: path.into(),
+                found: self.suite.clone(),
+                found_version: self.suite_version,
+                want: name.into(),
+                want_version: version,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The run produced the metric but the golden has no entry for it.
+    NoGolden,
+    /// The golden expects a metric the run did not produce.
+    Missing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricCheck {
+    pub metric: String,
+    pub value: Option<f64>,
+    pub golden: Option<f64>,
+    pub tolerance: Option<f64>,
+    pub verdict: Verdict,
+}
+
+/// Compares every metric with the golden; a metric on one side only is not a pass.
+pub fn compare(metrics: &BTreeMap<String, f64>, golden: &Golden) -> Vec<MetricCheck> {
+    let mut names: Vec<&String> = metrics.keys().chain(golden.metrics.keys()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let value = metrics.get(name).copied();
+            let g = golden.metrics.get(name);
+            let verdict = match (value, g) {
+                (Some(v), Some(g)) => {
+                    if v.is_finite() && (v - g.value).abs() <= g.tolerance {
+                        Verdict::Pass
+                    } else {
+                        Verdict::Fail
+                    }
+                }
+                (Some(_), None) => Verdict::NoGolden,
+                (None, _) => Verdict::Missing,
+            };
+            MetricCheck { metric: name.clone(), value, golden: g.map(|g| g.value), tolerance: g.map(|g| g.tolerance), verdict }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden() -> Golden {
+        let mut metrics = BTreeMap::new();
+        metrics.insert("a".into(), GoldenMetric { value: 0.5, tolerance: 0.1, why: String::new() });
+        metrics.insert("b".into(), GoldenMetric { value: 1.0, tolerance: 0.0, why: String::new() });
+        Golden {
+            suite: "s".into(),
+            suite_version: 1,
+            provenance: Provenance {
+                blessed_by: "t".into(),
+                blessed_at: "now".into(),
+                seed: 0,
+                commit: "x".into(),
+                machine: "m".into(),
+                results_sha256: "0".into(),
+                note: String::new(),
+            },
+            metrics,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let g = golden();
+        let m = BTreeMap::from([("a".to_string(), 0.65), ("c".to_string(), 1.0)]);
+        let v: Vec<(String, Verdict)> = compare(&m, &g).into_iter().map(|c| (c.metric, c.verdict)).collect();
+        assert_eq!(
+            v,
+            vec![("a".into(), Verdict::Fail), ("b".into(), Verdict::Missing), ("c".into(), Verdict::NoGolden)]
+        );
+        let m = BTreeMap::from([("a".to_string(), 0.41), ("b".to_string(), 1.0)]);
+        assert!(compare(&m, &g).iter().all(|c| c.verdict == Verdict::Pass));
+        let m = BTreeMap::from([("a".to_string(), f64::NAN), ("b".to_string(), 1.0)]);
+        assert_eq!(compare(&m, &g)[0].verdict, Verdict::Fail);
+    }
+}
