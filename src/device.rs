@@ -17,7 +17,11 @@ pub enum DeviceError {
     #[error("invalid device '{0}': expected auto, cpu, cuda or cuda:N")]
     Parse(String),
     #[error("device cuda:{index} requested but {available} CUDA device(s) are available (libtorch CUDA support: {cuda_built})")]
-    Unavailable { index: usize, available: usize, cuda_built: bool },
+    Unavailable {
+        index: usize,
+        available: usize,
+        cuda_built: bool,
+    },
 }
 
 impl FromStr for DeviceSpec {
@@ -52,11 +56,19 @@ impl DeviceSpec {
             Self::Auto => Ok(Device::cuda_if_available()),
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(index) => {
-                let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+                let available = if tch::Cuda::is_available() {
+                    tch::Cuda::device_count() as usize
+                } else {
+                    0
+                };
                 if index < available {
                     Ok(Device::Cuda(index))
                 } else {
-                    Err(DeviceError::Unavailable { index, available, cuda_built: tch::utils::has_cuda() })
+                    Err(DeviceError::Unavailable {
+                        index,
+                        available,
+                        cuda_built: tch::utils::has_cuda(),
+                    })
                 }
             }
         }

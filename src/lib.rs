@@ -14,4 +14,9 @@ pub mod train;
 pub mod util;
 
 /// contracam's version and the git commit it was built from.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CONTRACAM_GIT_HASH"), ")");
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CONTRACAM_GIT_HASH"),
+    ")"
+);

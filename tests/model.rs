@@ -8,7 +8,12 @@ use tch::{Device, Kind, Tensor};
 
 fn config(arch: Arch, width: f64, stem: Stem) -> ModelConfig {
     ModelConfig {
-        encoder: ResNetConfig { arch, width, stem, zero_init_residual: true },
+        encoder: ResNetConfig {
+            arch,
+            width,
+            stem,
+            zero_init_residual: true,
+        },
         method: Method::Moco,
         proj_hidden: None,
         proj_dim: None,
@@ -19,7 +24,10 @@ fn config(arch: Arch, width: f64, stem: Stem) -> ModelConfig {
 /// torchvision's state dict (fc dropped) as name → (shape, dtype), from tests/data (generated with
 /// torchvision 0.26.0; provenance on the first line of each file).
 fn torchvision_keys(arch: &str) -> Vec<(String, Vec<i64>, String)> {
-    let path = format!("{}/tests/data/torchvision_{arch}_state_dict.tsv", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/torchvision_{arch}_state_dict.tsv",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -39,9 +47,15 @@ fn check_names(arch: Arch, file: &str) {
     let encoder: Vec<&String> = vars.keys().filter(|k| k.starts_with("encoder.")).collect();
     assert_eq!(encoder.len(), expected.len(), "number of encoder tensors");
     for (name, shape, dtype) in expected {
-        let t = vars.get(&format!("encoder.{name}")).unwrap_or_else(|| panic!("missing encoder.{name}"));
+        let t = vars
+            .get(&format!("encoder.{name}"))
+            .unwrap_or_else(|| panic!("missing encoder.{name}"));
         assert_eq!(t.size(), shape, "shape of {name}");
-        let kind = if dtype == "int64" { Kind::Int64 } else { Kind::Float };
+        let kind = if dtype == "int64" {
+            Kind::Int64
+        } else {
+            Kind::Float
+        };
         assert_eq!(t.kind(), kind, "dtype of {name}");
     }
 }
@@ -67,7 +81,11 @@ fn layer4_sizes_with_resolution_expansion() {
     }
     let r50 = ContrastiveModel::new(&config(Arch::Resnet50, 0.25, Stem::Imagenet), Device::Cpu);
     let a = tch::no_grad(|| r50.encoder.features(&x, false, 2));
-    assert_eq!(a.size(), vec![2, 512, 14, 14], "R50 at width 0.25 has 16·8·4 = 512 channels");
+    assert_eq!(
+        a.size(),
+        vec![2, 512, 14, 14],
+        "R50 at width 0.25 has 16·8·4 = 512 channels"
+    );
     let small = ContrastiveModel::new(&config(Arch::Resnet18, 0.25, Stem::Small), Device::Cpu);
     let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
     let a = tch::no_grad(|| small.encoder.features(&x, false, 1));
@@ -83,7 +101,10 @@ fn official_initialisation() {
     let max = |n: &str| v[n].abs().max().double_value(&[]);
     // Conv: U(±1/√fan_in); fan_in of layer1.0.conv1 = 64·3·3.
     let bound = 1.0 / (64.0f64 * 9.0).sqrt();
-    assert!(max("encoder.layer1.0.conv1.weight") <= bound && max("encoder.layer1.0.conv1.weight") > 0.9 * bound);
+    assert!(
+        max("encoder.layer1.0.conv1.weight") <= bound
+            && max("encoder.layer1.0.conv1.weight") > 0.9 * bound
+    );
     // BatchNorm weight 1 (torchvision), 0 for the residual branch's last BN (zero_init_residual).
     assert_eq!(v["encoder.bn1.weight"].min().double_value(&[]), 1.0);
     assert_eq!(max("encoder.layer3.1.bn2.weight"), 0.0);
@@ -91,7 +112,9 @@ fn official_initialisation() {
     // Linear: U(±1/√fan_in) for weight and bias.
     let b = 1.0 / 512f64.sqrt();
     assert!(max("projector.3.bias") <= b && max("projector.3.bias") > 0.5 * b);
-    assert!(v["projector.0.weight"].size() == vec![512, 512] && !v.contains_key("projector.0.bias"));
+    assert!(
+        v["projector.0.weight"].size() == vec![512, 512] && !v.contains_key("projector.0.bias")
+    );
 }
 
 #[test]
@@ -129,15 +152,29 @@ fn checkpoint_round_trip_and_strict_loading() {
         .iter()
         .filter(|(k, _)| k.as_str() != "encoder.layer2.0.bn1.running_var")
         .map(|(k, t)| {
-            let t = if k == "projector.3.bias" { Tensor::zeros([7], (Kind::Float, Device::Cpu)) } else { t.shallow_clone() };
+            let t = if k == "projector.3.bias" {
+                Tensor::zeros([7], (Kind::Float, Device::Cpu))
+            } else {
+                t.shallow_clone()
+            };
             (k.clone(), t)
         })
         .collect();
-    tensors.push(("encoder.fc.weight".into(), Tensor::zeros([2, 2], (Kind::Float, Device::Cpu))));
+    tensors.push((
+        "encoder.fc.weight".into(),
+        Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+    ));
     let bad = dir.path().join("bad.safetensors");
     tensor_file::write(&bad, &tensors, &file.metadata).unwrap();
-    let err = ContrastiveModel::load(&bad, Device::Cpu).unwrap_err().to_string();
-    for needle in ["encoder.layer2.0.bn1.running_var", "encoder.fc.weight", "projector.3.bias", "bad.safetensors"] {
+    let err = ContrastiveModel::load(&bad, Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "encoder.layer2.0.bn1.running_var",
+        "encoder.fc.weight",
+        "projector.3.bias",
+        "bad.safetensors",
+    ] {
         assert!(err.contains(needle), "error should name {needle}: {err}");
     }
 }
@@ -147,6 +184,8 @@ fn corrupt_checkpoint_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("junk.safetensors");
     std::fs::write(&path, b"not a safetensors file").unwrap();
-    let err = ContrastiveModel::load(&path, Device::Cpu).unwrap_err().to_string();
+    let err = ContrastiveModel::load(&path, Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("junk.safetensors"), "{err}");
 }

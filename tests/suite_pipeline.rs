@@ -94,25 +94,41 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
     assert_eq!(first.metrics, third.metrics);
 
     // Without a golden file the run refuses before doing any work.
-    let with_golden = RunOptions { skip_golden: false, ..opts(false) };
+    let with_golden = RunOptions {
+        skip_golden: false,
+        ..opts(false)
+    };
     let err = run_suite(&suite, &with_golden).unwrap_err().to_string();
-    assert!(err.contains("tiny-golden.toml") && err.contains("bless"), "{err}");
+    assert!(
+        err.contains("tiny-golden.toml") && err.contains("bless"),
+        "{err}"
+    );
 
     // A golden with the run's values passes; one metric moved outside its tolerance fails.
     let mut text = format!(
         "suite = \"tiny\"\nsuite_version = 1\n[provenance]\nblessed_by = \"test\"\nblessed_at = \"now\"\nseed = 0\ncommit = \"x\"\nmachine = \"test\"\nresults_sha256 = \"0\"\n"
     );
     for (k, v) in &first.metrics {
-        text.push_str(&format!("[metrics.\"{k}\"]\nvalue = {v:?}\ntolerance = 1e-9\n"));
+        text.push_str(&format!(
+            "[metrics.\"{k}\"]\nvalue = {v:?}\ntolerance = 1e-9\n"
+        ));
     }
     std::fs::write(dir.path().join("tiny-golden.toml"), &text).unwrap();
     let ok = run_suite(&suite, &with_golden).unwrap();
     assert!(ok.passed, "{:?}", ok.checks);
-    let moved = text.replace(&format!("value = {:?}", first.metrics["vanilla.cam_miou"]), "value = 2.0");
+    let moved = text.replace(
+        &format!("value = {:?}", first.metrics["vanilla.cam_miou"]),
+        "value = 2.0",
+    );
     std::fs::write(dir.path().join("tiny-golden.toml"), moved).unwrap();
     let bad = run_suite(&suite, &with_golden).unwrap();
     assert!(!bad.passed);
-    let failing: Vec<_> = bad.checks.iter().filter(|c| c.verdict != Verdict::Pass).map(|c| c.metric.as_str()).collect();
+    let failing: Vec<_> = bad
+        .checks
+        .iter()
+        .filter(|c| c.verdict != Verdict::Pass)
+        .map(|c| c.metric.as_str())
+        .collect();
     assert_eq!(failing, vec!["vanilla.cam_miou"]);
 }
 
@@ -121,11 +137,28 @@ fn suite_errors_name_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = tiny_suite(dir.path());
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, format!("include = \"{}\"\n[train.augment]\noutput_sise = 3\n", base.display())).unwrap();
+    std::fs::write(
+        &bad,
+        format!(
+            "include = \"{}\"\n[train.augment]\noutput_sise = 3\n",
+            base.display()
+        ),
+    )
+    .unwrap();
     let err = config::load(&bad).unwrap_err().to_string();
-    assert!(err.contains("bad.toml") && err.contains("train.augment") && err.contains("output_sise"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("train.augment") && err.contains("output_sise"),
+        "{err}"
+    );
 
-    std::fs::write(&bad, format!("include = \"{}\"\n[data]\nbackground_bias = 1.5\n", base.display())).unwrap();
+    std::fs::write(
+        &bad,
+        format!(
+            "include = \"{}\"\n[data]\nbackground_bias = 1.5\n",
+            base.display()
+        ),
+    )
+    .unwrap();
     let err = config::load(&bad).unwrap_err().to_string();
     assert!(err.contains("background_bias"), "{err}");
 
@@ -136,6 +169,8 @@ fn suite_errors_name_file_and_key() {
     let err = config::load(&a).unwrap_err().to_string();
     assert!(err.contains("cycle"), "{err}");
 
-    let missing = config::load(&dir.path().join("nope.toml")).unwrap_err().to_string();
+    let missing = config::load(&dir.path().join("nope.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("nope.toml"), "{missing}");
 }

@@ -38,8 +38,11 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         DataCommand::Synth(a) => {
             let cfg: SynthConfig = match &a.config {
                 Some(p) => {
-                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-                    toml::from_str(&text).with_context(|| format!("{}: invalid synthetic-data config", p.display()))?
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    toml::from_str(&text).with_context(|| {
+                        format!("{}: invalid synthetic-data config", p.display())
+                    })?
                 }
                 None => SynthConfig::default(),
             };

@@ -25,7 +25,10 @@ pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         for (i, name) in report.cuda_devices.iter().enumerate() {
             println!("  cuda:{i}       {name}");
         }
-        println!("cpu threads    {} (torch intra-op {})", report.cpu_threads, report.torch_threads);
+        println!(
+            "cpu threads    {} (torch intra-op {})",
+            report.cpu_threads, report.torch_threads
+        );
         match resolved {
             Ok(d) => println!("device         {} (--device {})", d, global.device),
             Err(e) => println!("device         error: {e}"),

@@ -56,7 +56,8 @@ pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode
 fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
     let device = global.device.resolve()?;
-    let model = ContrastiveModel::load(&a.weights, device).with_context(|| format!("loading --weights {}", a.weights.display()))?;
+    let model = ContrastiveModel::load(&a.weights, device)
+        .with_context(|| format!("loading --weights {}", a.weights.display()))?;
     let inputs = TensorFile::read(&a.inputs).context("reading --inputs")?;
     let x = inputs.get(&a.input_key).context("--input-key")?;
     let shape = x.size();
@@ -68,21 +69,38 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         x.kind(),
         shape
     );
-    let cfg = CamConfig { expand_res: a.expand_res, iters: a.iters, negative_removal: !a.no_negative_removal };
+    let cfg = CamConfig {
+        expand_res: a.expand_res,
+        iters: a.iters,
+        negative_removal: !a.no_negative_removal,
+    };
     let mut outs = Vec::new();
     for chunk in x.split(a.batch_size as i64, 0) {
         outs.push(contrastive_cam(&model, &chunk, &cfg)?.to_device(tch::Device::Cpu));
     }
     let cam = Tensor::cat(&outs, 0);
     let meta = HashMap::from([
-        ("contracam.cam_config".to_string(), serde_json::to_string(&cfg)?),
+        (
+            "contracam.cam_config".to_string(),
+            serde_json::to_string(&cfg)?,
+        ),
         ("contracam.batch_size".to_string(), a.batch_size.to_string()),
-        ("contracam.weights".to_string(), a.weights.display().to_string()),
-        ("contracam.version".to_string(), contracam::VERSION.to_string()),
+        (
+            "contracam.weights".to_string(),
+            a.weights.display().to_string(),
+        ),
+        (
+            "contracam.version".to_string(),
+            contracam::VERSION.to_string(),
+        ),
     ]);
     tensor_file::write(&a.out, &[("cam".to_string(), cam)], &meta)?;
     if !global.quiet {
-        eprintln!("wrote {} (cam {:?})", a.out.display(), [shape[0], 1, shape[2], shape[3]]);
+        eprintln!(
+            "wrote {} (cam {:?})",
+            a.out.display(),
+            [shape[0], 1, shape[2], shape[3]]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

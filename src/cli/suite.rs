@@ -76,7 +76,9 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let mut suite = config::load(&a.suite)?;
     if let Some(s) = a.suite_seed.or(global.seed) {
         suite.config.seed = s;
-        suite.resolved.insert("seed".into(), toml::Value::Integer(s as i64));
+        suite
+            .resolved
+            .insert("seed".into(), toml::Value::Integer(s as i64));
     }
     let device = global.device.resolve()?;
     let opts = RunOptions {
@@ -87,13 +89,22 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         golden: a.golden.clone(),
         skip_golden: a.no_golden,
     };
-    eprintln!("suite {} v{} on {} (seed {})", suite.config.name, suite.config.version, contracam::device::describe(device), suite.config.seed);
+    eprintln!(
+        "suite {} v{} on {} (seed {})",
+        suite.config.name,
+        suite.config.version,
+        contracam::device::describe(device),
+        suite.config.seed
+    );
     let results = run_suite(&suite, &opts)?;
-    let out = a.out.unwrap_or_else(|| a.runs_dir.join(&suite.config.name).join("results.json"));
+    let out = a
+        .out
+        .unwrap_or_else(|| a.runs_dir.join(&suite.config.name).join("results.json"));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(&out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("{}", contracam::suite::report::table(&results.checks));
     println!(
         "suite {}: {} in {:.1} s; results {}",
@@ -111,24 +122,57 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    Ok(if results.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if results.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&a.results).with_context(|| format!("reading --results {}", a.results.display()))?;
-    let r: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", a.results.display()))?;
-    let field = |k: &str| r.get(k).with_context(|| format!("{}: no field '{k}' (is this a suite results file?)", a.results.display()));
+    let bytes = std::fs::read(&a.results)
+        .with_context(|| format!("reading --results {}", a.results.display()))?;
+    let r: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not JSON", a.results.display()))?;
+    let field = |k: &str| {
+        r.get(k).with_context(|| {
+            format!(
+                "{}: no field '{k}' (is this a suite results file?)",
+                a.results.display()
+            )
+        })
+    };
     let metrics: BTreeMap<String, f64> = serde_json::from_value(field("metrics")?.clone())?;
-    let old = if a.golden.exists() { Some(Golden::read(&a.golden)?) } else { None };
+    let old = if a.golden.exists() {
+        Some(Golden::read(&a.golden)?)
+    } else {
+        None
+    };
     let mut out = BTreeMap::new();
     for (name, value) in metrics {
-        anyhow::ensure!(value.is_finite(), "metric {name} is {value}; refusing to bless a non-finite value");
+        anyhow::ensure!(
+            value.is_finite(),
+            "metric {name} is {value}; refusing to bless a non-finite value"
+        );
         let prev = old.as_ref().and_then(|g| g.metrics.get(&name));
-        let tolerance = prev.map(|p| p.tolerance).or(a.default_tolerance).with_context(|| {
-            format!("metric {name} has no tolerance in {}; pass --default-tolerance", a.golden.display())
-        })?;
+        let tolerance = prev
+            .map(|p| p.tolerance)
+            .or(a.default_tolerance)
+            .with_context(|| {
+                format!(
+                    "metric {name} has no tolerance in {}; pass --default-tolerance",
+                    a.golden.display()
+                )
+            })?;
         let why = prev.map(|p| p.why.clone()).unwrap_or_default();
-        out.insert(name, GoldenMetric { value, tolerance, why });
+        out.insert(
+            name,
+            GoldenMetric {
+                value,
+                tolerance,
+                why,
+            },
+        );
     }
     let env = field("env")?;
     let machine = format!(
@@ -142,7 +186,10 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
         suite: field("suite")?.as_str().unwrap_or_default().to_string(),
         suite_version: field("suite_version")?.as_u64().unwrap_or(0) as u32,
         provenance: Provenance {
-            blessed_by: a.by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into()),
+            blessed_by: a
+                .by
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".into()),
             blessed_at: now_utc(),
             seed: field("seed")?.as_u64().unwrap_or(0),
             commit: field("git_hash")?.as_str().unwrap_or_default().to_string(),
@@ -152,7 +199,12 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
         },
         metrics: out,
     };
-    std::fs::write(&a.golden, toml::to_string_pretty(&golden)?).with_context(|| format!("writing {}", a.golden.display()))?;
-    eprintln!("blessed {} metrics into {}", golden.metrics.len(), a.golden.display());
+    std::fs::write(&a.golden, toml::to_string_pretty(&golden)?)
+        .with_context(|| format!("writing {}", a.golden.display()))?;
+    eprintln!(
+        "blessed {} metrics into {}",
+        golden.metrics.len(),
+        a.golden.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

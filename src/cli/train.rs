@@ -1,13 +1,99 @@
 //! `contracam train ...`
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Subcommand;
+use contracam::data::synth;
+use contracam::suite::config;
+use contracam::train::trainer::{train, TrainData};
+use indicatif::ProgressBar;
 
 use super::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
-pub enum TrainCommand {}
+pub enum TrainCommand {
+    /// Self-supervised training (the suite's `[model]` method: MoCo v2 or BYOL) on the suite's synthetic
+    /// training scenes, optionally with object-aware random crop from a box file.
+    Ssl(SslArgs),
+}
 
-pub fn run(cmd: TrainCommand, _global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    match cmd {}
+#[derive(Debug, clap::Args)]
+pub struct SslArgs {
+    /// Suite file whose [data], [sizes], [model] and [train] tables are used.
+    #[arg(long)]
+    pub suite: PathBuf,
+    /// Object-aware random crop boxes: JSON list per training image of normalised [x1, y1, x2, y2].
+    #[arg(long)]
+    pub boxes: Option<PathBuf>,
+    /// Checkpoint to write (safetensors; config and seed in its metadata).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TrainCommand::Ssl(a) => {
+            let suite = config::load(&a.suite)?;
+            let cfg = &suite.config;
+            let seed = global.seed.unwrap_or(cfg.seed);
+            let device = global.device.resolve()?;
+            let scenes = synth::scenes(&cfg.data, seed, "train", cfg.sizes.train_scenes);
+            let boxes: Option<Vec<Vec<[f64; 4]>>> = match &a.boxes {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading --boxes {}", p.display()))?;
+                    let b: Vec<Vec<[f64; 4]>> = serde_json::from_str(&text).with_context(|| {
+                        format!(
+                            "{}: expected a JSON list per image of [x1, y1, x2, y2]",
+                            p.display()
+                        )
+                    })?;
+                    anyhow::ensure!(
+                        b.len() == scenes.len(),
+                        "{}: {} box lists for {} training images",
+                        p.display(),
+                        b.len(),
+                        scenes.len()
+                    );
+                    Some(b)
+                }
+                None => None,
+            };
+            let images = scenes.images_tensor();
+            let bar = if !global.quiet && std::io::stderr().is_terminal() {
+                ProgressBar::new(0)
+            } else {
+                ProgressBar::hidden()
+            };
+            let data = TrainData {
+                images: &images,
+                boxes: boxes.as_deref(),
+            };
+            let (model, report) = train(&cfg.model, &cfg.train, &data, seed, device, &bar)?;
+            bar.finish_and_clear();
+            let meta = HashMap::from([
+                ("contracam.seed".to_string(), seed.to_string()),
+                (
+                    "contracam.train".to_string(),
+                    serde_json::to_string(&cfg.train)?,
+                ),
+                (
+                    "contracam.train_report".to_string(),
+                    serde_json::to_string(&report)?,
+                ),
+            ]);
+            model.save(&a.out, &meta)?;
+            eprintln!(
+                "wrote {} ({} steps, final loss {:.4}, {:.1} s)",
+                a.out.display(),
+                report.steps,
+                report.epoch_loss.last().copied().unwrap_or(f64::NAN),
+                report.seconds
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

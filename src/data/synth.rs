@@ -58,7 +58,12 @@ pub enum SynthError {
 
 impl SynthConfig {
     pub fn validate(&self) -> Result<(), SynthError> {
-        let bad = |field, msg: &str| Err(SynthError::Invalid { field, msg: msg.into() });
+        let bad = |field, msg: &str| {
+            Err(SynthError::Invalid {
+                field,
+                msg: msg.into(),
+            })
+        };
         if !(16..=1024).contains(&self.image_size) {
             return bad("image_size", "must be in 16..=1024");
         }
@@ -69,9 +74,15 @@ impl SynthConfig {
             return bad("num_backgrounds", "must be at least 1");
         }
         if self.min_objects == 0 || self.max_objects < self.min_objects || self.max_objects > 6 {
-            return bad("min_objects/max_objects", "need 1 ≤ min_objects ≤ max_objects ≤ 6");
+            return bad(
+                "min_objects/max_objects",
+                "need 1 ≤ min_objects ≤ max_objects ≤ 6",
+            );
         }
-        for (f, v) in [("background_bias", self.background_bias), ("context_bias", self.context_bias)] {
+        for (f, v) in [
+            ("background_bias", self.background_bias),
+            ("context_bias", self.context_bias),
+        ] {
             if !(0.0..=1.0).contains(&v) {
                 return bad(f, "must be a probability in [0, 1]");
             }
@@ -212,7 +223,11 @@ pub fn bg_challenge(cfg: &SynthConfig, seed: u64, variant: BgVariant, n: usize) 
                 BgVariant::MixedNext => (Some(next_bg), true),
             };
             // Mixed variants take the background from a different image: a different texture instance.
-            let tex_seed = if matches!(variant, BgVariant::Original | BgVariant::OnlyBg) { bg_seed } else { bg_seed ^ 0x9e37_79b9_7f4a_7c15 };
+            let tex_seed = if matches!(variant, BgVariant::Original | BgVariant::OnlyBg) {
+                bg_seed
+            } else {
+                bg_seed ^ 0x9e37_79b9_7f4a_7c15
+            };
             let mut img = vec![0f32; s * s * 3];
             if let Some(b) = bg {
                 paint_background(cfg, b, tex_seed, &mut img);
@@ -245,14 +260,24 @@ impl SynthSet {
     pub fn images_tensor(&self) -> Tensor {
         let s = self.size as i64;
         let flat: Vec<u8> = self.images.concat();
-        Tensor::from_slice(&flat).reshape([self.len() as i64, s, s, 3]).permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0
+        Tensor::from_slice(&flat)
+            .reshape([self.len() as i64, s, s, 3])
+            .permute([0, 3, 1, 2])
+            .to_kind(Kind::Float)
+            / 255.0
     }
 
     /// Foreground (union of objects) masks as float (N, 1, H, W) in {0, 1}.
     pub fn foreground_tensor(&self) -> Tensor {
         let s = self.size as i64;
-        let flat: Vec<u8> = self.instance_masks.iter().flat_map(|m| m.iter().map(|&v| (v != 0) as u8)).collect();
-        Tensor::from_slice(&flat).reshape([self.len() as i64, 1, s, s]).to_kind(Kind::Float)
+        let flat: Vec<u8> = self
+            .instance_masks
+            .iter()
+            .flat_map(|m| m.iter().map(|&v| (v != 0) as u8))
+            .collect();
+        Tensor::from_slice(&flat)
+            .reshape([self.len() as i64, 1, s, s])
+            .to_kind(Kind::Float)
     }
 
     pub fn labels_tensor(&self) -> Tensor {
@@ -272,7 +297,14 @@ impl SynthSet {
 type Item = (Vec<u8>, Vec<u8>, Vec<SynthObject>, Option<usize>);
 
 fn collect(size: usize, items: Vec<Item>) -> SynthSet {
-    let mut set = SynthSet { size, images: vec![], instance_masks: vec![], objects: vec![], backgrounds: vec![], labels: vec![] };
+    let mut set = SynthSet {
+        size,
+        images: vec![],
+        instance_masks: vec![],
+        objects: vec![],
+        backgrounds: vec![],
+        labels: vec![],
+    };
     for (img, inst, objs, bg) in items {
         set.labels.push(objs.first().map(|o| o.class).unwrap_or(0));
         set.images.push(img);
@@ -298,7 +330,11 @@ struct Placed {
 fn sample_object(cfg: &SynthConfig, rng: &mut ChaCha8Rng, class: usize, centered: bool) -> Placed {
     let s = cfg.image_size as f64;
     let [lo, hi] = cfg.object_scale;
-    let (lo, hi) = if centered { ((lo + hi) / 2.0, hi * 1.1) } else { (lo, hi) };
+    let (lo, hi) = if centered {
+        ((lo + hi) / 2.0, hi * 1.1)
+    } else {
+        (lo, hi)
+    };
     let half = rng.random_range(lo..=hi.min(1.0)) * s / 2.0;
     let margin = if centered { s * 0.3 } else { half * 0.7 };
     let cx = rng.random_range(margin..=(s - margin).max(margin));
@@ -328,7 +364,11 @@ fn render_scene(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> Item {
     let first = rng.random_range(0..cfg.num_classes);
     let mut classes = vec![first];
     for _ in 1..n {
-        let c = if rng.random_bool(cfg.context_bias) { cfg.partner(first) } else { rng.random_range(0..cfg.num_classes) };
+        let c = if rng.random_bool(cfg.context_bias) {
+            cfg.partner(first)
+        } else {
+            rng.random_range(0..cfg.num_classes)
+        };
         classes.push(c);
     }
     let bg = draw_background_for(cfg, rng, first);
@@ -347,7 +387,11 @@ fn render_scene(cfg: &SynthConfig, rng: &mut ChaCha8Rng) -> Item {
             paint_object(cfg, &obj, &mut trial_img, &mut trial, id);
             let areas = instance_areas(&trial, kept.len() + 1);
             let before = instance_areas(&inst, kept.len());
-            let ok = areas[kept.len()] >= 16 && before.iter().zip(&areas).all(|(b, a)| (*a as f64) >= 0.5 * (*b as f64));
+            let ok = areas[kept.len()] >= 16
+                && before
+                    .iter()
+                    .zip(&areas)
+                    .all(|(b, a)| (*a as f64) >= 0.5 * (*b as f64));
             if ok {
                 img = trial_img;
                 inst = trial;
@@ -371,15 +415,26 @@ fn instance_areas(inst: &[u8], n: usize) -> Vec<u32> {
 }
 
 fn visible_objects(inst: &[u8], s: usize, classes: &[usize]) -> Vec<SynthObject> {
-    let mut objs: Vec<SynthObject> =
-        classes.iter().map(|&class| SynthObject { class, bbox: [u32::MAX, u32::MAX, 0, 0], area: 0 }).collect();
+    let mut objs: Vec<SynthObject> = classes
+        .iter()
+        .map(|&class| SynthObject {
+            class,
+            bbox: [u32::MAX, u32::MAX, 0, 0],
+            area: 0,
+        })
+        .collect();
     for y in 0..s {
         for x in 0..s {
             let v = inst[y * s + x] as usize;
             if v != 0 {
                 let o = &mut objs[v - 1];
                 o.area += 1;
-                o.bbox = [o.bbox[0].min(x as u32), o.bbox[1].min(y as u32), o.bbox[2].max(x as u32 + 1), o.bbox[3].max(y as u32 + 1)];
+                o.bbox = [
+                    o.bbox[0].min(x as u32),
+                    o.bbox[1].min(y as u32),
+                    o.bbox[2].max(x as u32 + 1),
+                    o.bbox[3].max(y as u32 + 1),
+                ];
             }
         }
     }
@@ -392,16 +447,16 @@ fn inside(k: usize, u: f64, v: f64) -> bool {
     let (au, av) = (u.abs(), v.abs());
     let r = (u * u + v * v).sqrt();
     match k % SHAPES {
-        0 => r <= 1.0,                                                 // disc
-        1 => au.max(av) <= 0.85,                                       // square
-        2 => (-0.9..=0.9).contains(&v) && au <= 0.5 * (v + 0.9),       // triangle
-        3 => au + av <= 1.0,                                           // diamond
-        4 => (au <= 0.32 && av <= 0.95) || (av <= 0.32 && au <= 0.95), // cross
-        5 => (0.55..=1.0).contains(&r),                                // ring
-        6 => av <= 0.87 && au * 0.87 + av * 0.5 <= 0.87,               // hexagon
-        7 => u * u + (v / 0.5) * (v / 0.5) <= 1.0,                     // wide ellipse
+        0 => r <= 1.0,                                                               // disc
+        1 => au.max(av) <= 0.85,                                                     // square
+        2 => (-0.9..=0.9).contains(&v) && au <= 0.5 * (v + 0.9),                     // triangle
+        3 => au + av <= 1.0,                                                         // diamond
+        4 => (au <= 0.32 && av <= 0.95) || (av <= 0.32 && au <= 0.95),               // cross
+        5 => (0.55..=1.0).contains(&r),                                              // ring
+        6 => av <= 0.87 && au * 0.87 + av * 0.5 <= 0.87,                             // hexagon
+        7 => u * u + (v / 0.5) * (v / 0.5) <= 1.0,                                   // wide ellipse
         8 => (av <= 0.3 && au <= 0.95) || (au <= 0.3 && (-0.95..=0.3).contains(&v)), // T
-        _ => r <= 1.0 && v >= -0.2,                                    // half disc
+        _ => r <= 1.0 && v >= -0.2,                                                  // half disc
     }
 }
 
@@ -434,7 +489,10 @@ fn paint_object(cfg: &SynthConfig, o: &Placed, img: &mut [f32], inst: &mut [u8],
     let y1 = ((o.cy + o.half * 1.5).ceil() as usize).min(s);
     for y in y0..y1 {
         for x in x0..x1 {
-            let (dx, dy) = ((x as f64 + 0.5 - o.cx) / o.half, (y as f64 + 0.5 - o.cy) / o.half);
+            let (dx, dy) = (
+                (x as f64 + 0.5 - o.cx) / o.half,
+                (y as f64 + 0.5 - o.cy) / o.half,
+            );
             let (u, v) = (cos * dx + sin * dy, -sin * dx + cos * dy);
             if !inside(o.class, u, v) {
                 continue;
@@ -471,7 +529,9 @@ fn paint_background(cfg: &SynthConfig, b: usize, seed: u64, img: &mut [f32]) {
                 0 => 0.5 + 0.5 * ((xf * dx + yf * dy) * freq * 0.3 + phase).sin(), // smooth gradient
                 1 => 0.5 + 0.5 * ((xf * dx + yf * dy) * freq + phase).sin().signum(), // stripes
                 2 => 0.5 + 0.5 * ((xf * freq + phase).sin() * (yf * freq).sin()).signum(), // checker
-                _ => 0.5 + 0.25 * ((xf * freq * 0.7 + phase).sin() + (yf * freq * 1.3 - phase).cos()), // blobs
+                _ => {
+                    0.5 + 0.25 * ((xf * freq * 0.7 + phase).sin() + (yf * freq * 1.3 - phase).cos())
+                } // blobs
             };
             let noise = rng.random_range(-0.04..0.04);
             let p = y * s + x;
@@ -483,10 +543,19 @@ fn paint_background(cfg: &SynthConfig, b: usize, seed: u64, img: &mut [f32]) {
 }
 
 fn to_u8(img: &[f32]) -> Vec<u8> {
-    img.iter().map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8).collect()
+    img.iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect()
 }
 
-fn crop_object(cfg: &SynthConfig, img: &[u8], inst: &[u8], objs: &[SynthObject], k: usize, bg: Option<usize>) -> Item {
+fn crop_object(
+    cfg: &SynthConfig,
+    img: &[u8],
+    inst: &[u8],
+    objs: &[SynthObject],
+    k: usize,
+    bg: Option<usize>,
+) -> Item {
     let s = cfg.image_size;
     let o = &objs[k];
     let [x1, y1, x2, y2] = o.bbox.map(|v| v as f64);
@@ -499,14 +568,19 @@ fn crop_object(cfg: &SynthConfig, img: &[u8], inst: &[u8], objs: &[SynthObject],
     // Bilinear sampling of the expanded box (aspect ratio not kept), nearest for the mask.
     for y in 0..out {
         for x in 0..out {
-            let sx = (cx1 + (x as f64 + 0.5) * (cx2 - cx1) / out as f64 - 0.5).clamp(0.0, s as f64 - 1.0);
-            let sy = (cy1 + (y as f64 + 0.5) * (cy2 - cy1) / out as f64 - 0.5).clamp(0.0, s as f64 - 1.0);
+            let sx = (cx1 + (x as f64 + 0.5) * (cx2 - cx1) / out as f64 - 0.5)
+                .clamp(0.0, s as f64 - 1.0);
+            let sy = (cy1 + (y as f64 + 0.5) * (cy2 - cy1) / out as f64 - 0.5)
+                .clamp(0.0, s as f64 - 1.0);
             let (ix, iy) = (sx.floor() as usize, sy.floor() as usize);
             let (jx, jy) = ((ix + 1).min(s - 1), (iy + 1).min(s - 1));
             let (fx, fy) = (sx - ix as f64, sy - iy as f64);
             for c in 0..3 {
                 let g = |xx: usize, yy: usize| img[3 * (yy * s + xx) + c] as f64;
-                let v = g(ix, iy) * (1.0 - fx) * (1.0 - fy) + g(jx, iy) * fx * (1.0 - fy) + g(ix, jy) * (1.0 - fx) * fy + g(jx, jy) * fx * fy;
+                let v = g(ix, iy) * (1.0 - fx) * (1.0 - fy)
+                    + g(jx, iy) * fx * (1.0 - fy)
+                    + g(ix, jy) * (1.0 - fx) * fy
+                    + g(jx, jy) * fx * fy;
                 crop[3 * (y * out + x) + c] = v.round() as u8;
             }
             let m = inst[sy.round() as usize * s + sx.round() as usize];
@@ -514,7 +588,15 @@ fn crop_object(cfg: &SynthConfig, img: &[u8], inst: &[u8], objs: &[SynthObject],
         }
     }
     let objects = visible_objects(&cinst, out, &[o.class]);
-    let objects = if objects.is_empty() { vec![SynthObject { class: o.class, bbox: [0, 0, out as u32, out as u32], area: 0 }] } else { objects };
+    let objects = if objects.is_empty() {
+        vec![SynthObject {
+            class: o.class,
+            bbox: [0, 0, out as u32, out as u32],
+            area: 0,
+        }]
+    } else {
+        objects
+    };
     (crop, cinst, objects, bg)
 }
 
@@ -549,10 +631,17 @@ mod tests {
 
     #[test]
     fn background_bias_controls_correlation() {
-        let mut cfg = SynthConfig { background_bias: 1.0, ..Default::default() };
+        let mut cfg = SynthConfig {
+            background_bias: 1.0,
+            ..Default::default()
+        };
         let set = scenes(&cfg, 3, "train", 200);
         let tied = |set: &SynthSet, cfg: &SynthConfig| {
-            set.backgrounds.iter().zip(&set.labels).filter(|(b, &l)| **b == Some(cfg.class_background(l))).count()
+            set.backgrounds
+                .iter()
+                .zip(&set.labels)
+                .filter(|(b, &l)| **b == Some(cfg.class_background(l)))
+                .count()
         };
         assert_eq!(tied(&set, &cfg), 200);
         cfg.background_bias = 0.0;
@@ -573,7 +662,10 @@ mod tests {
             let m = &orig.instance_masks[i];
             for p in 0..m.len() {
                 if m[p] != 0 {
-                    assert_eq!(&orig.images[i][3 * p..3 * p + 3], &fg.images[i][3 * p..3 * p + 3]);
+                    assert_eq!(
+                        &orig.images[i][3 * p..3 * p + 3],
+                        &fg.images[i][3 * p..3 * p + 3]
+                    );
                     assert_eq!(&bg.images[i][3 * p..3 * p + 3], &[0, 0, 0]);
                 } else {
                     assert_eq!(&fg.images[i][3 * p..3 * p + 3], &[0, 0, 0]);
@@ -584,7 +676,10 @@ mod tests {
 
     #[test]
     fn invalid_config_names_the_field() {
-        let cfg = SynthConfig { num_classes: 50, ..Default::default() };
+        let cfg = SynthConfig {
+            num_classes: 50,
+            ..Default::default()
+        };
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("num_classes"), "{e}");
     }

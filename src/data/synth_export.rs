@@ -42,17 +42,34 @@ struct Index<'a> {
     splits: Vec<(String, Vec<Entry<'a>>)>,
 }
 
-pub fn write_dir(cfg: &SynthConfig, seed: u64, sizes: &ExportSizes, out: &Path) -> Result<(), ExportError> {
+pub fn write_dir(
+    cfg: &SynthConfig,
+    seed: u64,
+    sizes: &ExportSizes,
+    out: &Path,
+) -> Result<(), ExportError> {
     cfg.validate()?;
     let mut sets: Vec<(String, SynthSet)> = vec![
-        ("scenes/train".into(), synth::scenes(cfg, seed, "train", sizes.train_scenes)),
-        ("scenes/test".into(), synth::scenes(cfg, seed, "test", sizes.test_scenes)),
+        (
+            "scenes/train".into(),
+            synth::scenes(cfg, seed, "train", sizes.train_scenes),
+        ),
+        (
+            "scenes/test".into(),
+            synth::scenes(cfg, seed, "test", sizes.test_scenes),
+        ),
     ];
     for split in ["train", "val", "test"] {
-        sets.push((format!("crops/{split}"), synth::crops(cfg, seed, split, sizes.crops_per_split)));
+        sets.push((
+            format!("crops/{split}"),
+            synth::crops(cfg, seed, split, sizes.crops_per_split),
+        ));
     }
     for v in BgVariant::ALL {
-        sets.push((format!("bg_challenge/{}", v.name()), synth::bg_challenge(cfg, seed, v, sizes.bg_challenge_per_variant)));
+        sets.push((
+            format!("bg_challenge/{}", v.name()),
+            synth::bg_challenge(cfg, seed, v, sizes.bg_challenge_per_variant),
+        ));
     }
     let mut splits = Vec::new();
     for (name, set) in &sets {
@@ -65,13 +82,29 @@ pub fn write_dir(cfg: &SynthConfig, seed: u64, sizes: &ExportSizes, out: &Path) 
             save_rgb(&out.join(&image), &set.images[i], set.size)?;
             // Instance ids scaled so a person can see them: 0 background, 255/k per instance.
             let k = set.objects[i].len().max(1) as u32;
-            let vis: Vec<u8> = set.instance_masks[i].iter().map(|&v| ((v as u32 * 255) / k) as u8).collect();
+            let vis: Vec<u8> = set.instance_masks[i]
+                .iter()
+                .map(|&v| ((v as u32 * 255) / k) as u8)
+                .collect();
             save_gray(&out.join(&mask), &vis, set.size)?;
-            entries.push(Entry { image, mask, label: set.labels[i], background: set.backgrounds[i], objects: &set.objects[i] });
+            entries.push(Entry {
+                image,
+                mask,
+                label: set.labels[i],
+                background: set.backgrounds[i],
+                objects: &set.objects[i],
+            });
         }
         splits.push((name.clone(), entries));
     }
-    let index = Index { generator: "contracam synthetic scenes", version: crate::VERSION, seed, config: cfg, sizes, splits };
+    let index = Index {
+        generator: "contracam synthetic scenes",
+        version: crate::VERSION,
+        seed,
+        config: cfg,
+        sizes,
+        splits,
+    };
     let json = serde_json::to_string_pretty(&index).expect("index serialises");
     write_file(&out.join("index.json"), json.as_bytes())?;
     write_file(&out.join("index.html"), html(&index, cfg).as_bytes())?;
@@ -82,25 +115,48 @@ pub fn write_dir(cfg: &SynthConfig, seed: u64, sizes: &ExportSizes, out: &Path) 
 
 fn html(index: &Index, cfg: &SynthConfig) -> String {
     let mut h = String::from("<!doctype html><meta charset=utf-8><title>contracam synthetic scenes</title>\n<style>body{font-family:sans-serif}figure{display:inline-block;margin:4px;position:relative}img{width:128px;image-rendering:pixelated}.b{position:absolute;border:1px solid #fff;outline:1px solid #000}figcaption{font-size:11px}</style>\n");
-    h.push_str(&format!("<h1>contracam synthetic scenes</h1><p>seed {} · config <code>{}</code></p>\n", index.seed, serde_json::to_string(cfg).unwrap_or_default()));
+    h.push_str(&format!(
+        "<h1>contracam synthetic scenes</h1><p>seed {} · config <code>{}</code></p>\n",
+        index.seed,
+        serde_json::to_string(cfg).unwrap_or_default()
+    ));
     for (name, entries) in &index.splits {
         h.push_str(&format!("<h2>{name} ({} images)</h2>\n", entries.len()));
         for e in entries.iter().take(48) {
-            h.push_str(&format!("<figure><img src=\"{}\" title=\"mask: {}\">", e.image, e.mask));
-            let size = if name.starts_with("crops") { cfg.crop_size } else { cfg.image_size } as f64;
+            h.push_str(&format!(
+                "<figure><img src=\"{}\" title=\"mask: {}\">",
+                e.image, e.mask
+            ));
+            let size = if name.starts_with("crops") {
+                cfg.crop_size
+            } else {
+                cfg.image_size
+            } as f64;
             for o in e.objects {
                 let [x1, y1, x2, y2] = o.bbox.map(|v| v as f64 * 128.0 / size);
-                h.push_str(&format!("<div class=b style=\"left:{x1}px;top:{y1}px;width:{}px;height:{}px\"></div>", x2 - x1, y2 - y1));
+                h.push_str(&format!(
+                    "<div class=b style=\"left:{x1}px;top:{y1}px;width:{}px;height:{}px\"></div>",
+                    x2 - x1,
+                    y2 - y1
+                ));
             }
             let classes: Vec<String> = e.objects.iter().map(|o| o.class.to_string()).collect();
-            h.push_str(&format!("<figcaption>label {} · bg {:?} · objects [{}]</figcaption></figure>\n", e.label, e.background, classes.join(",")));
+            h.push_str(&format!(
+                "<figcaption>label {} · bg {:?} · objects [{}]</figcaption></figure>\n",
+                e.label,
+                e.background,
+                classes.join(",")
+            ));
         }
     }
     h
 }
 
 fn werr(path: &Path, e: impl std::fmt::Display) -> ExportError {
-    ExportError::Write { path: path.into(), msg: e.to_string() }
+    ExportError::Write {
+        path: path.into(),
+        msg: e.to_string(),
+    }
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
@@ -108,11 +164,19 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
 }
 
 fn save_rgb(path: &Path, data: &[u8], s: usize) -> Result<(), ExportError> {
-    image::save_buffer(path, data, s as u32, s as u32, image::ExtendedColorType::Rgb8).map_err(|e| werr(path, e))
+    image::save_buffer(
+        path,
+        data,
+        s as u32,
+        s as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| werr(path, e))
 }
 
 fn save_gray(path: &Path, data: &[u8], s: usize) -> Result<(), ExportError> {
-    image::save_buffer(path, data, s as u32, s as u32, image::ExtendedColorType::L8).map_err(|e| werr(path, e))
+    image::save_buffer(path, data, s as u32, s as u32, image::ExtendedColorType::L8)
+        .map_err(|e| werr(path, e))
 }
 
 /// A 4-wide montage of the first `n` images with their foreground masks below each row.
@@ -130,11 +194,22 @@ fn save_preview(path: &Path, set: &SynthSet, n: usize) -> Result<(), ExportError
                 let src = 3 * (y * s + x);
                 let dst = 3 * ((2 * r * s + y) * w + c * s + x);
                 buf[dst..dst + 3].copy_from_slice(&set.images[i][src..src + 3]);
-                let m = if set.instance_masks[i][y * s + x] != 0 { 255 } else { 0 };
+                let m = if set.instance_masks[i][y * s + x] != 0 {
+                    255
+                } else {
+                    0
+                };
                 let dst = 3 * (((2 * r + 1) * s + y) * w + c * s + x);
                 buf[dst..dst + 3].fill(m);
             }
         }
     }
-    image::save_buffer(path, &buf, w as u32, h as u32, image::ExtendedColorType::Rgb8).map_err(|e| werr(path, e))
+    image::save_buffer(
+        path,
+        &buf,
+        w as u32,
+        h as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| werr(path, e))
 }

@@ -10,7 +10,12 @@ pub fn encode(model: &ContrastiveModel, images: &Tensor, size: i64, batch: i64) 
         images
             .split(batch, 0)
             .iter()
-            .map(|x| model.encoder.forward(&eval_transform(&x.to_device(model.device()), size), false).to_device(Device::Cpu))
+            .map(|x| {
+                model
+                    .encoder
+                    .forward(&eval_transform(&x.to_device(model.device()), size), false)
+                    .to_device(Device::Cpu)
+            })
             .collect()
     });
     Tensor::cat(&outs, 0)

@@ -21,7 +21,11 @@ pub struct LinearEvalConfig {
 
 impl Default for LinearEvalConfig {
     fn default() -> Self {
-        Self { weight_decays: vec![1e-6, 1e-4, 1e-2], steps: 300, lr: 0.05 }
+        Self {
+            weight_decays: vec![1e-6, 1e-4, 1e-2],
+            steps: 300,
+            lr: 0.05,
+        }
     }
 }
 
@@ -42,7 +46,11 @@ pub fn linear_eval(
     cfg: &LinearEvalConfig,
 ) -> Result<LinearEvalResult, EvalError> {
     let d = train_x.size()[1];
-    let classes = 1 + [train_y, val_y, test_y].iter().map(|y| y.max().int64_value(&[])).max().unwrap_or(0);
+    let classes = 1 + [train_y, val_y, test_y]
+        .iter()
+        .map(|y| y.max().int64_value(&[]))
+        .max()
+        .unwrap_or(0);
     let mut best: Option<LinearEvalResult> = None;
     for &wd in &cfg.weight_decays {
         tch::manual_seed(0);
@@ -56,10 +64,24 @@ pub fn linear_eval(
             opt.backward_step(&(logits.cross_entropy_for_logits(train_y) + reg));
         }
         let acc = |x: &Tensor, y: &Tensor| {
-            tch::no_grad(|| x.linear(&w, Some(&b)).argmax(1, false).eq_tensor(y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]))
+            tch::no_grad(|| {
+                x.linear(&w, Some(&b))
+                    .argmax(1, false)
+                    .eq_tensor(y)
+                    .to_kind(Kind::Float)
+                    .mean(Kind::Float)
+                    .double_value(&[])
+            })
         };
-        let r = LinearEvalResult { test_accuracy: acc(test_x, test_y), val_accuracy: acc(val_x, val_y), best_weight_decay: wd };
-        if best.as_ref().is_none_or(|b| r.val_accuracy > b.val_accuracy) {
+        let r = LinearEvalResult {
+            test_accuracy: acc(test_x, test_y),
+            val_accuracy: acc(val_x, val_y),
+            best_weight_decay: wd,
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| r.val_accuracy > b.val_accuracy)
+        {
             best = Some(r);
         }
     }

@@ -11,7 +11,10 @@ pub struct BoxOptions {
 
 impl Default for BoxOptions {
     fn default() -> Self {
-        Self { min_area_frac: 0.01, margin: 0.2 }
+        Self {
+            min_area_frac: 0.01,
+            margin: 0.2,
+        }
     }
 }
 
@@ -33,7 +36,12 @@ pub fn extract_boxes(mask: &[u8], width: usize, height: usize, opts: &BoxOptions
         .map(|r| {
             let [x1, y1, x2, y2] = r.map(|v| v as f64);
             let (mx, my) = ((x2 - x1) * opts.margin, (y2 - y1) * opts.margin);
-            [(x1 - mx).max(0.0) / w, (y1 - my).max(0.0) / h, (x2 + mx).min(w) / w, (y2 + my).min(h) / h]
+            [
+                (x1 - mx).max(0.0) / w,
+                (y1 - my).max(0.0) / h,
+                (x2 + mx).min(w) / w,
+                (y2 + my).min(h) / h,
+            ]
         })
         .collect()
 }

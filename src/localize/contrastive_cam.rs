@@ -25,7 +25,11 @@ pub struct CamConfig {
 
 impl Default for CamConfig {
     fn default() -> Self {
-        Self { expand_res: 1, iters: 1, negative_removal: true }
+        Self {
+            expand_res: 1,
+            iters: 1,
+            negative_removal: true,
+        }
     }
 }
 
@@ -35,7 +39,9 @@ pub enum CamError {
     ExpandRes(u32),
     #[error("iters must be at least 1")]
     Iters,
-    #[error("input must be a float tensor of shape (N, 3, H, W) with N ≥ 1, got {kind:?} {shape:?}")]
+    #[error(
+        "input must be a float tensor of shape (N, 3, H, W) with N ≥ 1, got {kind:?} {shape:?}"
+    )]
     Input { kind: Kind, shape: Vec<i64> },
 }
 
@@ -66,16 +72,29 @@ pub struct CamTrace {
 }
 
 /// Contrastive CAM of a batch of normalised images (N, 3, H, W) → (N, 1, H, W) in [0, 1].
-pub fn contrastive_cam(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig) -> Result<Tensor, CamError> {
+pub fn contrastive_cam(
+    model: &ContrastiveModel,
+    images: &Tensor,
+    cfg: &CamConfig,
+) -> Result<Tensor, CamError> {
     Ok(run(model, images, cfg, false)?.cam)
 }
 
 /// As [`contrastive_cam`], keeping every intermediate.
-pub fn contrastive_cam_traced(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig) -> Result<CamTrace, CamError> {
+pub fn contrastive_cam_traced(
+    model: &ContrastiveModel,
+    images: &Tensor,
+    cfg: &CamConfig,
+) -> Result<CamTrace, CamError> {
     run(model, images, cfg, true)
 }
 
-fn run(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig, record: bool) -> Result<CamTrace, CamError> {
+fn run(
+    model: &ContrastiveModel,
+    images: &Tensor,
+    cfg: &CamConfig,
+    record: bool,
+) -> Result<CamTrace, CamError> {
     if ![1, 2, 4].contains(&cfg.expand_res) {
         return Err(CamError::ExpandRes(cfg.expand_res));
     }
@@ -84,7 +103,10 @@ fn run(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig, record: bool)
     }
     let shape = images.size();
     if shape.len() != 4 || shape[1] != 3 || shape[0] == 0 || images.kind() != Kind::Float {
-        return Err(CamError::Input { kind: images.kind(), shape });
+        return Err(CamError::Input {
+            kind: images.kind(),
+            shape,
+        });
     }
     let (h, w) = (shape[2], shape[3]);
     let x0 = images.to_device(model.device()).detach();
@@ -95,7 +117,9 @@ fn run(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig, record: bool)
     let mut mask: Option<Tensor> = None;
     let mut iterations = Vec::new();
     for _ in 0..cfg.iters {
-        let a = tch::no_grad(|| model.encoder.features(&image, false, cfg.expand_res)).detach().set_requires_grad(true);
+        let a = tch::no_grad(|| model.encoder.features(&image, false, cfg.expand_res))
+            .detach()
+            .set_requires_grad(true);
         let q = model.projector.forward(&pool(&a), false);
         let k = key.get_or_insert_with(|| q.detach()).shallow_clone();
         queues.push(q.detach());
@@ -103,9 +127,17 @@ fn run(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig, record: bool)
         let grad = Tensor::run_backward(&[&score.sum(Kind::Float)], &[&a], false, false).remove(0);
         let (cam_t, trace) = tch::no_grad(|| {
             let alpha_raw = grad.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
-            let alpha = if cfg.negative_removal { alpha_raw.clamp_min(0.0) } else { alpha_raw.shallow_clone() };
+            let alpha = if cfg.negative_removal {
+                alpha_raw.clamp_min(0.0)
+            } else {
+                alpha_raw.shallow_clone()
+            };
             let a = a.detach();
-            let prerelu = (alpha.unsqueeze(-1).unsqueeze(-1) * &a).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            let prerelu = (alpha.unsqueeze(-1).unsqueeze(-1) * &a).sum_dim_intlist(
+                [1i64].as_slice(),
+                true,
+                Kind::Float,
+            );
             let lowres = prerelu.relu();
             let up = lowres.upsample_bicubic2d([h, w], false, None, None);
             let cam = min_max_per_image(&up);
@@ -129,16 +161,25 @@ fn run(model: &ContrastiveModel, images: &Tensor, cfg: &CamConfig, record: bool)
         mask = Some(m);
         iterations.extend(trace);
     }
-    Ok(CamTrace { cam: mask.expect("iters ≥ 1"), mask_color, iterations })
+    Ok(CamTrace {
+        cam: mask.expect("iters ≥ 1"),
+        mask_color,
+        iterations,
+    })
 }
 
 /// score_i = log Σ_b exp(q_b·k_b) − log Σ_{l,j} exp(q_i·Q_l[j] · (1 − δ_ij)), as `_contrastive_score`.
 pub fn contrastive_score(q: &Tensor, key: &Tensor, queues: &[Tensor]) -> Tensor {
     let b = q.size()[0];
-    let pos = (q * key).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).reshape([1, b]);
+    let pos = (q * key)
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+        .reshape([1, b]);
     let pos = pos.logsumexp([1i64].as_slice(), false); // (1,): summed over the whole batch (official)
     let off_diag = 1.0 - Tensor::eye(b, (Kind::Float, q.device()));
-    let negs: Vec<Tensor> = queues.iter().map(|ql| q.matmul(&ql.tr()) * &off_diag).collect();
+    let negs: Vec<Tensor> = queues
+        .iter()
+        .map(|ql| q.matmul(&ql.tr()) * &off_diag)
+        .collect();
     let neg = Tensor::cat(&negs, 1).logsumexp([1i64].as_slice(), false);
     pos - neg
 }

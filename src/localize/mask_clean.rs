@@ -9,10 +9,16 @@ pub struct CleanOptions {
 
 impl CleanOptions {
     pub fn seg() -> Self {
-        Self { min_obj_scale: 0.001, single: false }
+        Self {
+            min_obj_scale: 0.001,
+            single: false,
+        }
     }
     pub fn boxes() -> Self {
-        Self { min_obj_scale: 0.01, single: false }
+        Self {
+            min_obj_scale: 0.01,
+            single: false,
+        }
     }
 }
 
@@ -22,12 +28,19 @@ pub fn clean_mask(prob: &[f32], width: usize, height: usize, opts: &CleanOptions
     let (labels, areas) = components(&fg, width, height, false);
     let min = opts.min_obj_scale * (width * height) as f64;
     let keep: Vec<bool> = if opts.single {
-        let best = areas.iter().enumerate().max_by_key(|(_, &a)| a).map(|(i, _)| i);
+        let best = areas
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, &a)| a)
+            .map(|(i, _)| i);
         (0..areas.len()).map(|i| Some(i) == best).collect()
     } else {
         areas.iter().map(|&a| a as f64 > min).collect()
     };
-    labels.iter().map(|&l| (l > 0 && keep[l as usize - 1]) as u8).collect()
+    labels
+        .iter()
+        .map(|&l| (l > 0 && keep[l as usize - 1]) as u8)
+        .collect()
 }
 
 /// Connected components of `fg` (4- or 8-connectivity): labels 1..=n per pixel (0 background), areas.

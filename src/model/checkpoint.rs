@@ -27,12 +27,19 @@ pub enum CheckpointError {
 
 impl ContrastiveModel {
     /// Saves every parameter and buffer, with the config and any extra metadata.
-    pub fn save(&self, path: &Path, extra: &HashMap<String, String>) -> Result<(), CheckpointError> {
+    pub fn save(
+        &self,
+        path: &Path,
+        extra: &HashMap<String, String>,
+    ) -> Result<(), CheckpointError> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut meta = extra.clone();
         meta.insert(FORMAT_KEY.into(), FORMAT.into());
-        meta.insert(CONFIG_KEY.into(), serde_json::to_string(&self.config).expect("config serialises"));
+        meta.insert(
+            CONFIG_KEY.into(),
+            serde_json::to_string(&self.config).expect("config serialises"),
+        );
         Ok(tensor_file::write(path, &vars, &meta)?)
     }
 
@@ -41,8 +48,10 @@ impl ContrastiveModel {
     pub fn load(path: &Path, device: Device) -> Result<Self, CheckpointError> {
         let file = TensorFile::read(path)?;
         let config = match file.metadata.get(CONFIG_KEY) {
-            Some(json) => serde_json::from_str(json)
-                .map_err(|e| CheckpointError::BadConfig { path: path.into(), msg: e.to_string() })?,
+            Some(json) => serde_json::from_str(json).map_err(|e| CheckpointError::BadConfig {
+                path: path.into(),
+                msg: e.to_string(),
+            })?,
             None => infer_config(&file)?,
         };
         let mut model = ContrastiveModel::new(&config, device);
@@ -54,14 +63,29 @@ impl ContrastiveModel {
     pub fn load_strict(&mut self, file: &TensorFile) -> Result<(), CheckpointError> {
         let vars = self.vs.variables();
         let mut problems = Vec::new();
-        let mut missing: Vec<&String> = vars.keys().filter(|k| !file.tensors.contains_key(*k)).collect();
+        let mut missing: Vec<&String> = vars
+            .keys()
+            .filter(|k| !file.tensors.contains_key(*k))
+            .collect();
         missing.sort();
-        let unexpected: Vec<&String> = file.tensors.keys().filter(|k| !vars.contains_key(*k)).collect();
+        let unexpected: Vec<&String> = file
+            .tensors
+            .keys()
+            .filter(|k| !vars.contains_key(*k))
+            .collect();
         if !missing.is_empty() {
-            problems.push(format!("\n  missing ({}): {}", missing.len(), join(&missing)));
+            problems.push(format!(
+                "\n  missing ({}): {}",
+                missing.len(),
+                join(&missing)
+            ));
         }
         if !unexpected.is_empty() {
-            problems.push(format!("\n  unexpected ({}): {}", unexpected.len(), join(&unexpected)));
+            problems.push(format!(
+                "\n  unexpected ({}): {}",
+                unexpected.len(),
+                join(&unexpected)
+            ));
         }
         let mut names: Vec<&String> = vars.keys().collect();
         names.sort();
@@ -69,19 +93,34 @@ impl ContrastiveModel {
             if let Some(src) = file.tensors.get(name) {
                 let dst = &vars[name];
                 if src.size() != dst.size() {
-                    problems.push(format!("\n  shape of {name}: checkpoint {:?}, model {:?}", src.size(), dst.size()));
+                    problems.push(format!(
+                        "\n  shape of {name}: checkpoint {:?}, model {:?}",
+                        src.size(),
+                        dst.size()
+                    ));
                 } else if is_float(src.kind()) != is_float(dst.kind()) {
-                    problems.push(format!("\n  dtype of {name}: checkpoint {:?}, model {:?}", src.kind(), dst.kind()));
+                    problems.push(format!(
+                        "\n  dtype of {name}: checkpoint {:?}, model {:?}",
+                        src.kind(),
+                        dst.kind()
+                    ));
                 }
             }
         }
         if !problems.is_empty() {
-            return Err(CheckpointError::Mismatch { path: file.path.clone(), details: problems.concat() });
+            return Err(CheckpointError::Mismatch {
+                path: file.path.clone(),
+                details: problems.concat(),
+            });
         }
         tch::no_grad(|| {
             for (name, dst) in &vars {
                 let mut dst = dst.shallow_clone();
-                dst.copy_(&file.tensors[name].to_device(dst.device()).to_kind(dst.kind()));
+                dst.copy_(
+                    &file.tensors[name]
+                        .to_device(dst.device())
+                        .to_kind(dst.kind()),
+                );
             }
         });
         Ok(())
@@ -94,7 +133,12 @@ fn is_float(k: Kind) -> bool {
 
 fn join(v: &[&String]) -> String {
     const MAX: usize = 20;
-    let mut s = v.iter().take(MAX).map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    let mut s = v
+        .iter()
+        .take(MAX)
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     if v.len() > MAX {
         s.push_str(&format!(", … ({} more)", v.len() - MAX));
     }
@@ -103,18 +147,39 @@ fn join(v: &[&String]) -> String {
 
 /// Reads arch, width, stem and head sizes off a torchvision-style state dict.
 pub fn infer_config(file: &TensorFile) -> Result<ModelConfig, CheckpointError> {
-    let err = |msg: &str| CheckpointError::Infer { path: file.path.clone(), msg: msg.into() };
+    let err = |msg: &str| CheckpointError::Infer {
+        path: file.path.clone(),
+        msg: msg.into(),
+    };
     let shape = |n: &str| file.tensors.get(n).map(|t| t.size());
-    let conv1 = shape("encoder.conv1.weight").ok_or_else(|| err("no tensor 'encoder.conv1.weight'"))?;
-    let arch = if file.tensors.contains_key("encoder.layer1.0.conv3.weight") { Arch::Resnet50 } else { Arch::Resnet18 };
-    let stem = if conv1[2] == 7 { Stem::Imagenet } else { Stem::Small };
+    let conv1 =
+        shape("encoder.conv1.weight").ok_or_else(|| err("no tensor 'encoder.conv1.weight'"))?;
+    let arch = if file.tensors.contains_key("encoder.layer1.0.conv3.weight") {
+        Arch::Resnet50
+    } else {
+        Arch::Resnet18
+    };
+    let stem = if conv1[2] == 7 {
+        Stem::Imagenet
+    } else {
+        Stem::Small
+    };
     let width = conv1[0] as f64 / 64.0;
     // zero_init_residual only affects initialisation, not the architecture.
-    let encoder = ResNetConfig { arch, width, stem, zero_init_residual: true };
+    let encoder = ResNetConfig {
+        arch,
+        width,
+        stem,
+        zero_init_residual: true,
+    };
     let p0 = shape("projector.0.weight").ok_or_else(|| err("no tensor 'projector.0.weight'"))?;
     let p3 = shape("projector.3.weight").ok_or_else(|| err("no tensor 'projector.3.weight'"))?;
     let pred = shape("predictor.0.weight");
-    let method = if pred.is_some() { Method::Byol } else { Method::Moco };
+    let method = if pred.is_some() {
+        Method::Byol
+    } else {
+        Method::Moco
+    };
     Ok(ModelConfig {
         encoder,
         method,

@@ -24,6 +24,10 @@ impl MlpHead {
 
     /// Unit-norm output (N, out).
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        l2_normalize(&self.fc3.forward(&self.bn1.forward(&self.fc0.forward(x), train).relu()))
+        l2_normalize(
+            &self
+                .fc3
+                .forward(&self.bn1.forward(&self.fc0.forward(x), train).relu()),
+        )
     }
 }

@@ -16,13 +16,31 @@ impl Conv2d {
     /// kaiming_uniform(a=√5) = U(±1/√fan_in).
     pub fn new(p: Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64) -> Self {
         let bound = 1.0 / ((cin * k * k) as f64).sqrt();
-        let weight = p.var("weight", &[cout, cin, k, k], Init::Uniform { lo: -bound, up: bound });
-        Self { weight, stride, padding }
+        let weight = p.var(
+            "weight",
+            &[cout, cin, k, k],
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        Self {
+            weight,
+            stride,
+            padding,
+        }
     }
 
     /// Forward with an optional stride override (the resolution-expansion trick sets stride 1).
     pub fn forward_with_stride(&self, x: &Tensor, stride: i64) -> Tensor {
-        x.conv2d(&self.weight, None::<&Tensor>, [stride, stride], [self.padding, self.padding], [1, 1], 1)
+        x.conv2d(
+            &self.weight,
+            None::<&Tensor>,
+            [stride, stride],
+            [self.padding, self.padding],
+            [1, 1],
+            1,
+        )
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -44,12 +62,26 @@ pub struct BatchNorm {
 impl BatchNorm {
     /// torchvision init: weight 1 (0 for a zero-init residual BN), bias 0.
     pub fn new(p: Path, c: i64, zero_weight: bool) -> Self {
-        let weight = p.var("weight", &[c], Init::Const(if zero_weight { 0.0 } else { 1.0 }));
+        let weight = p.var(
+            "weight",
+            &[c],
+            Init::Const(if zero_weight { 0.0 } else { 1.0 }),
+        );
         let bias = p.var("bias", &[c], Init::Const(0.0));
         let running_mean = p.zeros_no_train("running_mean", &[c]);
         let running_var = p.ones_no_train("running_var", &[c]);
-        let num_batches_tracked = p.add("num_batches_tracked", Tensor::zeros([], (Kind::Int64, p.device())), false);
-        Self { weight, bias, running_mean, running_var, num_batches_tracked }
+        let num_batches_tracked = p.add(
+            "num_batches_tracked",
+            Tensor::zeros([], (Kind::Int64, p.device())),
+            false,
+        );
+        Self {
+            weight,
+            bias,
+            running_mean,
+            running_var,
+            num_batches_tracked,
+        }
     }
 
     /// Train mode uses batch statistics and updates the running ones; eval mode uses the running ones.
@@ -84,7 +116,10 @@ pub struct Linear {
 impl Linear {
     pub fn new(p: Path, cin: i64, cout: i64, bias: bool) -> Self {
         let bound = 1.0 / (cin as f64).sqrt();
-        let init = Init::Uniform { lo: -bound, up: bound };
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
         let weight = p.var("weight", &[cout, cin], init);
         let bias = bias.then(|| p.var("bias", &[cout], init));
         Self { weight, bias }

@@ -77,10 +77,27 @@ impl ContrastiveModel {
         let root = vs.root();
         let encoder = ResNet::new(&(&root / "encoder"), &config.encoder);
         let d = encoder.feat_dim();
-        let projector = MlpHead::new(&(&root / "projector"), d, config.proj_hidden(), config.proj_dim());
-        let predictor = (config.method == Method::Byol)
-            .then(|| MlpHead::new(&(&root / "predictor"), config.proj_dim(), config.pred_hidden(), config.proj_dim()));
-        Self { config: config.clone(), vs, encoder, projector, predictor }
+        let projector = MlpHead::new(
+            &(&root / "projector"),
+            d,
+            config.proj_hidden(),
+            config.proj_dim(),
+        );
+        let predictor = (config.method == Method::Byol).then(|| {
+            MlpHead::new(
+                &(&root / "predictor"),
+                config.proj_dim(),
+                config.pred_hidden(),
+                config.proj_dim(),
+            )
+        });
+        Self {
+            config: config.clone(),
+            vs,
+            encoder,
+            projector,
+            predictor,
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -89,6 +106,7 @@ impl ContrastiveModel {
 
     /// Unit-norm projection of pooled features.
     pub fn project(&self, x: &Tensor, train: bool) -> Tensor {
-        self.projector.forward(&self.encoder.forward(x, train), train)
+        self.projector
+            .forward(&self.encoder.forward(x, train), train)
     }
 }

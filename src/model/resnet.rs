@@ -72,7 +72,13 @@ impl ResNetConfig {
 
 #[derive(Debug)]
 enum Block {
-    Basic { conv1: Conv2d, bn1: BatchNorm, conv2: Conv2d, bn2: BatchNorm, down: Option<(Conv2d, BatchNorm)> },
+    Basic {
+        conv1: Conv2d,
+        bn1: BatchNorm,
+        conv2: Conv2d,
+        bn2: BatchNorm,
+        down: Option<(Conv2d, BatchNorm)>,
+    },
     Bottleneck {
         conv1: Conv2d,
         bn1: BatchNorm,
@@ -92,14 +98,32 @@ impl Block {
             None => x.shallow_clone(),
         };
         match self {
-            Block::Basic { conv1, bn1, conv2, bn2, down } => {
-                let y = bn1.forward(&conv1.forward_with_stride(x, stride), train).relu();
+            Block::Basic {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                down,
+            } => {
+                let y = bn1
+                    .forward(&conv1.forward_with_stride(x, stride), train)
+                    .relu();
                 let y = bn2.forward(&conv2.forward(&y), train);
                 (y + shortcut(down)).relu()
             }
-            Block::Bottleneck { conv1, bn1, conv2, bn2, conv3, bn3, down } => {
+            Block::Bottleneck {
+                conv1,
+                bn1,
+                conv2,
+                bn2,
+                conv3,
+                bn3,
+                down,
+            } => {
                 let y = bn1.forward(&conv1.forward(x), train).relu();
-                let y = bn2.forward(&conv2.forward_with_stride(&y, stride), train).relu();
+                let y = bn2
+                    .forward(&conv2.forward_with_stride(&y, stride), train)
+                    .relu();
                 let y = bn3.forward(&conv3.forward(&y), train);
                 (y + shortcut(down)).relu()
             }
@@ -138,7 +162,10 @@ impl ResNet {
                 let needs_down = bi == 0 && (stride != 1 || inplanes != planes * exp);
                 let down = needs_down.then(|| {
                     let dp = &bp / "downsample";
-                    (Conv2d::new(&dp / 0, inplanes, planes * exp, 1, stride, 0), BatchNorm::new(&dp / 1, planes * exp, false))
+                    (
+                        Conv2d::new(&dp / 0, inplanes, planes * exp, 1, stride, 0),
+                        BatchNorm::new(&dp / 1, planes * exp, false),
+                    )
                 });
                 let zero = config.zero_init_residual;
                 let block = match config.arch {
@@ -164,7 +191,12 @@ impl ResNet {
             }
             layers.push(blocks);
         }
-        Self { config: config.clone(), conv1, bn1, layers }
+        Self {
+            config: config.clone(),
+            conv1,
+            bn1,
+            layers,
+        }
     }
 
     pub fn feat_dim(&self) -> i64 {

@@ -64,7 +64,10 @@ impl StageCache {
         build: impl FnOnce(&Path) -> Result<(), E>,
     ) -> Result<Outcome, E> {
         let dir = self.stage_dir(stage, fp);
-        let ioerr = |p: &Path, e: std::io::Error| CacheError::Io { path: p.into(), msg: e.to_string() };
+        let ioerr = |p: &Path, e: std::io::Error| CacheError::Io {
+            path: p.into(),
+            msg: e.to_string(),
+        };
         if dir.join(DONE).is_file() && !self.refresh {
             return Ok(Outcome::Cached(dir));
         }
@@ -92,7 +95,10 @@ mod tests {
     #[test]
     fn stage_published_once_and_failed_build_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
-        let cache = StageCache { root: root.path().into(), refresh: false };
+        let cache = StageCache {
+            root: root.path().into(),
+            refresh: false,
+        };
         let fp = fingerprint("s", &serde_json::json!({"a": 1}), &[]);
         let out = cache
             .get_or_run::<CacheError>("s", &fp, |d| {
@@ -101,15 +107,25 @@ mod tests {
             })
             .unwrap();
         assert!(!out.cached());
-        let again = cache.get_or_run::<CacheError>("s", &fp, |_| panic!("must not rerun")).unwrap();
+        let again = cache
+            .get_or_run::<CacheError>("s", &fp, |_| panic!("must not rerun"))
+            .unwrap();
         assert!(again.cached());
         assert_eq!(std::fs::read_to_string(again.dir().join("x")).unwrap(), "1");
         let fp2 = fingerprint("s", &serde_json::json!({"a": 2}), &[]);
         assert_ne!(fp, fp2);
-        let r = cache.get_or_run("s", &fp2, |_| Err(CacheError::Io { path: "x".into(), msg: "boom".into() }));
+        let r = cache.get_or_run("s", &fp2, |_| {
+            Err(CacheError::Io {
+                path: "x".into(),
+                msg: "boom".into(),
+            })
+        });
         assert!(r.is_err());
         assert!(!cache.stage_dir("s", &fp2).exists());
         let leftovers = std::fs::read_dir(root.path()).unwrap().count();
-        assert_eq!(leftovers, 1, "the failed stage's temporary directory is removed");
+        assert_eq!(
+            leftovers, 1,
+            "the failed stage's temporary directory is removed"
+        );
     }
 }

@@ -96,11 +96,18 @@ pub struct EvalConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read suite file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid TOML: {msg}")]
     Toml { path: PathBuf, msg: String },
     #[error("{path}: key '{key}': {msg}")]
-    Field { path: PathBuf, key: String, msg: String },
+    Field {
+        path: PathBuf,
+        key: String,
+        msg: String,
+    },
     #[error("{path}: include cycle through {include}")]
     Cycle { path: PathBuf, include: PathBuf },
 }
@@ -124,30 +131,57 @@ impl LoadedSuite {
 pub fn load(path: &Path) -> Result<LoadedSuite, ConfigError> {
     let table = load_table(path, &mut Vec::new())?;
     let de = toml::Value::Table(table.clone());
-    let config: SuiteConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
+    let config: SuiteConfig =
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Field {
+            path: path.into(),
+            key: e.path().to_string(),
+            msg: e.inner().to_string(),
+        })?;
+    let v = |key: &str, msg: String| ConfigError::Field {
         path: path.into(),
-        key: e.path().to_string(),
-        msg: e.inner().to_string(),
-    })?;
-    let v = |key: &str, msg: String| ConfigError::Field { path: path.into(), key: key.into(), msg };
-    config.data.validate().map_err(|e| v("data", e.to_string()))?;
+        key: key.into(),
+        msg,
+    };
+    config
+        .data
+        .validate()
+        .map_err(|e| v("data", e.to_string()))?;
     if config.localize.batch_size < 2 {
-        return Err(v("localize.batch_size", "must be at least 2 (the other images are the negatives)".into()));
+        return Err(v(
+            "localize.batch_size",
+            "must be at least 2 (the other images are the negatives)".into(),
+        ));
     }
     if !(0.0..1.0).contains(&config.localize.threshold) {
         return Err(v("localize.threshold", "must be in [0, 1)".into()));
     }
-    Ok(LoadedSuite { config, path: path.into(), resolved: table })
+    Ok(LoadedSuite {
+        config,
+        path: path.into(),
+        resolved: table,
+    })
 }
 
 fn load_table(path: &Path, stack: &mut Vec<PathBuf>) -> Result<toml::Table, ConfigError> {
-    let canon = path.canonicalize().map_err(|source| ConfigError::Io { path: path.into(), source })?;
+    let canon = path.canonicalize().map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
     if stack.contains(&canon) {
-        return Err(ConfigError::Cycle { path: stack.last().cloned().unwrap_or_default(), include: path.into() });
+        return Err(ConfigError::Cycle {
+            path: stack.last().cloned().unwrap_or_default(),
+            include: path.into(),
+        });
     }
     stack.push(canon);
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml { path: path.into(), msg: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
     let merged = match table.remove("include") {
         Some(toml::Value::String(inc)) => {
             let base_path = path.parent().unwrap_or(Path::new(".")).join(inc);

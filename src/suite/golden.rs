@@ -45,7 +45,13 @@ pub enum GoldenError {
     #[error("cannot read golden {path}: {msg}")]
     Read { path: PathBuf, msg: String },
     #[error("golden {path} is for suite '{found}' version {found_version}, this suite is '{want}' version {want_version}")]
-    WrongSuite { path: PathBuf, found: String, found_version: u32, want: String, want_version: u32 },
+    WrongSuite {
+        path: PathBuf,
+        found: String,
+        found_version: u32,
+        want: String,
+        want_version: u32,
+    },
 }
 
 impl Golden {
@@ -53,10 +59,18 @@ impl Golden {
         if !path.exists() {
             return Err(GoldenError::Missing { path: path.into() });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| GoldenError::Read { path: path.into(), msg: e.to_string() })?;
-        let de = toml::Deserializer::parse(&text).map_err(|e| GoldenError::Read { path: path.into(), msg: e.to_string() })?;
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| GoldenError::Read { path: path.into(), msg: format!("key '{}': {}", e.path(), e.inner()) })
+        let text = std::fs::read_to_string(path).map_err(|e| GoldenError::Read {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        let de = toml::Deserializer::parse(&text).map_err(|e| GoldenError::Read {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| GoldenError::Read {
+            path: path.into(),
+            msg: format!("key '{}': {}", e.path(), e.inner()),
+        })
     }
 
     pub fn check_suite(&self, path: &Path, name: &str, version: u32) -> Result<(), GoldenError> {
@@ -114,7 +128,13 @@ pub fn compare(metrics: &BTreeMap<String, f64>, golden: &Golden) -> Vec<MetricCh
                 (Some(_), None) => Verdict::NoGolden,
                 (None, _) => Verdict::Missing,
             };
-            MetricCheck { metric: name.clone(), value, golden: g.map(|g| g.value), tolerance: g.map(|g| g.tolerance), verdict }
+            MetricCheck {
+                metric: name.clone(),
+                value,
+                golden: g.map(|g| g.value),
+                tolerance: g.map(|g| g.tolerance),
+                verdict,
+            }
         })
         .collect()
 }
@@ -125,8 +145,22 @@ mod tests {
 
     fn golden() -> Golden {
         let mut metrics = BTreeMap::new();
-        metrics.insert("a".into(), GoldenMetric { value: 0.5, tolerance: 0.1, why: String::new() });
-        metrics.insert("b".into(), GoldenMetric { value: 1.0, tolerance: 0.0, why: String::new() });
+        metrics.insert(
+            "a".into(),
+            GoldenMetric {
+                value: 0.5,
+                tolerance: 0.1,
+                why: String::new(),
+            },
+        );
+        metrics.insert(
+            "b".into(),
+            GoldenMetric {
+                value: 1.0,
+                tolerance: 0.0,
+                why: String::new(),
+            },
+        );
         Golden {
             suite: "s".into(),
             suite_version: 1,
@@ -147,10 +181,17 @@ mod tests {
     fn verdicts() {
         let g = golden();
         let m = BTreeMap::from([("a".to_string(), 0.65), ("c".to_string(), 1.0)]);
-        let v: Vec<(String, Verdict)> = compare(&m, &g).into_iter().map(|c| (c.metric, c.verdict)).collect();
+        let v: Vec<(String, Verdict)> = compare(&m, &g)
+            .into_iter()
+            .map(|c| (c.metric, c.verdict))
+            .collect();
         assert_eq!(
             v,
-            vec![("a".into(), Verdict::Fail), ("b".into(), Verdict::Missing), ("c".into(), Verdict::NoGolden)]
+            vec![
+                ("a".into(), Verdict::Fail),
+                ("b".into(), Verdict::Missing),
+                ("c".into(), Verdict::NoGolden)
+            ]
         );
         let m = BTreeMap::from([("a".to_string(), 0.41), ("b".to_string(), 1.0)]);
         assert!(compare(&m, &g).iter().all(|c| c.verdict == Verdict::Pass));

@@ -58,7 +58,11 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     let started_at = now_utc();
     let start = Instant::now();
     let cfg = &suite.config;
-    let golden_path = if opts.skip_golden { None } else { opts.golden.clone().or_else(|| suite.golden_path()) };
+    let golden_path = if opts.skip_golden {
+        None
+    } else {
+        opts.golden.clone().or_else(|| suite.golden_path())
+    };
     let golden = match &golden_path {
         Some(p) => {
             let g = Golden::read(p)?;
@@ -67,7 +71,10 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         }
         None => None,
     };
-    let cache = StageCache { root: opts.runs_dir.join(&cfg.name), refresh: opts.refresh };
+    let cache = StageCache {
+        root: opts.runs_dir.join(&cfg.name),
+        refresh: opts.refresh,
+    };
     eprintln!("generating synthetic data (seed {})", cfg.seed);
     let data = SuiteData::generate(cfg);
     let mut p = Pipeline {
@@ -107,7 +114,10 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
 
 /// RFC 3339 UTC timestamp without a date-time dependency.
 pub fn now_utc() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -119,5 +129,10 @@ pub fn now_utc() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

@@ -74,17 +74,25 @@ impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
         let input = self.input_size();
-        self.metrics.insert("baseline.center_box_miou".into(), center_box_miou(&self.data.test_scenes));
+        self.metrics.insert(
+            "baseline.center_box_miou".into(),
+            center_box_miou(&self.data.test_scenes),
+        );
 
         let pre_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "seed": cfg.seed, "oa_crop": false});
         let pre_fp = fingerprint("pretrain", &pre_params, &[]);
         let pre = self.stage("pretrain", &pre_fp, |dir, p| p.train_stage(dir, None))?;
         let report: TrainReport = read_json(&pre.dir().join("train_report.json"))?;
-        self.metrics.insert("vanilla.final_loss".into(), *report.epoch_loss.last().unwrap_or(&f64::NAN));
+        self.metrics.insert(
+            "vanilla.final_loss".into(),
+            *report.epoch_loss.last().unwrap_or(&f64::NAN),
+        );
 
         let eval_params = serde_json::json!({"data": cfg.data, "sizes": cfg.sizes, "localize": cfg.localize, "eval": cfg.eval, "input": input});
         let ev_fp = fingerprint("evaluate", &eval_params, &[&pre_fp]);
-        let ev = self.stage("evaluate-vanilla", &ev_fp, |dir, p| p.eval_stage(dir, &pre.dir().join("model.safetensors")))?;
+        let ev = self.stage("evaluate-vanilla", &ev_fp, |dir, p| {
+            p.eval_stage(dir, &pre.dir().join("model.safetensors"))
+        })?;
         self.record_eval("vanilla", &ev)?;
 
         if !cfg.retrain.oa_crop {
@@ -92,25 +100,38 @@ impl Pipeline<'_> {
         }
         let box_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "localize": cfg.localize});
         let box_fp = fingerprint("boxes", &box_params, &[&pre_fp]);
-        let bx = self.stage("boxes", &box_fp, |dir, p| p.boxes_stage(dir, &pre.dir().join("model.safetensors")))?;
+        let bx = self.stage("boxes", &box_fp, |dir, p| {
+            p.boxes_stage(dir, &pre.dir().join("model.safetensors"))
+        })?;
         let boxes: BoxesOut = read_json(&bx.dir().join("boxes.json"))?;
         self.metrics.insert("boxes.recall50".into(), boxes.recall50);
-        self.metrics.insert("boxes.per_image".into(), boxes.per_image);
+        self.metrics
+            .insert("boxes.per_image".into(), boxes.per_image);
 
         let re_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "seed": cfg.seed, "oa_crop": true});
         let re_fp = fingerprint("retrain", &re_params, &[&box_fp]);
-        let re = self.stage("retrain-oa-crop", &re_fp, |dir, p| p.train_stage(dir, Some(&boxes.boxes)))?;
+        let re = self.stage("retrain-oa-crop", &re_fp, |dir, p| {
+            p.train_stage(dir, Some(&boxes.boxes))
+        })?;
         let report: TrainReport = read_json(&re.dir().join("train_report.json"))?;
-        self.metrics.insert("oa_crop.final_loss".into(), *report.epoch_loss.last().unwrap_or(&f64::NAN));
+        self.metrics.insert(
+            "oa_crop.final_loss".into(),
+            *report.epoch_loss.last().unwrap_or(&f64::NAN),
+        );
 
         let ev2_fp = fingerprint("evaluate", &eval_params, &[&re_fp]);
-        let ev2 = self.stage("evaluate-oa-crop", &ev2_fp, |dir, p| p.eval_stage(dir, &re.dir().join("model.safetensors")))?;
+        let ev2 = self.stage("evaluate-oa-crop", &ev2_fp, |dir, p| {
+            p.eval_stage(dir, &re.dir().join("model.safetensors"))
+        })?;
         self.record_eval("oa_crop", &ev2)?;
         Ok(())
     }
 
     fn input_size(&self) -> i64 {
-        self.cfg.eval.input_size.unwrap_or(self.cfg.train.augment.output_size)
+        self.cfg
+            .eval
+            .input_size
+            .unwrap_or(self.cfg.train.augment.output_size)
     }
 
     fn stage(
@@ -125,15 +146,25 @@ impl Pipeline<'_> {
         let this: &Self = self;
         let out = self.cache.get_or_run(name, fp, |dir| build(dir, this))?;
         let seconds = start.elapsed().as_secs_f64();
-        eprintln!("[stage {n}] {name}: {} in {seconds:.1} s", if out.cached() { "cached" } else { "done" });
-        self.timings.push(StageTiming { stage: name.into(), fingerprint: fp.into(), cached: out.cached(), seconds });
+        eprintln!(
+            "[stage {n}] {name}: {} in {seconds:.1} s",
+            if out.cached() { "cached" } else { "done" }
+        );
+        self.timings.push(StageTiming {
+            stage: name.into(),
+            fingerprint: fp.into(),
+            cached: out.cached(),
+            seconds,
+        });
         Ok(out)
     }
 
     fn record_eval(&mut self, prefix: &str, out: &Outcome) -> Result<(), SuiteError> {
         let m: EvalMetrics = read_json(&out.dir().join("metrics.json"))?;
-        self.metrics.insert(format!("{prefix}.cam_miou"), m.cam_miou);
-        self.metrics.insert(format!("{prefix}.linear_acc"), m.linear_acc);
+        self.metrics
+            .insert(format!("{prefix}.cam_miou"), m.cam_miou);
+        self.metrics
+            .insert(format!("{prefix}.linear_acc"), m.linear_acc);
         Ok(())
     }
 
@@ -143,9 +174,11 @@ impl Pipeline<'_> {
         }
         let bar = ProgressBar::new(len);
         bar.set_style(
-            ProgressStyle::with_template("  {prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "  {prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(what.to_string());
         bar
@@ -154,19 +187,38 @@ impl Pipeline<'_> {
     fn train_stage(&self, dir: &Path, boxes: Option<&[Vec<[f64; 4]>]>) -> Result<(), SuiteError> {
         let images = self.data.train_scenes.images_tensor();
         let bar = self.bar(0, "train");
-        let data = TrainData { images: &images, boxes };
-        let (model, report) = train(&self.cfg.model, &self.cfg.train, &data, self.cfg.seed, self.device, &bar)?;
+        let data = TrainData {
+            images: &images,
+            boxes,
+        };
+        let (model, report) = train(
+            &self.cfg.model,
+            &self.cfg.train,
+            &data,
+            self.cfg.seed,
+            self.device,
+            &bar,
+        )?;
         bar.finish_and_clear();
         let meta = std::collections::HashMap::from([
             ("contracam.seed".to_string(), self.cfg.seed.to_string()),
-            ("contracam.train".to_string(), serde_json::to_string(&self.cfg.train).expect("serialises")),
+            (
+                "contracam.train".to_string(),
+                serde_json::to_string(&self.cfg.train).expect("serialises"),
+            ),
         ]);
         model.save(&dir.join("model.safetensors"), &meta)?;
         write_json(&dir.join("train_report.json"), &report)
     }
 
     /// CAMs of `set` in batches of the configured size (the negatives of each image).
-    fn cams(&self, model: &ContrastiveModel, set: &SynthSet, cam: &CamConfig, what: &str) -> Result<Tensor, SuiteError> {
+    fn cams(
+        &self,
+        model: &ContrastiveModel,
+        set: &SynthSet,
+        cam: &CamConfig,
+        what: &str,
+    ) -> Result<Tensor, SuiteError> {
         let images = set.images_tensor();
         let b = self.cfg.localize.batch_size as i64;
         let bar = self.bar(set.len() as u64, what);
@@ -195,8 +247,20 @@ impl Pipeline<'_> {
         let size = self.input_size();
         let f = |s: &SynthSet| encode(&model, &s.images_tensor(), size, 256);
         let (ftr, fva, fte) = (f(tr), f(va), f(te));
-        let lin = linear_eval(&ftr, &tr.labels_tensor(), &fva, &va.labels_tensor(), &fte, &te.labels_tensor(), &self.cfg.eval.linear)?;
-        let m = EvalMetrics { cam_miou, linear_acc: lin.test_accuracy, linear_val_acc: lin.val_accuracy };
+        let lin = linear_eval(
+            &ftr,
+            &tr.labels_tensor(),
+            &fva,
+            &va.labels_tensor(),
+            &fte,
+            &te.labels_tensor(),
+            &self.cfg.eval.linear,
+        )?;
+        let m = EvalMetrics {
+            cam_miou,
+            linear_acc: lin.test_accuracy,
+            linear_val_acc: lin.val_accuracy,
+        };
         write_json(&dir.join("metrics.json"), &m)
     }
 
@@ -206,10 +270,17 @@ impl Pipeline<'_> {
         let loc = &self.cfg.localize;
         let cams = self.cams(&model, set, &loc.boxes, "boxes")?;
         let s = set.size;
-        let flat: Vec<f32> = Vec::<f32>::try_from(cams.gt(loc.threshold).to_kind(Kind::Float).flatten(0, -1))
-            .map_err(|e| SuiteError::Other(format!("CAM to host: {e}")))?;
-        let crop_opts = BoxOptions { min_area_frac: loc.min_area_frac, margin: loc.margin };
-        let tight = BoxOptions { margin: 0.0, ..crop_opts.clone() };
+        let flat: Vec<f32> =
+            Vec::<f32>::try_from(cams.gt(loc.threshold).to_kind(Kind::Float).flatten(0, -1))
+                .map_err(|e| SuiteError::Other(format!("CAM to host: {e}")))?;
+        let crop_opts = BoxOptions {
+            min_area_frac: loc.min_area_frac,
+            margin: loc.margin,
+        };
+        let tight = BoxOptions {
+            margin: 0.0,
+            ..crop_opts.clone()
+        };
         let (mut boxes, mut raw) = (Vec::new(), Vec::new());
         for img in flat.chunks(s * s) {
             let mask = clean_mask(img, s, s, &CleanOptions::boxes());
@@ -217,8 +288,16 @@ impl Pipeline<'_> {
             raw.push(extract_boxes(&mask, s, s, &tight));
         }
         let recall50 = box_recall(&raw, &set.boxes_normalized(), 0.5);
-        let per_image = boxes.iter().map(|b| b.len()).sum::<usize>() as f64 / boxes.len().max(1) as f64;
-        write_json(&dir.join("boxes.json"), &BoxesOut { boxes, recall50, per_image })
+        let per_image =
+            boxes.iter().map(|b| b.len()).sum::<usize>() as f64 / boxes.len().max(1) as f64;
+        write_json(
+            &dir.join("boxes.json"),
+            &BoxesOut {
+                boxes,
+                recall50,
+                per_image,
+            },
+        )
     }
 }
 
@@ -228,7 +307,11 @@ pub fn per_image_miou(pred: &Tensor, gt: &Tensor) -> f64 {
     let p: Vec<f32> = Vec::try_from(pred.flatten(0, -1)).unwrap_or_default();
     let g: Vec<f32> = Vec::try_from(gt.flatten(0, -1)).unwrap_or_default();
     let per = p.len() / n.max(1);
-    let ious: Vec<f64> = p.chunks(per).zip(g.chunks(per)).map(|(a, b)| mask_iou(a, b)).collect();
+    let ious: Vec<f64> = p
+        .chunks(per)
+        .zip(g.chunks(per))
+        .map(|(a, b)| mask_iou(a, b))
+        .collect();
     ious.iter().sum::<f64>() / ious.len().max(1) as f64
 }
 
@@ -244,17 +327,31 @@ pub fn center_box_miou(set: &SynthSet) -> f64 {
     let ious: Vec<f64> = set
         .instance_masks
         .iter()
-        .map(|m| mask_iou(&bx, &m.iter().map(|&v| (v != 0) as u8 as f32).collect::<Vec<_>>()))
+        .map(|m| {
+            mask_iou(
+                &bx,
+                &m.iter().map(|&v| (v != 0) as u8 as f32).collect::<Vec<_>>(),
+            )
+        })
         .collect();
     ious.iter().sum::<f64>() / ious.len().max(1) as f64
 }
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<(), SuiteError> {
     let s = serde_json::to_string_pretty(v).expect("serialises");
-    std::fs::write(path, s).map_err(|e| SuiteError::Io { path: path.into(), msg: e.to_string() })
+    std::fs::write(path, s).map_err(|e| SuiteError::Io {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SuiteError> {
-    let s = std::fs::read_to_string(path).map_err(|e| SuiteError::Io { path: path.into(), msg: e.to_string() })?;
-    serde_json::from_str(&s).map_err(|e| SuiteError::Io { path: path.into(), msg: format!("invalid stage output: {e}") })
+    let s = std::fs::read_to_string(path).map_err(|e| SuiteError::Io {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_str(&s).map_err(|e| SuiteError::Io {
+        path: path.into(),
+        msg: format!("invalid stage output: {e}"),
+    })
 }

@@ -42,8 +42,16 @@ fn fmt(v: Option<f64>) -> String {
 
 /// The metrics table: metric, value, golden, tolerance, verdict.
 pub fn table(checks: &[MetricCheck]) -> String {
-    let w = checks.iter().map(|c| c.metric.len()).max().unwrap_or(6).max(6);
-    let mut s = format!("{:<w$}  {:>9}  {:>9}  {:>9}  verdict\n", "metric", "value", "golden", "tolerance");
+    let w = checks
+        .iter()
+        .map(|c| c.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut s = format!(
+        "{:<w$}  {:>9}  {:>9}  {:>9}  verdict\n",
+        "metric", "value", "golden", "tolerance"
+    );
     s.push_str(&format!("{}\n", "-".repeat(w + 42)));
     for c in checks {
         let verdict = match c.verdict {
@@ -57,7 +65,9 @@ pub fn table(checks: &[MetricCheck]) -> String {
             c.metric,
             fmt(c.value),
             fmt(c.golden),
-            c.tolerance.map(|t| format!("±{t:.4}")).unwrap_or_else(|| "—".into())
+            c.tolerance
+                .map(|t| format!("±{t:.4}"))
+                .unwrap_or_else(|| "—".into())
         ));
     }
     s

@@ -50,9 +50,18 @@ pub type Region = [f64; 4];
 
 /// torchvision `RandomResizedCrop.get_params` inside `region` (in pixels of a `w`×`h` image):
 /// 10 attempts at a random area and log-uniform ratio, else a centre crop clamped to the ratio range.
-pub fn sample_crop(rng: &mut ChaCha8Rng, region: Region, w: f64, h: f64, cfg: &AugmentConfig) -> Region {
+pub fn sample_crop(
+    rng: &mut ChaCha8Rng,
+    region: Region,
+    w: f64,
+    h: f64,
+    cfg: &AugmentConfig,
+) -> Region {
     let (rx, ry) = (region[0] * w, region[1] * h);
-    let (rw, rh) = (((region[2] - region[0]) * w).max(1.0), ((region[3] - region[1]) * h).max(1.0));
+    let (rw, rh) = (
+        ((region[2] - region[0]) * w).max(1.0),
+        ((region[3] - region[1]) * h).max(1.0),
+    );
     let area = rw * rh;
     let (lr0, lr1) = (cfg.crop_ratio[0].ln(), cfg.crop_ratio[1].ln());
     for _ in 0..10 {
@@ -63,7 +72,12 @@ pub fn sample_crop(rng: &mut ChaCha8Rng, region: Region, w: f64, h: f64, cfg: &A
         if cw > 0.0 && ch > 0.0 && cw <= rw && ch <= rh {
             let x = rng.random_range(0.0..=(rw - cw)).floor();
             let y = rng.random_range(0.0..=(rh - ch)).floor();
-            return [(rx + x) / w, (ry + y) / h, (rx + x + cw) / w, (ry + y + ch) / h];
+            return [
+                (rx + x) / w,
+                (ry + y) / h,
+                (rx + x + cw) / w,
+                (ry + y + ch) / h,
+            ];
         }
     }
     let in_ratio = rw / rh;
@@ -75,7 +89,12 @@ pub fn sample_crop(rng: &mut ChaCha8Rng, region: Region, w: f64, h: f64, cfg: &A
         (rw, rh)
     };
     let (x, y) = (((rw - cw) / 2.0).floor(), ((rh - ch) / 2.0).floor());
-    [(rx + x) / w, (ry + y) / h, (rx + x + cw) / w, (ry + y + ch) / h]
+    [
+        (rx + x) / w,
+        (ry + y) / h,
+        (rx + x + cw) / w,
+        (ry + y + ch) / h,
+    ]
 }
 
 /// Crops each image to its region and resizes to `size` (bilinear, align_corners=false), mirroring where
@@ -113,7 +132,11 @@ pub fn color_blur_normalize(x: &Tensor, rng: &mut ChaCha8Rng, cfg: &AugmentConfi
             ];
         }
     }
-    let column = |k: usize| Tensor::from_slice(&fac.iter().map(|f| f[k]).collect::<Vec<_>>()).to_device(dev).view([-1, 1, 1, 1]);
+    let column = |k: usize| {
+        Tensor::from_slice(&fac.iter().map(|f| f[k]).collect::<Vec<_>>())
+            .to_device(dev)
+            .view([-1, 1, 1, 1])
+    };
     let mut order = [0usize, 1, 2, 3];
     order.shuffle(rng);
     let mut y = x.shallow_clone();
@@ -128,11 +151,19 @@ pub fn color_blur_normalize(x: &Tensor, rng: &mut ChaCha8Rng, cfg: &AugmentConfi
             _ => shift_hue(&y, &column(3)),
         };
     }
-    let g: Vec<f32> = (0..n).map(|_| rng.random_bool(cfg.grayscale_p) as u8 as f32).collect();
+    let g: Vec<f32> = (0..n)
+        .map(|_| rng.random_bool(cfg.grayscale_p) as u8 as f32)
+        .collect();
     let g = Tensor::from_slice(&g).to_device(dev).view([-1, 1, 1, 1]);
     y = &y * (1.0 - &g) + gray(&y).expand_as(&y) * &g;
     let sigmas: Vec<f64> = (0..n)
-        .map(|_| if rng.random_bool(cfg.blur_p) { rng.random_range(cfg.blur_sigma[0]..=cfg.blur_sigma[1]) } else { 0.0 })
+        .map(|_| {
+            if rng.random_bool(cfg.blur_p) {
+                rng.random_range(cfg.blur_sigma[0]..=cfg.blur_sigma[1])
+            } else {
+                0.0
+            }
+        })
         .collect();
     y = gaussian_blur(&y, &sigmas);
     normalize(&y)
@@ -141,8 +172,12 @@ pub fn color_blur_normalize(x: &Tensor, rng: &mut ChaCha8Rng, cfg: &AugmentConfi
 /// ImageNet normalisation of (N, 3, H, W) in [0, 1].
 pub fn normalize(x: &Tensor) -> Tensor {
     let dev = x.device();
-    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32)).to_device(dev).view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32)).to_device(dev).view([1, 3, 1, 1]);
+    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32))
+        .to_device(dev)
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32))
+        .to_device(dev)
+        .view([1, 3, 1, 1]);
     (x - mean) / std
 }
 
@@ -174,8 +209,13 @@ pub fn rgb_to_hsv(x: &Tensor) -> (Tensor, Tensor, Tensor) {
     let zero = delta.eq(0.0);
     let d = delta.where_scalarother(&zero.logical_not(), 1.0);
     let (rc, gc, bc) = ((&maxc - r) / &d, (&maxc - g) / &d, (&maxc - b) / &d);
-    let h = (&bc - &gc).where_self(&maxc.eq_tensor(r), &(((&rc - &bc) + 2.0).where_self(&maxc.eq_tensor(g), &((&gc - &rc) + 4.0))));
-    let h = (h / 6.0).remainder(1.0).where_scalarother(&zero.logical_not(), 0.0);
+    let h = (&bc - &gc).where_self(
+        &maxc.eq_tensor(r),
+        &(((&rc - &bc) + 2.0).where_self(&maxc.eq_tensor(g), &((&gc - &rc) + 4.0))),
+    );
+    let h = (h / 6.0)
+        .remainder(1.0)
+        .where_scalarother(&zero.logical_not(), 0.0);
     let s = (&delta / maxc.clamp_min(1e-12)).where_scalarother(&maxc.gt(0.0), 0.0);
     (h, s, maxc)
 }
@@ -188,9 +228,21 @@ pub fn hsv_to_rgb(h: &Tensor, s: &Tensor, v: &Tensor) -> Tensor {
     let p = v * (1.0 - s);
     let q = v * (1.0 - s * &f);
     let t = v * (1.0 - s * (1.0 - &f));
-    let onehot = i.unsqueeze(1).eq_tensor(&Tensor::arange(6, (Kind::Int64, h.device())).view([1, 6, 1, 1])).to_kind(Kind::Float);
-    let pick = |xs: [&Tensor; 6]| (Tensor::stack(&xs, 1) * &onehot).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
-    Tensor::stack(&[pick([v, &q, &p, &p, &t, v]), pick([&t, v, v, &q, &p, &p]), pick([&p, &p, &t, v, v, &q])], 1)
+    let onehot = i
+        .unsqueeze(1)
+        .eq_tensor(&Tensor::arange(6, (Kind::Int64, h.device())).view([1, 6, 1, 1]))
+        .to_kind(Kind::Float);
+    let pick = |xs: [&Tensor; 6]| {
+        (Tensor::stack(&xs, 1) * &onehot).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+    };
+    Tensor::stack(
+        &[
+            pick([v, &q, &p, &p, &t, v]),
+            pick([&t, v, v, &q, &p, &p]),
+            pick([&p, &p, &t, v, v, &q]),
+        ],
+        1,
+    )
 }
 
 /// Separable Gaussian blur with a per-image σ (0 = identity), reflect padding, kernel ≈ 10% of the side.
@@ -207,25 +259,62 @@ pub fn gaussian_blur(x: &Tensor, sigmas: &[f64]) -> Tensor {
     let mut w = Vec::with_capacity((n * k) as usize);
     for &s in sigmas {
         let row: Vec<f64> = (-half..=half)
-            .map(|i| if s == 0.0 { (i == 0) as u8 as f64 } else { (-((i * i) as f64) / (2.0 * s * s)).exp() })
+            .map(|i| {
+                if s == 0.0 {
+                    (i == 0) as u8 as f64
+                } else {
+                    (-((i * i) as f64) / (2.0 * s * s)).exp()
+                }
+            })
             .collect();
         let sum: f64 = row.iter().sum();
         w.extend(row.iter().map(|v| (v / sum) as f32));
     }
-    let w = Tensor::from_slice(&w).to_device(x.device()).view([n, 1, k]).repeat([1, c, 1]).view([n * c, 1, k]);
-    let y = x.reshape([1, n * c, hgt, -1]).reflection_pad2d([half, half, half, half]);
-    let y = y.conv2d(&w.view([n * c, 1, 1, k]), None::<&Tensor>, [1, 1], [0, 0], [1, 1], n * c);
-    let y = y.conv2d(&w.view([n * c, 1, k, 1]), None::<&Tensor>, [1, 1], [0, 0], [1, 1], n * c);
+    let w = Tensor::from_slice(&w)
+        .to_device(x.device())
+        .view([n, 1, k])
+        .repeat([1, c, 1])
+        .view([n * c, 1, k]);
+    let y = x
+        .reshape([1, n * c, hgt, -1])
+        .reflection_pad2d([half, half, half, half]);
+    let y = y.conv2d(
+        &w.view([n * c, 1, 1, k]),
+        None::<&Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        n * c,
+    );
+    let y = y.conv2d(
+        &w.view([n * c, 1, k, 1]),
+        None::<&Tensor>,
+        [1, 1],
+        [0, 0],
+        [1, 1],
+        n * c,
+    );
     y.view([n, c, hgt, -1])
 }
 
 /// Two augmented, normalised views of a batch. `regions[i]` is the crop region of image i (the whole
 /// image, or its object-aware box).
-pub fn two_views(images: &Tensor, regions: &[Region], rng: &mut ChaCha8Rng, cfg: &AugmentConfig) -> (Tensor, Tensor) {
+pub fn two_views(
+    images: &Tensor,
+    regions: &[Region],
+    rng: &mut ChaCha8Rng,
+    cfg: &AugmentConfig,
+) -> (Tensor, Tensor) {
     let (_, _, h, w) = images.size4().expect("NCHW");
     let view = |rng: &mut ChaCha8Rng| {
-        let crops: Vec<Region> = regions.iter().map(|&r| sample_crop(rng, r, w as f64, h as f64, cfg)).collect();
-        let flips: Vec<bool> = regions.iter().map(|_| rng.random_bool(cfg.hflip_p)).collect();
+        let crops: Vec<Region> = regions
+            .iter()
+            .map(|&r| sample_crop(rng, r, w as f64, h as f64, cfg))
+            .collect();
+        let flips: Vec<bool> = regions
+            .iter()
+            .map(|_| rng.random_bool(cfg.hflip_p))
+            .collect();
         let v = crop_resize(images, &crops, &flips, cfg.output_size);
         color_blur_normalize(&v, rng, cfg)
     };
@@ -237,7 +326,10 @@ pub fn two_views(images: &Tensor, regions: &[Region], rng: &mut ChaCha8Rng, cfg:
 /// Images in [0, 1] resized to `size` (bilinear) and normalised, for evaluation.
 pub fn eval_transform(images: &Tensor, size: i64) -> Tensor {
     let (_, _, h, w) = images.size4().expect("NCHW");
-    let x = if h == size && w == size { images.shallow_clone() } else { images.upsample_bilinear2d([size, size], false, None, None) };
+    let x = if h == size && w == size {
+        images.shallow_clone()
+    } else {
+        images.upsample_bilinear2d([size, size], false, None, None)
+    };
     normalize(&x)
 }
-

@@ -62,7 +62,8 @@ impl TrainConfig {
     /// lr of epoch e: final + ½(peak − final)(1 + cos(π e / E)).
     pub fn lr_at(&self, epoch: usize) -> f64 {
         let t = epoch as f64 / self.epochs.max(1) as f64;
-        self.final_lr + 0.5 * (self.peak_lr() - self.final_lr) * (1.0 + (std::f64::consts::PI * t).cos())
+        self.final_lr
+            + 0.5 * (self.peak_lr() - self.final_lr) * (1.0 + (std::f64::consts::PI * t).cos())
     }
 }
 
@@ -71,7 +72,11 @@ pub enum TrainError {
     #[error("training config: {0}")]
     Config(String),
     #[error("training diverged: loss is {loss} at epoch {epoch}, step {step}")]
-    Diverged { loss: f64, epoch: usize, step: usize },
+    Diverged {
+        loss: f64,
+        epoch: usize,
+        step: usize,
+    },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
 }
@@ -104,11 +109,17 @@ pub fn train(
 ) -> Result<(ContrastiveModel, TrainReport), TrainError> {
     let n = data.images.size()[0] as usize;
     if cfg.batch_size < 2 || cfg.batch_size > n {
-        return Err(TrainError::Config(format!("batch_size {} must be in 2..={n} (the number of images)", cfg.batch_size)));
+        return Err(TrainError::Config(format!(
+            "batch_size {} must be in 2..={n} (the number of images)",
+            cfg.batch_size
+        )));
     }
     if let Some(b) = data.boxes {
         if b.len() != n {
-            return Err(TrainError::Config(format!("{} box lists for {n} images", b.len())));
+            return Err(TrainError::Config(format!(
+                "{} box lists for {n} images",
+                b.len()
+            )));
         }
     }
     let start = std::time::Instant::now();
@@ -119,9 +130,15 @@ pub fn train(
     target.vs.freeze();
     let pairs = ema_pairs(&online, &target);
     let ema = cfg.ema_for(model_cfg.method);
-    let mut opt: Optimizer =
-        Sgd { momentum: cfg.momentum, dampening: 0.0, wd: cfg.weight_decay, nesterov: false }.build(&online.vs, cfg.lr_at(0))?;
-    let mut queue = (model_cfg.method == Method::Moco).then(|| MocoQueue::new(cfg.queue_size, model_cfg.proj_dim(), device));
+    let mut opt: Optimizer = Sgd {
+        momentum: cfg.momentum,
+        dampening: 0.0,
+        wd: cfg.weight_decay,
+        nesterov: false,
+    }
+    .build(&online.vs, cfg.lr_at(0))?;
+    let mut queue = (model_cfg.method == Method::Moco)
+        .then(|| MocoQueue::new(cfg.queue_size, model_cfg.proj_dim(), device));
     let mut order_rng = rng_for(seed, "train/order");
     let mut aug_rng = rng_for(seed, "train/augment");
     let steps_per_epoch = n / cfg.batch_size;
@@ -155,7 +172,11 @@ pub fn train(
             opt.step();
             let l = loss.double_value(&[]);
             if !l.is_finite() {
-                return Err(TrainError::Diverged { loss: l, epoch, step: b });
+                return Err(TrainError::Diverged {
+                    loss: l,
+                    epoch,
+                    step: b,
+                });
             }
             sum += l;
             step += 1;
@@ -164,7 +185,13 @@ pub fn train(
         }
         epoch_loss.push(sum / steps_per_epoch.max(1) as f64);
     }
-    let report = TrainReport { epochs: cfg.epochs, steps: step, epoch_loss, seed, seconds: start.elapsed().as_secs_f64() };
+    let report = TrainReport {
+        epochs: cfg.epochs,
+        steps: step,
+        epoch_loss,
+        seed,
+        seconds: start.elapsed().as_secs_f64(),
+    };
     Ok((online, report))
 }
 
@@ -175,12 +202,19 @@ fn ema_pairs(online: &ContrastiveModel, target: &ContrastiveModel) -> Vec<(Tenso
         .vs
         .variables()
         .keys()
-        .filter(|k| !k.starts_with("predictor.") && !k.contains("running_") && !k.ends_with("num_batches_tracked"))
+        .filter(|k| {
+            !k.starts_with("predictor.")
+                && !k.contains("running_")
+                && !k.ends_with("num_batches_tracked")
+        })
         .cloned()
         .collect();
     names.sort();
     let tv = target.vs.variables();
-    names.into_iter().map(|k| (tv[&k].shallow_clone(), on[&k].shallow_clone())).collect()
+    names
+        .into_iter()
+        .map(|k| (tv[&k].shallow_clone(), on[&k].shallow_clone()))
+        .collect()
 }
 
 fn ema_update(pairs: &[(Tensor, Tensor)], m: f64) {
@@ -205,7 +239,14 @@ impl MocoQueue {
     }
 
     /// logits = [q·k, q·queue] / τ, cross-entropy with label 0; then enqueue k.
-    fn loss_and_enqueue(&mut self, online: &ContrastiveModel, target: &ContrastiveModel, v1: &Tensor, v2: &Tensor, tau: f64) -> Tensor {
+    fn loss_and_enqueue(
+        &mut self,
+        online: &ContrastiveModel,
+        target: &ContrastiveModel,
+        v1: &Tensor,
+        v2: &Tensor,
+        tau: f64,
+    ) -> Tensor {
         let q = online.project(v1, true);
         // The momentum network runs in train mode (batch statistics), without gradient.
         let k = tch::no_grad(|| target.project(v2, true));
@@ -227,12 +268,24 @@ impl MocoQueue {
 }
 
 /// −2·(mean cos(p1, y2) + mean cos(p2, y1)); projections and predictions are unit vectors already.
-fn byol_loss(online: &ContrastiveModel, target: &ContrastiveModel, v1: &Tensor, v2: &Tensor) -> Tensor {
-    let pred = online.predictor.as_ref().expect("BYOL model has a predictor");
+fn byol_loss(
+    online: &ContrastiveModel,
+    target: &ContrastiveModel,
+    v1: &Tensor,
+    v2: &Tensor,
+) -> Tensor {
+    let pred = online
+        .predictor
+        .as_ref()
+        .expect("BYOL model has a predictor");
     let p1 = pred.forward(&online.project(v1, true), true);
     let p2 = pred.forward(&online.project(v2, true), true);
     let (y1, y2) = tch::no_grad(|| (target.project(v1, true), target.project(v2, true)));
-    let cos = |a: &Tensor, b: &Tensor| (a * b).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).mean(Kind::Float);
+    let cos = |a: &Tensor, b: &Tensor| {
+        (a * b)
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            .mean(Kind::Float)
+    };
     (cos(&p1, &y2) + cos(&p2, &y1)) * -2.0
 }
 
@@ -242,7 +295,13 @@ mod tests {
 
     #[test]
     fn cosine_schedule_matches_the_official_formula() {
-        let cfg = TrainConfig { epochs: 4, batch_size: 512, base_lr: 0.03, final_lr: 1e-3, ..Default::default() };
+        let cfg = TrainConfig {
+            epochs: 4,
+            batch_size: 512,
+            base_lr: 0.03,
+            final_lr: 1e-3,
+            ..Default::default()
+        };
         assert!((cfg.lr_at(0) - 0.06).abs() < 1e-12);
         assert!((cfg.lr_at(2) - (1e-3 + 0.5 * (0.06 - 1e-3))).abs() < 1e-12);
         assert!(cfg.lr_at(3) > cfg.final_lr);

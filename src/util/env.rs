@@ -24,7 +24,8 @@ pub fn libtorch_version() -> String {
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|s| {
             s.lines().find_map(|l| {
-                l.strip_prefix("__version__ = ").map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches(|c| c == '\'' || c == '"').to_string())
             })
         });
     from_file.unwrap_or_else(|| "2.11.0".to_string())
@@ -32,7 +33,11 @@ pub fn libtorch_version() -> String {
 
 pub fn env_report() -> EnvReport {
     let cuda_available = tch::Cuda::is_available();
-    let n = if cuda_available { tch::Cuda::device_count() } else { 0 };
+    let n = if cuda_available {
+        tch::Cuda::device_count()
+    } else {
+        0
+    };
     let cuda_devices = (0..n).map(|i| cuda_device_name(i as usize)).collect();
     EnvReport {
         contracam: env!("CARGO_PKG_VERSION").to_string(),
@@ -42,7 +47,9 @@ pub fn env_report() -> EnvReport {
         cuda_built: tch::utils::has_cuda(),
         cuda_available,
         cuda_devices,
-        cpu_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cpu_threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         torch_threads: tch::get_num_threads(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
     }

@@ -9,13 +9,24 @@ use tch::{Kind, Tensor};
 #[derive(Debug, thiserror::Error)]
 pub enum TensorFileError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid safetensors file: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error("{path}: tensor '{name}' not found; the file has: {available}")]
-    MissingKey { path: PathBuf, name: String, available: String },
+    MissingKey {
+        path: PathBuf,
+        name: String,
+        available: String,
+    },
     #[error("{path}: tensor '{name}' has unsupported dtype {dtype}")]
-    Dtype { path: PathBuf, name: String, dtype: String },
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
     #[error("cannot write {path}: {msg}")]
     Write { path: PathBuf, msg: String },
 }
@@ -29,8 +40,14 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn read(path: &Path) -> Result<Self, TensorFileError> {
-        let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io { path: path.into(), source })?;
-        let fmt = |e: safetensors::SafeTensorError| TensorFileError::Format { path: path.into(), msg: format!("{e:?}") };
+        let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let fmt = |e: safetensors::SafeTensorError| TensorFileError::Format {
+            path: path.into(),
+            msg: format!("{e:?}"),
+        };
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(fmt)?;
         let st = SafeTensors::deserialize(&bytes).map_err(fmt)?;
         let mut tensors = BTreeMap::new();
@@ -41,21 +58,31 @@ impl TensorFile {
                 dtype: format!("{:?}", view.dtype()),
             })?;
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let t = Tensor::f_from_data_size(view.data(), &shape, kind)
-                .map_err(|e| TensorFileError::Format { path: path.into(), msg: e.to_string() })?;
+            let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| {
+                TensorFileError::Format {
+                    path: path.into(),
+                    msg: e.to_string(),
+                }
+            })?;
             tensors.insert(name, t);
         }
         let metadata = meta.metadata().clone().unwrap_or_default();
-        Ok(Self { path: path.into(), tensors, metadata })
+        Ok(Self {
+            path: path.into(),
+            tensors,
+            metadata,
+        })
     }
 
     /// The tensor named `name`, or an error that lists what the file has.
     pub fn get(&self, name: &str) -> Result<&Tensor, TensorFileError> {
-        self.tensors.get(name).ok_or_else(|| TensorFileError::MissingKey {
-            path: self.path.clone(),
-            name: name.into(),
-            available: self.tensors.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.tensors
+            .get(name)
+            .ok_or_else(|| TensorFileError::MissingKey {
+                path: self.path.clone(),
+                name: name.into(),
+                available: self.tensors.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -65,18 +92,35 @@ pub fn write(
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<(), TensorFileError> {
-    let werr = |msg: String| TensorFileError::Write { path: path.into(), msg };
+    let werr = |msg: String| TensorFileError::Write {
+        path: path.into(),
+        msg,
+    };
     let views: Vec<(String, CpuView)> = tensors
         .iter()
-        .map(|(n, t)| Ok((n.clone(), CpuView::new(t).ok_or_else(|| werr(format!("tensor '{n}' has unsupported kind {:?}", t.kind())))?)))
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                CpuView::new(t).ok_or_else(|| {
+                    werr(format!("tensor '{n}' has unsupported kind {:?}", t.kind()))
+                })?,
+            ))
+        })
         .collect::<Result<_, TensorFileError>>()?;
-    let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
+    let meta = if metadata.is_empty() {
+        None
+    } else {
+        Some(metadata.clone())
+    };
     let bytes = safetensors::tensor::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), &meta)
         .map_err(|e| werr(format!("{e:?}")))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| werr(e.to_string()))?;
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| werr(e.to_string()))?;
     std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| werr(e.to_string()))?;
     tmp.persist(path).map_err(|e| werr(e.to_string()))?;
@@ -96,7 +140,11 @@ impl CpuView {
         let numel = t.numel();
         let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
         t.f_copy_data_u8(&mut data, numel).ok()?;
-        Some(Self { data, shape: t.size().iter().map(|&d| d as usize).collect(), dtype })
+        Some(Self {
+            data,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            dtype,
+        })
     }
 }
 
