@@ -193,10 +193,11 @@ fn blend(x: &Tensor, other: &Tensor, f: &Tensor) -> Tensor {
     (keep + mixed).clamp(0.0, 1.0)
 }
 
+/// Hue rotation; samples with a zero shift are left untouched (no HSV round-trip error).
 fn shift_hue(x: &Tensor, shift: &Tensor) -> Tensor {
     let (h, s, v) = rgb_to_hsv(x);
     let h = (h + shift.squeeze_dim(1)).remainder(1.0);
-    hsv_to_rgb(&h, &s, &v)
+    hsv_to_rgb(&h, &s, &v).where_self(&shift.ne(0.0), x)
 }
 
 /// RGB (N, 3, H, W) → hue, saturation, value (N, H, W) each, hue in [0, 1).
