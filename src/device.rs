@@ -16,11 +16,11 @@ pub enum DeviceSpec {
 pub enum DeviceError {
     #[error("invalid device '{0}': expected auto, cpu, cuda or cuda:N")]
     Parse(String),
-    #[error("device cuda:{index} requested but {available} CUDA device(s) are available (libtorch CUDA support: {cuda_built})")]
+    #[error("device cuda:{index} requested but {available} CUDA device(s) are available (libtorch_cuda linked: {cuda_linked}; a GPU build needs --features cuda)")]
     Unavailable {
         index: usize,
         available: usize,
-        cuda_built: bool,
+        cuda_linked: bool,
     },
 }
 
@@ -67,7 +67,7 @@ impl DeviceSpec {
                     Err(DeviceError::Unavailable {
                         index,
                         available,
-                        cuda_built: tch::utils::has_cuda(),
+                        cuda_linked: tch::utils::has_cudart(),
                     })
                 }
             }

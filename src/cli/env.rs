@@ -20,7 +20,7 @@ pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("contracam      {}", report.contracam);
         println!("libtorch       {} (tch {})", report.libtorch, report.tch);
-        println!("cuda built     {}", report.cuda_built);
+        println!("cuda linked    {}", report.cuda_linked);
         println!("cuda available {}", report.cuda_available);
         for (i, name) in report.cuda_devices.iter().enumerate() {
             println!("  cuda:{i}       {name}");

@@ -8,7 +8,8 @@ pub struct EnvReport {
     pub git_hash: String,
     pub tch: String,
     pub libtorch: String,
-    pub cuda_built: bool,
+    /// libtorch_cuda is linked and its runtime hooks are loaded (true with `--features cuda`).
+    pub cuda_linked: bool,
     pub cuda_available: bool,
     pub cuda_devices: Vec<String>,
     pub cpu_threads: usize,
@@ -44,7 +45,7 @@ pub fn env_report() -> EnvReport {
         git_hash: env!("CONTRACAM_GIT_HASH").to_string(),
         tch: "0.24.0".to_string(),
         libtorch: libtorch_version(),
-        cuda_built: tch::utils::has_cuda(),
+        cuda_linked: tch::utils::has_cudart(),
         cuda_available,
         cuda_devices,
         cpu_threads: std::thread::available_parallelism()
