@@ -18,9 +18,16 @@ fn random_resized_crop_stays_inside_its_region() {
     let region = [0.25, 0.1, 0.75, 0.6];
     for _ in 0..2000 {
         let c = augment::sample_crop(&mut rng, region, 64.0, 64.0, &cfg);
-        assert!(c[0] >= region[0] - 1e-9 && c[1] >= region[1] - 1e-9, "{c:?}");
-        assert!(c[2] <= region[2] + 1e-9 && c[3] <= region[3] + 1e-9, "{c:?}");
-        let area = (c[2] - c[0]) * (c[3] - c[1]) / ((region[2] - region[0]) * (region[3] - region[1]));
+        assert!(
+            c[0] >= region[0] - 1e-9 && c[1] >= region[1] - 1e-9,
+            "{c:?}"
+        );
+        assert!(
+            c[2] <= region[2] + 1e-9 && c[3] <= region[3] + 1e-9,
+            "{c:?}"
+        );
+        let area =
+            (c[2] - c[0]) * (c[3] - c[1]) / ((region[2] - region[0]) * (region[3] - region[1]));
         assert!(area > 0.05 && area <= 1.0 + 1e-9, "area fraction {area}");
     }
 }
@@ -34,7 +41,8 @@ fn full_crop_is_identity_and_flip_mirrors() {
     assert!((&flipped - x.flip([3])).abs().max().double_value(&[]) < 1e-5);
     // The left half, upsampled 2x: column 0 of the output is near column 0 of the input.
     let half = augment::crop_resize(&x, &[[0.0, 0.0, 0.5, 1.0]; 2], &[false, false], 16);
-    let d = (half.narrow(3, 4, 1) - x.narrow(3, 2, 1).upsample_nearest2d([16, 1], None, None)).abs();
+    let d =
+        (half.narrow(3, 4, 1) - x.narrow(3, 2, 1).upsample_nearest2d([16, 1], None, None)).abs();
     assert!(d.mean(Kind::Float).double_value(&[]) < 0.35);
 }
 
@@ -44,30 +52,62 @@ fn hsv_round_trip_and_no_op_augmentation() {
     let (h, s, v) = augment::rgb_to_hsv(&x);
     let back = augment::hsv_to_rgb(&h, &s, &v);
     assert!((&back - &x).abs().max().double_value(&[]) < 1e-5);
-    let cfg = AugmentConfig { jitter_p: 0.0, grayscale_p: 0.0, blur_p: 0.0, ..Default::default() };
+    let cfg = AugmentConfig {
+        jitter_p: 0.0,
+        grayscale_p: 0.0,
+        blur_p: 0.0,
+        ..Default::default()
+    };
     let y = augment::color_blur_normalize(&x, &mut rng_for(0, "t"), &cfg);
     assert!((y - augment::normalize(&x)).abs().max().double_value(&[]) < 1e-6);
-    let gray = AugmentConfig { jitter_p: 0.0, grayscale_p: 1.0, blur_p: 0.0, ..Default::default() };
+    let gray = AugmentConfig {
+        jitter_p: 0.0,
+        grayscale_p: 1.0,
+        blur_p: 0.0,
+        ..Default::default()
+    };
     let g = augment::color_blur_normalize(&x, &mut rng_for(0, "t"), &gray);
     let g = g * Tensor::from_slice(&augment::IMAGENET_STD.map(|v| v as f32)).view([1, 3, 1, 1])
         + Tensor::from_slice(&augment::IMAGENET_MEAN.map(|v| v as f32)).view([1, 3, 1, 1]);
-    assert!((g.select(1, 0) - g.select(1, 2)).abs().max().double_value(&[]) < 1e-5, "grayscale has equal channels");
+    assert!(
+        (g.select(1, 0) - g.select(1, 2))
+            .abs()
+            .max()
+            .double_value(&[])
+            < 1e-5,
+        "grayscale has equal channels"
+    );
 }
 
 fn tiny(method: Method) -> (ModelConfig, TrainConfig) {
     let model = ModelConfig {
-        encoder: ResNetConfig { arch: Arch::Resnet18, width: 0.125, stem: Stem::Small, zero_init_residual: true },
+        encoder: ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 0.125,
+            stem: Stem::Small,
+            zero_init_residual: true,
+        },
         method,
         proj_hidden: Some(32),
         proj_dim: Some(16),
         pred_hidden: Some(32),
     };
-    let mut t = TrainConfig { epochs: 2, batch_size: 8, queue_size: 24, ema: Some(0.9), base_lr: 0.5, ..Default::default() };
+    let mut t = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        queue_size: 24,
+        ema: Some(0.9),
+        base_lr: 0.5,
+        ..Default::default()
+    };
     t.augment.output_size = 16;
     (model, t)
 }
 
-fn weights_equal(a: &contracam::model::ContrastiveModel, b: &contracam::model::ContrastiveModel) -> bool {
+fn weights_equal(
+    a: &contracam::model::ContrastiveModel,
+    b: &contracam::model::ContrastiveModel,
+) -> bool {
     let (va, vb) = (a.vs.variables(), b.vs.variables());
     va.iter().all(|(k, t)| t.equal(&vb[k]))
 }
@@ -79,18 +119,34 @@ fn moco_and_byol_train_deterministically() {
     let bar = ProgressBar::hidden();
     for method in [Method::Moco, Method::Byol] {
         let (m, t) = tiny(method);
-        let data = TrainData { images: &x, boxes: None };
+        let data = TrainData {
+            images: &x,
+            boxes: None,
+        };
         let (a, ra) = train(&m, &t, &data, 5, Device::Cpu, &bar).unwrap();
         assert_eq!(ra.steps, 4);
-        assert!(ra.epoch_loss.iter().all(|l| l.is_finite()), "{method:?}: {:?}", ra.epoch_loss);
+        assert!(
+            ra.epoch_loss.iter().all(|l| l.is_finite()),
+            "{method:?}: {:?}",
+            ra.epoch_loss
+        );
         if method == Method::Byol {
-            assert!(ra.epoch_loss.iter().all(|l| (-4.0..=4.0).contains(l)), "BYOL loss is −2·(cos + cos)");
+            assert!(
+                ra.epoch_loss.iter().all(|l| (-4.0..=4.0).contains(l)),
+                "BYOL loss is −2·(cos + cos)"
+            );
         }
         let (b, rb) = train(&m, &t, &data, 5, Device::Cpu, &bar).unwrap();
-        assert_eq!(ra.epoch_loss, rb.epoch_loss, "{method:?}: same seed, same losses");
+        assert_eq!(
+            ra.epoch_loss, rb.epoch_loss,
+            "{method:?}: same seed, same losses"
+        );
         assert!(weights_equal(&a, &b), "{method:?}: same seed, same weights");
         let (c, _) = train(&m, &t, &data, 6, Device::Cpu, &bar).unwrap();
-        assert!(!weights_equal(&a, &c), "{method:?}: another seed changes the weights");
+        assert!(
+            !weights_equal(&a, &c),
+            "{method:?}: another seed changes the weights"
+        );
     }
 }
 
@@ -100,20 +156,55 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
     let x = images(16, 24);
     let bar = ProgressBar::hidden();
     let (m, t) = tiny(Method::Moco);
-    let plain = TrainData { images: &x, boxes: None };
+    let plain = TrainData {
+        images: &x,
+        boxes: None,
+    };
     let boxes = vec![vec![[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]; 16];
-    let oa = TrainData { images: &x, boxes: Some(&boxes) };
+    let oa = TrainData {
+        images: &x,
+        boxes: Some(&boxes),
+    };
     let (a, _) = train(&m, &t, &plain, 1, Device::Cpu, &bar).unwrap();
     let (b, _) = train(&m, &t, &oa, 1, Device::Cpu, &bar).unwrap();
     assert!(!weights_equal(&a, &b));
     // Empty box lists mean the whole image: identical to plain training.
     let empty = vec![vec![]; 16];
-    let (c, _) = train(&m, &t, &TrainData { images: &x, boxes: Some(&empty) }, 1, Device::Cpu, &bar).unwrap();
+    let (c, _) = train(
+        &m,
+        &t,
+        &TrainData {
+            images: &x,
+            boxes: Some(&empty),
+        },
+        1,
+        Device::Cpu,
+        &bar,
+    )
+    .unwrap();
     assert!(weights_equal(&a, &c));
     let short = vec![vec![]; 3];
-    let err = train(&m, &t, &TrainData { images: &x, boxes: Some(&short) }, 1, Device::Cpu, &bar).err().unwrap();
-    assert!(err.to_string().contains("3 box lists for 16 images"), "{err}");
-    let big = TrainConfig { batch_size: 64, ..t };
+    let err = train(
+        &m,
+        &t,
+        &TrainData {
+            images: &x,
+            boxes: Some(&short),
+        },
+        1,
+        Device::Cpu,
+        &bar,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("3 box lists for 16 images"),
+        "{err}"
+    );
+    let big = TrainConfig {
+        batch_size: 64,
+        ..t
+    };
     let err = train(&m, &big, &plain, 1, Device::Cpu, &bar).err().unwrap();
     assert!(err.to_string().contains("batch_size 64"), "{err}");
 }

@@ -105,15 +105,23 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::write(&out, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", out.display()))?;
-    println!("{}", contracam::suite::report::table(&results.checks));
+    let verdict = if a.no_golden {
+        "COMPLETED (no golden checked)"
+    } else if results.passed {
+        "PASSED"
+    } else {
+        "FAILED"
+    };
+    if !a.no_golden {
+        println!("{}", contracam::suite::report::table(&results.checks));
+    }
     println!(
-        "suite {}: {} in {:.1} s; results {}",
+        "suite {}: {verdict} in {:.1} s; results {}",
         results.suite,
-        if results.passed { "PASSED" } else { "FAILED" },
         results.total_seconds,
         out.display()
     );
-    if results.golden_file.is_none() {
+    if results.golden_file.is_none() && !a.no_golden {
         eprintln!("no golden: nothing was checked (set `golden` in the suite or pass --golden)");
     }
     if a.no_golden {

@@ -660,8 +660,8 @@ mod tests {
         assert_eq!(orig.instance_masks, fg.instance_masks);
         for i in 0..10 {
             let m = &orig.instance_masks[i];
-            for p in 0..m.len() {
-                if m[p] != 0 {
+            for (p, &mv) in m.iter().enumerate() {
+                if mv != 0 {
                     assert_eq!(
                         &orig.images[i][3 * p..3 * p + 3],
                         &fg.images[i][3 * p..3 * p + 3]
