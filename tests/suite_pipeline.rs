@@ -105,8 +105,8 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
     );
 
     // A golden with the run's values passes; one metric moved outside its tolerance fails.
-    let mut text = format!(
-        "suite = \"tiny\"\nsuite_version = 1\n[provenance]\nblessed_by = \"test\"\nblessed_at = \"now\"\nseed = 0\ncommit = \"x\"\nmachine = \"test\"\nresults_sha256 = \"0\"\n"
+    let mut text = String::from(
+        "suite = \"tiny\"\nsuite_version = 1\n[provenance]\nblessed_by = \"test\"\nblessed_at = \"now\"\nseed = 0\ncommit = \"x\"\nmachine = \"test\"\nresults_sha256 = \"0\"\n",
     );
     for (k, v) in &first.metrics {
         text.push_str(&format!(
