@@ -1,7 +1,8 @@
 //! Stage cache: a stage's outputs live in `<runs>/<stage>-<fingerprint>/`, published atomically (built in a
 //! temporary sibling, then renamed) with a `DONE` marker. The fingerprint is the sha256 of the canonical
-//! JSON of the stage name, its parameters, its inputs' fingerprints and the cache format version, so any
-//! change upstream re-runs everything downstream, and an interrupted stage is simply redone.
+//! JSON of the stage name, its parameters, its inputs' fingerprints, the cache format version and the
+//! contracam version (with its git commit), so any change upstream, or in the code, re-runs everything
+//! downstream, and an interrupted stage is simply redone.
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -27,6 +28,7 @@ pub fn fingerprint(stage: &str, params: &impl Serialize, inputs: &[&str]) -> Str
     let v = serde_json::json!({
         "stage": stage,
         "format": FORMAT_VERSION,
+        "contracam": crate::VERSION,
         "params": serde_json::to_value(params).expect("stage params serialise"),
         "inputs": inputs,
     });
