@@ -8,13 +8,23 @@ use serde_json::Value;
 #[test]
 fn contours_match_opencv_exactly() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/contours_cv2.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("read contours_cv2.json")).unwrap();
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read contours_cv2.json"))
+            .unwrap();
     let cases = v["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 160);
     let mut total = 0;
     for (i, c) in cases.iter().enumerate() {
-        let (h, w) = (c["h"].as_u64().unwrap() as usize, c["w"].as_u64().unwrap() as usize);
-        let mask: Vec<u8> = c["mask"].as_str().unwrap().bytes().map(|b| b - b'0').collect();
+        let (h, w) = (
+            c["h"].as_u64().unwrap() as usize,
+            c["w"].as_u64().unwrap() as usize,
+        );
+        let mask: Vec<u8> = c["mask"]
+            .as_str()
+            .unwrap()
+            .bytes()
+            .map(|b| b - b'0')
+            .collect();
         let got = find_contours(&mask, w, h);
         let want = c["contours"].as_array().unwrap();
         assert_eq!(got.len(), want.len(), "case {i}: number of contours");
@@ -27,7 +37,11 @@ fn contours_match_opencv_exactly() {
                 .collect();
             assert_eq!(g.points, pts, "case {i} contour {k}: points");
             let parent = e["parent"].as_i64().unwrap();
-            assert_eq!(g.parent.map(|p| p as i64).unwrap_or(-1), parent, "case {i} contour {k}: parent");
+            assert_eq!(
+                g.parent.map(|p| p as i64).unwrap_or(-1),
+                parent,
+                "case {i} contour {k}: parent"
+            );
             let r = e["rect"].as_array().unwrap();
             let r = Rect {
                 x: r[0].as_i64().unwrap() as i32,
@@ -36,9 +50,16 @@ fn contours_match_opencv_exactly() {
                 h: r[3].as_i64().unwrap() as i32,
             };
             assert_eq!(bounding_rect(&g.points), r, "case {i} contour {k}: rect");
-            assert_eq!(contour_area(&g.points), e["area"].as_f64().unwrap(), "case {i} contour {k}: area");
+            assert_eq!(
+                contour_area(&g.points),
+                e["area"].as_f64().unwrap(),
+                "case {i} contour {k}: area"
+            );
             total += 1;
         }
     }
-    assert!(total > 500, "the fixture should exercise many contours, got {total}");
+    assert!(
+        total > 500,
+        "the fixture should exercise many contours, got {total}"
+    );
 }

@@ -3,7 +3,11 @@
 
 /// Foreground IoU of one image. `pred` and `gt` are soft or hard masks of the same length.
 pub fn mask_iou(pred: &[f32], gt: &[f32]) -> f64 {
-    assert_eq!(pred.len(), gt.len(), "mask_iou: prediction and ground truth differ in size");
+    assert_eq!(
+        pred.len(),
+        gt.len(),
+        "mask_iou: prediction and ground truth differ in size"
+    );
     let (mut inter, mut union) = (0u64, 0u64);
     for (&p, &g) in pred.iter().zip(gt) {
         let (p, g) = (p > 0.5, g > 0.5);
@@ -45,7 +49,10 @@ mod tests {
     fn both_empty_counts_as_one_and_threshold_is_strict() {
         assert_eq!(mask_iou(&[0.5, 0.0], &[0.0, 0.5]), 1.0);
         assert_eq!(mask_iou(&[0.51, 0.0], &[0.0, 0.0]), 0.0);
-        let (m, n) = mean_iou([(&[1.0f32, 0.0][..], &[1.0f32, 0.0][..]), (&[1.0, 0.0][..], &[0.0, 1.0][..])]);
+        let (m, n) = mean_iou([
+            (&[1.0f32, 0.0][..], &[1.0f32, 0.0][..]),
+            (&[1.0, 0.0][..], &[0.0, 1.0][..]),
+        ]);
         assert_eq!((m, n), (0.5, 2));
     }
 }

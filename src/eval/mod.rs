@@ -1,2 +1,8 @@
-//! Metrics.
+//! Metrics with reference parity: mask mIoU, MaxBoxAcc(V2), COCO AP, Background Challenge, linear
+//! evaluation. Each module documents which reference implementation it reproduces.
+pub mod error;
+pub mod maxboxacc;
 pub mod miou;
+pub mod npy;
+
+pub use error::EvalError;
