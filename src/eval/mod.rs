@@ -3,6 +3,7 @@
 pub mod error;
 pub mod maxboxacc;
 pub mod miou;
+pub mod coco;
 pub mod npy;
 
 pub use error::EvalError;
