@@ -1,9 +1,10 @@
 //! Metrics with reference parity: mask mIoU, MaxBoxAcc(V2), COCO AP, Background Challenge, linear
 //! evaluation. Each module documents which reference implementation it reproduces.
+pub mod coco;
 pub mod error;
+pub mod linear;
 pub mod maxboxacc;
 pub mod miou;
-pub mod coco;
 pub mod npy;
 
 pub use error::EvalError;
