@@ -2,16 +2,14 @@
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
+// Underlying errors are part of the message and not chained as `source`, so `{:#}` prints them once.
 pub enum EvalError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: invalid JSON: {source}")]
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path}: invalid JSON: {err}")]
     Json {
         path: PathBuf,
-        source: serde_json::Error,
+        err: serde_json::Error,
     },
     #[error("{path}:{line}: {msg}")]
     Line {
@@ -23,20 +21,20 @@ pub enum EvalError {
     Format { path: PathBuf, msg: String },
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },
-    #[error("{path}: image decode failed: {source}")]
+    #[error("{path}: image decode failed: {err}")]
     Image {
         path: PathBuf,
-        source: image::ImageError,
+        err: image::ImageError,
     },
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
 }
 
 impl EvalError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         EvalError::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
     pub(crate) fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {

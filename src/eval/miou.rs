@@ -76,9 +76,9 @@ pub struct MiouResult {
 }
 
 fn load_gray8(path: &std::path::Path) -> Result<image::GrayImage, super::EvalError> {
-    let img = image::open(path).map_err(|source| super::EvalError::Image {
+    let img = image::open(path).map_err(|err| super::EvalError::Image {
         path: path.to_path_buf(),
-        source,
+        err,
     })?;
     match img {
         image::DynamicImage::ImageLuma8(g) => Ok(g),

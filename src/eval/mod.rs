@@ -1,5 +1,6 @@
 //! Metrics with reference parity: mask mIoU, MaxBoxAcc(V2), COCO AP, Background Challenge, linear
 //! evaluation. Each module documents which reference implementation it reproduces.
+pub mod bench;
 pub mod bgchallenge;
 pub mod coco;
 pub mod error;

@@ -114,9 +114,9 @@ pub struct Object {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, EvalError> {
     let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|source| EvalError::Json {
+    serde_json::from_slice(&bytes).map_err(|err| EvalError::Json {
         path: path.to_path_buf(),
-        source,
+        err,
     })
 }
 
