@@ -35,9 +35,8 @@ output_size = 32
 [localize]
 batch_size = 16
 [eval.linear]
-weight_decays = [1e-4]
-steps = 20
-lr = 0.05
+weight_decays = [1e-4, 1e-2]
+max_iter = 50
 "#,
             smoke.display()
         ),

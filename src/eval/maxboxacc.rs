@@ -1,0 +1,791 @@
+//! MaxBoxAcc and MaxBoxAccV2 exactly as clovaai/wsolevaluation (`BoxEvaluator`, commit 96f4b88).
+//!
+//! Pipeline per image: the raw score map is resized to 224×224 with OpenCV bicubic
+//! ([`crate::imgops::resize::resize_cubic_f64`]), min–max normalised (`normalize_scoremap`: NaN or a
+//! constant map gives all zeros), and cast to `uint8(trunc(255·s))`. For each CAM threshold
+//! `τ_i = i·Δ` the foreground is `img8 > int(τ_i·max(img8))`; boxes come from the bounding rectangles
+//! of **all** `findContours(RETR_TREE)` borders (holes included) for V2, or of the largest
+//! `contourArea` contour for v1, stored as `[x, y, min(x+w, W−1), min(y+h, H−1)]` (an exclusive end
+//! used as inclusive, which wsolevaluation does). No contour gives the single box `[0,0,0,0]`. IoU
+//! uses the +1 pixel convention; an image is correct at `τ_i` for δ when its best IoU over
+//! (predicted, GT) pairs is ≥ δ/100. MaxBoxAcc(δ) = max over τ of 100·correct/N; V2 is the mean over
+//! δ ∈ {30, 50, 70}.
+//!
+//! Speed: only 256 distinct integer cuts exist. For V2 the boxes of every cut are obtained from two
+//! union–find sweeps over the pixels sorted by value (foreground 8-connected components grow as the cut
+//! falls; 4-connected background components grow as it rises, and an enclosed one is a hole whose
+//! border box is the hole box plus one pixel), because the RETR_TREE borders are exactly the outer
+//! borders of the 8-connected foreground components and the borders of the enclosed 4-connected
+//! background components. The literal contour path ([`cut_flags_contours`]) is kept for v1 and as the
+//! cross-check in the tests.
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::error::{read_to_string, EvalError};
+use super::npy::read_npy_2d;
+use crate::imgops::contours::{bounding_rect, contour_area, find_contours};
+use crate::imgops::resize::resize_cubic_f64;
+
+/// wsolevaluation's `_RESIZE_LENGTH`.
+pub const RESIZE_LENGTH: usize = 224;
+
+/// A box `[x0, y0, x1, y1]` with inclusive corners (wsolevaluation convention).
+pub type Box4 = [i32; 4];
+
+/// Settings of `BoxEvaluator` (defaults = `config.py`: interval 0.001, δ ∈ {30, 50, 70}, all contours).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaxBoxAccConfig {
+    /// `cam_curve_interval` Δ: thresholds are `np.arange(0, 1, Δ)`.
+    pub cam_curve_interval: f64,
+    /// IoU thresholds δ in percent.
+    pub iou_thresholds: Vec<u32>,
+    /// `multi_contour_eval`: true for MaxBoxAccV2 (all contours), false for the largest contour (v1).
+    pub multi_contour_eval: bool,
+}
+
+impl Default for MaxBoxAccConfig {
+    fn default() -> Self {
+        MaxBoxAccConfig {
+            cam_curve_interval: 0.001,
+            iou_thresholds: vec![30, 50, 70],
+            multi_contour_eval: true,
+        }
+    }
+}
+
+/// `np.arange(0, 1, interval)`: `ceil(1/Δ)` values `i·Δ` (numpy fills `start + i·step`).
+pub fn cam_thresholds(interval: f64) -> Vec<f64> {
+    assert!(
+        interval > 0.0 && interval <= 1.0,
+        "cam_curve_interval must be in (0, 1]"
+    );
+    let n = (1.0 / interval).ceil() as usize;
+    (0..n).map(|i| i as f64 * interval).collect()
+}
+
+/// wsolevaluation `resize_bbox`: each coordinate times `new/old` in f64, truncated.
+/// `image_size` and `resize_size` are (width, height).
+pub fn resize_bbox(b: Box4, image_size: (u32, u32), resize_size: (u32, u32)) -> Box4 {
+    let (w, h) = (image_size.0 as f64, image_size.1 as f64);
+    let (nw, nh) = (resize_size.0 as f64, resize_size.1 as f64);
+    [
+        (b[0] as f64 * nw / w) as i32,
+        (b[1] as f64 * nh / h) as i32,
+        (b[2] as f64 * nw / w) as i32,
+        (b[3] as f64 * nh / h) as i32,
+    ]
+}
+
+/// wsolevaluation `normalize_scoremap`: NaN anywhere or min == max gives zeros; else `(s−min)/max`.
+pub fn normalize_scoremap(cam: &mut [f64]) {
+    if cam.iter().any(|v| v.is_nan()) {
+        cam.fill(0.0);
+        return;
+    }
+    let min = cam.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = cam.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if min == max {
+        cam.fill(0.0);
+        return;
+    }
+    cam.iter_mut().for_each(|v| *v -= min);
+    let max = cam.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    cam.iter_mut().for_each(|v| *v /= max);
+}
+
+/// `cv2.resize(cam, (224, 224), INTER_CUBIC)` then `normalize_scoremap`, as
+/// `inference.CAMComputer.compute_and_evaluate_cams`.
+pub fn prepare_scoremap(raw: &[f64], width: usize, height: usize) -> Vec<f64> {
+    let mut cam = resize_cubic_f64(raw, width, height, RESIZE_LENGTH, RESIZE_LENGTH);
+    normalize_scoremap(&mut cam);
+    cam
+}
+
+/// `(scoremap * 255).astype(np.uint8)` for a map in [0, 1] (truncation).
+pub fn scoremap_to_u8(cam: &[f64]) -> Vec<u8> {
+    cam.iter().map(|&v| (v * 255.0) as u8).collect()
+}
+
+/// wsolevaluation `calculate_multiple_iou` for one pair (inclusive corners, +1 areas).
+pub fn box_iou(a: Box4, b: Box4) -> f64 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0]) + 1).max(0) as i64;
+    let ih = (a[3].min(b[3]) - a[1].max(b[1]) + 1).max(0) as i64;
+    let inter = iw * ih;
+    let area = |r: Box4| (r[2] - r[0] + 1) as i64 * (r[3] - r[1] + 1) as i64;
+    let union = area(a) + area(b) - inter;
+    if union <= 0 {
+        0.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// Per-δ verdict of one predicted box against an image's GT boxes, as a bit set over δ indices.
+struct Judge<'a> {
+    gt: &'a [Box4],
+    thresholds: Vec<f64>,
+}
+
+impl Judge<'_> {
+    fn new<'a>(gt: &'a [Box4], iou_thresholds: &[u32]) -> Judge<'a> {
+        assert!(iou_thresholds.len() <= 8, "at most 8 IoU thresholds");
+        Judge {
+            gt,
+            thresholds: iou_thresholds.iter().map(|&d| d as f64 / 100.0).collect(),
+        }
+    }
+    fn bits(&self, b: Box4) -> u8 {
+        let best = self
+            .gt
+            .iter()
+            .map(|&g| box_iou(b, g))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut bits = 0u8;
+        for (k, &t) in self.thresholds.iter().enumerate() {
+            if best >= t {
+                bits |= 1 << k;
+            }
+        }
+        bits
+    }
+}
+
+/// Converts extents of a border (inclusive min/max pixel) to wsolevaluation's box.
+#[inline]
+fn border_box(x0: i32, y0: i32, x1: i32, y1: i32, w: usize, h: usize) -> Box4 {
+    [
+        x0,
+        y0,
+        (x1 + 1).min(w as i32 - 1),
+        (y1 + 1).min(h as i32 - 1),
+    ]
+}
+
+/// For every integer cut c in 0..=255: bit k set iff the image is correct for δ_k when the foreground is
+/// `img8 > c`, computed literally with [`find_contours`] (one call per cut).
+pub fn cut_flags_contours(
+    img8: &[u8],
+    w: usize,
+    h: usize,
+    gt: &[Box4],
+    iou_thresholds: &[u32],
+    multi: bool,
+) -> [u8; 256] {
+    let judge = Judge::new(gt, iou_thresholds);
+    let zero_bits = judge.bits([0, 0, 0, 0]);
+    let mut flags = [zero_bits; 256];
+    let max8 = img8.iter().copied().max().unwrap_or(0);
+    let mut mask = vec![0u8; img8.len()];
+    for c in 0..max8 {
+        for (m, &v) in mask.iter_mut().zip(img8) {
+            *m = (v > c) as u8;
+        }
+        let contours = find_contours(&mask, w, h);
+        let mut bits = 0u8;
+        if multi {
+            for ct in &contours {
+                let r = bounding_rect(&ct.points);
+                bits |= judge.bits(border_box(r.x, r.y, r.x + r.w - 1, r.y + r.h - 1, w, h));
+            }
+        } else {
+            // Python `max(contours, key=cv2.contourArea)`: the first maximum in OpenCV order.
+            let mut best: Option<(f64, usize)> = None;
+            for (i, ct) in contours.iter().enumerate() {
+                let a = contour_area(&ct.points);
+                if best.is_none_or(|(ba, _)| a > ba) {
+                    best = Some((a, i));
+                }
+            }
+            let (_, i) = best.expect("max8 > c, so there is a contour");
+            let r = bounding_rect(&contours[i].points);
+            bits = judge.bits(border_box(r.x, r.y, r.x + r.w - 1, r.y + r.h - 1, w, h));
+        }
+        flags[c as usize] = bits;
+    }
+    flags
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Union–find over a padded grid with per-root extents and per-root δ bits.
+struct Forest {
+    parent: Vec<u32>,
+    ext: Vec<[i32; 4]>,
+    bits: Vec<u8>,
+    /// Background sweep only: the root is connected to the outside of the image.
+    outside: Vec<bool>,
+    counts: [u32; 8],
+}
+
+impl Forest {
+    fn new(n: usize) -> Self {
+        Forest {
+            parent: vec![NONE; n],
+            ext: vec![[0; 4]; n],
+            bits: vec![0; n],
+            outside: vec![false; n],
+            counts: [0; 8],
+        }
+    }
+    #[inline]
+    fn find(&mut self, mut i: u32) -> u32 {
+        while self.parent[i as usize] != i {
+            let p = self.parent[i as usize];
+            self.parent[i as usize] = self.parent[p as usize];
+            i = p;
+        }
+        i
+    }
+    #[inline]
+    fn count(&mut self, bits: u8, sign: i32) {
+        let mut b = bits;
+        while b != 0 {
+            let k = b.trailing_zeros() as usize;
+            self.counts[k] = (self.counts[k] as i32 + sign) as u32;
+            b &= b - 1;
+        }
+    }
+    fn any_bits(&self) -> u8 {
+        let mut out = 0u8;
+        for (k, &c) in self.counts.iter().enumerate() {
+            if c > 0 {
+                out |= 1 << k;
+            }
+        }
+        out
+    }
+}
+
+/// Same result as [`cut_flags_contours`] with `multi = true`, in O(pixels) for all cuts together.
+pub fn cut_flags_sweep(
+    img8: &[u8],
+    w: usize,
+    h: usize,
+    gt: &[Box4],
+    iou_thresholds: &[u32],
+) -> [u8; 256] {
+    assert_eq!(img8.len(), w * h);
+    let judge = Judge::new(gt, iou_thresholds);
+    let zero_bits = judge.bits([0, 0, 0, 0]);
+    let pw = w + 2;
+    let ph = h + 2;
+    // Pixels bucketed by value (counting sort), as padded-grid indices.
+    let mut start = [0usize; 257];
+    for &v in img8 {
+        start[v as usize + 1] += 1;
+    }
+    for v in 0..256 {
+        start[v + 1] += start[v];
+    }
+    let mut fill = start;
+    let mut order = vec![0u32; img8.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let v = img8[y * w + x] as usize;
+            order[fill[v]] = ((y + 1) * pw + x + 1) as u32;
+            fill[v] += 1;
+        }
+    }
+    let coords =
+        |p: u32| -> (i32, i32) { ((p as usize % pw) as i32 - 1, (p as usize / pw) as i32 - 1) };
+
+    // Foreground sweep: cut c from 254 down to 0 adds the pixels of value c + 1 (8-connected).
+    let mut fg_bits = [0u8; 256];
+    let mut fg_empty = [true; 256];
+    {
+        let mut f = Forest::new(pw * ph);
+        let nb: [isize; 8] = [
+            -1,
+            1,
+            -(pw as isize),
+            pw as isize,
+            -(pw as isize) - 1,
+            -(pw as isize) + 1,
+            pw as isize - 1,
+            pw as isize + 1,
+        ];
+        let mut any = false;
+        for c in (0..255usize).rev() {
+            for &p in &order[start[c + 1]..start[c + 2]] {
+                any = true;
+                let (x, y) = coords(p);
+                f.parent[p as usize] = p;
+                f.ext[p as usize] = [x, y, x, y];
+                let b = judge.bits(border_box(x, y, x, y, w, h));
+                f.bits[p as usize] = b;
+                f.count(b, 1);
+                for d in nb {
+                    let q = (p as isize + d) as u32;
+                    if f.parent[q as usize] == NONE {
+                        continue;
+                    }
+                    let (ra, rb) = (f.find(p), f.find(q));
+                    if ra == rb {
+                        continue;
+                    }
+                    let (ea, eb) = (f.ext[ra as usize], f.ext[rb as usize]);
+                    let e = [
+                        ea[0].min(eb[0]),
+                        ea[1].min(eb[1]),
+                        ea[2].max(eb[2]),
+                        ea[3].max(eb[3]),
+                    ];
+                    let (ba, bb) = (f.bits[ra as usize], f.bits[rb as usize]);
+                    f.count(ba, -1);
+                    f.count(bb, -1);
+                    f.parent[rb as usize] = ra;
+                    f.ext[ra as usize] = e;
+                    let nbits = if e == ea {
+                        ba
+                    } else if e == eb {
+                        bb
+                    } else {
+                        judge.bits(border_box(e[0], e[1], e[2], e[3], w, h))
+                    };
+                    f.bits[ra as usize] = nbits;
+                    f.count(nbits, 1);
+                }
+            }
+            fg_empty[c] = !any;
+            fg_bits[c] = f.any_bits();
+        }
+    }
+
+    // Background sweep: cut c from 0 up to 254 adds the pixels of value c (4-connected). The padding
+    // ring is one component marked `outside`; the other components are holes.
+    let mut hole_bits = [0u8; 256];
+    {
+        let mut f = Forest::new(pw * ph);
+        let ring: Vec<u32> = (0..pw * ph)
+            .filter(|&i| i % pw == 0 || i % pw == pw - 1 || i / pw == 0 || i / pw == ph - 1)
+            .map(|i| i as u32)
+            .collect();
+        let root = ring[0];
+        for &i in &ring {
+            f.parent[i as usize] = root;
+        }
+        f.outside[root as usize] = true;
+        let nb: [isize; 4] = [-1, 1, -(pw as isize), pw as isize];
+        for c in 0..255usize {
+            for &p in &order[start[c]..start[c + 1]] {
+                let (x, y) = coords(p);
+                f.parent[p as usize] = p;
+                f.ext[p as usize] = [x, y, x, y];
+                let b = judge.bits(border_box(x - 1, y - 1, x + 1, y + 1, w, h));
+                f.bits[p as usize] = b;
+                f.count(b, 1);
+                for d in nb {
+                    let q = (p as isize + d) as u32;
+                    if f.parent[q as usize] == NONE {
+                        continue;
+                    }
+                    let (ra, rb) = (f.find(p), f.find(q));
+                    if ra == rb {
+                        continue;
+                    }
+                    let (ba, bb) = (f.bits[ra as usize], f.bits[rb as usize]);
+                    f.count(ba, -1);
+                    f.count(bb, -1);
+                    // Keep the outside root as the root so its flag stays put.
+                    let (keep, gone) = if f.outside[rb as usize] {
+                        (rb, ra)
+                    } else {
+                        (ra, rb)
+                    };
+                    f.parent[gone as usize] = keep;
+                    if f.outside[keep as usize] {
+                        f.bits[keep as usize] = 0;
+                        continue;
+                    }
+                    let (ea, eb) = (f.ext[keep as usize], f.ext[gone as usize]);
+                    let e = [
+                        ea[0].min(eb[0]),
+                        ea[1].min(eb[1]),
+                        ea[2].max(eb[2]),
+                        ea[3].max(eb[3]),
+                    ];
+                    f.ext[keep as usize] = e;
+                    let nbits =
+                        judge.bits(border_box(e[0] - 1, e[1] - 1, e[2] + 1, e[3] + 1, w, h));
+                    f.bits[keep as usize] = nbits;
+                    f.count(nbits, 1);
+                }
+            }
+            hole_bits[c] = f.any_bits();
+        }
+    }
+
+    let mut flags = [zero_bits; 256];
+    for c in 0..255 {
+        if !fg_empty[c] {
+            flags[c] = fg_bits[c] | hole_bits[c];
+        }
+    }
+    flags
+}
+
+/// `BoxEvaluator.accumulate` / `compute`: counts of correct images per δ and CAM threshold.
+#[derive(Debug, Clone)]
+pub struct BoxAccumulator {
+    cfg: MaxBoxAccConfig,
+    thresholds: Vec<f64>,
+    /// `num_correct[k][i]` for δ_k and threshold index i.
+    num_correct: Vec<Vec<u64>>,
+    count: u64,
+}
+
+/// Final numbers of a MaxBoxAcc evaluation.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MaxBoxAccResult {
+    /// δ values in percent, in the order of the other per-δ fields.
+    pub iou_thresholds: Vec<u32>,
+    /// MaxBoxAcc(δ) in percent.
+    pub max_box_acc: Vec<f64>,
+    /// Mean over δ (MaxBoxAccV2 when `multi_contour_eval`).
+    pub mean: f64,
+    /// First arg-max CAM threshold index per δ.
+    pub best_threshold_index: Vec<usize>,
+    /// `num_correct[k][i]`: images correct at δ_k and CAM threshold i (wsolevaluation's curves).
+    pub num_correct: Vec<Vec<u64>>,
+    pub num_images: u64,
+    pub multi_contour_eval: bool,
+    pub cam_curve_interval: f64,
+}
+
+impl BoxAccumulator {
+    pub fn new(cfg: MaxBoxAccConfig) -> Self {
+        let thresholds = cam_thresholds(cfg.cam_curve_interval);
+        let num_correct = vec![vec![0; thresholds.len()]; cfg.iou_thresholds.len()];
+        BoxAccumulator {
+            cfg,
+            thresholds,
+            num_correct,
+            count: 0,
+        }
+    }
+
+    /// Per-image verdicts for every CAM threshold (bit k = correct at δ_k) of an 8-bit map already at
+    /// the evaluation resolution, GT boxes in the same pixel grid.
+    pub fn image_verdicts(&self, img8: &[u8], w: usize, h: usize, gt: &[Box4]) -> Vec<u8> {
+        let flags = if self.cfg.multi_contour_eval {
+            cut_flags_sweep(img8, w, h, gt, &self.cfg.iou_thresholds)
+        } else {
+            cut_flags_contours(img8, w, h, gt, &self.cfg.iou_thresholds, false)
+        };
+        let max8 = img8.iter().copied().max().unwrap_or(0) as f64;
+        self.thresholds
+            .iter()
+            .map(|&t| flags[((t * max8) as usize).min(255)])
+            .collect()
+    }
+
+    /// Adds verdicts from [`Self::image_verdicts`].
+    pub fn add_verdicts(&mut self, verdicts: &[u8]) {
+        assert_eq!(verdicts.len(), self.thresholds.len());
+        for (k, row) in self.num_correct.iter_mut().enumerate() {
+            for (n, &v) in row.iter_mut().zip(verdicts) {
+                *n += ((v >> k) & 1) as u64;
+            }
+        }
+        self.count += 1;
+    }
+
+    /// Accumulates an 8-bit map (`uint8(255·s)`) at the evaluation resolution.
+    pub fn accumulate_u8(&mut self, img8: &[u8], w: usize, h: usize, gt: &[Box4]) {
+        let v = self.image_verdicts(img8, w, h, gt);
+        self.add_verdicts(&v);
+    }
+
+    /// Accumulates a normalised score map in [0, 1] at the evaluation resolution.
+    pub fn accumulate_scoremap(&mut self, cam: &[f64], w: usize, h: usize, gt: &[Box4]) {
+        self.accumulate_u8(&scoremap_to_u8(cam), w, h, gt);
+    }
+
+    pub fn config(&self) -> &MaxBoxAccConfig {
+        &self.cfg
+    }
+
+    /// `BoxEvaluator.compute`: `max_i num_correct·100/N` per δ, and their mean.
+    pub fn compute(&self) -> MaxBoxAccResult {
+        let n = self.count as f64;
+        let mut max_box_acc = Vec::new();
+        let mut best = Vec::new();
+        for row in &self.num_correct {
+            let (mut bi, mut bv) = (0usize, f64::NEG_INFINITY);
+            for (i, &c) in row.iter().enumerate() {
+                let acc = c as f64 * 100.0 / n;
+                if acc > bv {
+                    bv = acc;
+                    bi = i;
+                }
+            }
+            max_box_acc.push(bv);
+            best.push(bi);
+        }
+        let mean = max_box_acc.iter().sum::<f64>() / max_box_acc.len() as f64;
+        MaxBoxAccResult {
+            iou_thresholds: self.cfg.iou_thresholds.clone(),
+            max_box_acc,
+            mean,
+            best_threshold_index: best,
+            num_correct: self.num_correct.clone(),
+            num_images: self.count,
+            multi_contour_eval: self.cfg.multi_contour_eval,
+            cam_curve_interval: self.cfg.cam_curve_interval,
+        }
+    }
+}
+
+/// wsolevaluation metadata (`metadata/<DATASET>/<split>/`): ids in evaluation order, sizes, GT boxes.
+#[derive(Debug, Clone)]
+pub struct WsolMetadata {
+    pub image_ids: Vec<String>,
+    /// (width, height) of the original image, per id.
+    pub image_sizes: std::collections::HashMap<String, (u32, u32)>,
+    /// GT boxes in original-image pixels, per id, in file order.
+    pub boxes: std::collections::HashMap<String, Vec<Box4>>,
+}
+
+fn read_lines(path: &Path) -> Result<Vec<(usize, String)>, EvalError> {
+    Ok(read_to_string(path)?
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r').to_string()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect())
+}
+
+/// Reads `image_ids.txt`, `image_sizes.txt` and `localization.txt` (comma separated, no header).
+pub fn read_wsol_metadata(dir: &Path) -> Result<WsolMetadata, EvalError> {
+    let ids_path = dir.join("image_ids.txt");
+    let image_ids: Vec<String> = read_lines(&ids_path)?.into_iter().map(|(_, l)| l).collect();
+    let sizes_path = dir.join("image_sizes.txt");
+    let mut image_sizes = std::collections::HashMap::new();
+    for (n, l) in read_lines(&sizes_path)? {
+        let f: Vec<&str> = l.split(',').collect();
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| EvalError::line(&sizes_path, n, format!("bad size '{s}'")))
+        };
+        if f.len() != 3 {
+            return Err(EvalError::line(
+                &sizes_path,
+                n,
+                "expected <image_id>,<width>,<height>",
+            ));
+        }
+        image_sizes.insert(f[0].to_string(), (parse(f[1])?, parse(f[2])?));
+    }
+    let loc_path = dir.join("localization.txt");
+    let mut boxes: std::collections::HashMap<String, Vec<Box4>> = std::collections::HashMap::new();
+    for (n, l) in read_lines(&loc_path)? {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() != 5 {
+            return Err(EvalError::line(
+                &loc_path,
+                n,
+                "expected <image_id>,<x0>,<y0>,<x1>,<y1>",
+            ));
+        }
+        let mut b = [0i32; 4];
+        for (k, s) in f[1..].iter().enumerate() {
+            b[k] = s
+                .trim()
+                .parse()
+                .map_err(|_| EvalError::line(&loc_path, n, format!("bad coordinate '{s}'")))?;
+        }
+        boxes.entry(f[0].to_string()).or_default().push(b);
+    }
+    for id in &image_ids {
+        if !image_sizes.contains_key(id) {
+            return Err(EvalError::format(
+                &sizes_path,
+                format!("no size for image id '{id}'"),
+            ));
+        }
+        if !boxes.contains_key(id) {
+            return Err(EvalError::format(
+                &loc_path,
+                format!("no box for image id '{id}'"),
+            ));
+        }
+    }
+    Ok(WsolMetadata {
+        image_ids,
+        image_sizes,
+        boxes,
+    })
+}
+
+/// Score-map path of an id: `<root>/<image_id>.npy` (the id keeps its `.jpg`, as `CamDataset`).
+pub fn scoremap_path(root: &Path, image_id: &str) -> PathBuf {
+    root.join(format!("{image_id}.npy"))
+}
+
+/// Full wsolevaluation run over a metadata folder and a folder of raw `.npy` score maps (any size;
+/// each is resized to 224 and normalised). Images are processed in parallel; counts are exact sums.
+pub fn evaluate_wsol(
+    metadata_dir: &Path,
+    scoremap_dir: &Path,
+    cfg: &MaxBoxAccConfig,
+) -> Result<MaxBoxAccResult, EvalError> {
+    let meta = read_wsol_metadata(metadata_dir)?;
+    let acc = BoxAccumulator::new(cfg.clone());
+    let r = (RESIZE_LENGTH as u32, RESIZE_LENGTH as u32);
+    let verdicts: Vec<Vec<u8>> = meta
+        .image_ids
+        .par_iter()
+        .map(|id| {
+            let map = read_npy_2d(&scoremap_path(scoremap_dir, id))?;
+            let cam = prepare_scoremap(&map.data, map.width, map.height);
+            let size = meta.image_sizes[id];
+            let gt: Vec<Box4> = meta.boxes[id]
+                .iter()
+                .map(|&b| resize_bbox(b, size, r))
+                .collect();
+            Ok(acc.image_verdicts(&scoremap_to_u8(&cam), RESIZE_LENGTH, RESIZE_LENGTH, &gt))
+        })
+        .collect::<Result<_, EvalError>>()?;
+    let mut acc = acc;
+    for v in &verdicts {
+        acc.add_verdicts(v);
+    }
+    Ok(acc.compute())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_answers_from_wsolevaluation_tests() {
+        assert_eq!(resize_bbox([1, 2, 4, 3], (10, 20), (35, 10)), [3, 1, 14, 1]);
+        assert!((box_iou([1, 2, 5, 6], [3, 1, 4, 5]) - 8.0 / 27.0).abs() < 1e-15);
+        assert_eq!(box_iou([0, 0, 0, 0], [0, 0, 0, 0]), 1.0);
+    }
+
+    #[test]
+    fn thresholds_are_numpy_arange() {
+        let t = cam_thresholds(0.001);
+        assert_eq!(t.len(), 1000);
+        assert_eq!(t[999], 999.0 * 0.001);
+        assert_eq!(cam_thresholds(0.01).len(), 100);
+        // the spec's check: floor(i*0.001*255) == i*255/1000 floored, for every i.
+        for (i, &x) in t.iter().enumerate() {
+            assert_eq!((x * 255.0) as usize, i * 255 / 1000);
+        }
+    }
+
+    #[test]
+    fn normalize_handles_constant_and_nan() {
+        let mut a = vec![2.0, 2.0];
+        normalize_scoremap(&mut a);
+        assert_eq!(a, vec![0.0, 0.0]);
+        let mut a = vec![1.0, f64::NAN, 3.0];
+        normalize_scoremap(&mut a);
+        assert_eq!(a, vec![0.0, 0.0, 0.0]);
+        let mut a = vec![1.0, 2.0, 3.0];
+        normalize_scoremap(&mut a);
+        assert_eq!(a, vec![0.0, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn unimodal_and_multimodal_boxes_of_evaluation_test() {
+        // wsolevaluation evaluation_test.py (compute_bboxes_from_scoremaps_{unimodal,multimodal}, τ =
+        // np.arange(0, 1, 0.2), first box per τ). Each expected box is checked as a GT at δ = 100%.
+        let unimodal = [
+            [0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.4, 0.4, 0.4, 0.6],
+            [0.0, 0.4, 1.0, 0.8, 0.6],
+            [0.0, 0.4, 0.4, 0.4, 0.6],
+        ];
+        let multimodal = [
+            [0.4, 0.0, 0.2, 0.2, 0.2],
+            [0.4, 0.4, 0.0, 0.4, 0.0],
+            [0.0, 0.0, 0.0, 0.4, 0.0],
+            [1.0, 0.6, 0.8, 0.2, 0.2],
+        ];
+        let cases: [([[f64; 5]; 4], [Box4; 5]); 2] = [
+            (
+                unimodal,
+                [
+                    [1, 1, 4, 3],
+                    [1, 1, 4, 3],
+                    [2, 1, 4, 3],
+                    [2, 2, 4, 3],
+                    [2, 2, 3, 3],
+                ],
+            ),
+            (
+                multimodal,
+                [
+                    [0, 0, 4, 3],
+                    [0, 0, 2, 2],
+                    [0, 3, 3, 3],
+                    [2, 3, 3, 3],
+                    [0, 3, 1, 3],
+                ],
+            ),
+        ];
+        for (map, want) in cases {
+            let img = scoremap_to_u8(&map.concat());
+            for (i, b) in want.into_iter().enumerate() {
+                let cut = (i as f64 * 0.2 * 255.0) as usize;
+                let f = cut_flags_contours(&img, 5, 4, &[b], &[100], false);
+                assert_eq!(f[cut], 1, "largest contour, τ index {i}");
+                assert_eq!(
+                    cut_flags_contours(&img, 5, 4, &[b], &[100], true)[cut],
+                    1,
+                    "all contours, τ index {i}"
+                );
+                assert_eq!(
+                    cut_flags_sweep(&img, 5, 4, &[b], &[100])[cut],
+                    1,
+                    "sweep, τ index {i}"
+                );
+            }
+        }
+        // all-zero map: [0,0,0,0] at every τ
+        let f = cut_flags_sweep(&[0u8; 9], 3, 3, &[[0, 0, 0, 0]], &[100]);
+        assert!(f.iter().all(|&b| b == 1));
+    }
+
+    #[test]
+    fn sweep_equals_literal_contours_on_random_maps() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for case in 0..60 {
+            let (w, h) = (rng.random_range(1..30), rng.random_range(1..30));
+            let levels = [2u8, 5, 16, 256u16 as u8][case % 4];
+            let img: Vec<u8> = (0..w * h)
+                .map(|_| {
+                    if levels == 0 {
+                        rng.random::<u8>()
+                    } else {
+                        rng.random_range(0..levels) * (255 / levels.max(2))
+                    }
+                })
+                .collect();
+            let gt: Vec<Box4> = (0..rng.random_range(1..4))
+                .map(|_| {
+                    let (x0, y0) = (rng.random_range(0..w as i32), rng.random_range(0..h as i32));
+                    [
+                        x0,
+                        y0,
+                        rng.random_range(x0..w as i32),
+                        rng.random_range(y0..h as i32),
+                    ]
+                })
+                .collect();
+            let deltas = [10, 30, 50, 70, 90];
+            assert_eq!(
+                cut_flags_sweep(&img, w, h, &gt, &deltas),
+                cut_flags_contours(&img, w, h, &gt, &deltas, true),
+                "case {case}"
+            );
+        }
+    }
+}

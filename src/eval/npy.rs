@@ -1,0 +1,146 @@
+//! Minimal reader for NumPy `.npy` files holding a 2-D float array (wsolevaluation score maps).
+//! Supports format versions 1–3, little-endian `<f4`/`<f8`, C order.
+use std::path::Path;
+
+use super::error::EvalError;
+
+/// A 2-D array widened to `f64` (wsolevaluation's `t2n` gives float64), row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array2 {
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<f64>,
+}
+
+/// Reads `path` as a 2-D float32/float64 `.npy`.
+pub fn read_npy_2d(path: &Path) -> Result<Array2, EvalError> {
+    let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
+    parse_npy_2d(&bytes).map_err(|msg| EvalError::format(path, msg))
+}
+
+/// Parses the bytes of a 2-D float `.npy` file.
+pub fn parse_npy_2d(b: &[u8]) -> Result<Array2, String> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let major = b[6];
+    let (hlen, hstart) = match major {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 => {
+            if b.len() < 12 {
+                return Err("truncated header".into());
+            }
+            (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+        }
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    let header = b.get(hstart..hstart + hlen).ok_or("truncated header")?;
+    let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
+    let field = |key: &str| -> Result<&str, String> {
+        let k = format!("'{key}':");
+        let i = header
+            .find(&k)
+            .ok_or_else(|| format!("header lacks '{key}'"))?;
+        Ok(header[i + k.len()..].trim_start())
+    };
+    let descr = field("descr")?;
+    let elem = if descr.starts_with("'<f4'") {
+        4
+    } else if descr.starts_with("'<f8'") {
+        8
+    } else {
+        return Err(format!(
+            "dtype {} is not little-endian float32/float64",
+            descr.split(',').next().unwrap_or("")
+        ));
+    };
+    if !field("fortran_order")?.starts_with("False") {
+        return Err("Fortran-order arrays are not supported".into());
+    }
+    let shape = field("shape")?;
+    let shape = shape.strip_prefix('(').ok_or("bad shape")?;
+    let shape = &shape[..shape.find(')').ok_or("bad shape")?];
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape dimension '{s}'"))
+        })
+        .collect::<Result<_, _>>()?;
+    if dims.len() != 2 {
+        return Err(format!("expected a 2-D array, got shape {dims:?}"));
+    }
+    let (height, width) = (dims[0], dims[1]);
+    let data = &b[hstart + hlen..];
+    if data.len() != height * width * elem {
+        return Err(format!(
+            "data holds {} bytes, shape {height}x{width} needs {}",
+            data.len(),
+            height * width * elem
+        ));
+    }
+    let data = if elem == 4 {
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect()
+    } else {
+        data.chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
+    };
+    Ok(Array2 {
+        height,
+        width,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(descr: &str, shape: &str, payload: &[u8]) -> Vec<u8> {
+        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn parses_f4_and_f8() {
+        let p: Vec<u8> = [0.5f32, 1.0, 0.25, 0.0, 2.0, 3.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let a = parse_npy_2d(&npy("<f4", "(2, 3)", &p)).unwrap();
+        assert_eq!((a.height, a.width), (2, 3));
+        assert_eq!(a.data, vec![0.5, 1.0, 0.25, 0.0, 2.0, 3.0]);
+        let p: Vec<u8> = [0.1f64, 0.2].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(
+            parse_npy_2d(&npy("<f8", "(1, 2)", &p)).unwrap().data,
+            vec![0.1, 0.2]
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_dtype_rank_and_size() {
+        assert!(parse_npy_2d(&npy("<i4", "(1, 1)", &[0; 4]))
+            .unwrap_err()
+            .contains("dtype"));
+        assert!(parse_npy_2d(&npy("<f4", "(4,)", &[0; 16]))
+            .unwrap_err()
+            .contains("2-D"));
+        assert!(parse_npy_2d(&npy("<f4", "(2, 2)", &[0; 12]))
+            .unwrap_err()
+            .contains("needs 16"));
+        assert!(parse_npy_2d(b"garbage!!!!").is_err());
+    }
+}
