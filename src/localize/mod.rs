@@ -1,1 +1,2 @@
 //! localize layer.
+pub mod crf;
