@@ -1,2 +1,4 @@
 //! localize layer.
 pub mod crf;
+pub mod boxes;
+pub mod mask_clean;
