@@ -157,32 +157,22 @@ impl DenseKernel {
         let after = matches!(self.ntype, Normalization::Symmetric)
             || (self.ntype == Normalization::Before && transpose)
             || (self.ntype == Normalization::After && !transpose);
-        let tmp = &mut scratch.tmp;
-        tmp.clear();
-        if before {
-            tmp.extend(
-                input
-                    .chunks_exact(m)
-                    .zip(&self.norm)
-                    .flat_map(|(q, &s)| q.iter().map(move |&v| v * s)),
-            );
-        } else {
-            tmp.extend_from_slice(input);
-        }
-        self.lattice
-            .compute(out, tmp, m, transpose, &mut scratch.lattice);
-        if after {
-            for (o, &s) in out.chunks_exact_mut(m).zip(&self.norm) {
-                o.iter_mut().for_each(|v| *v *= s);
-            }
-        }
+        let norm = Some(&self.norm[..]);
+        self.lattice.compute_scaled(
+            out,
+            input,
+            m,
+            transpose,
+            if before { norm } else { None },
+            if after { norm } else { None },
+            &mut scratch.lattice,
+        );
     }
 }
 
 /// Reusable buffers for [`DenseKernel::filter`].
 #[derive(Debug, Default)]
 pub struct KernelScratch {
-    tmp: Vec<f32>,
     lattice: LatticeScratch,
 }
 
