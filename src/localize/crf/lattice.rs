@@ -420,7 +420,6 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
     let mut prev_rem0 = [f32::NAN; MAX_FEATURE_DIM];
     let mut prev_rank = [-1i32; MAX_FEATURE_DIM];
     let mut prev_offsets = [0u32; MAX_FEATURE_DIM + 1];
-    let mut prev_keys = [K::default(); MAX_FEATURE_DIM + 1];
     let mut coords = [0i16; MAX_FEATURE_DIM];
     let padded = if opts.sse_block_padding {
         n.div_ceil(4) * 4
@@ -475,8 +474,6 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
         }
         if !same {
             // Neighbouring simplices share most vertices: look in the previous pixel's keys first.
-            let old_keys = prev_keys;
-            let old_offsets = prev_offsets;
             // key_0 = rem0 (ranks are ≤ d); key_r = key_{r-1} + 1, except the coordinate of rank d−r+1,
             // which wraps by −(d+1): the canonical simplex table applied incrementally.
             let mut inv_rank = [D; MAX_FEATURE_DIM + 1];
@@ -490,18 +487,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
                     let i = inv_rank[D - r + 1];
                     key = key.next_remainder(D, (i < D).then_some(i));
                 }
-                prev_keys[r] = key;
-                let mut found = 0u32;
-                for q in 0..=D {
-                    if old_keys[q] == key {
-                        found = old_offsets[q];
-                    }
-                }
-                prev_offsets[r] = if found != 0 {
-                    found
-                } else {
-                    table.find_or_insert(key) + 1
-                };
+                prev_offsets[r] = table.find_or_insert(key) + 1;
             }
             prev_rem0[..D].copy_from_slice(&emb.rem0[..D]);
             prev_rank[..D].copy_from_slice(&emb.rank[..D]);
