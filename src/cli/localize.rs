@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
+use contracam::localize::boxes::{format_box_line, BoxOptions};
+use contracam::localize::mask_clean::CleanOptions;
+use contracam::localize::postprocess::{boxes_dataset, crf_dataset, CrfDatasetOptions, TensorRef};
 use contracam::localize::{contrastive_cam, CamConfig};
 use contracam::model::ContrastiveModel;
 use contracam::util::tensor_file::{self, TensorFile};
@@ -16,6 +19,190 @@ use super::GlobalArgs;
 pub enum LocalizeCommand {
     /// Contrastive CAM of a batch of images, as the official code (negatives = the rest of each batch).
     Cam(CamArgs),
+    /// Dense CRF with the official recipe (pydensecrf-exact) over CAMs; optionally cleans the masks.
+    Crf(CrfArgs),
+    /// Boxes from masks, as the official extract_boxes (contours, min area, margin, normalised xyxy).
+    Boxes(BoxesArgs),
+}
+
+/// `clean_mask` presets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CleanMode {
+    /// seg: components > 0.1 % of the image.
+    Seg,
+    /// save_box: components > 1 % of the image.
+    Box,
+    /// save_box with single_instance: the largest component only.
+    Single,
+}
+
+#[derive(Debug, Args)]
+pub struct CrfArgs {
+    /// safetensors file with the images, uint8 (N, H, W, 3) RGB.
+    #[arg(long)]
+    pub images: PathBuf,
+    #[arg(long, default_value = "images")]
+    pub images_key: String,
+    /// safetensors file with the CAMs, float32 (N, 1, H, W) in [0, 1].
+    #[arg(long)]
+    pub cams: PathBuf,
+    #[arg(long, default_value = "cams")]
+    pub cams_key: String,
+    /// Output safetensors: `crf` float32 (N, 1, H, W), and `mask` with --clean.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also clean the CRF output into a {0, 1} `mask`.
+    #[arg(long, value_enum)]
+    pub clean: Option<CleanMode>,
+    /// Fix the official clean_mask quirk: skip label 0 instead of the first surviving component
+    /// (all-foreground CRFs then give a full mask instead of an empty one).
+    #[arg(long)]
+    pub keep_first_component: bool,
+    /// Mean-field iterations (official: 5).
+    #[arg(long, default_value_t = 5)]
+    pub iterations: usize,
+    /// Images held in memory at once.
+    #[arg(long, default_value_t = 256)]
+    pub chunk: usize,
+}
+
+/// Output formats of `localize boxes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BoxFormat {
+    /// A JSON list per image of [x1, y1, x2, y2].
+    Json,
+    /// The official box-file text (`<index> x1,y1,x2,y2 ...`, 6 decimals).
+    Txt,
+}
+
+#[derive(Debug, Args)]
+pub struct BoxesArgs {
+    /// safetensors file with masks, float32 or uint8, (N, 1, H, W) or (N, H, W).
+    #[arg(long)]
+    pub masks: PathBuf,
+    #[arg(long, default_value = "mask")]
+    pub masks_key: String,
+    /// Each side grows by this fraction of the box size (official --box_margin 0.2).
+    #[arg(long, default_value_t = 0.2)]
+    pub margin: f64,
+    /// Minimum box area as a fraction of the image (official 0.01).
+    #[arg(long, default_value_t = 0.01)]
+    pub min_area: f64,
+    /// Fix the official quirk: boxes of outer borders only, no boxes of background holes.
+    #[arg(long)]
+    pub outer_only: bool,
+    /// Keep only the largest box per image.
+    #[arg(long)]
+    pub largest_only: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: BoxFormat,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1024)]
+    pub chunk: usize,
+}
+
+pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let pool = {
+        let mut b = rayon::ThreadPoolBuilder::new();
+        if let Some(t) = global.threads {
+            b = b.num_threads(t);
+        }
+        b.build().context("building the thread pool")?
+    };
+    pool.install(|| match cmd {
+        LocalizeCommand::Cam(a) => cam(a, global),
+        LocalizeCommand::Crf(a) => run_crf(a, global),
+        LocalizeCommand::Boxes(a) => run_boxes(a, global),
+    })
+}
+
+fn progress_bar(n: u64, quiet: bool, what: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(n);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}]",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn count_images(path: &std::path::Path, key: &str) -> anyhow::Result<u64> {
+    let r = contracam::localize::tensor_stream::SafetensorsReader::open(path)?;
+    Ok(r.info(key)?.shape.first().copied().unwrap_or(0) as u64)
+}
+
+fn run_crf(a: CrfArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let clean = a.clean.map(|m| {
+        let c = match m {
+            CleanMode::Seg => CleanOptions::seg(),
+            CleanMode::Box => CleanOptions::boxes(),
+            CleanMode::Single => CleanOptions::single(),
+        };
+        if a.keep_first_component {
+            c.fixed()
+        } else {
+            c
+        }
+    });
+    let mut opts = CrfDatasetOptions {
+        clean,
+        chunk: a.chunk,
+        ..Default::default()
+    };
+    opts.params.iterations = a.iterations;
+    let images = TensorRef::new(&a.images, &a.images_key);
+    let cams = TensorRef::new(&a.cams, &a.cams_key);
+    let pb = progress_bar(count_images(&a.images, &a.images_key)?, global.quiet, "crf");
+    let t = std::time::Instant::now();
+    let summary = crf_dataset(&images, &cams, &a.out, &opts, &|done| {
+        pb.set_position(done as u64)
+    })
+    .with_context(|| format!("CRF of {images} with {cams}"))?;
+    pb.finish_and_clear();
+    eprintln!(
+        "crf: {} images of {}×{} in {:.2} s → {}",
+        summary.images,
+        summary.width,
+        summary.height,
+        t.elapsed().as_secs_f64(),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_boxes(a: BoxesArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let opts = BoxOptions {
+        min_area_frac: a.min_area,
+        margin: a.margin,
+        include_holes: !a.outer_only,
+        largest_only: a.largest_only,
+    };
+    let masks = TensorRef::new(&a.masks, &a.masks_key);
+    let pb = progress_bar(count_images(&a.masks, &a.masks_key)?, global.quiet, "boxes");
+    let boxes = boxes_dataset(&masks, &opts, a.chunk, &|done| pb.set_position(done as u64))
+        .with_context(|| format!("boxes of {masks}"))?;
+    pb.finish_and_clear();
+    let text = match a.format {
+        BoxFormat::Json => serde_json::to_string(&boxes)? + "\n",
+        BoxFormat::Txt => boxes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format_box_line(&i.to_string(), b) + "\n")
+            .collect(),
+    };
+    std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "boxes: {} images, {} boxes → {}",
+        boxes.len(),
+        boxes.iter().map(Vec::len).sum::<usize>(),
+        a.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,12 +232,6 @@ pub struct CamArgs {
     /// Output safetensors file; tensor `cam` (N, 1, H, W) float32.
     #[arg(long)]
     pub out: PathBuf,
-}
-
-pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    match cmd {
-        LocalizeCommand::Cam(a) => cam(a, global),
-    }
 }
 
 fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

@@ -1,12 +1,49 @@
-//! Boxes from a cleaned mask (stand-in: bounding boxes of 8-connected components, as outer contours,
-//! kept when w·h > min_area_frac of the image, expanded by `margin` per side, normalised xyxy).
-//! The faithful `extract_boxes` (all RETR_TREE contours) replaces it.
-use super::mask_clean::components;
+//! Box extraction as the official `utils/box_utils.py: extract_boxes/_extract_box`, and the box-file text
+//! format of `save_boxes/load_boxes` (spec official-implementation.md §2).
+//!
+//! `_extract_box`: binarise at `mask > 0.5·max(mask)`, `cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`,
+//! `cv2.boundingRect` of every contour, keep `w·h > min_obj_scale·H·W`. `extract_boxes`: xywh → xyxy
+//! (`x2 = x + w`), expand each side by `margin·w` / `margin·h`, clip to the image and divide by its size,
+//! in float64 as Python does.
+//!
+//! Quirk reproduced by default ([`BoxOptions::include_holes`]): RETR_TREE also returns hole borders, so a
+//! background hole larger than the minimum area becomes an "object" box. Setting it to false keeps outer
+//! borders only (objects inside holes are still kept).
+//! Unlike the official code, the image size comes from the mask (the official passes `image_size=224`).
+use std::fmt::Write as _;
+use std::path::Path;
 
-#[derive(Debug, Clone)]
+use crate::imgops::contours::{bounding_rect, find_contours, Rect};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoxError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Parse {
+        path: String,
+        line: usize,
+        msg: String,
+    },
+}
+
+/// A box file's content: image ids with their normalised xyxy boxes, in file order.
+pub type BoxEntries = Vec<(String, Vec<[f64; 4]>)>;
+
+/// How [`extract_boxes`] filters and expands.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BoxOptions {
+    /// Boxes must cover more than this fraction of H·W (`min_obj_scale`, official 0.01).
     pub min_area_frac: f64,
+    /// Each side grows by this fraction of the box width/height (`--box_margin`, official 0.2).
     pub margin: f64,
+    /// Hole borders become boxes too (RETR_TREE, the official behaviour).
+    pub include_holes: bool,
+    /// Keep only the largest box (`largest_only`; parsed but unused by the official CLI).
+    pub largest_only: bool,
 }
 
 impl Default for BoxOptions {
@@ -14,34 +51,232 @@ impl Default for BoxOptions {
         Self {
             min_area_frac: 0.01,
             margin: 0.2,
+            include_holes: true,
+            largest_only: false,
         }
     }
 }
 
-pub fn extract_boxes(mask: &[u8], width: usize, height: usize, opts: &BoxOptions) -> Vec<[f64; 4]> {
-    let fg: Vec<bool> = mask.iter().map(|&m| m != 0).collect();
-    let (labels, areas) = components(&fg, width, height, true);
-    let mut rects = vec![[usize::MAX, usize::MAX, 0, 0]; areas.len()];
-    for (p, &l) in labels.iter().enumerate() {
-        if l > 0 {
-            let r = &mut rects[l as usize - 1];
-            let (x, y) = (p % width, p / width);
-            *r = [r[0].min(x), r[1].min(y), r[2].max(x + 1), r[3].max(y + 1)];
+impl BoxOptions {
+    /// With the hole-box quirk fixed.
+    pub fn fixed(self) -> Self {
+        Self {
+            include_holes: false,
+            ..self
         }
     }
-    let (w, h) = (width as f64, height as f64);
+}
+
+/// `_extract_box` on a binarised mask (non-zero = foreground): OpenCV xywh pixel boxes in contour order.
+///
+/// # Panics
+/// If `fg.len() != width * height`.
+pub fn raw_boxes_binary(fg: &[u8], width: usize, height: usize, opts: &BoxOptions) -> Vec<Rect> {
+    assert_eq!(
+        fg.len(),
+        width * height,
+        "extract_boxes: mask has {} values, expected {width}×{height}",
+        fg.len()
+    );
+    let min_obj_size = (height * width) as f64 * opts.min_area_frac;
+    find_contours(fg, width, height)
+        .into_iter()
+        .filter(|c| opts.include_holes || !c.is_hole)
+        .map(|c| bounding_rect(&c.points))
+        .filter(|r| (r.w as f64) * (r.h as f64) > min_obj_size)
+        .collect()
+}
+
+/// `_extract_box` on a uint8 mask: foreground is `mask > 0.5·max(mask)`.
+pub fn raw_boxes(mask: &[u8], width: usize, height: usize, opts: &BoxOptions) -> Vec<Rect> {
+    let thr = 0.5f32 * mask.iter().copied().max().unwrap_or(0) as f32;
+    let fg: Vec<u8> = mask.iter().map(|&v| (v as f32 > thr) as u8).collect();
+    raw_boxes_binary(&fg, width, height, opts)
+}
+
+/// `_extract_box` on a soft float mask: foreground is `mask > 0.5·max(mask)` in float32.
+pub fn raw_boxes_soft(mask: &[f32], width: usize, height: usize, opts: &BoxOptions) -> Vec<Rect> {
+    let thr = 0.5f32 * mask.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let fg: Vec<u8> = mask.iter().map(|&v| (v > thr) as u8).collect();
+    raw_boxes_binary(&fg, width, height, opts)
+}
+
+/// `xywh_to_xyxy` + `expand_box`: normalised [x1, y1, x2, y2] in float64.
+pub fn expand_box(r: &Rect, width: usize, height: usize, margin: f64) -> [f64; 4] {
+    let (x1, y1, w, h) = (r.x as f64, r.y as f64, r.w as f64, r.h as f64);
+    let (x2, y2) = (x1 + w, y1 + h);
+    let (fw, fh) = (width as f64, height as f64);
+    // Python's max(0, v) / min(W, v): the int bound when it wins, which is the same number.
+    [
+        (x1 - w * margin).max(0.0) / fw,
+        (y1 - h * margin).max(0.0) / fh,
+        (x2 + w * margin).min(fw) / fw,
+        (y2 + h * margin).min(fh) / fh,
+    ]
+}
+
+fn finish(mut rects: Vec<Rect>, width: usize, height: usize, opts: &BoxOptions) -> Vec<[f64; 4]> {
+    if opts.largest_only && !rects.is_empty() {
+        // np.argmax: the first maximum
+        let best = (1..rects.len()).fold(0, |b, i| {
+            if rects[i].w * rects[i].h > rects[b].w * rects[b].h {
+                i
+            } else {
+                b
+            }
+        });
+        rects = vec![rects[best]];
+    }
     rects
         .iter()
-        .filter(|r| ((r[2] - r[0]) * (r[3] - r[1])) as f64 > opts.min_area_frac * w * h)
-        .map(|r| {
-            let [x1, y1, x2, y2] = r.map(|v| v as f64);
-            let (mx, my) = ((x2 - x1) * opts.margin, (y2 - y1) * opts.margin);
-            [
-                (x1 - mx).max(0.0) / w,
-                (y1 - my).max(0.0) / h,
-                (x2 + mx).min(w) / w,
-                (y2 + my).min(h) / h,
-            ]
-        })
+        .map(|r| expand_box(r, width, height, opts.margin))
         .collect()
+}
+
+/// The official `extract_boxes` for one mask (row-major, H·W, uint8; a {0, 1} mask from `clean_mask`):
+/// normalised xyxy boxes in OpenCV contour order.
+pub fn extract_boxes(mask: &[u8], width: usize, height: usize, opts: &BoxOptions) -> Vec<[f64; 4]> {
+    finish(raw_boxes(mask, width, height, opts), width, height, opts)
+}
+
+/// [`extract_boxes`] on a soft float mask.
+pub fn extract_boxes_soft(
+    mask: &[f32],
+    width: usize,
+    height: usize,
+    opts: &BoxOptions,
+) -> Vec<[f64; 4]> {
+    finish(
+        raw_boxes_soft(mask, width, height, opts),
+        width,
+        height,
+        opts,
+    )
+}
+
+/// One line of a box file: `<id> x1,y1,x2,y2 ...`, each coordinate with 6 decimals (`"{:.6f}"`).
+pub fn format_box_line(id: &str, boxes: &[[f64; 4]]) -> String {
+    let mut line = id.to_string();
+    for b in boxes {
+        let _ = write!(line, " {:.6},{:.6},{:.6},{:.6}", b[0], b[1], b[2], b[3]);
+    }
+    line
+}
+
+/// `save_boxes`: one line per image, in the given order.
+pub fn write_box_file(path: &Path, entries: &[(String, Vec<[f64; 4]>)]) -> Result<(), BoxError> {
+    let mut text = String::new();
+    for (id, boxes) in entries {
+        text.push_str(&format_box_line(id, boxes));
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|source| BoxError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Parses box-file text as `load_boxes` does (`line.strip().split(" ")`); `path` is only for messages.
+pub fn parse_box_file(text: &str, path: &str) -> Result<BoxEntries, BoxError> {
+    let mut out = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut toks = line.split(' ');
+        let id = toks.next().unwrap_or_default().to_string();
+        let mut boxes = Vec::new();
+        for tok in toks {
+            let err = |msg: String| BoxError::Parse {
+                path: path.to_string(),
+                line: ln + 1,
+                msg,
+            };
+            let vals: Vec<f64> = tok
+                .split(',')
+                .map(|v| {
+                    v.parse::<f64>()
+                        .map_err(|e| err(format!("box {tok:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+            let b: [f64; 4] = vals.try_into().map_err(|v: Vec<f64>| {
+                err(format!("box {tok:?} has {} values, expected 4", v.len()))
+            })?;
+            boxes.push(b);
+        }
+        out.push((id, boxes));
+    }
+    Ok(out)
+}
+
+/// `load_boxes`: reads a box file.
+pub fn read_box_file(path: &Path) -> Result<BoxEntries, BoxError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BoxError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_box_file(&text, &path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expand_and_clip_like_python() {
+        let r = Rect {
+            x: 0,
+            y: 10,
+            w: 50,
+            h: 20,
+        };
+        let b = expand_box(&r, 100, 40, 0.2);
+        assert_eq!(b, [0.0, 6.0 / 40.0, 60.0 / 100.0, 34.0 / 40.0]);
+    }
+
+    #[test]
+    fn box_file_round_trip() {
+        let entries = [
+            ("139".to_string(), vec![[0.0, 0.0078125, 0.5, 1.0]]),
+            ("285".to_string(), vec![]),
+        ];
+        let text: String = entries
+            .iter()
+            .map(|(i, b)| format_box_line(i, b) + "\n")
+            .collect();
+        assert_eq!(text, "139 0.000000,0.007812,0.500000,1.000000\n285\n");
+        let back = parse_box_file(&text, "mem").unwrap();
+        assert_eq!(back[0].1[0], [0.0, 0.007812, 0.5, 1.0]);
+        assert!(back[1].1.is_empty());
+        assert!(parse_box_file("1 0.1,0.2,0.3\n", "mem").is_err());
+    }
+
+    #[test]
+    fn holes_become_boxes_unless_fixed() {
+        // 10×10 ring with a 4×4 hole: hole border box is 6×6 > 1.
+        let (w, h) = (10, 10);
+        let mut m = vec![0u8; w * h];
+        for y in 1..9 {
+            for x in 1..9 {
+                m[y * w + x] = !((3..7).contains(&x) && (3..7).contains(&y)) as u8;
+            }
+        }
+        let opts = BoxOptions {
+            min_area_frac: 0.01,
+            margin: 0.0,
+            ..Default::default()
+        };
+        assert_eq!(raw_boxes(&m, w, h, &opts).len(), 2);
+        assert_eq!(
+            raw_boxes(&m, w, h, &opts.clone().fixed()),
+            vec![Rect {
+                x: 1,
+                y: 1,
+                w: 8,
+                h: 8
+            }]
+        );
+        assert!(raw_boxes(&vec![0u8; w * h], w, h, &opts).is_empty());
+    }
 }

@@ -1,6 +1,9 @@
-//! Localization: contrastive CAM, masks and boxes.
+//! Localization: contrastive CAM, dense CRF, mask cleaning and boxes, and their dataset pipelines.
 pub mod boxes;
 pub mod contrastive_cam;
+pub mod crf;
 pub mod mask_clean;
+pub mod postprocess;
+pub mod tensor_stream;
 
 pub use contrastive_cam::{contrastive_cam, contrastive_cam_traced, CamConfig, CamError};

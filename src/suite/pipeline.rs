@@ -273,9 +273,11 @@ impl Pipeline<'_> {
         let flat: Vec<f32> =
             Vec::<f32>::try_from(cams.gt(loc.threshold).to_kind(Kind::Float).flatten(0, -1))
                 .map_err(|e| SuiteError::Other(format!("CAM to host: {e}")))?;
+        // The official save_box recipe: clean_mask (1 %) then extract_boxes (all RETR_TREE contours).
         let crop_opts = BoxOptions {
             min_area_frac: loc.min_area_frac,
             margin: loc.margin,
+            ..BoxOptions::default()
         };
         let tight = BoxOptions {
             margin: 0.0,
