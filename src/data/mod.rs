@@ -1,1 +1,17 @@
-//! data layer.
+//! Data layer: manifests, resumable verified downloads, safe extraction, builders and the sample index.
+pub mod builders;
+pub mod coco_rle;
+pub mod download;
+pub mod error;
+pub mod extract;
+pub mod hash;
+pub mod index;
+pub mod manifest;
+pub mod mat5;
+pub mod ops;
+pub mod pickle;
+pub mod split;
+pub mod store;
+pub mod wsol;
+
+pub use error::{DataError, Result};
