@@ -202,6 +202,8 @@ pub fn download_file(
     let bar = progress.file_bar(job.name, job.expected.size);
     let mut failures: Vec<String> = Vec::new();
     let mut last_err: Option<DataError> = None;
+    // The only failure was running out of retries: report the attempt count too.
+    let mut exhausted = false;
     for url in &job.urls {
         let mut delay = opts.retry_base;
         for attempt in 0..=opts.retries {
@@ -231,6 +233,7 @@ pub fn download_file(
                     if attempt == opts.retries {
                         failures.push(format!("  {url}: {e} (after {} attempts)", opts.retries + 1));
                         last_err = Some(e);
+                        exhausted = true;
                     } else {
                         bar.set_message(format!("retry {} in {:?}", attempt + 1, delay));
                         std::thread::sleep(delay);
@@ -242,7 +245,7 @@ pub fn download_file(
     }
     bar.abandon();
     match (failures.len(), last_err) {
-        (1, Some(e)) => Err(e),
+        (1, Some(e)) if !exhausted => Err(e),
         _ => Err(DataError::AllSourcesFailed { file: job.name.into(), attempts: failures.join("\n") }),
     }
 }
@@ -293,7 +296,7 @@ fn attempt_download(
             req = req.header(reqwest::header::IF_RANGE, v);
         }
     }
-    let resp = req.send().map_err(|e| {
+    let mut resp = req.send().map_err(|e| {
         let is_downgrade = {
             let mut s: Option<&dyn std::error::Error> = Some(&e);
             let mut found = false;
@@ -361,6 +364,16 @@ fn attempt_download(
     };
     if let (Some(exp), Some(t)) = (job.expected.size, total) {
         if exp != t {
+            // A wrong size is most often an HTML page (login, quota, confirmation): say so when it is one.
+            let mut head = Vec::with_capacity(1024);
+            let _ = (&mut resp).take(1024).read_to_end(&mut head);
+            if looks_like_html(&head) && !job.name.ends_with(".html") {
+                return Err(Failure::NextSource(DataError::HtmlInsteadOfFile {
+                    url: url.into(),
+                    file: job.name.into(),
+                    expected: job.dir.file(job.name),
+                }));
+            }
             return Err(Failure::NextSource(DataError::SizeMismatch {
                 file: job.name.into(),
                 url: url.into(),

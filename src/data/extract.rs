@@ -64,7 +64,7 @@ pub fn sniff_format(path: &Path) -> Result<ArchiveFormat> {
         Ok(ArchiveFormat::TarGz)
     } else if n >= 4 && &head[..4] == b"PK\x03\x04" || n >= 4 && &head[..4] == b"PK\x05\x06" {
         Ok(ArchiveFormat::Zip)
-    } else if n >= 262 && &head[257..262] == b"ustar" {
+    } else if n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head)) {
         Ok(ArchiveFormat::Tar)
     } else {
         Err(DataError::Archive {
@@ -72,6 +72,16 @@ pub fn sniff_format(path: &Path) -> Result<ArchiveFormat> {
             msg: "not a tar, tar.gz or zip archive (unrecognised magic bytes)".into(),
         })
     }
+}
+
+/// A tar header block (POSIX, GNU or old v7, which has no "ustar" magic): its checksum field matches.
+fn tar_checksum_ok(h: &[u8; 512]) -> bool {
+    let field = String::from_utf8_lossy(&h[148..156]);
+    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8) else {
+        return false;
+    };
+    let sum: u32 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { b' ' as u32 } else { b as u32 }).sum();
+    sum == stored && h[0] != 0
 }
 
 /// Is the completed extraction of `archive` at `dest`?

@@ -257,7 +257,7 @@ pub fn tar_gz(entries: &[Entry]) -> Vec<u8> {
 }
 
 pub fn gzip(b: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     e.write_all(b).unwrap();
     e.finish().unwrap()
 }
