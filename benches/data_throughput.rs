@@ -24,16 +24,32 @@ fn best_of<F: FnMut() -> f64>(n: usize, mut f: F) -> f64 {
 }
 
 fn openssl_sha256() -> Option<f64> {
-    let o = Command::new("openssl").args(["speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "3"]).output().ok()?;
+    let o = Command::new("openssl")
+        .args([
+            "speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "3",
+        ])
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&o.stdout);
     // Last line: "sha256  <bytes per second in 1000s>k"
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with("sha256") || l.trim_start().starts_with("SHA256"))?;
-    let v = line.split_whitespace().last()?.trim_end_matches('k').parse::<f64>().ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("sha256") || l.trim_start().starts_with("SHA256"))?;
+    let v = line
+        .split_whitespace()
+        .last()?
+        .trim_end_matches('k')
+        .parse::<f64>()
+        .ok()?;
     Some(v * 1000.0 / 1e9)
 }
 
 fn main() {
-    let mib: u64 = std::env::var("CONTRACAM_BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let mib: u64 = std::env::var("CONTRACAM_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
     let bytes = mib << 20;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("blob.bin");
@@ -62,18 +78,30 @@ fn main() {
     });
     let sum = best_of(3, || {
         let t = Instant::now();
-        let o = Command::new("sha256sum").arg(&path).output().expect("sha256sum");
+        let o = Command::new("sha256sum")
+            .arg(&path)
+            .output()
+            .expect("sha256sum");
         let s = t.elapsed().as_secs_f64();
-        assert!(String::from_utf8_lossy(&o.stdout).starts_with(&digest), "sha256sum disagrees");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).starts_with(&digest),
+            "sha256sum disagrees"
+        );
         s
     });
     let ours_g = gbps(bytes, ours);
     let sum_g = gbps(bytes, sum);
     println!("file: {mib} MiB (page-cached), best of 3");
     println!("contracam sha256 (sha2 0.10):   {ours_g:.3} GB/s");
-    println!("sha256sum:                      {sum_g:.3} GB/s   ratio {:.2}x", ours_g / sum_g);
+    println!(
+        "sha256sum:                      {sum_g:.3} GB/s   ratio {:.2}x",
+        ours_g / sum_g
+    );
     match openssl_sha256() {
-        Some(o) => println!("openssl speed -evp sha256 16K:  {o:.3} GB/s   ratio {:.2}x (target >= 0.9x)", ours_g / o),
+        Some(o) => println!(
+            "openssl speed -evp sha256 16K:  {o:.3} GB/s   ratio {:.2}x (target >= 0.9x)",
+            ours_g / o
+        ),
         None => println!("openssl speed: not available"),
     }
 
@@ -104,7 +132,12 @@ fn main() {
             dataset: "bench",
             name: "blob.bin",
             dir: &ds,
-            expected: Expected { kind: ChecksumKind::Sha256, size: Some(bytes), sha256: Some(digest.clone()), md5: None },
+            expected: Expected {
+                kind: ChecksumKind::Sha256,
+                size: Some(bytes),
+                sha256: Some(digest.clone()),
+                md5: None,
+            },
             urls: vec![format!("http://127.0.0.1:{port}/blob.bin")],
             register: false,
         };
@@ -112,5 +145,8 @@ fn main() {
         download_file(&client, &job, &opts, &Progress::hidden()).expect("download");
         t.elapsed().as_secs_f64()
     });
-    println!("loopback download+sha256+write: {:.3} GB/s", gbps(bytes, dl));
+    println!(
+        "loopback download+sha256+write: {:.3} GB/s",
+        gbps(bytes, dl)
+    );
 }

@@ -102,7 +102,11 @@ pub enum DataCommand {
 
 fn open(args: &DataArgs, global: &GlobalArgs) -> anyhow::Result<Data> {
     let registry = Registry::builtin()?.with_user_manifests(&args.manifests)?;
-    let mut o = DataOptions::new(args.data_dir.clone().unwrap_or_else(contracam::data::store::default_data_dir));
+    let mut o = DataOptions::new(
+        args.data_dir
+            .clone()
+            .unwrap_or_else(contracam::data::store::default_data_dir),
+    );
     o.mirrors = args.mirrors.clone();
     o.offline = args.offline;
     o.jobs = args.jobs.max(1);
@@ -117,7 +121,10 @@ fn open(args: &DataArgs, global: &GlobalArgs) -> anyhow::Result<Data> {
 
 fn print_reports(r: &[contracam::data::ops::FileReport]) {
     for f in r {
-        println!("{:<22} {:<40} {:>15} {} {}", f.dataset, f.file, f.size, f.sha256, f.action);
+        println!(
+            "{:<22} {:<40} {:>15} {} {}",
+            f.dataset, f.file, f.size, f.sha256, f.action
+        );
     }
 }
 
@@ -129,7 +136,10 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:<20} {:>5} {:>16} {:<22} {:<10}  title", "dataset", "files", "bytes", "checksums", "status");
+                println!(
+                    "{:<20} {:>5} {:>16} {:<22} {:<10}  title",
+                    "dataset", "files", "bytes", "checksums", "status"
+                );
                 for r in rows {
                     let bytes = if r.unknown_sizes > 0 {
                         format!("{}+{}?", r.bytes, r.unknown_sizes)
@@ -145,13 +155,22 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                     };
                     println!(
                         "{:<20} {:>5} {:>16} {:<22} {:<10}  {}{tag}",
-                        r.dataset, r.files, bytes, r.checksums, r.status.to_string(), r.title
+                        r.dataset,
+                        r.files,
+                        bytes,
+                        r.checksums,
+                        r.status.to_string(),
+                        r.title
                     );
                 }
                 println!("(data dir: {})", d.opts.data_dir.display());
             }
         }
-        DataCommand::Fetch { args, register, names } => {
+        DataCommand::Fetch {
+            args,
+            register,
+            names,
+        } => {
             let mut d = open(&args, global)?;
             d.opts.register = register;
             print_reports(&d.fetch(&names)?);
@@ -160,7 +179,12 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             let d = open(&args, global)?;
             print_reports(&d.verify(&names)?);
         }
-        DataCommand::Build { args, source, register, names } => {
+        DataCommand::Build {
+            args,
+            source,
+            register,
+            names,
+        } => {
             let mut d = open(&args, global)?;
             d.opts.source = source;
             d.opts.register = register;

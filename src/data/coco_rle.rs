@@ -73,7 +73,12 @@ impl Rle {
 
     /// `rleArea`.
     pub fn area(&self) -> u64 {
-        self.counts.iter().skip(1).step_by(2).map(|&c| c as u64).sum()
+        self.counts
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .map(|&c| c as u64)
+            .sum()
     }
 
     /// `rleToBbox`: `[x, y, w, h]`.
@@ -102,12 +107,23 @@ impl Rle {
             ys = ys.min(y);
             ye = ye.max(y);
         }
-        [xs as f64, ys as f64, (xe - xs + 1) as f64, (ye - ys + 1) as f64]
+        [
+            xs as f64,
+            ys as f64,
+            (xe - xs + 1) as f64,
+            (ye - ys + 1) as f64,
+        ]
     }
 
     /// `rleMerge`: union (or intersection) of masks of the same size.
     pub fn merge(rles: &[Rle], intersect: bool) -> Rle {
-        let Some(first) = rles.first() else { return Rle { h: 0, w: 0, counts: vec![] } };
+        let Some(first) = rles.first() else {
+            return Rle {
+                h: 0,
+                w: 0,
+                counts: vec![],
+            };
+        };
         if rles.len() == 1 {
             return first.clone();
         }
@@ -115,10 +131,17 @@ impl Rle {
         let mut cnts: Vec<u32> = first.counts.clone();
         for b in &rles[1..] {
             if b.h != h || b.w != w {
-                return Rle { h: 0, w: 0, counts: vec![] };
+                return Rle {
+                    h: 0,
+                    w: 0,
+                    counts: vec![],
+                };
             }
             let a = std::mem::take(&mut cnts);
-            let (mut ca, mut cb) = (a.first().copied().unwrap_or(0), b.counts.first().copied().unwrap_or(0));
+            let (mut ca, mut cb) = (
+                a.first().copied().unwrap_or(0),
+                b.counts.first().copied().unwrap_or(0),
+            );
             let (mut v, mut va, mut vb) = (false, false, false);
             let (mut ia, mut ib) = (1usize, 1usize);
             let mut cc = 0u32;
@@ -157,9 +180,15 @@ impl Rle {
         let k = xy.len() / 2;
         let scale = 5.0f64;
         let mut x: Vec<i32> = (0..k).map(|j| (scale * xy[2 * j] + 0.5) as i32).collect();
-        let mut y: Vec<i32> = (0..k).map(|j| (scale * xy[2 * j + 1] + 0.5) as i32).collect();
+        let mut y: Vec<i32> = (0..k)
+            .map(|j| (scale * xy[2 * j + 1] + 0.5) as i32)
+            .collect();
         if k == 0 {
-            return Rle { h, w, counts: vec![h * w] };
+            return Rle {
+                h,
+                w,
+                counts: vec![h * w],
+            };
         }
         x.push(x[0]);
         y.push(y[0]);
@@ -174,7 +203,11 @@ impl Rle {
                 std::mem::swap(&mut xs, &mut xe);
                 std::mem::swap(&mut ys, &mut ye);
             }
-            let s = if dx >= dy { (ye - ys) as f64 / dx as f64 } else { (xe - xs) as f64 / dy as f64 };
+            let s = if dx >= dy {
+                (ye - ys) as f64 / dx as f64
+            } else {
+                (xe - xs) as f64 / dy as f64
+            };
             if dx >= dy {
                 for d in 0..=dx {
                     let t = if flip { dx - d } else { d };
@@ -211,7 +244,11 @@ impl Rle {
                 by.push(yd as i32);
             }
         }
-        let mut a: Vec<u32> = bx.iter().zip(&by).map(|(&xx, &yy)| (xx * h as i32 + yy) as u32).collect();
+        let mut a: Vec<u32> = bx
+            .iter()
+            .zip(&by)
+            .map(|(&xx, &yy)| (xx * h as i32 + yy) as u32)
+            .collect();
         a.push(h * w);
         a.sort_unstable();
         let mut p = 0u32;

@@ -21,10 +21,15 @@ use super::error::{DataError, IoContext, Result};
 use super::hash::{hash_file, Digests, StreamHasher};
 use super::manifest::ChecksumKind;
 use super::store::{
-    now_unix, read_json, write_json_atomic, DatasetDir, Expected, Registered, RegisteredFile, VerifiedMarker,
+    now_unix, read_json, write_json_atomic, DatasetDir, Expected, Registered, RegisteredFile,
+    VerifiedMarker,
 };
 
-pub const USER_AGENT: &str = concat!("contracam/", env!("CARGO_PKG_VERSION"), " (dataset downloader)");
+pub const USER_AGENT: &str = concat!(
+    "contracam/",
+    env!("CARGO_PKG_VERSION"),
+    " (dataset downloader)"
+);
 
 /// Progress bars: one per file and one overall, drawn only on a terminal.
 #[derive(Clone)]
@@ -35,10 +40,16 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool, total: u64) -> Self {
-        let target = if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
         let multi = MultiProgress::with_draw_target(target);
         let overall = multi.add(ProgressBar::new(total));
-        overall.set_style(bytes_style("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"));
+        overall.set_style(bytes_style(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ));
         overall.set_prefix("overall");
         Progress { multi, overall }
     }
@@ -48,15 +59,21 @@ impl Progress {
     }
 
     pub fn file_bar(&self, name: &str, len: Option<u64>) -> ProgressBar {
-        let pb = self.multi.insert_before(&self.overall, ProgressBar::new(len.unwrap_or(0)));
-        pb.set_style(bytes_style("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"));
+        let pb = self
+            .multi
+            .insert_before(&self.overall, ProgressBar::new(len.unwrap_or(0)));
+        pb.set_style(bytes_style(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        ));
         pb.set_prefix(name.chars().take(12).collect::<String>());
         pb
     }
 }
 
 fn bytes_style(t: &str) -> ProgressStyle {
-    ProgressStyle::with_template(t).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+    ProgressStyle::with_template(t)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 /// Validators of a partial download, saved when the transfer starts.
@@ -80,7 +97,11 @@ pub struct DownloadOptions {
 
 impl Default for DownloadOptions {
     fn default() -> Self {
-        DownloadOptions { retries: 4, retry_base: Duration::from_millis(1000), timeout: Duration::from_secs(60) }
+        DownloadOptions {
+            retries: 4,
+            retry_base: Duration::from_millis(1000),
+            timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -93,7 +114,11 @@ pub fn redirect_allowed(from: &reqwest::Url, to: &reqwest::Url) -> bool {
 struct DowngradeRefused(String, String);
 impl std::fmt::Display for DowngradeRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "refusing redirect from {} to {}: https must not be downgraded to http", self.0, self.1)
+        write!(
+            f,
+            "refusing redirect from {} to {}: https must not be downgraded to http",
+            self.0, self.1
+        )
     }
 }
 impl std::error::Error for DowngradeRefused {}
@@ -116,7 +141,10 @@ pub fn http_client(opts: &DownloadOptions) -> Result<reqwest::blocking::Client> 
         .connect_timeout(opts.timeout)
         .timeout(opts.timeout)
         .build()
-        .map_err(|e| DataError::Network { url: "(client)".into(), msg: e.to_string() })
+        .map_err(|e| DataError::Network {
+            url: "(client)".into(),
+            msg: e.to_string(),
+        })
 }
 
 /// Free bytes for an unprivileged user on the file system holding `dir` (its nearest existing ancestor).
@@ -127,8 +155,11 @@ pub fn free_space(dir: &Path) -> Result<u64> {
             break;
         }
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|e| DataError::Io { path: p.clone(), source: std::io::Error::other(e) })?;
+    let c =
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| DataError::Io {
+            path: p.clone(),
+            source: std::io::Error::other(e),
+        })?;
     // SAFETY: statvfs writes into the zeroed struct we own; c is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -143,7 +174,11 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<()> {
     // Keep a small reserve so a download never fills the disk to the last byte.
     let reserve = 64 << 20;
     if needed.saturating_add(reserve) > available {
-        return Err(DataError::DiskSpace { path: dir.to_path_buf(), needed, available });
+        return Err(DataError::DiskSpace {
+            path: dir.to_path_buf(),
+            needed,
+            available,
+        });
     }
     Ok(())
 }
@@ -157,7 +192,9 @@ pub fn looks_like_html(head: &[u8]) -> bool {
         .take(64)
         .map(|b| b.to_ascii_lowercase())
         .collect();
-    [&b"<!doctype html"[..], b"<html", b"<head", b"<!--"].iter().any(|p| s.starts_with(p))
+    [&b"<!doctype html"[..], b"<html", b"<head", b"<!--"]
+        .iter()
+        .any(|p| s.starts_with(p))
 }
 
 enum Failure {
@@ -193,10 +230,15 @@ pub fn download_file(
     let downloads = job.dir.downloads();
     std::fs::create_dir_all(&downloads).at(&downloads)?;
     if job.expected.kind == ChecksumKind::None && !job.register {
-        return Err(DataError::Unverified { dataset: job.dataset.into(), file: job.name.into() });
+        return Err(DataError::Unverified {
+            dataset: job.dataset.into(),
+            file: job.name.into(),
+        });
     }
     if let Some(size) = job.expected.size {
-        let have = std::fs::metadata(job.dir.part(job.name)).map(|m| m.len()).unwrap_or(0);
+        let have = std::fs::metadata(job.dir.part(job.name))
+            .map(|m| m.len())
+            .unwrap_or(0);
         ensure_space(&downloads, size.saturating_sub(have))?;
     }
     let bar = progress.file_bar(job.name, job.expected.size);
@@ -231,7 +273,10 @@ pub fn download_file(
                 Err(Failure::Retry(e)) => {
                     tracing::warn!("{}: attempt {} failed: {e}", job.name, attempt + 1);
                     if attempt == opts.retries {
-                        failures.push(format!("  {url}: {e} (after {} attempts)", opts.retries + 1));
+                        failures.push(format!(
+                            "  {url}: {e} (after {} attempts)",
+                            opts.retries + 1
+                        ));
                         last_err = Some(e);
                         exhausted = true;
                     } else {
@@ -246,12 +291,18 @@ pub fn download_file(
     bar.abandon();
     match (failures.len(), last_err) {
         (1, Some(e)) if !exhausted => Err(e),
-        _ => Err(DataError::AllSourcesFailed { file: job.name.into(), attempts: failures.join("\n") }),
+        _ => Err(DataError::AllSourcesFailed {
+            file: job.name.into(),
+            attempts: failures.join("\n"),
+        }),
     }
 }
 
 fn header(resp: &reqwest::blocking::Response, name: reqwest::header::HeaderName) -> Option<String> {
-    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_string())
 }
 
 /// `bytes START-END/TOTAL` → (START, TOTAL).
@@ -270,7 +321,10 @@ fn network(url: &str, e: &reqwest::Error) -> DataError {
         msg.push_str(&s.to_string());
         src = s.source();
     }
-    DataError::Network { url: url.into(), msg }
+    DataError::Network {
+        url: url.into(),
+        msg,
+    }
 }
 
 fn attempt_download(
@@ -284,7 +338,9 @@ fn attempt_download(
     let meta_path = job.dir.part_meta(job.name);
     let fatal = Failure::Fatal;
     // Resume only a transfer from this same source whose validators we still have.
-    let prev: Option<PartMeta> = read_json(&meta_path).ok().filter(|m: &PartMeta| m.url == url);
+    let prev: Option<PartMeta> = read_json(&meta_path)
+        .ok()
+        .filter(|m: &PartMeta| m.url == url);
     let have = match (&prev, std::fs::metadata(&part)) {
         (Some(_), Ok(m)) => m.len(),
         _ => 0,
@@ -292,7 +348,10 @@ fn attempt_download(
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
-        if let Some(v) = prev.as_ref().and_then(|p| p.etag.clone().or(p.last_modified.clone())) {
+        if let Some(v) = prev
+            .as_ref()
+            .and_then(|p| p.etag.clone().or(p.last_modified.clone()))
+        {
             req = req.header(reqwest::header::IF_RANGE, v);
         }
     }
@@ -316,8 +375,15 @@ fn attempt_download(
     })?;
     let status = resp.status().as_u16();
     if !(status == 200 || status == 206) {
-        let err = DataError::HttpStatus { url: url.into(), status };
-        return Err(if status == 429 || status >= 500 { Failure::Retry(err) } else { Failure::NextSource(err) });
+        let err = DataError::HttpStatus {
+            url: url.into(),
+            status,
+        };
+        return Err(if status == 429 || status >= 500 {
+            Failure::Retry(err)
+        } else {
+            Failure::NextSource(err)
+        });
     }
     let etag = header(&resp, reqwest::header::ETAG);
     let last_modified = header(&resp, reqwest::header::LAST_MODIFIED);
@@ -333,7 +399,8 @@ fn attempt_download(
     }
     // Decide where this body starts: append (valid 206) or from zero.
     let (start, total) = if status == 206 && have > 0 {
-        let cr = header(&resp, reqwest::header::CONTENT_RANGE).and_then(|v| parse_content_range(&v));
+        let cr =
+            header(&resp, reqwest::header::CONTENT_RANGE).and_then(|v| parse_content_range(&v));
         let p = prev.as_ref();
         let same_validator = match p {
             Some(p) if p.etag.is_some() => p.etag == etag,
@@ -341,7 +408,11 @@ fn attempt_download(
             _ => true,
         };
         match cr {
-            Some((s, t)) if s == have && same_validator && (p.and_then(|p| p.total).is_none() || t == p.and_then(|p| p.total)) => {
+            Some((s, t))
+                if s == have
+                    && same_validator
+                    && (p.and_then(|p| p.total).is_none() || t == p.and_then(|p| p.total)) =>
+            {
                 (have, t)
             }
             _ => {
@@ -356,7 +427,8 @@ fn attempt_download(
             }
         }
     } else if status == 206 {
-        let cr = header(&resp, reqwest::header::CONTENT_RANGE).and_then(|v| parse_content_range(&v));
+        let cr =
+            header(&resp, reqwest::header::CONTENT_RANGE).and_then(|v| parse_content_range(&v));
         (0, cr.and_then(|c| c.1))
     } else {
         // 200: a fresh transfer, or the server ignored Range / If-Range said the file changed.
@@ -386,15 +458,26 @@ fn attempt_download(
     if let Some(t) = total {
         ensure_space(&job.dir.downloads(), t.saturating_sub(start)).map_err(fatal)?;
     }
-    let new_meta = PartMeta { url: url.into(), etag, last_modified, total };
+    let new_meta = PartMeta {
+        url: url.into(),
+        etag,
+        last_modified,
+        total,
+    };
     write_json_atomic(&meta_path, &new_meta).map_err(fatal)?;
 
     let mut hasher = StreamHasher::new(job.expected.md5.is_some() || job.register);
     let mut file = if start > 0 {
         // Re-hash the bytes we keep, then append.
         let f = File::open(&part).at(&part).map_err(fatal)?;
-        hasher.consume(f.take(start), &part, |_| {}).map_err(fatal)?;
-        let mut f = OpenOptions::new().write(true).open(&part).at(&part).map_err(fatal)?;
+        hasher
+            .consume(f.take(start), &part, |_| {})
+            .map_err(fatal)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(&part)
+            .at(&part)
+            .map_err(fatal)?;
         f.set_len(start).at(&part).map_err(fatal)?;
         f.seek(std::io::SeekFrom::End(0)).at(&part).map_err(fatal)?;
         f
@@ -426,7 +509,10 @@ fn attempt_download(
                     }
                 }
                 if let Err(e) = out.write_all(&buf[..n]) {
-                    return Err(Failure::Fatal(DataError::Io { path: part.clone(), source: e }));
+                    return Err(Failure::Fatal(DataError::Io {
+                        path: part.clone(),
+                        source: e,
+                    }));
                 }
                 hasher.update(&buf[..n]);
                 bar.inc(n as u64);
@@ -440,7 +526,10 @@ fn attempt_download(
     out.flush().at(&part).map_err(fatal)?;
     drop(out);
     if let Err(e) = result {
-        return Err(Failure::Retry(DataError::Network { url: url.into(), msg: format!("connection broken: {e}") }));
+        return Err(Failure::Retry(DataError::Network {
+            url: url.into(),
+            msg: format!("connection broken: {e}"),
+        }));
     }
     let got = hasher.bytes;
     if let Some(t) = total {
@@ -478,7 +567,10 @@ fn remove_if_exists(p: &Path) -> Result<()> {
 
 /// Rename a bad file to `<name>.bad-<unix-time>` so it is neither used nor lost.
 pub fn move_aside(path: &Path) -> Result<PathBuf> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let base = name.strip_suffix(".part").unwrap_or(&name).to_string();
     let mut dst = path.with_file_name(format!("{base}.bad-{}", now_unix()));
     let mut i = 1;
@@ -498,7 +590,11 @@ fn finish(job: &FileJob, url: &str, d: Digests) -> Result<Digests> {
     check_digests(job.name, &job.expected, &d, &part)?;
     let target = job.dir.file(job.name);
     std::fs::rename(&part, &target).at(&target)?;
-    let checked_with = if job.expected.kind == ChecksumKind::None { "registered" } else { kind_str(job.expected.kind) };
+    let checked_with = if job.expected.kind == ChecksumKind::None {
+        "registered"
+    } else {
+        kind_str(job.expected.kind)
+    };
     if job.expected.kind == ChecksumKind::None {
         let _g = REGISTER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let path = job.dir.registered();
@@ -528,7 +624,13 @@ fn kind_str(k: ChecksumKind) -> &'static str {
     }
 }
 
-pub fn write_marker(dir: &DatasetDir, name: &str, d: &Digests, checked_with: &str, url: Option<&str>) -> Result<()> {
+pub fn write_marker(
+    dir: &DatasetDir,
+    name: &str,
+    d: &Digests,
+    checked_with: &str,
+    url: Option<&str>,
+) -> Result<()> {
     write_json_atomic(
         &dir.verified_marker(name),
         &VerifiedMarker {
@@ -563,13 +665,24 @@ pub fn check_digests(name: &str, exp: &Expected, d: &Digests, path: &Path) -> Re
     };
     if expected != actual {
         let moved_to = move_aside(path)?;
-        return Err(DataError::ChecksumMismatch { file: name.into(), kind, expected, actual, moved_to });
+        return Err(DataError::ChecksumMismatch {
+            file: name.into(),
+            kind,
+            expected,
+            actual,
+            moved_to,
+        });
     }
     Ok(())
 }
 
 /// Hash a file that is already in place (user-placed gated files, `data verify`) and check it.
-pub fn verify_in_place(dir: &DatasetDir, name: &str, exp: &Expected, progress: &Progress) -> Result<Digests> {
+pub fn verify_in_place(
+    dir: &DatasetDir,
+    name: &str,
+    exp: &Expected,
+    progress: &Progress,
+) -> Result<Digests> {
     let path = dir.file(name);
     let len = std::fs::metadata(&path).at(&path)?.len();
     let bar = progress.file_bar(name, Some(len));
@@ -577,7 +690,10 @@ pub fn verify_in_place(dir: &DatasetDir, name: &str, exp: &Expected, progress: &
     let d = hash_file(&path, exp.md5.is_some(), |n| bar.inc(n))?;
     bar.finish_and_clear();
     if exp.kind == ChecksumKind::None {
-        return Err(DataError::Unverified { dataset: dir_name(dir), file: name.into() });
+        return Err(DataError::Unverified {
+            dataset: dir_name(dir),
+            file: name.into(),
+        });
     }
     check_digests(name, exp, &d, &path).inspect_err(|_| {
         let _ = std::fs::remove_file(dir.verified_marker(name));
@@ -587,7 +703,10 @@ pub fn verify_in_place(dir: &DatasetDir, name: &str, exp: &Expected, progress: &
 }
 
 fn dir_name(dir: &DatasetDir) -> String {
-    dir.root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    dir.root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -612,7 +731,10 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
     }

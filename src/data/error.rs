@@ -26,19 +26,44 @@ pub enum DataError {
     Unverified { dataset: String, file: String },
 
     #[error("{dataset} is gated and cannot be downloaded automatically: {file} is missing at {expected}.\n{instructions}")]
-    Gated { dataset: String, file: String, expected: PathBuf, instructions: String },
+    Gated {
+        dataset: String,
+        file: String,
+        expected: PathBuf,
+        instructions: String,
+    },
 
     #[error("--offline: {file} is not downloaded (expected at {expected}); run without --offline or place the file there and run `contracam data verify {dataset}`")]
-    Offline { dataset: String, file: String, expected: PathBuf },
+    Offline {
+        dataset: String,
+        file: String,
+        expected: PathBuf,
+    },
 
     #[error("checksum mismatch for {file}: expected {kind} {expected}, got {actual}; the bad file was moved aside to {moved_to}")]
-    ChecksumMismatch { file: String, kind: &'static str, expected: String, actual: String, moved_to: PathBuf },
+    ChecksumMismatch {
+        file: String,
+        kind: &'static str,
+        expected: String,
+        actual: String,
+        moved_to: PathBuf,
+    },
 
     #[error("size mismatch for {file} from {url}: expected {expected} bytes, {what} {actual}")]
-    SizeMismatch { file: String, url: String, expected: u64, actual: u64, what: String },
+    SizeMismatch {
+        file: String,
+        url: String,
+        expected: u64,
+        actual: u64,
+        what: String,
+    },
 
     #[error("{url} returned an HTML page instead of {file} (a login, quota or confirmation page?); download it in a browser and place it at {expected}")]
-    HtmlInsteadOfFile { url: String, file: String, expected: PathBuf },
+    HtmlInsteadOfFile {
+        url: String,
+        file: String,
+        expected: PathBuf,
+    },
 
     #[error("HTTP {status} from {url}")]
     HttpStatus { url: String, status: u16 },
@@ -50,15 +75,25 @@ pub enum DataError {
     Downgrade { from: String, to: String },
 
     #[error("not enough disk space in {path}: {needed} bytes needed, {available} available; free some space or use --data-dir")]
-    DiskSpace { path: PathBuf, needed: u64, available: u64 },
+    DiskSpace {
+        path: PathBuf,
+        needed: u64,
+        available: u64,
+    },
 
     #[error("all sources failed for {file}:\n{attempts}")]
     AllSourcesFailed { file: String, attempts: String },
 
     #[error("unsafe archive {archive}: entry `{entry}` {why}; nothing was extracted")]
-    UnsafeArchive { archive: PathBuf, entry: String, why: String },
+    UnsafeArchive {
+        archive: PathBuf,
+        entry: String,
+        why: String,
+    },
 
-    #[error("archive {archive} expands past the cap ({why}); refusing a possible decompression bomb")]
+    #[error(
+        "archive {archive} expands past the cap ({why}); refusing a possible decompression bomb"
+    )]
     ArchiveBomb { archive: PathBuf, why: String },
 
     #[error("archive {archive}: {msg}")]
@@ -86,10 +121,16 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| DataError::Io { path: path.into(), source })
+        self.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }
 
 pub(crate) fn format_err(path: impl Into<PathBuf>, msg: impl Into<String>) -> DataError {
-    DataError::Format { path: path.into(), msg: msg.into() }
+    DataError::Format {
+        path: path.into(),
+        msg: msg.into(),
+    }
 }

@@ -29,7 +29,11 @@ pub struct ExtractLimits {
 impl Default for ExtractLimits {
     fn default() -> Self {
         // The largest real archive (ImageNet train, 148 GB) expands ~1:1; COCO annotations ~1:3.2.
-        ExtractLimits { max_bytes: 1 << 40, max_ratio: 100, max_entries: 20_000_000 }
+        ExtractLimits {
+            max_bytes: 1 << 40,
+            max_ratio: 100,
+            max_entries: 20_000_000,
+        }
     }
 }
 
@@ -62,7 +66,7 @@ pub fn sniff_format(path: &Path) -> Result<ArchiveFormat> {
     }
     if n >= 2 && head[0] == 0x1f && head[1] == 0x8b {
         Ok(ArchiveFormat::TarGz)
-    } else if n >= 4 && &head[..4] == b"PK\x03\x04" || n >= 4 && &head[..4] == b"PK\x05\x06" {
+    } else if n >= 4 && (&head[..4] == b"PK\x03\x04" || &head[..4] == b"PK\x05\x06") {
         Ok(ArchiveFormat::Zip)
     } else if n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head)) {
         Ok(ArchiveFormat::Tar)
@@ -77,16 +81,29 @@ pub fn sniff_format(path: &Path) -> Result<ArchiveFormat> {
 /// A tar header block (POSIX, GNU or old v7, which has no "ustar" magic): its checksum field matches.
 fn tar_checksum_ok(h: &[u8; 512]) -> bool {
     let field = String::from_utf8_lossy(&h[148..156]);
-    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8) else {
+    let Ok(stored) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
         return false;
     };
-    let sum: u32 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { b' ' as u32 } else { b as u32 }).sum();
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                b' ' as u32
+            } else {
+                b as u32
+            }
+        })
+        .sum();
     sum == stored && h[0] != 0
 }
 
 /// Is the completed extraction of `archive` at `dest`?
 pub fn is_extracted(archive: &Path, dest: &Path) -> bool {
-    let Ok(m) = read_json::<ExtractMarker>(&dest.join(MARKER)) else { return false };
+    let Ok(m) = read_json::<ExtractMarker>(&dest.join(MARKER)) else {
+        return false;
+    };
     std::fs::metadata(archive).is_ok_and(|a| a.len() == m.archive_size)
 }
 
@@ -96,10 +113,16 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<Ex
         return read_json(&dest.join(MARKER));
     }
     if dest.exists() {
-        tracing::warn!("{} is incomplete (no completion marker): extracting again", dest.display());
+        tracing::warn!(
+            "{} is incomplete (no completion marker): extracting again",
+            dest.display()
+        );
         std::fs::remove_dir_all(dest).at(dest)?;
     }
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dest.with_file_name(format!("{name}.extracting"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).at(&tmp)?;
@@ -107,10 +130,20 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<Ex
     std::fs::create_dir_all(&tmp).at(&tmp)?;
     let archive_size = std::fs::metadata(archive).at(archive)?.len();
     let format = sniff_format(archive)?;
-    let mut ctx = Ctx { archive, root: &tmp, limits, archive_size, bytes: 0, files: 0, entries: 0 };
+    let mut ctx = Ctx {
+        archive,
+        root: &tmp,
+        limits,
+        archive_size,
+        bytes: 0,
+        files: 0,
+        entries: 0,
+    };
     let r = match format {
         ArchiveFormat::Tar => ctx.tar(File::open(archive).at(archive)?),
-        ArchiveFormat::TarGz => ctx.tar(flate2::read::GzDecoder::new(File::open(archive).at(archive)?)),
+        ArchiveFormat::TarGz => ctx.tar(flate2::read::GzDecoder::new(
+            File::open(archive).at(archive)?,
+        )),
         ArchiveFormat::Zip => ctx.zip(),
     };
     if let Err(e) = r {
@@ -118,7 +151,10 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<Ex
         return Err(e);
     }
     let marker = ExtractMarker {
-        archive: archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        archive: archive
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         archive_size,
         format: format!("{format:?}").to_lowercase(),
         files: ctx.files,
@@ -162,8 +198,10 @@ fn link_stays_inside(link: &Path, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
     }
-    let mut stack: Vec<std::ffi::OsString> =
-        link.parent().map(|p| p.components().map(|c| c.as_os_str().to_owned()).collect()).unwrap_or_default();
+    let mut stack: Vec<std::ffi::OsString> = link
+        .parent()
+        .map(|p| p.components().map(|c| c.as_os_str().to_owned()).collect())
+        .unwrap_or_default();
     for c in Path::new(target).components() {
         match c {
             Component::Normal(p) => stack.push(p.to_owned()),
@@ -181,15 +219,26 @@ fn link_stays_inside(link: &Path, target: &str) -> bool {
 
 impl Ctx<'_> {
     fn unsafe_entry(&self, entry: &str, why: impl Into<String>) -> DataError {
-        DataError::UnsafeArchive { archive: self.archive.into(), entry: entry.into(), why: why.into() }
+        DataError::UnsafeArchive {
+            archive: self.archive.into(),
+            entry: entry.into(),
+            why: why.into(),
+        }
     }
 
     fn cap(&self) -> u64 {
-        self.limits.max_bytes.min(self.archive_size.saturating_mul(self.limits.max_ratio).saturating_add(16 << 20))
+        self.limits.max_bytes.min(
+            self.archive_size
+                .saturating_mul(self.limits.max_ratio)
+                .saturating_add(16 << 20),
+        )
     }
 
     fn bomb(&self, why: String) -> DataError {
-        DataError::ArchiveBomb { archive: self.archive.into(), why }
+        DataError::ArchiveBomb {
+            archive: self.archive.into(),
+            why,
+        }
     }
 
     fn count_entry(&mut self) -> Result<()> {
@@ -213,7 +262,14 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn write_file(&mut self, rel: &Path, raw: &str, declared: u64, mut r: impl Read, mode: Option<u32>) -> Result<()> {
+    fn write_file(
+        &mut self,
+        rel: &Path,
+        raw: &str,
+        declared: u64,
+        mut r: impl Read,
+        mode: Option<u32>,
+    ) -> Result<()> {
         let cap = self.cap();
         if self.bytes.saturating_add(declared) > cap {
             return Err(self.bomb(format!(
@@ -235,7 +291,10 @@ impl Ctx<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(DataError::Archive { archive: self.archive.into(), msg: format!("reading `{raw}`: {e}") })
+                    return Err(DataError::Archive {
+                        archive: self.archive.into(),
+                        msg: format!("reading `{raw}`: {e}"),
+                    })
                 }
             };
             self.bytes += n as u64;
@@ -249,14 +308,20 @@ impl Ctx<'_> {
         if let Some(m) = mode {
             use std::os::unix::fs::PermissionsExt;
             // Keep the executable bits only; never setuid/setgid/sticky, always owner-writable.
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode((m & 0o755) | 0o600));
+            let _ = std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode((m & 0o755) | 0o600),
+            );
         }
         Ok(())
     }
 
     fn make_symlink(&mut self, rel: &Path, raw: &str, target: &str) -> Result<()> {
         if !link_stays_inside(rel, target) {
-            return Err(self.unsafe_entry(raw, format!("is a link to `{target}`, outside the archive's tree")));
+            return Err(self.unsafe_entry(
+                raw,
+                format!("is a link to `{target}`, outside the archive's tree"),
+            ));
         }
         self.check_no_link_ancestor(rel, raw)?;
         let path = self.root.join(rel);
@@ -270,15 +335,23 @@ impl Ctx<'_> {
 
     fn tar(&mut self, reader: impl Read) -> Result<()> {
         let mut ar = tar::Archive::new(reader);
-        let entries = ar.entries().map_err(|e| DataError::Archive { archive: self.archive.into(), msg: e.to_string() })?;
+        let entries = ar.entries().map_err(|e| DataError::Archive {
+            archive: self.archive.into(),
+            msg: e.to_string(),
+        })?;
         for entry in entries {
-            let mut entry =
-                entry.map_err(|e| DataError::Archive { archive: self.archive.into(), msg: e.to_string() })?;
+            let mut entry = entry.map_err(|e| DataError::Archive {
+                archive: self.archive.into(),
+                msg: e.to_string(),
+            })?;
             self.count_entry()?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let kind = entry.header().entry_type();
             use tar::EntryType as T;
-            if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+            if matches!(
+                kind,
+                T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+            ) {
                 continue;
             }
             let rel = safe_relative(&raw).map_err(|why| self.unsafe_entry(&raw, why))?;
@@ -308,12 +381,15 @@ impl Ctx<'_> {
                         .link_name_bytes()
                         .map(|b| String::from_utf8_lossy(&b).into_owned())
                         .unwrap_or_default();
-                    let trel = safe_relative(&target)
-                        .map_err(|why| self.unsafe_entry(&raw, format!("is a hard link whose target {why}")))?;
+                    let trel = safe_relative(&target).map_err(|why| {
+                        self.unsafe_entry(&raw, format!("is a hard link whose target {why}"))
+                    })?;
                     self.check_no_link_ancestor(&rel, &raw)?;
                     self.check_no_link_ancestor(&trel, &raw)?;
                     let src = self.root.join(&trel);
-                    if !src.is_file() || std::fs::symlink_metadata(&src).is_ok_and(|m| m.file_type().is_symlink()) {
+                    if !src.is_file()
+                        || std::fs::symlink_metadata(&src).is_ok_and(|m| m.file_type().is_symlink())
+                    {
                         return Err(self.unsafe_entry(&raw, format!("is a hard link to `{target}`, which is not a file extracted earlier")));
                     }
                     let dst = self.root.join(&rel);
@@ -323,8 +399,14 @@ impl Ctx<'_> {
                     std::fs::hard_link(&src, &dst).at(&dst)?;
                     self.files += 1;
                 }
-                T::Char | T::Block | T::Fifo => return Err(self.unsafe_entry(&raw, "is a device file or FIFO")),
-                other => return Err(self.unsafe_entry(&raw, format!("has an unsupported type {other:?}"))),
+                T::Char | T::Block | T::Fifo => {
+                    return Err(self.unsafe_entry(&raw, "is a device file or FIFO"))
+                }
+                other => {
+                    return Err(
+                        self.unsafe_entry(&raw, format!("has an unsupported type {other:?}"))
+                    )
+                }
             }
         }
         Ok(())
@@ -332,7 +414,10 @@ impl Ctx<'_> {
 
     fn zip(&mut self) -> Result<()> {
         let f = File::open(self.archive).at(self.archive)?;
-        let err = |e: zip::result::ZipError| DataError::Archive { archive: self.archive.into(), msg: e.to_string() };
+        let err = |e: zip::result::ZipError| DataError::Archive {
+            archive: self.archive.into(),
+            msg: e.to_string(),
+        };
         let mut z = zip::ZipArchive::new(f).map_err(err)?;
         // First pass on the central directory: names, types and declared sizes, before writing anything.
         let mut declared_total: u64 = 0;
@@ -349,7 +434,10 @@ impl Ctx<'_> {
             declared_total = declared_total.saturating_add(e.size());
         }
         if declared_total > self.cap() {
-            return Err(self.bomb(format!("entries declare {declared_total} bytes, more than the cap of {}", self.cap())));
+            return Err(self.bomb(format!(
+                "entries declare {declared_total} bytes, more than the cap of {}",
+                self.cap()
+            )));
         }
         for i in 0..z.len() {
             self.count_entry()?;
@@ -362,7 +450,10 @@ impl Ctx<'_> {
             if e.is_symlink() {
                 let mut target = String::new();
                 e.read_to_string(&mut target)
-                    .map_err(|x| DataError::Archive { archive: self.archive.into(), msg: x.to_string() })?;
+                    .map_err(|x| DataError::Archive {
+                        archive: self.archive.into(),
+                        msg: x.to_string(),
+                    })?;
                 self.make_symlink(&rel, &raw, &target)?;
             } else if e.is_dir() {
                 self.check_no_link_ancestor(&rel, &raw)?;

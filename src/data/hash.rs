@@ -25,7 +25,11 @@ pub struct Digests {
 
 impl StreamHasher {
     pub fn new(with_md5: bool) -> Self {
-        StreamHasher { sha256: Sha256::new(), md5: with_md5.then(Md5::new), bytes: 0 }
+        StreamHasher {
+            sha256: Sha256::new(),
+            md5: with_md5.then(Md5::new),
+            bytes: 0,
+        }
     }
 
     pub fn update(&mut self, buf: &[u8]) {
@@ -45,7 +49,12 @@ impl StreamHasher {
     }
 
     /// Feed everything `r` yields; `on_chunk` sees each chunk's length (progress bars).
-    pub fn consume(&mut self, mut r: impl Read, path: &Path, mut on_chunk: impl FnMut(u64)) -> Result<()> {
+    pub fn consume(
+        &mut self,
+        mut r: impl Read,
+        path: &Path,
+        mut on_chunk: impl FnMut(u64),
+    ) -> Result<()> {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match r.read(&mut buf) {
@@ -83,7 +92,10 @@ mod tests {
         h.update(b"a");
         h.update(b"bc");
         let d = h.finish();
-        assert_eq!(d.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
         assert_eq!(d.size, 3);
     }

@@ -57,7 +57,13 @@ pub struct SplitIndex {
 }
 
 impl SplitIndex {
-    pub fn new(dataset: &str, split: &str, classes: Vec<String>, label_kind: &str, samples: Vec<Sample>) -> Self {
+    pub fn new(
+        dataset: &str,
+        split: &str,
+        classes: Vec<String>,
+        label_kind: &str,
+        samples: Vec<Sample>,
+    ) -> Self {
         SplitIndex {
             header: IndexHeader {
                 format: FORMAT.into(),
@@ -104,20 +110,31 @@ impl SplitIndex {
     pub fn read(path: &Path) -> Result<SplitIndex> {
         let f = std::fs::File::open(path).at(path)?;
         let mut lines = BufReader::new(f).lines();
-        let first = lines.next().ok_or_else(|| format_err(path, "empty index file"))?.at(path)?;
-        let header: IndexHeader =
-            serde_json::from_str(&first).map_err(|e| format_err(path, format!("line 1 (header): {e}")))?;
+        let first = lines
+            .next()
+            .ok_or_else(|| format_err(path, "empty index file"))?
+            .at(path)?;
+        let header: IndexHeader = serde_json::from_str(&first)
+            .map_err(|e| format_err(path, format!("line 1 (header): {e}")))?;
         if header.format != FORMAT || header.version != VERSION {
             return Err(format_err(path, format!("not a {FORMAT} v{VERSION} file")));
         }
         let mut samples = Vec::with_capacity(header.count);
         for (i, l) in lines.enumerate() {
             let l = l.at(path)?;
-            let s: Sample = serde_json::from_str(&l).map_err(|e| format_err(path, format!("line {}: {e}", i + 2)))?;
+            let s: Sample = serde_json::from_str(&l)
+                .map_err(|e| format_err(path, format!("line {}: {e}", i + 2)))?;
             samples.push(s);
         }
         if samples.len() != header.count {
-            return Err(format_err(path, format!("header says {} samples, file has {}", header.count, samples.len())));
+            return Err(format_err(
+                path,
+                format!(
+                    "header says {} samples, file has {}",
+                    header.count,
+                    samples.len()
+                ),
+            ));
         }
         Ok(SplitIndex { header, samples })
     }
@@ -149,7 +166,8 @@ mod tests {
             width: 10,
             height: 20,
         };
-        let idx = SplitIndex::new("d", "train", vec!["x".into()], "class", vec![s]).with_mask_rule("binary");
+        let idx = SplitIndex::new("d", "train", vec!["x".into()], "class", vec![s])
+            .with_mask_rule("binary");
         let p = idx.write(dir.path()).unwrap();
         assert_eq!(SplitIndex::read(&p).unwrap(), idx);
     }

@@ -110,41 +110,64 @@ impl FileSpec {
     pub fn should_extract(&self) -> bool {
         self.extract.unwrap_or_else(|| {
             let n = self.name.to_ascii_lowercase();
-            [".tar", ".tar.gz", ".tgz", ".zip"].iter().any(|e| n.ends_with(e))
+            [".tar", ".tar.gz", ".tgz", ".zip"]
+                .iter()
+                .any(|e| n.ends_with(e))
         })
     }
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl Manifest {
     /// Parse TOML text; `origin` names the file in every error.
     pub fn parse(text: &str, origin: &Path) -> Result<Manifest> {
-        let mut m: Manifest = toml::from_str(text)
-            .map_err(|e| DataError::Manifest { path: origin.to_path_buf(), msg: e.to_string() })?;
+        let mut m: Manifest = toml::from_str(text).map_err(|e| DataError::Manifest {
+            path: origin.to_path_buf(),
+            msg: e.to_string(),
+        })?;
         m.origin = origin.to_path_buf();
         m.validate()?;
         Ok(m)
     }
 
     pub fn load(path: &Path) -> Result<Manifest> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DataError::Manifest { path: path.to_path_buf(), msg: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::Manifest {
+            path: path.to_path_buf(),
+            msg: format!("cannot read: {e}"),
+        })?;
         Self::parse(&text, path)
     }
 
     fn validate(&self) -> Result<()> {
-        let err = |msg: String| Err(DataError::Manifest { path: self.origin.clone(), msg });
+        let err = |msg: String| {
+            Err(DataError::Manifest {
+                path: self.origin.clone(),
+                msg,
+            })
+        };
         let name = &self.dataset.name;
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return err(format!("dataset.name `{name}` must be non-empty and use only [A-Za-z0-9_-]"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return err(format!(
+                "dataset.name `{name}` must be non-empty and use only [A-Za-z0-9_-]"
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, f) in self.files.iter().enumerate() {
             let at = format!("files[{i}] (`{}`)", f.name);
-            if f.name.is_empty() || f.name.contains('/') || f.name.contains('\\') || f.name.starts_with('.') {
+            if f.name.is_empty()
+                || f.name.contains('/')
+                || f.name.contains('\\')
+                || f.name.starts_with('.')
+            {
                 return err(format!("{at}: name must be a plain file name"));
             }
             if !seen.insert(&f.name) {
@@ -152,12 +175,16 @@ impl Manifest {
             }
             if let Some(h) = &f.sha256 {
                 if !is_hex(h, 64) {
-                    return err(format!("{at}: sha256 must be 64 lowercase hex digits, got `{h}`"));
+                    return err(format!(
+                        "{at}: sha256 must be 64 lowercase hex digits, got `{h}`"
+                    ));
                 }
             }
             if let Some(h) = &f.md5 {
                 if !is_hex(h, 32) {
-                    return err(format!("{at}: md5 must be 32 lowercase hex digits, got `{h}`"));
+                    return err(format!(
+                        "{at}: md5 must be 32 lowercase hex digits, got `{h}`"
+                    ));
                 }
             }
             if f.urls.is_empty() && !self.dataset.gated {
@@ -179,26 +206,86 @@ impl Manifest {
 
 /// The manifests shipped with contracam (compiled in, so the binary works from any directory).
 const BUILTIN: &[(&str, &str)] = &[
-    ("manifests/coco2017.toml", include_str!("../../manifests/coco2017.toml")),
-    ("manifests/cub200.toml", include_str!("../../manifests/cub200.toml")),
-    ("manifests/flowers102.toml", include_str!("../../manifests/flowers102.toml")),
-    ("manifests/bg-challenge.toml", include_str!("../../manifests/bg-challenge.toml")),
-    ("manifests/imagenet.toml", include_str!("../../manifests/imagenet.toml")),
-    ("manifests/imagenet-info.toml", include_str!("../../manifests/imagenet-info.toml")),
-    ("manifests/imagenet9.toml", include_str!("../../manifests/imagenet9.toml")),
-    ("manifests/imagenet-sketch.toml", include_str!("../../manifests/imagenet-sketch.toml")),
-    ("manifests/imagenet-r.toml", include_str!("../../manifests/imagenet-r.toml")),
-    ("manifests/imagenet-c.toml", include_str!("../../manifests/imagenet-c.toml")),
-    ("manifests/stylized-imagenet.toml", include_str!("../../manifests/stylized-imagenet.toml")),
-    ("manifests/imagenetv2.toml", include_str!("../../manifests/imagenetv2.toml")),
-    ("manifests/cifar10.toml", include_str!("../../manifests/cifar10.toml")),
-    ("manifests/cifar100.toml", include_str!("../../manifests/cifar100.toml")),
-    ("manifests/food101.toml", include_str!("../../manifests/food101.toml")),
-    ("manifests/pets.toml", include_str!("../../manifests/pets.toml")),
-    ("manifests/voc2012.toml", include_str!("../../manifests/voc2012.toml")),
-    ("manifests/voc2007.toml", include_str!("../../manifests/voc2007.toml")),
-    ("manifests/wsol-cubv2.toml", include_str!("../../manifests/wsol-cubv2.toml")),
-    ("manifests/wsol-openimages.toml", include_str!("../../manifests/wsol-openimages.toml")),
+    (
+        "manifests/coco2017.toml",
+        include_str!("../../manifests/coco2017.toml"),
+    ),
+    (
+        "manifests/cub200.toml",
+        include_str!("../../manifests/cub200.toml"),
+    ),
+    (
+        "manifests/flowers102.toml",
+        include_str!("../../manifests/flowers102.toml"),
+    ),
+    (
+        "manifests/bg-challenge.toml",
+        include_str!("../../manifests/bg-challenge.toml"),
+    ),
+    (
+        "manifests/imagenet.toml",
+        include_str!("../../manifests/imagenet.toml"),
+    ),
+    (
+        "manifests/imagenet-info.toml",
+        include_str!("../../manifests/imagenet-info.toml"),
+    ),
+    (
+        "manifests/imagenet9.toml",
+        include_str!("../../manifests/imagenet9.toml"),
+    ),
+    (
+        "manifests/imagenet-sketch.toml",
+        include_str!("../../manifests/imagenet-sketch.toml"),
+    ),
+    (
+        "manifests/imagenet-r.toml",
+        include_str!("../../manifests/imagenet-r.toml"),
+    ),
+    (
+        "manifests/imagenet-c.toml",
+        include_str!("../../manifests/imagenet-c.toml"),
+    ),
+    (
+        "manifests/stylized-imagenet.toml",
+        include_str!("../../manifests/stylized-imagenet.toml"),
+    ),
+    (
+        "manifests/imagenetv2.toml",
+        include_str!("../../manifests/imagenetv2.toml"),
+    ),
+    (
+        "manifests/cifar10.toml",
+        include_str!("../../manifests/cifar10.toml"),
+    ),
+    (
+        "manifests/cifar100.toml",
+        include_str!("../../manifests/cifar100.toml"),
+    ),
+    (
+        "manifests/food101.toml",
+        include_str!("../../manifests/food101.toml"),
+    ),
+    (
+        "manifests/pets.toml",
+        include_str!("../../manifests/pets.toml"),
+    ),
+    (
+        "manifests/voc2012.toml",
+        include_str!("../../manifests/voc2012.toml"),
+    ),
+    (
+        "manifests/voc2007.toml",
+        include_str!("../../manifests/voc2007.toml"),
+    ),
+    (
+        "manifests/wsol-cubv2.toml",
+        include_str!("../../manifests/wsol-cubv2.toml"),
+    ),
+    (
+        "manifests/wsol-openimages.toml",
+        include_str!("../../manifests/wsol-openimages.toml"),
+    ),
 ];
 
 /// All known datasets by name: the built-in manifests, then user manifests (`--manifest`), which replace
@@ -227,10 +314,12 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Result<&Manifest> {
-        self.datasets.get(name).ok_or_else(|| DataError::UnknownDataset {
-            name: name.to_string(),
-            known: self.datasets.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.datasets
+            .get(name)
+            .ok_or_else(|| DataError::UnknownDataset {
+                name: name.to_string(),
+                known: self.datasets.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -247,19 +336,26 @@ mod tests {
     #[test]
     fn unknown_key_names_file_and_key() {
         let text = "[dataset]\nname='x'\ntitle='X'\nlicense='typo'\n";
-        let e = Manifest::parse(text, Path::new("my.toml")).unwrap_err().to_string();
+        let e = Manifest::parse(text, Path::new("my.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("my.toml") && e.contains("license"), "{e}");
         let text = "[dataset]\nname='x'\ntitle='X'\n[[files]]\nname='a.tar'\nurls=['http://h/a']\nsha265='00'\n";
-        let e = Manifest::parse(text, Path::new("m2.toml")).unwrap_err().to_string();
+        let e = Manifest::parse(text, Path::new("m2.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("m2.toml") && e.contains("sha265"), "{e}");
     }
 
     #[test]
     fn bad_checksum_and_names_are_rejected() {
         let text = "[dataset]\nname='x'\ntitle='X'\n[[files]]\nname='a.tar'\nurls=['http://h/a']\nsha256='abc'\n";
-        let e = Manifest::parse(text, Path::new("m.toml")).unwrap_err().to_string();
+        let e = Manifest::parse(text, Path::new("m.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256 must be 64"), "{e}");
-        let text = "[dataset]\nname='x'\ntitle='X'\n[[files]]\nname='../a.tar'\nurls=['http://h/a']\n";
+        let text =
+            "[dataset]\nname='x'\ntitle='X'\n[[files]]\nname='../a.tar'\nurls=['http://h/a']\n";
         assert!(Manifest::parse(text, Path::new("m.toml")).is_err());
         let text = "[dataset]\nname='x'\ntitle='X'\n[[files]]\nname='a.tar'\nurls=['ftp://h/a']\n";
         assert!(Manifest::parse(text, Path::new("m.toml")).is_err());

@@ -38,7 +38,11 @@ impl Cur<'_> {
     fn u32(&mut self) -> Option<u32> {
         let s: [u8; 4] = self.b.get(self.p..self.p + 4)?.try_into().ok()?;
         self.p += 4;
-        Some(if self.le { u32::from_le_bytes(s) } else { u32::from_be_bytes(s) })
+        Some(if self.le {
+            u32::from_le_bytes(s)
+        } else {
+            u32::from_be_bytes(s)
+        })
     }
     /// One data element: (type, payload). Handles the small-element format and 8-byte padding.
     fn element(&mut self) -> Option<(u32, &[u8])> {
@@ -65,7 +69,11 @@ fn numbers(ty: u32, d: &[u8], le: bool) -> Option<Vec<f64>> {
             d.chunks_exact($n)
                 .map(|c| {
                     let a: [u8; $n] = c.try_into().unwrap_or([0; $n]);
-                    (if le { <$t>::from_le_bytes(a) } else { <$t>::from_be_bytes(a) }) as f64
+                    (if le {
+                        <$t>::from_le_bytes(a)
+                    } else {
+                        <$t>::from_be_bytes(a)
+                    }) as f64
                 })
                 .collect()
         };
@@ -86,12 +94,23 @@ fn numbers(ty: u32, d: &[u8], le: bool) -> Option<Vec<f64>> {
 }
 
 fn parse_matrix(payload: &[u8], le: bool, out: &mut BTreeMap<String, MatArray>) -> Option<()> {
-    let mut c = Cur { b: payload, p: 0, le };
+    let mut c = Cur {
+        b: payload,
+        p: 0,
+        le,
+    };
     let (_, flags) = c.element()?;
     let class = flags.first().copied().unwrap_or(0) as u32 & 0xff;
-    let class = if le { class } else { flags.get(3).copied().unwrap_or(0) as u32 };
+    let class = if le {
+        class
+    } else {
+        flags.get(3).copied().unwrap_or(0) as u32
+    };
     let (dty, dims) = c.element()?;
-    let dims: Vec<usize> = numbers(dty, dims, le)?.into_iter().map(|x| x as usize).collect();
+    let dims: Vec<usize> = numbers(dty, dims, le)?
+        .into_iter()
+        .map(|x| x as usize)
+        .collect();
     let (_, name) = c.element()?;
     let name = String::from_utf8_lossy(name).into_owned();
     // Numeric classes 6..=15 (double, single, int8..uint64); cells/structs/chars are skipped.
@@ -120,15 +139,25 @@ pub fn parse(bytes: &[u8]) -> Option<BTreeMap<String, MatArray>> {
         _ => return None,
     };
     let mut out = BTreeMap::new();
-    let mut c = Cur { b: bytes, p: 128, le };
+    let mut c = Cur {
+        b: bytes,
+        p: 128,
+        le,
+    };
     while c.p + 8 <= bytes.len() {
         let (ty, payload) = c.element()?;
         match ty {
             MI_MATRIX => parse_matrix(payload, le, &mut out)?,
             MI_COMPRESSED => {
                 let mut inner = vec![];
-                flate2::read::ZlibDecoder::new(payload).read_to_end(&mut inner).ok()?;
-                let mut ic = Cur { b: &inner, p: 0, le };
+                flate2::read::ZlibDecoder::new(payload)
+                    .read_to_end(&mut inner)
+                    .ok()?;
+                let mut ic = Cur {
+                    b: &inner,
+                    p: 0,
+                    le,
+                };
                 while ic.p + 8 <= inner.len() {
                     let (ity, ip) = ic.element()?;
                     if ity == MI_MATRIX {
@@ -162,11 +191,17 @@ pub fn write_row_vectors(vars: &[(&str, &[f64])], compress: bool) -> Vec<u8> {
     for (name, vals) in vars {
         let mut m = vec![];
         m.extend(el(MI_UINT32, &[6u8, 0, 0, 0, 0, 0, 0, 0])); // class double
-        let dims: Vec<u8> = [1i32, vals.len() as i32].iter().flat_map(|d| d.to_le_bytes()).collect();
+        let dims: Vec<u8> = [1i32, vals.len() as i32]
+            .iter()
+            .flat_map(|d| d.to_le_bytes())
+            .collect();
         m.extend(el(MI_INT32, &dims));
         m.extend(el(MI_INT8, name.as_bytes()));
         if compress {
-            let d: Vec<u8> = vals.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect();
+            let d: Vec<u8> = vals
+                .iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect();
             m.extend(el(MI_UINT16, &d));
         } else {
             let d: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -195,7 +230,10 @@ mod tests {
     #[test]
     fn round_trip_plain_and_compressed() {
         for compress in [false, true] {
-            let bytes = write_row_vectors(&[("labels", &[77.0, 1.0, 102.0]), ("trnid", &[3.0, 1.0])], compress);
+            let bytes = write_row_vectors(
+                &[("labels", &[77.0, 1.0, 102.0]), ("trnid", &[3.0, 1.0])],
+                compress,
+            );
             let m = parse(&bytes).unwrap();
             assert_eq!(m["labels"].dims, vec![1, 3]);
             assert_eq!(m["labels"].data, vec![77.0, 1.0, 102.0]);

@@ -81,7 +81,11 @@ fn several(errs: Vec<DataError>) -> DataError {
     }
     DataError::Several {
         count: errs.len(),
-        list: errs.iter().map(|e| format!("- {e}")).collect::<Vec<_>>().join("\n"),
+        list: errs
+            .iter()
+            .map(|e| format!("- {e}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     }
 }
 
@@ -91,7 +95,10 @@ impl Data {
     }
 
     fn wanted<'a>(&self, m: &'a Manifest) -> Vec<&'a FileSpec> {
-        m.files.iter().filter(|f| self.opts.include_optional || !f.optional).collect()
+        m.files
+            .iter()
+            .filter(|f| self.opts.include_optional || !f.optional)
+            .collect()
     }
 
     pub fn list(&self) -> Vec<ListRow> {
@@ -116,7 +123,11 @@ impl Data {
                     files: files.len(),
                     bytes: files.iter().filter_map(|f| f.size).sum(),
                     unknown_sizes: files.iter().filter(|f| f.size.is_none()).count(),
-                    checksums: if kinds.is_empty() { "-".into() } else { kinds.join("+") },
+                    checksums: if kinds.is_empty() {
+                        "-".into()
+                    } else {
+                        kinds.join("+")
+                    },
                     gated: m.dataset.gated,
                     generated: m.dataset.generated,
                     status: store::dataset_status(&self.opts.data_dir, m, false),
@@ -147,7 +158,10 @@ impl Data {
         if !m.files.is_empty() {
             s += &format!("\nFiles (in {}):\n", dir.downloads().display());
             for f in &m.files {
-                let size = f.size.map(|s| format!("{s} bytes")).unwrap_or_else(|| "size unknown".into());
+                let size = f
+                    .size
+                    .map(|s| format!("{s} bytes"))
+                    .unwrap_or_else(|| "size unknown".into());
                 let sum = match (&f.sha256, &f.md5) {
                     (Some(h), _) => format!("sha256 {h}"),
                     (None, Some(h)) => format!("md5 {h} (only md5 is published)"),
@@ -164,8 +178,12 @@ impl Data {
     }
 
     fn urls_for(&self, dataset: &str, f: &FileSpec) -> Vec<String> {
-        let mut urls: Vec<String> =
-            self.opts.mirrors.iter().map(|p| format!("{}/{}/{}", p.trim_end_matches('/'), dataset, f.name)).collect();
+        let mut urls: Vec<String> = self
+            .opts
+            .mirrors
+            .iter()
+            .map(|p| format!("{}/{}/{}", p.trim_end_matches('/'), dataset, f.name))
+            .collect();
         urls.extend(f.urls.iter().cloned());
         urls
     }
@@ -188,9 +206,15 @@ impl Data {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.jobs.max(1))
             .build()
-            .map_err(|e| DataError::Build { dataset: "-".into(), msg: e.to_string() })?;
-        let results: Vec<Result<FileReport>> =
-            pool.install(|| jobs.par_iter().map(|(m, f)| self.fetch_one(&client, m, f, &progress)).collect());
+            .map_err(|e| DataError::Build {
+                dataset: "-".into(),
+                msg: e.to_string(),
+            })?;
+        let results: Vec<Result<FileReport>> = pool.install(|| {
+            jobs.par_iter()
+                .map(|(m, f)| self.fetch_one(&client, m, f, &progress))
+                .collect()
+        });
         progress.overall.finish_and_clear();
         let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
         let errs: Vec<DataError> = errs.into_iter().filter_map(|r| r.err()).collect();
@@ -222,7 +246,11 @@ impl Data {
         if path.exists() {
             if store::file_status(&dir, f, &registered) == Status::Verified {
                 let mk: store::VerifiedMarker = store::read_json(&dir.verified_marker(&f.name))?;
-                let d = super::hash::Digests { sha256: mk.sha256, md5: mk.md5, size: mk.size };
+                let d = super::hash::Digests {
+                    sha256: mk.sha256,
+                    md5: mk.md5,
+                    size: mk.size,
+                };
                 progress.overall.inc(d.size);
                 return Ok(report("already verified", &d));
             }
@@ -246,7 +274,11 @@ impl Data {
             });
         }
         if self.opts.offline {
-            return Err(DataError::Offline { dataset: name.into(), file: f.name.clone(), expected: path });
+            return Err(DataError::Offline {
+                dataset: name.into(),
+                file: f.name.clone(),
+                expected: path,
+            });
         }
         let job = FileJob {
             dataset: name,
@@ -257,7 +289,14 @@ impl Data {
             register: self.opts.register,
         };
         let d = download::download_file(client, &job, &self.opts.download, progress)?;
-        Ok(report(if job.expected.kind == ChecksumKind::None { "downloaded+registered" } else { "downloaded" }, &d))
+        Ok(report(
+            if job.expected.kind == ChecksumKind::None {
+                "downloaded+registered"
+            } else {
+                "downloaded"
+            },
+            &d,
+        ))
     }
 
     /// Re-hash every present file of the named datasets against its checksum.
@@ -282,7 +321,12 @@ impl Data {
                     });
                     continue;
                 }
-                match download::verify_in_place(&dir, &f.name, &expected_for(f, &registered), &progress) {
+                match download::verify_in_place(
+                    &dir,
+                    &f.name,
+                    &expected_for(f, &registered),
+                    &progress,
+                ) {
                     Ok(d) => out.push(FileReport {
                         dataset: n.clone(),
                         file: f.name.clone(),
@@ -321,14 +365,21 @@ impl Data {
             };
             let build = builders::by_name(&builder_name).ok_or_else(|| DataError::Build {
                 dataset: n.clone(),
-                msg: format!("unknown builder `{builder_name}` (manifest {})", m.origin.display()),
+                msg: format!(
+                    "unknown builder `{builder_name}` (manifest {})",
+                    m.origin.display()
+                ),
             })?;
             if !m.files.is_empty() {
                 self.fetch(std::slice::from_ref(n))?;
             }
             let dir = DatasetDir::new(&self.opts.data_dir, n);
             for f in self.wanted(m).into_iter().filter(|f| f.should_extract()) {
-                extract::extract(&dir.file(&f.name), &dir.extracted(&f.name), &self.opts.limits)?;
+                extract::extract(
+                    &dir.file(&f.name),
+                    &dir.extracted(&f.name),
+                    &self.opts.limits,
+                )?;
             }
             let progress = Progress::new(self.opts.quiet, 0);
             let ctx = BuildContext {
@@ -346,7 +397,12 @@ impl Data {
     }
 }
 
-fn record_registration(dir: &DatasetDir, file: &str, d: &super::hash::Digests, url: &str) -> Result<()> {
+fn record_registration(
+    dir: &DatasetDir,
+    file: &str,
+    d: &super::hash::Digests,
+    url: &str,
+) -> Result<()> {
     let path = dir.registered();
     let mut reg = Registered::load(&path)?;
     reg.files.insert(
@@ -380,7 +436,10 @@ fn publish_index(dir: &DatasetDir, splits: &[super::index::SplitIndex]) -> Resul
         s.write(&tmp)?;
     }
     let marker = BuiltMarker {
-        splits: splits.iter().map(|s| (s.header.split.clone(), s.samples.len())).collect(),
+        splits: splits
+            .iter()
+            .map(|s| (s.header.split.clone(), s.samples.len()))
+            .collect(),
         contracam: env!("CARGO_PKG_VERSION"),
         built_at_unix: store::now_unix(),
     };
@@ -389,10 +448,15 @@ fn publish_index(dir: &DatasetDir, splits: &[super::index::SplitIndex]) -> Resul
         std::fs::remove_dir_all(&final_dir).at(&final_dir)?;
     }
     std::fs::rename(&tmp, &final_dir).at(&final_dir)?;
-    Ok(splits.iter().map(|s| final_dir.join(format!("{}.jsonl", s.header.split))).collect())
+    Ok(splits
+        .iter()
+        .map(|s| final_dir.join(format!("{}.jsonl", s.header.split)))
+        .collect())
 }
 
 /// Convenience for tests and callers: the index files of a built dataset.
 pub fn index_path(data_dir: &Path, dataset: &str, split: &str) -> PathBuf {
-    DatasetDir::new(data_dir, dataset).index_dir().join(format!("{split}.jsonl"))
+    DatasetDir::new(data_dir, dataset)
+        .index_dir()
+        .join(format!("{split}.jsonl"))
 }

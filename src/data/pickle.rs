@@ -32,35 +32,61 @@ impl Value {
     /// Look up a string key in a dict.
     pub fn get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Dict(items) => items.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            Value::Dict(items) => items
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
 
     pub fn as_int_list(&self) -> Option<Vec<i64>> {
         match self {
-            Value::List(v) | Value::Tuple(v) => v.iter().map(|x| if let Value::Int(i) = x { Some(*i) } else { None }).collect(),
+            Value::List(v) | Value::Tuple(v) => v
+                .iter()
+                .map(|x| {
+                    if let Value::Int(i) = x {
+                        Some(*i)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
             _ => None,
         }
     }
 
     pub fn as_str_list(&self) -> Option<Vec<String>> {
         match self {
-            Value::List(v) | Value::Tuple(v) => v.iter().map(|x| x.as_str().map(|s| s.to_string())).collect(),
+            Value::List(v) | Value::Tuple(v) => v
+                .iter()
+                .map(|x| x.as_str().map(|s| s.to_string()))
+                .collect(),
             _ => None,
         }
     }
 
     /// A uint8 numpy array rebuilt by `_reconstruct` + BUILD: (shape, raw bytes).
     pub fn as_u8_array(&self) -> Option<(Vec<usize>, Vec<u8>)> {
-        let Value::Reduce(f, _, Some(state)) = self else { return None };
-        let Value::Global(m, n) = f.as_ref() else { return None };
+        let Value::Reduce(f, _, Some(state)) = self else {
+            return None;
+        };
+        let Value::Global(m, n) = f.as_ref() else {
+            return None;
+        };
         if !(m.starts_with("numpy") && n == "_reconstruct") {
             return None;
         }
         // state = (version, shape, dtype, is_fortran, rawdata)
-        let Value::Tuple(st) = state.as_ref() else { return None };
-        let shape: Vec<usize> = st.get(1)?.as_int_list()?.into_iter().map(|x| x as usize).collect();
+        let Value::Tuple(st) = state.as_ref() else {
+            return None;
+        };
+        let shape: Vec<usize> = st
+            .get(1)?
+            .as_int_list()?
+            .into_iter()
+            .map(|x| x as usize)
+            .collect();
         let raw = match st.get(4)? {
             Value::Bytes(b) => b.clone(),
             Value::Str(s) => s.chars().map(|c| c as u32 as u8).collect(),
@@ -85,7 +111,9 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
     let mut memo: BTreeMap<u32, Value> = BTreeMap::new();
     let mut p = 0usize;
     let take = |p: &mut usize, n: usize| -> Result<&[u8], String> {
-        let s = b.get(*p..*p + n).ok_or_else(|| format!("truncated at byte {p}"))?;
+        let s = b
+            .get(*p..*p + n)
+            .ok_or_else(|| format!("truncated at byte {p}"))?;
         *p += n;
         Ok(s)
     };
@@ -128,7 +156,9 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
             }
             b'J' => {
                 let s = take(&mut p, 4)?;
-                stack.push(Value::Int(i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64))
+                stack.push(Value::Int(
+                    i32::from_le_bytes([s[0], s[1], s[2], s[3]]) as i64
+                ))
             }
             0x8a => {
                 // LONG1
@@ -153,7 +183,9 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
             }
             b'G' => {
                 let s = take(&mut p, 8)?;
-                stack.push(Value::Float(f64::from_be_bytes(s.try_into().map_err(|_| "bad float")?)))
+                stack.push(Value::Float(f64::from_be_bytes(
+                    s.try_into().map_err(|_| "bad float")?,
+                )))
             }
             b'U' => {
                 let n = take(&mut p, 1)?[0] as usize;
@@ -176,11 +208,15 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
             b'X' => {
                 let s = take(&mut p, 4)?;
                 let n = u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(take(&mut p, n)?).into_owned()))
+                stack.push(Value::Str(
+                    String::from_utf8_lossy(take(&mut p, n)?).into_owned(),
+                ))
             }
             0x8c => {
                 let n = take(&mut p, 1)?[0] as usize;
-                stack.push(Value::Str(String::from_utf8_lossy(take(&mut p, n)?).into_owned()))
+                stack.push(Value::Str(
+                    String::from_utf8_lossy(take(&mut p, n)?).into_owned(),
+                ))
             }
             b'c' => {
                 let m = line(&mut p)?;
@@ -193,7 +229,10 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
             }
             b'r' => {
                 let s = take(&mut p, 4)?;
-                memo.insert(u32::from_le_bytes([s[0], s[1], s[2], s[3]]), stack.last().cloned().ok_or("LONG_BINPUT on empty stack")?);
+                memo.insert(
+                    u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+                    stack.last().cloned().ok_or("LONG_BINPUT on empty stack")?,
+                );
             }
             0x94 => {
                 let i = memo.len() as u32;
@@ -206,7 +245,11 @@ pub fn parse(b: &[u8]) -> Result<Value, String> {
             b'j' => {
                 let s = take(&mut p, 4)?;
                 let i = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                stack.push(memo.get(&i).cloned().ok_or(format!("LONG_BINGET {i} unknown"))?)
+                stack.push(
+                    memo.get(&i)
+                        .cloned()
+                        .ok_or(format!("LONG_BINGET {i} unknown"))?,
+                )
             }
             0x85 => {
                 let a = pop(&mut stack)?;
@@ -400,11 +443,17 @@ mod tests {
             ("filenames", FixtureValue::Strs(&["a.png", "b.png"])),
         ]);
         let v = parse(&bytes).unwrap();
-        assert_eq!(v.get("labels").unwrap().as_int_list().unwrap(), vec![3, 300]);
+        assert_eq!(
+            v.get("labels").unwrap().as_int_list().unwrap(),
+            vec![3, 300]
+        );
         let (shape, raw) = v.get("data").unwrap().as_u8_array().unwrap();
         assert_eq!(shape, vec![2, 3072]);
         assert_eq!(raw, data);
-        assert_eq!(v.get("filenames").unwrap().as_str_list().unwrap(), vec!["a.png", "b.png"]);
+        assert_eq!(
+            v.get("filenames").unwrap().as_str_list().unwrap(),
+            vec!["a.png", "b.png"]
+        );
     }
 
     #[test]

@@ -6,7 +6,11 @@ use tch::{Device, Kind, Tensor};
 
 /// The index lists of each part, in PyTorch's order.
 pub fn torch_random_split(n: usize, lengths: &[usize], seed: i64) -> Vec<Vec<usize>> {
-    assert_eq!(lengths.iter().sum::<usize>(), n, "random_split lengths must sum to the dataset size");
+    assert_eq!(
+        lengths.iter().sum::<usize>(),
+        n,
+        "random_split lengths must sum to the dataset size"
+    );
     // randperm draws from the default CPU generator; seeding it is equivalent to a fresh seeded Generator.
     let _guard = SEED_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     tch::manual_seed(seed);
@@ -34,20 +38,31 @@ pub fn parse_pinned(text: &str) -> Vec<usize> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
 
-pub const PINNED_CIFAR_VAL: &str = include_str!("../../datasets/cifar10/splits/val_indices_seed42.txt");
-pub const PINNED_FOOD101_VAL: &str = include_str!("../../datasets/food101/splits/val_indices_seed42.txt");
+pub const PINNED_CIFAR_VAL: &str =
+    include_str!("../../datasets/cifar10/splits/val_indices_seed42.txt");
+pub const PINNED_FOOD101_VAL: &str =
+    include_str!("../../datasets/food101/splits/val_indices_seed42.txt");
 pub const PINNED_PETS_VAL: &str = include_str!("../../datasets/pets/splits/val_indices_seed42.txt");
-pub const PINNED_CUB_VAL: &str = include_str!("../../datasets/cub200/splits/val_indices_seed42.txt");
+pub const PINNED_CUB_VAL: &str =
+    include_str!("../../datasets/cub200/splits/val_indices_seed42.txt");
 
 /// Split `n` items into train/val with PyTorch's random_split; when a pinned list exists for this exact size,
 /// check that libtorch reproduced it.
-pub fn lineval_split(n: usize, lengths: [usize; 2], pinned: Option<(&str, usize)>) -> (Vec<usize>, Vec<usize>) {
+pub fn lineval_split(
+    n: usize,
+    lengths: [usize; 2],
+    pinned: Option<(&str, usize)>,
+) -> (Vec<usize>, Vec<usize>) {
     let mut parts = torch_random_split(n, &lengths, 42);
     let val = parts.pop().unwrap_or_default();
     let train = parts.pop().unwrap_or_default();
     if let Some((text, canonical_n)) = pinned {
         if canonical_n == n {
-            assert_eq!(val, parse_pinned(text), "libtorch randperm disagrees with the pinned PyTorch split");
+            assert_eq!(
+                val,
+                parse_pinned(text),
+                "libtorch randperm disagrees with the pinned PyTorch split"
+            );
         }
     }
     (train, val)

@@ -27,7 +27,9 @@ pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("contracam");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("contracam")
 }
 
@@ -38,7 +40,9 @@ pub struct DatasetDir {
 
 impl DatasetDir {
     pub fn new(data_dir: &Path, name: &str) -> Self {
-        DatasetDir { root: data_dir.join(name) }
+        DatasetDir {
+            root: data_dir.join(name),
+        }
     }
     pub fn downloads(&self) -> PathBuf {
         self.root.join("downloads")
@@ -87,7 +91,10 @@ pub struct VerifiedMarker {
 }
 
 pub fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -130,7 +137,10 @@ pub struct RegisteredFile {
 impl Registered {
     pub fn load(path: &Path) -> Result<Registered> {
         match std::fs::read_to_string(path) {
-            Ok(t) => toml::from_str(&t).map_err(|e| DataError::Manifest { path: path.into(), msg: e.to_string() }),
+            Ok(t) => toml::from_str(&t).map_err(|e| DataError::Manifest {
+                path: path.into(),
+                msg: e.to_string(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registered::default()),
             Err(e) => Err(e).at(path),
         }
@@ -161,9 +171,19 @@ pub fn expected_for(spec: &FileSpec, registered: &Registered) -> Expected {
                 sha256: Some(r.sha256.clone()),
                 md5: None,
             },
-            None => Expected { kind: ChecksumKind::None, size: spec.size, sha256: None, md5: None },
+            None => Expected {
+                kind: ChecksumKind::None,
+                size: spec.size,
+                sha256: None,
+                md5: None,
+            },
         },
-        kind => Expected { kind, size: spec.size, sha256: spec.sha256.clone(), md5: spec.md5.clone() },
+        kind => Expected {
+            kind,
+            size: spec.size,
+            sha256: spec.sha256.clone(),
+            md5: spec.md5.clone(),
+        },
     }
 }
 
@@ -193,7 +213,11 @@ impl std::fmt::Display for Status {
 pub fn file_status(dir: &DatasetDir, spec: &FileSpec, registered: &Registered) -> Status {
     let path = dir.file(&spec.name);
     let Ok(meta) = std::fs::metadata(&path) else {
-        return if dir.part(&spec.name).exists() { Status::Partial } else { Status::Absent };
+        return if dir.part(&spec.name).exists() {
+            Status::Partial
+        } else {
+            Status::Absent
+        };
     };
     let marker: Option<VerifiedMarker> = read_json(&dir.verified_marker(&spec.name)).ok();
     let exp = expected_for(spec, registered);
@@ -201,7 +225,9 @@ pub fn file_status(dir: &DatasetDir, spec: &FileSpec, registered: &Registered) -
         m.size == meta.len()
             && exp.size.is_none_or(|s| s == m.size)
             && match exp.kind {
-                ChecksumKind::Sha256 | ChecksumKind::Registered => exp.sha256.as_deref() == Some(m.sha256.as_str()),
+                ChecksumKind::Sha256 | ChecksumKind::Registered => {
+                    exp.sha256.as_deref() == Some(m.sha256.as_str())
+                }
                 ChecksumKind::Md5 => exp.md5.is_some() && exp.md5 == m.md5,
                 ChecksumKind::None => false,
             }
@@ -217,8 +243,15 @@ pub fn file_status(dir: &DatasetDir, spec: &FileSpec, registered: &Registered) -
 pub fn dataset_status(data_dir: &Path, m: &Manifest, include_optional: bool) -> Status {
     let dir = DatasetDir::new(data_dir, m.name());
     let registered = Registered::load(&dir.registered()).unwrap_or_default();
-    let files: Vec<&FileSpec> = m.files.iter().filter(|f| include_optional || !f.optional).collect();
-    let states: Vec<Status> = files.iter().map(|f| file_status(&dir, f, &registered)).collect();
+    let files: Vec<&FileSpec> = m
+        .files
+        .iter()
+        .filter(|f| include_optional || !f.optional)
+        .collect();
+    let states: Vec<Status> = files
+        .iter()
+        .map(|f| file_status(&dir, f, &registered))
+        .collect();
     let built = dir.built_marker().exists();
     if states.is_empty() {
         return if built { Status::Built } else { Status::Absent };

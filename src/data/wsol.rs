@@ -24,18 +24,30 @@ fn write_lines(path: &Path, lines: &[String]) -> Result<()> {
 pub fn export_split(out_dir: &Path, items: &[WsolItem]) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out_dir).at(out_dir)?;
     let ids: Vec<String> = items.iter().map(|i| i.path.clone()).collect();
-    let labels: Vec<String> = items.iter().map(|i| format!("{},{}", i.path, i.label)).collect();
-    let sizes: Vec<String> = items.iter().map(|i| format!("{},{},{}", i.path, i.width, i.height)).collect();
+    let labels: Vec<String> = items
+        .iter()
+        .map(|i| format!("{},{}", i.path, i.label))
+        .collect();
+    let sizes: Vec<String> = items
+        .iter()
+        .map(|i| format!("{},{},{}", i.path, i.width, i.height))
+        .collect();
     let mut loc = vec![];
     for i in items {
         for b in &i.boxes {
-            loc.push(format!("{},{},{},{},{}", i.path, b[0] as i64, b[1] as i64, b[2] as i64, b[3] as i64));
+            loc.push(format!(
+                "{},{},{},{},{}",
+                i.path, b[0] as i64, b[1] as i64, b[2] as i64, b[3] as i64
+            ));
         }
     }
     let mut out = vec![];
-    for (name, lines) in
-        [("image_ids.txt", ids), ("class_labels.txt", labels), ("image_sizes.txt", sizes), ("localization.txt", loc)]
-    {
+    for (name, lines) in [
+        ("image_ids.txt", ids),
+        ("class_labels.txt", labels),
+        ("image_sizes.txt", sizes),
+        ("localization.txt", loc),
+    ] {
         let p = out_dir.join(name);
         write_lines(&p, &lines)?;
         out.push(p);

@@ -123,33 +123,53 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
     let served = {
         let mut s = st.lock().unwrap();
         let f = s.files.get(&path).cloned();
-        if let Some(Served { behavior: Behavior::CutOnce(_), .. }) = &f {
+        if let Some(Served {
+            behavior: Behavior::CutOnce(_),
+            ..
+        }) = &f
+        {
             s.files.get_mut(&path).unwrap().behavior = Behavior::Normal;
         }
         f
     };
-    let mut log = Req { path: path.clone(), range: range.clone(), if_range: if_range.clone(), status: 0, body_bytes_sent: 0 };
+    let mut log = Req {
+        path: path.clone(),
+        range: range.clone(),
+        if_range: if_range.clone(),
+        status: 0,
+        body_bytes_sent: 0,
+    };
     let Some(f) = served else {
         log.status = 404;
-        let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
+        let _ = conn.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
+        );
         st.lock().unwrap().log.push(log);
         return;
     };
     if let Behavior::Status(code) = f.behavior {
         log.status = code;
-        let _ = write!(conn, "HTTP/1.1 {code} Nope\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {code} Nope\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
+        );
         st.lock().unwrap().log.push(log);
         return;
     }
     let len = f.body.len();
     let validator_ok = match &if_range {
         None => true,
-        Some(v) => f.behavior == Behavior::IgnoreIfRange || Some(v) == f.etag.as_ref() || Some(v) == f.last_modified.as_ref(),
+        Some(v) => {
+            f.behavior == Behavior::IgnoreIfRange
+                || Some(v) == f.etag.as_ref()
+                || Some(v) == f.last_modified.as_ref()
+        }
     };
     let start = match (&range, &f.behavior) {
-        (Some(r), b) if *b != Behavior::IgnoreRange && validator_ok => {
-            r.strip_prefix("bytes=").and_then(|x| x.strip_suffix('-')).and_then(|x| x.parse::<usize>().ok())
-        }
+        (Some(r), b) if *b != Behavior::IgnoreRange && validator_ok => r
+            .strip_prefix("bytes=")
+            .and_then(|x| x.strip_suffix('-'))
+            .and_then(|x| x.parse::<usize>().ok()),
         _ => None,
     };
     let mut head = String::new();
@@ -166,7 +186,11 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
             &f.body[..]
         }
     };
-    head += &format!("Content-Length: {}\r\nContent-Type: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n", body.len(), f.content_type);
+    head += &format!(
+        "Content-Length: {}\r\nContent-Type: {}\r\nAccept-Ranges: bytes\r\nConnection: close\r\n",
+        body.len(),
+        f.content_type
+    );
     if let Some(e) = &f.etag {
         head += &format!("ETag: {e}\r\n");
     }
@@ -195,7 +219,9 @@ pub fn sha256(b: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes (incompressible enough for transfer tests).
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -264,7 +290,8 @@ pub fn gzip(b: &[u8]) -> Vec<u8> {
 
 pub fn zip(entries: &[Entry]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
     for e in entries {
         match e {
             Entry::File(p, data) => {
@@ -306,23 +333,35 @@ pub fn raw_tar_entry(name: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
 // Images.
 
 pub fn jpeg(w: u32, h: u32, seed: u8) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x as u8).wrapping_mul(7) ^ seed, (y as u8).wrapping_mul(5), seed]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x as u8).wrapping_mul(7) ^ seed,
+            (y as u8).wrapping_mul(5),
+            seed,
+        ])
+    });
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .unwrap();
     out.into_inner()
 }
 
 pub fn png_gray(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> Vec<u8> {
     let img = image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]));
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageLuma8(img).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    image::DynamicImage::ImageLuma8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
     out.into_inner()
 }
 
 pub fn png_rgb(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
     let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Png).unwrap();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
     out.into_inner()
 }
 
@@ -337,20 +376,38 @@ pub struct FixtureFile {
 }
 
 pub fn ff(name: &str, body: Vec<u8>) -> FixtureFile {
-    FixtureFile { name: name.into(), body, checksum: true }
+    FixtureFile {
+        name: name.into(),
+        body,
+        checksum: true,
+    }
 }
 
 /// Serve the files at `/<dataset>/<name>` and write a manifest for them (with sizes and sha256).
-pub fn serve_dataset(server: &Server, dir: &Path, dataset: &str, builder: Option<&str>, files: Vec<FixtureFile>) -> PathBuf {
+pub fn serve_dataset(
+    server: &Server,
+    dir: &Path,
+    dataset: &str,
+    builder: Option<&str>,
+    files: Vec<FixtureFile>,
+) -> PathBuf {
     let mut toml = format!("[dataset]\nname = \"{dataset}\"\ntitle = \"fixture {dataset}\"\n");
     if let Some(b) = builder {
         toml += &format!("builder = \"{b}\"\n");
     }
     for f in files {
         let path = format!("/{dataset}/{}", f.name);
-        toml += &format!("\n[[files]]\nname = \"{}\"\nurls = [\"{}\"]\n", f.name, server.url(&path));
+        toml += &format!(
+            "\n[[files]]\nname = \"{}\"\nurls = [\"{}\"]\n",
+            f.name,
+            server.url(&path)
+        );
         if f.checksum {
-            toml += &format!("size = {}\nsha256 = \"{}\"\n", f.body.len(), sha256(&f.body));
+            toml += &format!(
+                "size = {}\nsha256 = \"{}\"\n",
+                f.body.len(),
+                sha256(&f.body)
+            );
         }
         server.put(&path, Served::file(f.body));
     }
@@ -360,31 +417,65 @@ pub fn serve_dataset(server: &Server, dir: &Path, dataset: &str, builder: Option
 }
 
 pub fn contracam(args: &[&str]) -> Output {
-    let out = assert_cmd::Command::cargo_bin("contracam").unwrap().args(args).env("CONTRACAM_LOG", "error").output().unwrap();
+    let out = assert_cmd::Command::cargo_bin("contracam")
+        .unwrap()
+        .args(args)
+        .env("CONTRACAM_LOG", "error")
+        .output()
+        .unwrap();
     out
 }
 
 pub fn run_ok(args: &[&str]) -> String {
     let o = contracam(args);
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "contracam {args:?} failed:\n{}\n{}", stdout, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "contracam {args:?} failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&o.stderr)
+    );
     stdout
 }
 
 pub fn run_err(args: &[&str]) -> String {
     let o = contracam(args);
-    assert!(!o.status.success(), "contracam {args:?} should have failed:\n{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "contracam {args:?} should have failed:\n{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `data build` on a fixture manifest; returns the data dir's path.
 pub fn build(manifest: &Path, data_dir: &Path, name: &str, extra: &[&str]) -> String {
-    let mut args = vec!["--quiet", "data", "build", name, "--manifest", manifest.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap(), "--retry-delay-ms", "10"];
+    let mut args = vec![
+        "--quiet",
+        "data",
+        "build",
+        name,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--retry-delay-ms",
+        "10",
+    ];
     args.extend_from_slice(extra);
     run_ok(&args)
 }
 
-pub fn read_index(data_dir: &Path, dataset: &str, split: &str) -> contracam::data::index::SplitIndex {
-    contracam::data::index::SplitIndex::read(&data_dir.join(dataset).join("index").join(format!("{split}.jsonl")))
-        .unwrap_or_else(|e| panic!("{e}"))
+pub fn read_index(
+    data_dir: &Path,
+    dataset: &str,
+    split: &str,
+) -> contracam::data::index::SplitIndex {
+    contracam::data::index::SplitIndex::read(
+        &data_dir
+            .join(dataset)
+            .join("index")
+            .join(format!("{split}.jsonl")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }

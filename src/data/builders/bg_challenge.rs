@@ -41,7 +41,12 @@ fn image_folder(ctx: &BuildContext, dir: &Path) -> Result<(Vec<PathBuf>, Vec<i64
     Ok((paths, labels))
 }
 
-fn samples(ctx: &BuildContext, paths: &[PathBuf], labels: &[i64], masks: Option<Vec<Option<String>>>) -> Result<Vec<Sample>> {
+fn samples(
+    ctx: &BuildContext,
+    paths: &[PathBuf],
+    labels: &[i64],
+    masks: Option<Vec<Option<String>>>,
+) -> Result<Vec<Sample>> {
     let sizes = image_sizes(paths)?;
     Ok(paths
         .iter()
@@ -65,9 +70,12 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let mut out = vec![];
     // Test variants from the release.
     let rel = ctx.extracted("backgrounds_challenge_data.tar.gz")?;
-    let bg = find_dir(&rel, "bg_challenge").ok_or_else(|| ctx.err("the release has no bg_challenge/ folder"))?;
-    let variants: Vec<String> =
-        sorted_subdirs(&bg)?.into_iter().filter(|v| v != "fg_mask" && bg.join(v).join("val").is_dir()).collect();
+    let bg = find_dir(&rel, "bg_challenge")
+        .ok_or_else(|| ctx.err("the release has no bg_challenge/ folder"))?;
+    let variants: Vec<String> = sorted_subdirs(&bg)?
+        .into_iter()
+        .filter(|v| v != "fg_mask" && bg.join(v).join("val").is_dir())
+        .collect();
     if !variants.iter().any(|v| v == "original") {
         return Err(ctx.err(format!("{} has no original/val", bg.display())));
     }
@@ -81,7 +89,11 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 let class = p.parent().and_then(|c| c.file_name()).unwrap_or_default();
                 let fg = only_fg.join(class).join(p.file_name().unwrap_or_default());
                 if !fg.is_file() {
-                    return Err(ctx.err(format!("no only_fg mask for {} (expected {})", p.display(), fg.display())));
+                    return Err(ctx.err(format!(
+                        "no only_fg mask for {} (expected {})",
+                        p.display(),
+                        fg.display()
+                    )));
                 }
                 m.push(Some(ctx.rel(&fg)));
             }
@@ -91,8 +103,14 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         };
         let has_masks = masks.is_some();
         let s = samples(ctx, &paths, &labels, masks)?;
-        let mut idx = SplitIndex::new(ctx.dataset, &format!("test-{v}"), classes(), "superclass", s)
-            .with_provenance(format!("release bg_challenge/{v}/val"));
+        let mut idx = SplitIndex::new(
+            ctx.dataset,
+            &format!("test-{v}"),
+            classes(),
+            "superclass",
+            s,
+        )
+        .with_provenance(format!("release bg_challenge/{v}/val"));
         if has_masks {
             idx = idx.with_mask_rule("rgb-all-positive");
         }
@@ -104,7 +122,10 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let orig = find_dir(&ex, "original").unwrap_or(ex.clone());
         let train_dir = orig.join("train");
         if !train_dir.is_dir() {
-            return Err(ctx.err(format!("original.tar.gz has no original/train folder (looked in {})", orig.display())));
+            return Err(ctx.err(format!(
+                "original.tar.gz has no original/train folder (looked in {})",
+                orig.display()
+            )));
         }
         let (paths, labels) = image_folder(ctx, &train_dir)?;
         let s = samples(ctx, &paths, &labels, None)?;
@@ -113,9 +134,30 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let (tr, va) = split::lineval_split(n, lengths, None);
         let prov = "random_split(original/train in ImageFolder order, [int(0.95n), rest], seed 42)";
         let take = |ix: &[usize]| ix.iter().map(|&i| s[i].clone()).collect::<Vec<_>>();
-        out.push(SplitIndex::new(ctx.dataset, "lineval-train", classes(), "superclass", take(&tr)).with_provenance(prov));
-        out.push(SplitIndex::new(ctx.dataset, "lineval-val", classes(), "superclass", take(&va)).with_provenance(prov));
-        out.push(SplitIndex::new(ctx.dataset, "train", classes(), "superclass", s).with_provenance("original.tar.gz original/train"));
+        out.push(
+            SplitIndex::new(
+                ctx.dataset,
+                "lineval-train",
+                classes(),
+                "superclass",
+                take(&tr),
+            )
+            .with_provenance(prov),
+        );
+        out.push(
+            SplitIndex::new(
+                ctx.dataset,
+                "lineval-val",
+                classes(),
+                "superclass",
+                take(&va),
+            )
+            .with_provenance(prov),
+        );
+        out.push(
+            SplitIndex::new(ctx.dataset, "train", classes(), "superclass", s)
+                .with_provenance("original.tar.gz original/train"),
+        );
     }
     Ok(out)
 }

@@ -67,16 +67,25 @@ pub enum RleCounts {
 pub fn ann_to_rle(seg: &Segmentation, h: u32, w: u32) -> Option<Rle> {
     match seg {
         Segmentation::Polygons(p) => Some(Rle::from_polygons(p, h, w)),
-        Segmentation::Rle { counts: RleCounts::Uncompressed(c), size } => {
-            Some(Rle { h: size[0], w: size[1], counts: c.clone() })
-        }
-        Segmentation::Rle { counts: RleCounts::Compressed(s), size } => Rle::from_compressed(s, size[0], size[1]),
+        Segmentation::Rle {
+            counts: RleCounts::Uncompressed(c),
+            size,
+        } => Some(Rle {
+            h: size[0],
+            w: size[1],
+            counts: c.clone(),
+        }),
+        Segmentation::Rle {
+            counts: RleCounts::Compressed(s),
+            size,
+        } => Rle::from_compressed(s, size[0], size[1]),
     }
 }
 
 pub fn read_instances(path: &Path) -> Result<CocoFile> {
     let f = std::fs::File::open(path).at(path)?;
-    serde_json::from_reader(BufReader::with_capacity(1 << 20, f)).map_err(|e| format_err(path, e.to_string()))
+    serde_json::from_reader(BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| format_err(path, e.to_string()))
 }
 
 /// The official crop box: bbox grown by 20 % of its own w/h on each side, clipped to the image, as integer
@@ -125,17 +134,27 @@ struct Split<'a> {
 }
 
 fn write_png_mask(path: &Path, mask_row_major: Vec<u8>, w: u32, h: u32) -> Result<()> {
-    let px: Vec<u8> = mask_row_major.into_iter().map(|v| if v != 0 { 255 } else { 0 }).collect();
-    let img = image::GrayImage::from_raw(w, h, px).ok_or_else(|| format_err(path, "mask size mismatch"))?;
+    let px: Vec<u8> = mask_row_major
+        .into_iter()
+        .map(|v| if v != 0 { 255 } else { 0 })
+        .collect();
+    let img = image::GrayImage::from_raw(w, h, px)
+        .ok_or_else(|| format_err(path, "mask size mismatch"))?;
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).at(p)?;
     }
-    img.save(path).map_err(|e| DataError::Image { path: path.into(), msg: e.to_string() })
+    img.save(path).map_err(|e| DataError::Image {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
-    let ann_root = find_dir(&ctx.extracted("annotations_trainval2017.zip")?, "annotations")
-        .ok_or_else(|| ctx.err("annotations_trainval2017.zip has no annotations/ folder"))?;
+    let ann_root = find_dir(
+        &ctx.extracted("annotations_trainval2017.zip")?,
+        "annotations",
+    )
+    .ok_or_else(|| ctx.err("annotations_trainval2017.zip has no annotations/ folder"))?;
     let mut splits = vec![];
     for (name, zip) in [("train", "train2017.zip"), ("val", "val2017.zip")] {
         if !ctx.has_file(zip) {
@@ -145,7 +164,11 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let images_dir = find_dir(&ctx.extracted(zip)?, &folder)
             .ok_or_else(|| ctx.err(format!("{zip} has no {folder}/ folder")))?;
         let coco = read_instances(&ann_root.join(format!("instances_{folder}.json")))?;
-        splits.push(Split { name, images_dir, coco });
+        splits.push(Split {
+            name,
+            images_dir,
+            coco,
+        });
     }
     if splits.is_empty() {
         return Err(ctx.err("neither train2017.zip nor val2017.zip is present"));
@@ -156,7 +179,11 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     for sp in &splits {
         let mut cats = sp.coco.categories.clone();
         cats.sort_by_key(|c| c.id);
-        let cat_pos: BTreeMap<u64, i64> = cats.iter().enumerate().map(|(i, c)| (c.id, i as i64)).collect();
+        let cat_pos: BTreeMap<u64, i64> = cats
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i as i64))
+            .collect();
         let classes: Vec<String> = cats.iter().map(|c| c.name.clone()).collect();
         let mut by_image: BTreeMap<u64, Vec<&CocoAnn>> = BTreeMap::new();
         for a in &sp.coco.annotations {
@@ -165,7 +192,11 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let mut images = sp.coco.images.clone();
         images.sort_by_key(|i| i.id);
         let with_masks = sp.name == "val";
-        let mask_dir = ctx.dir.build().join("masks").join(format!("{}2017", sp.name));
+        let mask_dir = ctx
+            .dir
+            .build()
+            .join("masks")
+            .join(format!("{}2017", sp.name));
         // Per-image samples (and val masks, in parallel).
         let samples: Vec<Sample> = images
             .par_iter()
@@ -175,7 +206,10 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 let mut boxes = vec![];
                 for a in anns {
                     let l = *cat_pos.get(&a.category_id).ok_or_else(|| {
-                        ctx.err(format!("annotation of image {} has unknown category {}", img.id, a.category_id))
+                        ctx.err(format!(
+                            "annotation of image {} has unknown category {}",
+                            img.id, a.category_id
+                        ))
                     })?;
                     labels.push(l);
                     let [x, y, w, h] = a.bbox;
@@ -184,7 +218,11 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 let mask = if with_masks {
                     let rles: Vec<Rle> = anns
                         .iter()
-                        .filter_map(|a| a.segmentation.as_ref().and_then(|s| ann_to_rle(s, img.height, img.width)))
+                        .filter_map(|a| {
+                            a.segmentation
+                                .as_ref()
+                                .and_then(|s| ann_to_rle(s, img.height, img.width))
+                        })
                         .filter(|r| r.h == img.height && r.w == img.width)
                         .collect();
                     let m = if rles.is_empty() {
@@ -209,7 +247,10 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             })
             .collect::<Result<_>>()?;
         let mut idx = SplitIndex::new(ctx.dataset, sp.name, classes, "per-box", samples)
-            .with_provenance(format!("instances_{}2017.json; labels index categories sorted by id", sp.name));
+            .with_provenance(format!(
+                "instances_{}2017.json; labels index categories sorted by id",
+                sp.name
+            ));
         if with_masks {
             idx = idx.with_mask_rule("binary");
         }
@@ -221,7 +262,12 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 .coco
                 .images
                 .iter()
-                .map(|img| gt_box_line(img, by_image.get(&img.id).map(|v| v.as_slice()).unwrap_or(&[])))
+                .map(|img| {
+                    gt_box_line(
+                        img,
+                        by_image.get(&img.id).map(|v| v.as_slice()).unwrap_or(&[]),
+                    )
+                })
                 .collect();
             let p = ctx.dir.build().join("boxes").join("coco_gt.txt");
             std::fs::create_dir_all(p.parent().unwrap_or(Path::new("."))).at(&p)?;
@@ -230,17 +276,17 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
 
         // COCO-Crop: every annotation with area >= 1 % of the image, in the image's annotation order.
         let obj_dir = ctx.dir.build().join("objects").join(sp.name);
-        let jobs: Vec<(&CocoImage, usize, &CocoAnn)> = sp
-            .coco
-            .images
-            .iter()
-            .flat_map(|img| {
-                by_image.get(&img.id).into_iter().flat_map(move |anns| {
-                    anns.iter().enumerate().map(move |(k, a)| (img, k, *a))
+        let jobs: Vec<(&CocoImage, usize, &CocoAnn)> =
+            sp.coco
+                .images
+                .iter()
+                .flat_map(|img| {
+                    by_image.get(&img.id).into_iter().flat_map(move |anns| {
+                        anns.iter().enumerate().map(move |(k, a)| (img, k, *a))
+                    })
                 })
-            })
-            .filter(|(img, _, a)| a.area >= 0.01 * img.width as f64 * img.height as f64)
-            .collect();
+                .filter(|(img, _, a)| a.area >= 0.01 * img.width as f64 * img.height as f64)
+                .collect();
         let written: Vec<(String, String)> = jobs
             .par_iter()
             .map(|(img, k, a)| -> Result<(String, String)> {
@@ -248,16 +294,27 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 let cat = a.category_id.to_string();
                 let dst = obj_dir.join(&cat).join(format!("{:012}_{k}.jpg", img.id));
                 if !dst.is_file() {
-                    let im = image::open(&src).map_err(|e| DataError::Image { path: src.clone(), msg: e.to_string() })?;
+                    let im = image::open(&src).map_err(|e| DataError::Image {
+                        path: src.clone(),
+                        msg: e.to_string(),
+                    })?;
                     let (top, left, ch, cw) = crop_box(a.bbox, im.width(), im.height());
                     let crop = im.crop_imm(left, top, cw, ch);
                     let (nw, nh) = short_side_size(cw, ch, 256);
-                    let resized = crop.resize_exact(nw, nh, image::imageops::FilterType::Triangle).to_rgb8();
+                    let resized = crop
+                        .resize_exact(nw, nh, image::imageops::FilterType::Triangle)
+                        .to_rgb8();
                     std::fs::create_dir_all(obj_dir.join(&cat)).at(&obj_dir)?;
                     let tmp = dst.with_extension("jpg.tmp");
                     let f = std::fs::File::create(&tmp).at(&tmp)?;
-                    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(f), 75);
-                    enc.encode_image(&resized).map_err(|e| DataError::Image { path: tmp.clone(), msg: e.to_string() })?;
+                    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(
+                        std::io::BufWriter::new(f),
+                        75,
+                    );
+                    enc.encode_image(&resized).map_err(|e| DataError::Image {
+                        path: tmp.clone(),
+                        msg: e.to_string(),
+                    })?;
                     drop(enc);
                     std::fs::rename(&tmp, &dst).at(&dst)?;
                 }
@@ -269,7 +326,11 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     }
     // ImageFolder classes: category-id folder names sorted as strings; empty val folders for train-only ones.
     let classes: Vec<String> = crop_classes.into_iter().collect();
-    let pos: BTreeMap<&str, i64> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i as i64)).collect();
+    let pos: BTreeMap<&str, i64> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as i64))
+        .collect();
     for (name, written) in crops {
         for c in &classes {
             let d = ctx.dir.build().join("objects").join(&name).join(c);
@@ -297,10 +358,37 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             let (tr, va) = split::lineval_split(n, [n - 10_000, 10_000], None);
             let take = |ix: &[usize]| ix.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
             let p2 = "random_split(objects/train in ImageFolder order, [n-10000, 10000], seed 42)";
-            out.push(SplitIndex::new(ctx.dataset, "objects-lineval-train", classes.clone(), "class", take(&tr)).with_provenance(p2));
-            out.push(SplitIndex::new(ctx.dataset, "objects-lineval-val", classes.clone(), "class", take(&va)).with_provenance(p2));
+            out.push(
+                SplitIndex::new(
+                    ctx.dataset,
+                    "objects-lineval-train",
+                    classes.clone(),
+                    "class",
+                    take(&tr),
+                )
+                .with_provenance(p2),
+            );
+            out.push(
+                SplitIndex::new(
+                    ctx.dataset,
+                    "objects-lineval-val",
+                    classes.clone(),
+                    "class",
+                    take(&va),
+                )
+                .with_provenance(p2),
+            );
         }
-        out.push(SplitIndex::new(ctx.dataset, &format!("objects-{name}"), classes.clone(), "class", samples).with_provenance(prov));
+        out.push(
+            SplitIndex::new(
+                ctx.dataset,
+                &format!("objects-{name}"),
+                classes.clone(),
+                "class",
+                samples,
+            )
+            .with_provenance(prov),
+        );
     }
     Ok(out)
 }
@@ -312,7 +400,10 @@ mod tests {
     #[test]
     fn crop_geometry() {
         // 100x50 box at (10,20) in a 640x480 image: margins 20/10, clipped at 0 on the left.
-        assert_eq!(crop_box([10.0, 20.0, 100.0, 50.0], 640, 480), (10, 0, 70, 130));
+        assert_eq!(
+            crop_box([10.0, 20.0, 100.0, 50.0], 640, 480),
+            (10, 0, 70, 130)
+        );
         assert_eq!(short_side_size(130, 70, 256), (475, 256));
         assert_eq!(short_side_size(70, 130, 256), (256, 475));
     }

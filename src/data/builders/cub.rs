@@ -21,7 +21,9 @@ fn id_table(path: &Path) -> Result<Vec<(u32, String)>> {
         let (id, rest) = line
             .split_once(' ')
             .ok_or_else(|| format_err(path, format!("line {}: expected `<id> <value>`", i + 1)))?;
-        let id: u32 = id.parse().map_err(|_| format_err(path, format!("line {}: bad id `{id}`", i + 1)))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| format_err(path, format!("line {}: bad id `{id}`", i + 1)))?;
         out.push((id, rest.trim().to_string()));
     }
     Ok(out)
@@ -31,19 +33,31 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let ex = ctx.extracted("CUB_200_2011.tgz")?;
     let root = find_dir(&ex, "CUB_200_2011").unwrap_or(ex.clone());
     let images = id_table(&root.join("images.txt"))?;
-    let labels: HashMap<u32, String> = id_table(&root.join("image_class_labels.txt"))?.into_iter().collect();
-    let split: HashMap<u32, String> = id_table(&root.join("train_test_split.txt"))?.into_iter().collect();
-    let boxes: HashMap<u32, String> = id_table(&root.join("bounding_boxes.txt"))?.into_iter().collect();
+    let labels: HashMap<u32, String> = id_table(&root.join("image_class_labels.txt"))?
+        .into_iter()
+        .collect();
+    let split: HashMap<u32, String> = id_table(&root.join("train_test_split.txt"))?
+        .into_iter()
+        .collect();
+    let boxes: HashMap<u32, String> = id_table(&root.join("bounding_boxes.txt"))?
+        .into_iter()
+        .collect();
     let classes_tbl = id_table(&root.join("classes.txt"))?;
     let classes: Vec<String> = classes_tbl.iter().map(|(_, n)| n.clone()).collect();
     let seg_root = if ctx.has_file("segmentations.tgz") {
         let sx = ctx.extracted("segmentations.tgz")?;
-        Some(find_dir(&sx, "segmentations").ok_or_else(|| ctx.err("segmentations.tgz has no segmentations/ folder"))?)
+        Some(
+            find_dir(&sx, "segmentations")
+                .ok_or_else(|| ctx.err("segmentations.tgz has no segmentations/ folder"))?,
+        )
     } else {
         None
     };
 
-    let paths: Vec<PathBuf> = images.iter().map(|(_, p)| root.join("images").join(p)).collect();
+    let paths: Vec<PathBuf> = images
+        .iter()
+        .map(|(_, p)| root.join("images").join(p))
+        .collect();
     let sizes = image_sizes(&paths)?;
     let mut samples = Vec::with_capacity(images.len());
     let mut is_train = Vec::with_capacity(images.len());
@@ -85,16 +99,26 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         });
         is_train.push(split.get(id).ok_or_else(|| bad("train_test_split.txt"))? == "1");
     }
-    let rule = if seg_root.is_some() { Some("gray-gt-127") } else { None };
+    let rule = if seg_root.is_some() {
+        Some("gray-gt-127")
+    } else {
+        None
+    };
     let mk = |name: &str, s: Vec<Sample>, prov: &str| {
-        let mut idx = SplitIndex::new(ctx.dataset, name, classes.clone(), "class", s).with_provenance(prov);
+        let mut idx =
+            SplitIndex::new(ctx.dataset, name, classes.clone(), "class", s).with_provenance(prov);
         if let Some(r) = rule {
             idx = idx.with_mask_rule(r);
         }
         idx
     };
     let pick = |f: &dyn Fn(usize) -> bool| -> Vec<Sample> {
-        samples.iter().enumerate().filter(|(i, _)| f(*i)).map(|(_, s)| s.clone()).collect()
+        samples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| f(*i))
+            .map(|(_, s)| s.clone())
+            .collect()
     };
     let train = pick(&|i| is_train[i]);
     let test = pick(&|i| !is_train[i]);
@@ -105,10 +129,23 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     folder_order.sort_by(|a, b| a.path.cmp(&b.path));
     let n = folder_order.len();
     if n > 1000 {
-        let (tr, va) = split::lineval_split(n, [n - 1000, 1000], Some((split::PINNED_CUB_VAL, 5994)));
-        let take = |ix: &[usize]| ix.iter().map(|&i| folder_order[i].clone()).collect::<Vec<_>>();
-        out.push(mk("lineval-train", take(&tr), "random_split(train in ImageFolder order, [n-1000, 1000], seed 42)"));
-        out.push(mk("lineval-val", take(&va), "random_split(train in ImageFolder order, [n-1000, 1000], seed 42)"));
+        let (tr, va) =
+            split::lineval_split(n, [n - 1000, 1000], Some((split::PINNED_CUB_VAL, 5994)));
+        let take = |ix: &[usize]| {
+            ix.iter()
+                .map(|&i| folder_order[i].clone())
+                .collect::<Vec<_>>()
+        };
+        out.push(mk(
+            "lineval-train",
+            take(&tr),
+            "random_split(train in ImageFolder order, [n-1000, 1000], seed 42)",
+        ));
+        out.push(mk(
+            "lineval-val",
+            take(&va),
+            "random_split(train in ImageFolder order, [n-1000, 1000], seed 42)",
+        ));
     }
 
     // ReDO split (Tables 1-2): `<image_id> <0 train|1 val|2 test>`, rows aligned with images.txt.
@@ -117,9 +154,14 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let redo: HashMap<u32, String> = id_table(&redo_path)?.into_iter().collect();
         let mut parts: [Vec<Sample>; 3] = Default::default();
         for (k, (id, _)) in images.iter().enumerate() {
-            let v = redo.get(id).ok_or_else(|| ctx.err(format!("image id {id} is missing from the ReDO split")))?;
+            let v = redo
+                .get(id)
+                .ok_or_else(|| ctx.err(format!("image id {id} is missing from the ReDO split")))?;
             let slot: usize = v.parse().ok().filter(|s| *s < 3).ok_or_else(|| {
-                format_err(&redo_path, format!("image id {id}: split `{v}` is not 0, 1 or 2"))
+                format_err(
+                    &redo_path,
+                    format!("image id {id}: split `{v}` is not 0, 1 or 2"),
+                )
             })?;
             parts[slot].push(samples[k].clone());
         }
@@ -134,14 +176,21 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let items: Vec<WsolItem> = set
             .iter()
             .map(|s| WsolItem {
-                path: s.path.split_once("/images/").map(|x| x.1.to_string()).unwrap_or_else(|| s.path.clone()),
+                path: s
+                    .path
+                    .split_once("/images/")
+                    .map(|x| x.1.to_string())
+                    .unwrap_or_else(|| s.path.clone()),
                 label: s.labels[0],
                 width: s.width,
                 height: s.height,
                 boxes: s.boxes.clone(),
             })
             .collect();
-        wsol::export_split(&ctx.dir.build().join("wsol/metadata/CUB").join(name), &items)?;
+        wsol::export_split(
+            &ctx.dir.build().join("wsol/metadata/CUB").join(name),
+            &items,
+        )?;
     }
 
     out.push(mk("train", train, "train_test_split.txt (1)"));

@@ -10,7 +10,8 @@ use crate::data::index::{Sample, SplitIndex};
 use crate::data::split;
 
 pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
-    let root = find_dir(&ctx.extracted("food-101.tar.gz")?, "food-101").ok_or_else(|| ctx.err("no food-101/ folder"))?;
+    let root = find_dir(&ctx.extracted("food-101.tar.gz")?, "food-101")
+        .ok_or_else(|| ctx.err("no food-101/ folder"))?;
     let cls_path = root.join("meta/classes.txt");
     let classes: Vec<String> = std::fs::read_to_string(&cls_path)
         .at(&cls_path)?
@@ -22,9 +23,13 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     for split in ["train", "test"] {
         let jp = root.join(format!("meta/{split}.json"));
         let text = std::fs::read_to_string(&jp).at(&jp)?;
-        let map: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).map_err(|e| format_err(&jp, e.to_string()))?;
+        let map: BTreeMap<String, Vec<String>> =
+            serde_json::from_str(&text).map_err(|e| format_err(&jp, e.to_string()))?;
         if let Some(unknown) = map.keys().find(|k| !classes.contains(k)) {
-            return Err(format_err(&jp, format!("class `{unknown}` is not in meta/classes.txt")));
+            return Err(format_err(
+                &jp,
+                format!("class `{unknown}` is not in meta/classes.txt"),
+            ));
         }
         let mut paths: Vec<PathBuf> = vec![];
         let mut labels = vec![];
@@ -50,13 +55,35 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         if split == "train" {
             let n = samples.len();
             let val = n / 10; // 7575 of 75750
-            let (tr, va) = split::lineval_split(n, [n - val, val], Some((split::PINNED_FOOD101_VAL, 75750)));
+            let (tr, va) =
+                split::lineval_split(n, [n - val, val], Some((split::PINNED_FOOD101_VAL, 75750)));
             let take = |ix: &[usize]| ix.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
             let prov = "random_split(train, [68175, 7575] (n - n/10, n/10), seed 42)";
-            out.push(SplitIndex::new(ctx.dataset, "lineval-train", classes.clone(), "class", take(&tr)).with_provenance(prov));
-            out.push(SplitIndex::new(ctx.dataset, "lineval-val", classes.clone(), "class", take(&va)).with_provenance(prov));
+            out.push(
+                SplitIndex::new(
+                    ctx.dataset,
+                    "lineval-train",
+                    classes.clone(),
+                    "class",
+                    take(&tr),
+                )
+                .with_provenance(prov),
+            );
+            out.push(
+                SplitIndex::new(
+                    ctx.dataset,
+                    "lineval-val",
+                    classes.clone(),
+                    "class",
+                    take(&va),
+                )
+                .with_provenance(prov),
+            );
         }
-        out.push(SplitIndex::new(ctx.dataset, split, classes.clone(), "class", samples).with_provenance(format!("meta/{split}.json")));
+        out.push(
+            SplitIndex::new(ctx.dataset, split, classes.clone(), "class", samples)
+                .with_provenance(format!("meta/{split}.json")),
+        );
     }
     Ok(out)
 }

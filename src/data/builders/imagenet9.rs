@@ -9,11 +9,21 @@ use crate::data::error::Result;
 use crate::data::index::{Sample, SplitIndex};
 
 pub const IN9_370_TSV: &str = include_str!("../../../datasets/imagenet9/in9_370_classes.tsv");
-pub const IMAGENET_R_9_TSV: &str = include_str!("../../../datasets/imagenet9/imagenet_r_9_classes.tsv");
+pub const IMAGENET_R_9_TSV: &str =
+    include_str!("../../../datasets/imagenet9/imagenet_r_9_classes.tsv");
 
 /// The nine superclass names in label order.
-pub const SUPERCLASSES: [&str; 9] =
-    ["dog", "bird", "wheeled vehicle", "reptile", "carnivore", "insect", "musical instrument", "primate", "fish"];
+pub const SUPERCLASSES: [&str; 9] = [
+    "dog",
+    "bird",
+    "wheeled vehicle",
+    "reptile",
+    "carnivore",
+    "insect",
+    "musical instrument",
+    "primate",
+    "fish",
+];
 
 /// wnid → IN-9 label, from a pinned TSV (`imagenet_index, wnid, imagenet_name, in9_label, in9_name`).
 pub fn wnid_to_in9(tsv: &str) -> BTreeMap<String, i64> {
@@ -31,7 +41,10 @@ fn superclasses() -> Vec<String> {
 }
 
 /// Images in `root/<wnid>/*`, sorted by (wnid, file). `keep` maps a wnid to its label; others are skipped.
-fn wnid_folders(root: &Path, label_of: &dyn Fn(&str) -> Option<i64>) -> Result<(Vec<PathBuf>, Vec<i64>)> {
+fn wnid_folders(
+    root: &Path,
+    label_of: &dyn Fn(&str) -> Option<i64>,
+) -> Result<(Vec<PathBuf>, Vec<i64>)> {
     let mut paths = vec![];
     let mut labels = vec![];
     for wnid in sorted_subdirs(root)? {
@@ -44,7 +57,15 @@ fn wnid_folders(root: &Path, label_of: &dyn Fn(&str) -> Option<i64>) -> Result<(
     Ok((paths, labels))
 }
 
-fn index(ctx: &BuildContext, split: &str, classes: Vec<String>, kind: &str, paths: &[PathBuf], labels: &[i64], prov: String) -> Result<SplitIndex> {
+fn index(
+    ctx: &BuildContext,
+    split: &str,
+    classes: Vec<String>,
+    kind: &str,
+    paths: &[PathBuf],
+    labels: &[i64],
+    prov: String,
+) -> Result<SplitIndex> {
     let sizes = image_sizes(paths)?;
     let samples = paths
         .iter()
@@ -66,21 +87,48 @@ fn nine(ctx: &BuildContext, root: &Path, split: &str, prov: &str) -> Result<Spli
     let map = wnid_to_in9(IN9_370_TSV);
     let (paths, labels) = wnid_folders(root, &|w| map.get(w).copied())?;
     if paths.is_empty() {
-        return Err(ctx.err(format!("{} has no images in any of the 370 IN-9 class folders (<wnid>/)", root.display())));
+        return Err(ctx.err(format!(
+            "{} has no images in any of the 370 IN-9 class folders (<wnid>/)",
+            root.display()
+        )));
     }
-    index(ctx, split, superclasses(), "superclass", &paths, &labels, format!("{prov}; 370 IN-9 wnids (in_to_in9.json @46d224bb)"))
+    index(
+        ctx,
+        split,
+        superclasses(),
+        "superclass",
+        &paths,
+        &labels,
+        format!("{prov}; 370 IN-9 wnids (in_to_in9.json @46d224bb)"),
+    )
 }
 
 /// All classes of `root/<wnid>/*`, labels = position in the sorted wnid list.
 fn full(ctx: &BuildContext, root: &Path, split: &str, prov: &str) -> Result<SplitIndex> {
-    let wnids: Vec<String> = sorted_subdirs(root)?.into_iter().filter(|w| w.starts_with('n')).collect();
-    let pos: BTreeMap<&str, i64> = wnids.iter().enumerate().map(|(i, w)| (w.as_str(), i as i64)).collect();
+    let wnids: Vec<String> = sorted_subdirs(root)?
+        .into_iter()
+        .filter(|w| w.starts_with('n'))
+        .collect();
+    let pos: BTreeMap<&str, i64> = wnids
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.as_str(), i as i64))
+        .collect();
     let (paths, labels) = wnid_folders(root, &|w| pos.get(w).copied())?;
-    index(ctx, split, wnids.clone(), "class", &paths, &labels, prov.to_string())
+    index(
+        ctx,
+        split,
+        wnids.clone(),
+        "class",
+        &paths,
+        &labels,
+        prov.to_string(),
+    )
 }
 
 fn sub(ctx: &BuildContext, base: &Path, name: &str) -> Result<PathBuf> {
-    super::find_dir(base, name).ok_or_else(|| ctx.err(format!("no {name}/ folder in {}", base.display())))
+    super::find_dir(base, name)
+        .ok_or_else(|| ctx.err(format!("no {name}/ folder in {}", base.display())))
 }
 
 /// ImageNet-9 from the user's ImageNet in class folders: `--source DIR` with `train/<wnid>/` and/or `val/<wnid>/`.
@@ -94,7 +142,10 @@ pub fn build_imagenet9(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         }
     }
     if out.is_empty() {
-        return Err(ctx.err(format!("{} has neither train/ nor val/ (class folders named by wnid)", src.display())));
+        return Err(ctx.err(format!(
+            "{} has neither train/ nor val/ (class folders named by wnid)",
+            src.display()
+        )));
     }
     Ok(out)
 }
@@ -102,13 +153,19 @@ pub fn build_imagenet9(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
 /// ImageNet-Sketch: `sketch/<wnid>/*.JPEG` → `test` (all classes) and `test-9`.
 pub fn build_sketch(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let root = sub(ctx, &ctx.extracted("ImageNet-Sketch.zip")?, "sketch")?;
-    Ok(vec![full(ctx, &root, "test", "ImageNet-Sketch.zip sketch/")?, nine(ctx, &root, "test-9", "ImageNet-Sketch")?])
+    Ok(vec![
+        full(ctx, &root, "test", "ImageNet-Sketch.zip sketch/")?,
+        nine(ctx, &root, "test-9", "ImageNet-Sketch")?,
+    ])
 }
 
 /// ImageNet-R: `imagenet-r/<wnid>/*.jpg` → `test` (200 classes) and `test-9` (99 classes).
 pub fn build_imagenet_r(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let root = sub(ctx, &ctx.extracted("imagenet-r.tar")?, "imagenet-r")?;
-    Ok(vec![full(ctx, &root, "test", "imagenet-r.tar imagenet-r/")?, nine(ctx, &root, "test-9", "ImageNet-R")?])
+    Ok(vec![
+        full(ctx, &root, "test", "imagenet-r.tar imagenet-r/")?,
+        nine(ctx, &root, "test-9", "ImageNet-R")?,
+    ])
 }
 
 /// ImageNet-C: `<corruption>/<severity>/<wnid>/*.JPEG` in each family tar → `<corruption>-<severity>` (-9).
@@ -123,7 +180,12 @@ pub fn build_imagenet_c(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             for severity in sorted_subdirs(&ex.join(&corruption))? {
                 let root = ex.join(&corruption).join(&severity);
                 let prov = format!("{} {corruption}/{severity}", f.name);
-                out.push(nine(ctx, &root, &format!("{corruption}-{severity}"), &prov)?);
+                out.push(nine(
+                    ctx,
+                    &root,
+                    &format!("{corruption}-{severity}"),
+                    &prov,
+                )?);
             }
         }
     }

@@ -66,14 +66,21 @@ pub const ALL: &[&str] = &[
 
 impl BuildContext<'_> {
     pub fn err(&self, msg: impl Into<String>) -> DataError {
-        DataError::Build { dataset: self.dataset.into(), msg: msg.into() }
+        DataError::Build {
+            dataset: self.dataset.into(),
+            msg: msg.into(),
+        }
     }
 
     /// The extraction directory of a manifest file.
     pub fn extracted(&self, file: &str) -> Result<PathBuf> {
         let p = self.dir.extracted(file);
         if !p.is_dir() {
-            return Err(self.err(format!("{} was not extracted (expected {})", file, p.display())));
+            return Err(self.err(format!(
+                "{} was not extracted (expected {})",
+                file,
+                p.display()
+            )));
         }
         Ok(p)
     }
@@ -89,8 +96,13 @@ impl BuildContext<'_> {
     /// `path` relative to the dataset root, with `/` separators (the index's path convention).
     pub fn rel(&self, path: &Path) -> String {
         // Paths outside the dataset folder (user-provided --source) stay absolute.
-        let Ok(r) = path.strip_prefix(&self.dir.root) else { return path.to_string_lossy().into_owned() };
-        r.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+        let Ok(r) = path.strip_prefix(&self.dir.root) else {
+            return path.to_string_lossy().into_owned();
+        };
+        r.components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     pub fn source(&self) -> Result<&Path> {
@@ -115,12 +127,18 @@ pub fn find_dir(root: &Path, name: &str) -> Option<PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     subdirs.sort();
-    subdirs.into_iter().map(|d| d.join(name)).find(|p| p.is_dir())
+    subdirs
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_dir())
 }
 
 /// Width and height from the image header (no full decode).
 pub fn image_size(path: &Path) -> Result<(u32, u32)> {
-    image::image_dimensions(path).map_err(|e| DataError::Image { path: path.into(), msg: e.to_string() })
+    image::image_dimensions(path).map_err(|e| DataError::Image {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 /// Sizes of many images in parallel; a failure names the file.
@@ -131,7 +149,10 @@ pub fn image_sizes(paths: &[PathBuf]) -> Result<Vec<(u32, u32)>> {
 /// Sorted names of the sub-directories of `dir` (ImageFolder's class order: byte-wise sort).
 pub fn sorted_subdirs(dir: &Path) -> Result<Vec<String>> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::Io { path: dir.into(), source: e })?
+        .map_err(|e| DataError::Io {
+            path: dir.into(),
+            source: e,
+        })?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -142,14 +163,20 @@ pub fn sorted_subdirs(dir: &Path) -> Result<Vec<String>> {
 
 /// Sorted image files (by extension, case-insensitive) directly inside `dir`, as ImageFolder lists them.
 pub fn sorted_images(dir: &Path) -> Result<Vec<String>> {
-    const EXT: &[&str] = &["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+    const EXT: &[&str] = &[
+        "jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp",
+    ];
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::Io { path: dir.into(), source: e })?
+        .map_err(|e| DataError::Io {
+            path: dir.into(),
+            source: e,
+        })?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| {
-            n.rsplit_once('.').is_some_and(|(_, x)| EXT.contains(&x.to_ascii_lowercase().as_str()))
+            n.rsplit_once('.')
+                .is_some_and(|(_, x)| EXT.contains(&x.to_ascii_lowercase().as_str()))
         })
         .collect();
     v.sort();
