@@ -64,6 +64,19 @@ fn cut_connection_resumes_without_refetching() {
         !downloads(&data, "cut").join("blob.bin").exists(),
         "an incomplete file must never be in place"
     );
+    let list = run_ok(&[
+        "data",
+        "list",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("cut ") && l.contains("partial")),
+        "{list}"
+    );
 
     // A new run resumes at byte 100000: the server sends only the rest.
     srv.clear_log();
@@ -81,6 +94,19 @@ fn cut_connection_resumes_without_refetching() {
     assert!(downloads(&data, "cut")
         .join("blob.bin.verified.json")
         .exists());
+    let list = run_ok(&[
+        "data",
+        "list",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("cut ") && l.contains("verified")),
+        "{list}"
+    );
 
     // Within one run, a cut is retried and resumed too.
     srv.put(

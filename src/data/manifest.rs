@@ -334,6 +334,51 @@ mod tests {
     }
 
     #[test]
+    fn vendored_metadata_matches_the_pinned_checksums() {
+        // The copies in datasets/ must be byte-identical to what the manifests download (pinned commits).
+        let r = Registry::builtin().unwrap();
+        let sha = |ds: &str, f: &str| {
+            r.get(ds)
+                .unwrap()
+                .files
+                .iter()
+                .find(|x| x.name == f)
+                .and_then(|x| x.sha256.clone())
+                .unwrap()
+        };
+        let h = crate::data::hash::sha256_hex;
+        assert_eq!(
+            h(include_bytes!("../../datasets/bg-challenge/in_to_in9.json")),
+            sha("bg-challenge", "in_to_in9.json")
+        );
+        assert_eq!(
+            h(include_bytes!(
+                "../../datasets/bg-challenge/in9_classes.txt"
+            )),
+            sha("bg-challenge", "in9_classes.txt")
+        );
+        assert_eq!(
+            h(include_bytes!(
+                "../../datasets/cub200/splits/redo_cub_split.txt"
+            )),
+            sha("cub200", "redo_cub_split.txt")
+        );
+    }
+
+    #[test]
+    fn every_builder_named_by_a_manifest_exists() {
+        for m in Registry::builtin().unwrap().datasets.values() {
+            if let Some(b) = &m.dataset.builder {
+                assert!(
+                    crate::data::builders::by_name(b).is_some(),
+                    "{}: builder {b}",
+                    m.name()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let text = "[dataset]\nname='x'\ntitle='X'\nlicense='typo'\n";
         let e = Manifest::parse(text, Path::new("my.toml"))
