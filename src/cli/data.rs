@@ -1,18 +1,213 @@
 //! `contracam data ...`
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use contracam::data::manifest::Registry;
+use contracam::data::ops::{Data, DataOptions};
 use contracam::data::synth::SynthConfig;
 use contracam::data::synth_export::{write_dir, ExportSizes};
 
 use super::GlobalArgs;
 
+/// Options shared by the dataset commands.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Data directory (default: $CONTRACAM_DATA, else $XDG_CACHE_HOME/contracam, else ~/.cache/contracam).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Extra manifest (same TOML format as manifests/*.toml): private mirrors, extra datasets. Repeatable;
+    /// replaces a built-in dataset of the same name.
+    #[arg(long = "manifest", value_name = "FILE")]
+    pub manifests: Vec<PathBuf>,
+    /// URL prefix tried before the manifest's URLs, as <prefix>/<dataset>/<file>. Repeatable.
+    #[arg(long = "mirror", value_name = "URL_PREFIX")]
+    pub mirrors: Vec<String>,
+    /// Never touch the network; fail on anything not already downloaded.
+    #[arg(long)]
+    pub offline: bool,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
+    /// Also fetch files marked optional (other IN-9 training variants, ImageNet train, ...).
+    #[arg(long)]
+    pub include_optional: bool,
+    /// Retries per source after the first attempt.
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// First retry delay in milliseconds (doubles each retry).
+    #[arg(long, default_value_t = 1000)]
+    pub retry_delay_ms: u64,
+    /// Network read/connect timeout in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout_s: u64,
+    /// Refuse archives that expand to more than this many times their size.
+    #[arg(long, default_value_t = 100)]
+    pub max_expand_ratio: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
     /// Write the built-in synthetic dataset as PNGs with index.json, index.html and preview.png.
     Synth(SynthArgs),
+    /// Every known dataset: files, bytes, checksum kind and status (absent/partial/downloaded/verified/built).
+    List {
+        #[command(flatten)]
+        args: DataArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download and verify datasets (resumable; files without a published checksum need --register).
+    Fetch {
+        #[command(flatten)]
+        args: DataArgs,
+        /// Download files that have no published checksum and record the hashes computed.
+        #[arg(long)]
+        register: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Re-hash downloaded (or user-placed) files against their checksums.
+    Verify {
+        #[command(flatten)]
+        args: DataArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Fetch, verify, extract and write the sample indices.
+    Build {
+        #[command(flatten)]
+        args: DataArgs,
+        /// User-provided folder (ImageNet class folders for imagenet9, the Stylized-ImageNet output).
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Download files that have no published checksum and record the hashes computed.
+        #[arg(long)]
+        register: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// How to get a dataset by hand (gated or generated data), its licence and files.
+    Instructions {
+        #[command(flatten)]
+        args: DataArgs,
+        name: String,
+    },
+    /// Download (or hash, if already placed) the files that have no published checksum and record their hashes.
+    Register {
+        #[command(flatten)]
+        args: DataArgs,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn open(args: &DataArgs, global: &GlobalArgs) -> anyhow::Result<Data> {
+    let registry = Registry::builtin()?.with_user_manifests(&args.manifests)?;
+    let mut o = DataOptions::new(
+        args.data_dir
+            .clone()
+            .unwrap_or_else(contracam::data::store::default_data_dir),
+    );
+    o.mirrors = args.mirrors.clone();
+    o.offline = args.offline;
+    o.jobs = args.jobs.max(1);
+    o.include_optional = args.include_optional;
+    o.quiet = global.quiet;
+    o.download.retries = args.retries;
+    o.download.retry_base = Duration::from_millis(args.retry_delay_ms);
+    o.download.timeout = Duration::from_secs(args.timeout_s.max(1));
+    o.limits.max_ratio = args.max_expand_ratio;
+    Ok(Data::new(registry, o))
+}
+
+fn print_reports(r: &[contracam::data::ops::FileReport]) {
+    for f in r {
+        println!(
+            "{:<22} {:<40} {:>15} {} {}",
+            f.dataset, f.file, f.size, f.sha256, f.action
+        );
+    }
+}
+
+pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DataCommand::Synth(a) => synth(a, global),
+        DataCommand::List { args, json } => {
+            let d = open(&args, global)?;
+            let rows = d.list();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<20} {:>5} {:>16} {:<22} {:<10}  title",
+                    "dataset", "files", "bytes", "checksums", "status"
+                );
+                for r in rows {
+                    let bytes = if r.unknown_sizes > 0 {
+                        format!("{}+{}?", r.bytes, r.unknown_sizes)
+                    } else {
+                        r.bytes.to_string()
+                    };
+                    let tag = if r.gated {
+                        " [gated]"
+                    } else if r.generated {
+                        " [generated]"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:<20} {:>5} {:>16} {:<22} {:<10}  {}{tag}",
+                        r.dataset,
+                        r.files,
+                        bytes,
+                        r.checksums,
+                        r.status.to_string(),
+                        r.title
+                    );
+                }
+                println!("(data dir: {})", d.opts.data_dir.display());
+            }
+        }
+        DataCommand::Fetch {
+            args,
+            register,
+            names,
+        } => {
+            let mut d = open(&args, global)?;
+            d.opts.register = register;
+            print_reports(&d.fetch(&names)?);
+        }
+        DataCommand::Verify { args, names } => {
+            let d = open(&args, global)?;
+            print_reports(&d.verify(&names)?);
+        }
+        DataCommand::Build {
+            args,
+            source,
+            register,
+            names,
+        } => {
+            let mut d = open(&args, global)?;
+            d.opts.source = source;
+            d.opts.register = register;
+            for p in d.build(&names)? {
+                println!("{}", p.display());
+            }
+        }
+        DataCommand::Instructions { args, name } => {
+            let d = open(&args, global)?;
+            print!("{}", d.instructions(&name)?);
+        }
+        DataCommand::Register { args, names } => {
+            let d = open(&args, global)?;
+            print_reports(&d.register(&names)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]
@@ -33,31 +228,26 @@ pub struct SynthArgs {
     pub bg_challenge: usize,
 }
 
-pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    match cmd {
-        DataCommand::Synth(a) => {
-            let cfg: SynthConfig = match &a.config {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("reading {}", p.display()))?;
-                    toml::from_str(&text).with_context(|| {
-                        format!("{}: invalid synthetic-data config", p.display())
-                    })?
-                }
-                None => SynthConfig::default(),
-            };
-            let seed = global.seed.unwrap_or(0);
-            let sizes = ExportSizes {
-                train_scenes: a.train_scenes,
-                test_scenes: a.test_scenes,
-                crops_per_split: a.crops,
-                bg_challenge_per_variant: a.bg_challenge,
-            };
-            write_dir(&cfg, seed, &sizes, &a.out)?;
-            if !global.quiet {
-                eprintln!("wrote {} (open index.html; seed {seed})", a.out.display());
-            }
-            Ok(ExitCode::SUCCESS)
+fn synth(a: SynthArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let cfg: SynthConfig = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid synthetic-data config", p.display()))?
         }
+        None => SynthConfig::default(),
+    };
+    let seed = global.seed.unwrap_or(0);
+    let sizes = ExportSizes {
+        train_scenes: a.train_scenes,
+        test_scenes: a.test_scenes,
+        crops_per_split: a.crops,
+        bg_challenge_per_variant: a.bg_challenge,
+    };
+    write_dir(&cfg, seed, &sizes, &a.out)?;
+    if !global.quiet {
+        eprintln!("wrote {} (open index.html; seed {seed})", a.out.display());
     }
+    Ok(ExitCode::SUCCESS)
 }

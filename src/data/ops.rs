@@ -1,0 +1,462 @@
+//! The operations behind `contracam data …`: list, fetch, verify, build, instructions, register.
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::builders::{self, BuildContext};
+use super::download::{self, http_client, DownloadOptions, FileJob, Progress};
+use super::error::{DataError, IoContext, Result};
+use super::extract::{self, ExtractLimits};
+use super::manifest::{ChecksumKind, FileSpec, Manifest, Registry};
+use super::store::{self, expected_for, DatasetDir, Registered, Status};
+
+#[derive(Debug, Clone)]
+pub struct DataOptions {
+    pub data_dir: PathBuf,
+    /// URL prefixes tried before the manifest's urls: `<prefix>/<dataset>/<file>`.
+    pub mirrors: Vec<String>,
+    pub offline: bool,
+    pub jobs: usize,
+    /// Download files that have no published checksum and record the hashes computed.
+    pub register: bool,
+    pub include_optional: bool,
+    pub quiet: bool,
+    pub download: DownloadOptions,
+    pub limits: ExtractLimits,
+    /// User-provided folder for generated/gated sets (ImageNet class folders, Stylized-ImageNet).
+    pub source: Option<PathBuf>,
+}
+
+impl DataOptions {
+    pub fn new(data_dir: PathBuf) -> Self {
+        DataOptions {
+            data_dir,
+            mirrors: vec![],
+            offline: false,
+            jobs: 2,
+            register: false,
+            include_optional: false,
+            quiet: true,
+            download: DownloadOptions::default(),
+            limits: ExtractLimits::default(),
+            source: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListRow {
+    pub dataset: String,
+    pub title: String,
+    pub files: usize,
+    /// Sum of the known sizes of the required files.
+    pub bytes: u64,
+    /// Required files whose size is not published.
+    pub unknown_sizes: usize,
+    /// Checksum kinds of the required files, e.g. "sha256" or "sha256+md5-only+none".
+    pub checksums: String,
+    pub gated: bool,
+    pub generated: bool,
+    pub status: Status,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub dataset: String,
+    pub file: String,
+    pub action: &'static str,
+    pub sha256: String,
+    pub size: u64,
+}
+
+pub struct Data {
+    pub registry: Registry,
+    pub opts: DataOptions,
+}
+
+fn several(errs: Vec<DataError>) -> DataError {
+    if errs.len() == 1 {
+        return errs.into_iter().next().expect("one error");
+    }
+    DataError::Several {
+        count: errs.len(),
+        list: errs
+            .iter()
+            .map(|e| format!("- {e}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+impl Data {
+    pub fn new(registry: Registry, opts: DataOptions) -> Self {
+        Data { registry, opts }
+    }
+
+    fn wanted<'a>(&self, m: &'a Manifest) -> Vec<&'a FileSpec> {
+        m.files
+            .iter()
+            .filter(|f| self.opts.include_optional || !f.optional)
+            .collect()
+    }
+
+    pub fn list(&self) -> Vec<ListRow> {
+        self.registry
+            .datasets
+            .values()
+            .map(|m| {
+                let files: Vec<&FileSpec> = m.files.iter().filter(|f| !f.optional).collect();
+                let mut kinds: Vec<&str> = files
+                    .iter()
+                    .map(|f| match f.checksum_kind() {
+                        ChecksumKind::Sha256 => "sha256",
+                        ChecksumKind::Md5 => "md5-only",
+                        _ => "none",
+                    })
+                    .collect();
+                kinds.sort();
+                kinds.dedup();
+                ListRow {
+                    dataset: m.name().into(),
+                    title: m.dataset.title.clone(),
+                    files: files.len(),
+                    bytes: files.iter().filter_map(|f| f.size).sum(),
+                    unknown_sizes: files.iter().filter(|f| f.size.is_none()).count(),
+                    checksums: if kinds.is_empty() {
+                        "-".into()
+                    } else {
+                        kinds.join("+")
+                    },
+                    gated: m.dataset.gated,
+                    generated: m.dataset.generated,
+                    status: store::dataset_status(&self.opts.data_dir, m, false),
+                }
+            })
+            .collect()
+    }
+
+    pub fn instructions(&self, name: &str) -> Result<String> {
+        let m = self.registry.get(name)?;
+        let dir = DatasetDir::new(&self.opts.data_dir, name);
+        let mut s = format!("{} ({})\n", m.dataset.title, m.name());
+        if let Some(h) = &m.dataset.homepage {
+            s += &format!("homepage: {h}\n");
+        }
+        if let Some(l) = &m.dataset.licence {
+            s += &format!("licence:  {l}\n");
+        }
+        if let Some(c) = &m.dataset.citation {
+            s += &format!("cite:     {c}\n");
+        }
+        s += "\n";
+        match &m.dataset.instructions {
+            Some(i) => s += i.trim(),
+            None => s += &format!("Download automatically with `contracam data fetch {name}`."),
+        }
+        s += "\n";
+        if !m.files.is_empty() {
+            s += &format!("\nFiles (in {}):\n", dir.downloads().display());
+            for f in &m.files {
+                let size = f
+                    .size
+                    .map(|s| format!("{s} bytes"))
+                    .unwrap_or_else(|| "size unknown".into());
+                let sum = match (&f.sha256, &f.md5) {
+                    (Some(h), _) => format!("sha256 {h}"),
+                    (None, Some(h)) => format!("md5 {h} (only md5 is published)"),
+                    _ => "no published checksum (unverified: needs `data register`)".into(),
+                };
+                let opt = if f.optional { " [optional]" } else { "" };
+                s += &format!("  {}{opt}: {size}, {sum}\n", f.name);
+                for u in &f.urls {
+                    s += &format!("      {u}\n");
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    fn urls_for(&self, dataset: &str, f: &FileSpec) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .opts
+            .mirrors
+            .iter()
+            .map(|p| format!("{}/{}/{}", p.trim_end_matches('/'), dataset, f.name))
+            .collect();
+        urls.extend(f.urls.iter().cloned());
+        urls
+    }
+
+    /// Fetch (and verify) the files of the named datasets, several at once.
+    pub fn fetch(&self, names: &[String]) -> Result<Vec<FileReport>> {
+        let mut jobs: Vec<(&Manifest, &FileSpec)> = vec![];
+        for n in names {
+            let m = self.registry.get(n)?;
+            if m.dataset.generated && m.files.is_empty() {
+                continue;
+            }
+            for f in self.wanted(m) {
+                jobs.push((m, f));
+            }
+        }
+        let total: u64 = jobs.iter().filter_map(|(_, f)| f.size).sum();
+        let progress = Progress::new(self.opts.quiet, total);
+        let client = http_client(&self.opts.download)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.opts.jobs.max(1))
+            .build()
+            .map_err(|e| DataError::Build {
+                dataset: "-".into(),
+                msg: e.to_string(),
+            })?;
+        let results: Vec<Result<FileReport>> = pool.install(|| {
+            jobs.par_iter()
+                .map(|(m, f)| self.fetch_one(&client, m, f, &progress))
+                .collect()
+        });
+        progress.overall.finish_and_clear();
+        let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+        let errs: Vec<DataError> = errs.into_iter().filter_map(|r| r.err()).collect();
+        if !errs.is_empty() {
+            return Err(several(errs));
+        }
+        Ok(ok.into_iter().filter_map(|r| r.ok()).collect())
+    }
+
+    fn fetch_one(
+        &self,
+        client: &reqwest::blocking::Client,
+        m: &Manifest,
+        f: &FileSpec,
+        progress: &Progress,
+    ) -> Result<FileReport> {
+        let name = m.name();
+        let dir = DatasetDir::new(&self.opts.data_dir, name);
+        let registered = Registered::load(&dir.registered())?;
+        let expected = expected_for(f, &registered);
+        let path = dir.file(&f.name);
+        let report = |action, d: &super::hash::Digests| FileReport {
+            dataset: name.into(),
+            file: f.name.clone(),
+            action,
+            sha256: d.sha256.clone(),
+            size: d.size,
+        };
+        if path.exists() {
+            if store::file_status(&dir, f, &registered) == Status::Verified {
+                let mk: store::VerifiedMarker = store::read_json(&dir.verified_marker(&f.name))?;
+                let d = super::hash::Digests {
+                    sha256: mk.sha256,
+                    md5: mk.md5,
+                    size: mk.size,
+                };
+                progress.overall.inc(d.size);
+                return Ok(report("already verified", &d));
+            }
+            // Placed by the user (gated data, --offline copies): check it rather than download again.
+            if expected.kind == ChecksumKind::None && self.opts.register {
+                let d = super::hash::hash_file(&path, true, |_| {})?;
+                record_registration(&dir, &f.name, &d, "(placed by the user)")?;
+                download::write_marker(&dir, &f.name, &d, "registered", None)?;
+                return Ok(report("registered", &d));
+            }
+            let d = download::verify_in_place(&dir, &f.name, &expected, progress)?;
+            progress.overall.inc(d.size);
+            return Ok(report("verified", &d));
+        }
+        if m.dataset.gated {
+            return Err(DataError::Gated {
+                dataset: name.into(),
+                file: f.name.clone(),
+                expected: path,
+                instructions: m.dataset.instructions.clone().unwrap_or_default(),
+            });
+        }
+        if self.opts.offline {
+            return Err(DataError::Offline {
+                dataset: name.into(),
+                file: f.name.clone(),
+                expected: path,
+            });
+        }
+        let job = FileJob {
+            dataset: name,
+            name: &f.name,
+            dir: &dir,
+            expected,
+            urls: self.urls_for(name, f),
+            register: self.opts.register,
+        };
+        let d = download::download_file(client, &job, &self.opts.download, progress)?;
+        Ok(report(
+            if job.expected.kind == ChecksumKind::None {
+                "downloaded+registered"
+            } else {
+                "downloaded"
+            },
+            &d,
+        ))
+    }
+
+    /// Re-hash every present file of the named datasets against its checksum.
+    pub fn verify(&self, names: &[String]) -> Result<Vec<FileReport>> {
+        let progress = Progress::new(self.opts.quiet, 0);
+        let mut out = vec![];
+        let mut errs = vec![];
+        for n in names {
+            let m = self.registry.get(n)?;
+            let dir = DatasetDir::new(&self.opts.data_dir, n);
+            let registered = Registered::load(&dir.registered())?;
+            for f in self.wanted(m) {
+                if !dir.file(&f.name).exists() {
+                    let hint = if m.dataset.gated {
+                        format!("place it there (see `contracam data instructions {n}`)")
+                    } else {
+                        format!("run `contracam data fetch {n}`")
+                    };
+                    errs.push(DataError::Format {
+                        path: dir.file(&f.name),
+                        msg: format!("missing; {hint}"),
+                    });
+                    continue;
+                }
+                match download::verify_in_place(
+                    &dir,
+                    &f.name,
+                    &expected_for(f, &registered),
+                    &progress,
+                ) {
+                    Ok(d) => out.push(FileReport {
+                        dataset: n.clone(),
+                        file: f.name.clone(),
+                        action: "verified",
+                        sha256: d.sha256,
+                        size: d.size,
+                    }),
+                    Err(e) => errs.push(e),
+                }
+            }
+        }
+        if !errs.is_empty() {
+            return Err(several(errs));
+        }
+        Ok(out)
+    }
+
+    /// `data register`: fetch with registration on, so files without a published checksum are downloaded
+    /// (or, when already present, hashed) and their hashes recorded in `<dataset>/registered.toml`.
+    pub fn register(&self, names: &[String]) -> Result<Vec<FileReport>> {
+        let mut d = Data::new(self.registry.clone(), self.opts.clone());
+        d.opts.register = true;
+        d.fetch(names)
+    }
+
+    /// Fetch, verify, extract and index.
+    pub fn build(&self, names: &[String]) -> Result<Vec<PathBuf>> {
+        let mut written = vec![];
+        for n in names {
+            let m = self.registry.get(n)?;
+            let Some(builder_name) = m.dataset.builder.clone() else {
+                return Err(DataError::Build {
+                    dataset: n.clone(),
+                    msg: "has no builder (download-only); use `data fetch`".into(),
+                });
+            };
+            let build = builders::by_name(&builder_name).ok_or_else(|| DataError::Build {
+                dataset: n.clone(),
+                msg: format!(
+                    "unknown builder `{builder_name}` (manifest {})",
+                    m.origin.display()
+                ),
+            })?;
+            if !m.files.is_empty() {
+                self.fetch(std::slice::from_ref(n))?;
+            }
+            let dir = DatasetDir::new(&self.opts.data_dir, n);
+            for f in self.wanted(m).into_iter().filter(|f| f.should_extract()) {
+                extract::extract(
+                    &dir.file(&f.name),
+                    &dir.extracted(&f.name),
+                    &self.opts.limits,
+                )?;
+            }
+            let progress = Progress::new(self.opts.quiet, 0);
+            let ctx = BuildContext {
+                dataset: n,
+                dir: &dir,
+                manifest: m,
+                source: self.opts.source.as_deref(),
+                progress: &progress,
+                include_optional: self.opts.include_optional,
+            };
+            let splits = build(&ctx)?;
+            written.extend(publish_index(&dir, &splits)?);
+        }
+        Ok(written)
+    }
+}
+
+fn record_registration(
+    dir: &DatasetDir,
+    file: &str,
+    d: &super::hash::Digests,
+    url: &str,
+) -> Result<()> {
+    let path = dir.registered();
+    let mut reg = Registered::load(&path)?;
+    reg.files.insert(
+        file.to_string(),
+        store::RegisteredFile {
+            size: d.size,
+            sha256: d.sha256.clone(),
+            md5: d.md5.clone().unwrap_or_default(),
+            url: url.into(),
+            registered_at_unix: store::now_unix(),
+        },
+    );
+    reg.save(&path)
+}
+
+#[derive(Serialize)]
+struct BuiltMarker {
+    splits: Vec<(String, usize)>,
+    contracam: &'static str,
+    built_at_unix: u64,
+}
+
+/// Write all split files into `index.tmp/`, then swap it in as `index/` with its BUILT.json marker.
+fn publish_index(dir: &DatasetDir, splits: &[super::index::SplitIndex]) -> Result<Vec<PathBuf>> {
+    let final_dir = dir.index_dir();
+    let tmp = dir.root.join("index.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).at(&tmp)?;
+    }
+    for s in splits {
+        s.write(&tmp)?;
+    }
+    let marker = BuiltMarker {
+        splits: splits
+            .iter()
+            .map(|s| (s.header.split.clone(), s.samples.len()))
+            .collect(),
+        contracam: env!("CARGO_PKG_VERSION"),
+        built_at_unix: store::now_unix(),
+    };
+    store::write_json_atomic(&tmp.join("BUILT.json"), &marker)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).at(&final_dir)?;
+    }
+    std::fs::rename(&tmp, &final_dir).at(&final_dir)?;
+    Ok(splits
+        .iter()
+        .map(|s| final_dir.join(format!("{}.jsonl", s.header.split)))
+        .collect())
+}
+
+/// Convenience for tests and callers: the index files of a built dataset.
+pub fn index_path(data_dir: &Path, dataset: &str, split: &str) -> PathBuf {
+    DatasetDir::new(data_dir, dataset)
+        .index_dir()
+        .join(format!("{split}.jsonl"))
+}
