@@ -134,8 +134,11 @@ fn print_reports(r: &[contracam::data::ops::FileReport]) {
 }
 
 pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if let DataCommand::Synth(a) = cmd {
+        return synth(a, global);
+    }
     match cmd {
-        DataCommand::Synth(a) => synth(a, global),
+        DataCommand::Synth(_) => unreachable!("handled above"),
         DataCommand::List { args, json } => {
             let d = open(&args, global)?;
             let rows = d.list();
