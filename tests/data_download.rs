@@ -164,6 +164,35 @@ fn complete_part_from_an_interrupted_run_is_verified_not_refetched() {
 }
 
 #[test]
+fn weak_etags_are_not_used_as_if_range_validators() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let body = noise(90_000, 14);
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "weak",
+        None,
+        vec![ff("w.bin", body.clone())],
+    );
+    let mut s = Served::file(body.clone()).with(Behavior::CutOnce(30_000));
+    s.etag = Some("W/\"abc\"".into());
+    srv.put("/weak/w.bin", s);
+    let data = tmp.path().join("d");
+    run_ok(&args("fetch", "weak", &m, &data, &[]));
+    let log = srv.log();
+    assert_eq!(log[1].range.as_deref(), Some("bytes=30000-"));
+    assert_eq!(
+        log[1].if_range.as_deref(),
+        Some("Wed, 21 Oct 2015 07:28:00 GMT")
+    );
+    assert_eq!(
+        std::fs::read(downloads(&data, "weak").join("w.bin")).unwrap(),
+        body
+    );
+}
+
+#[test]
 fn server_ignoring_range_restarts_from_zero() {
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();

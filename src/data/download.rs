@@ -348,9 +348,11 @@ fn attempt_download(
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        // If-Range needs a strong validator: a weak ETag (W/"...") is skipped in favour of Last-Modified.
+        let strong = |p: &PartMeta| p.etag.clone().filter(|e| !e.starts_with("W/"));
         if let Some(v) = prev
             .as_ref()
-            .and_then(|p| p.etag.clone().or(p.last_modified.clone()))
+            .and_then(|p| strong(p).or(p.last_modified.clone()))
         {
             req = req.header(reqwest::header::IF_RANGE, v);
         }
