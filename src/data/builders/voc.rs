@@ -40,8 +40,10 @@ fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     Some(xml[s..e].trim())
 }
 
-/// (width, height, [(class, box)]) from one annotation file.
-pub fn parse_annotation(path: &Path) -> Result<(u32, u32, Vec<(i64, [f64; 4])>)> {
+/// One annotation file: image width, height, and (class, `[xmin, ymin, xmax, ymax]`) per object.
+pub type VocAnnotation = (u32, u32, Vec<(i64, [f64; 4])>);
+
+pub fn parse_annotation(path: &Path) -> Result<VocAnnotation> {
     let xml = std::fs::read_to_string(path).at(path)?;
     let bad = |what: &str| format_err(path, format!("missing or bad {what}"));
     let size = tag(&xml, "size").ok_or_else(|| bad("<size>"))?;
