@@ -861,3 +861,90 @@ fn nine_class_shift_sets() {
     ]);
     assert!(err.contains("--source"), "{err}");
 }
+
+#[test]
+fn voc_image_sets_boxes_and_segmentation() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let xml = |w: u32, h: u32, objs: &[(&str, [u32; 4])]| -> String {
+        let mut s = format!("<annotation><folder>VOC2012</folder><size><width>{w}</width><height>{h}</height><depth>3</depth></size><segmented>0</segmented>");
+        for (n, b) in objs {
+            s += &format!("<object><name>{n}</name><pose>Left</pose><truncated>0</truncated><difficult>0</difficult><bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>", b[0], b[1], b[2], b[3]);
+        }
+        s + "</annotation>"
+    };
+    let r = "VOCdevkit/VOC2012";
+    let e = vec![
+        file(
+            &format!("{r}/Annotations/2007_000027.xml"),
+            xml(20, 15, &[("person", [2, 3, 10, 12])]),
+        ),
+        file(
+            &format!("{r}/Annotations/2007_000032.xml"),
+            xml(
+                18,
+                16,
+                &[("aeroplane", [1, 1, 9, 8]), ("tvmonitor", [3, 4, 5, 6])],
+            ),
+        ),
+        file(&format!("{r}/JPEGImages/2007_000027.jpg"), jpeg(20, 15, 1)),
+        file(&format!("{r}/JPEGImages/2007_000032.jpg"), jpeg(18, 16, 2)),
+        file(&format!("{r}/ImageSets/Main/train.txt"), "2007_000032\n"),
+        file(&format!("{r}/ImageSets/Main/val.txt"), "2007_000027\n"),
+        file(
+            &format!("{r}/ImageSets/Main/trainval.txt"),
+            "2007_000027\n2007_000032\n",
+        ),
+        file(
+            &format!("{r}/ImageSets/Main/aeroplane_train.txt"),
+            "2007_000032  1\n",
+        ),
+        file(
+            &format!("{r}/ImageSets/Segmentation/val.txt"),
+            "2007_000032\n",
+        ),
+        file(
+            &format!("{r}/SegmentationClass/2007_000032.png"),
+            png_gray(18, 16, |x, _| if x < 9 { 1 } else { 0 }),
+        ),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "voc2012",
+        Some("voc"),
+        vec![ff("VOCtrainval_11-May-2012.tar", tar(&e))],
+    );
+    let data = tmp.path().join("d");
+    build(&m, &data, "voc2012", &[]);
+    let tv = read_index(&data, "voc2012", "voc2012-trainval");
+    assert_eq!(tv.header.classes.len(), 20);
+    assert_eq!(tv.samples.len(), 2);
+    assert_eq!(tv.samples[1].labels, vec![0, 19]);
+    assert_eq!(
+        tv.samples[1].boxes,
+        vec![[1.0, 1.0, 9.0, 8.0], [3.0, 4.0, 5.0, 6.0]]
+    );
+    assert_eq!(
+        (
+            tv.samples[0].width,
+            tv.samples[0].height,
+            tv.samples[0].labels[0]
+        ),
+        (20, 15, 14)
+    );
+    assert_eq!(
+        read_index(&data, "voc2012", "voc2012-train").samples.len(),
+        1
+    );
+    let seg = read_index(&data, "voc2012", "voc2012-seg-val");
+    assert_eq!(seg.header.mask_rule.as_deref(), Some("voc-palette"));
+    assert!(seg.samples[0]
+        .mask
+        .as_deref()
+        .unwrap()
+        .ends_with("SegmentationClass/2007_000032.png"));
+    assert!(!data
+        .join("voc2012/index/voc2012-aeroplane_train.jsonl")
+        .exists());
+}

@@ -137,6 +137,62 @@ fn cut_connection_resumes_without_refetching() {
 }
 
 #[test]
+fn complete_part_from_an_interrupted_run_is_verified_not_refetched() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let body = noise(70_000, 13);
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "done",
+        None,
+        vec![ff("a.bin", body.clone())],
+    );
+    let data = tmp.path().join("d");
+    let dl = downloads(&data, "done");
+    std::fs::create_dir_all(&dl).unwrap();
+    // A previous run received every byte, then died before verifying and renaming.
+    std::fs::write(dl.join("a.bin.part"), &body).unwrap();
+    let meta = serde_json::json!({"url": srv.url("/done/a.bin"), "etag": Served::file(body.clone()).etag,
+        "last_modified": "Wed, 21 Oct 2015 07:28:00 GMT", "total": body.len()});
+    std::fs::write(dl.join("a.bin.part.json"), meta.to_string()).unwrap();
+    run_ok(&args("fetch", "done", &m, &data, &[]));
+    let log = srv.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!((log[0].status, log[0].body_bytes_sent), (416, 0));
+    assert_eq!(std::fs::read(dl.join("a.bin")).unwrap(), body);
+}
+
+#[test]
+fn weak_etags_are_not_used_as_if_range_validators() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let body = noise(90_000, 14);
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "weak",
+        None,
+        vec![ff("w.bin", body.clone())],
+    );
+    let mut s = Served::file(body.clone()).with(Behavior::CutOnce(30_000));
+    s.etag = Some("W/\"abc\"".into());
+    srv.put("/weak/w.bin", s);
+    let data = tmp.path().join("d");
+    run_ok(&args("fetch", "weak", &m, &data, &[]));
+    let log = srv.log();
+    assert_eq!(log[1].range.as_deref(), Some("bytes=30000-"));
+    assert_eq!(
+        log[1].if_range.as_deref(),
+        Some("Wed, 21 Oct 2015 07:28:00 GMT")
+    );
+    assert_eq!(
+        std::fs::read(downloads(&data, "weak").join("w.bin")).unwrap(),
+        body
+    );
+}
+
+#[test]
 fn server_ignoring_range_restarts_from_zero() {
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();

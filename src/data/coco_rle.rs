@@ -85,7 +85,7 @@ impl Rle {
     pub fn to_bbox(&self) -> [f64; 4] {
         let (h, w) = (self.h, self.w);
         let m = (self.counts.len() / 2) * 2;
-        if m == 0 {
+        if m == 0 || h == 0 {
             return [0.0; 4];
         }
         let (mut xs, mut ys, mut xe, mut ye) = (w, h, 0u32, 0u32);

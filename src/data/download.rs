@@ -348,9 +348,11 @@ fn attempt_download(
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
+        // If-Range needs a strong validator: a weak ETag (W/"...") is skipped in favour of Last-Modified.
+        let strong = |p: &PartMeta| p.etag.clone().filter(|e| !e.starts_with("W/"));
         if let Some(v) = prev
             .as_ref()
-            .and_then(|p| p.etag.clone().or(p.last_modified.clone()))
+            .and_then(|p| strong(p).or(p.last_modified.clone()))
         {
             req = req.header(reqwest::header::IF_RANGE, v);
         }
@@ -374,6 +376,22 @@ fn attempt_download(
         }
     })?;
     let status = resp.status().as_u16();
+    if status == 416 && have > 0 {
+        // Nothing left to send: the previous run got every byte but stopped before verifying.
+        drop(resp);
+        if prev.as_ref().and_then(|p| p.total) == Some(have) {
+            let mut hasher = StreamHasher::new(job.expected.md5.is_some() || job.register);
+            let f = File::open(&part).at(&part).map_err(fatal)?;
+            hasher.consume(f, &part, |n| bar.inc(n)).map_err(fatal)?;
+            return Ok(hasher.finish());
+        }
+        remove_if_exists(&part).map_err(fatal)?;
+        remove_if_exists(&meta_path).map_err(fatal)?;
+        return Err(Failure::Retry(DataError::HttpStatus {
+            url: url.into(),
+            status,
+        }));
+    }
     if !(status == 200 || status == 206) {
         let err = DataError::HttpStatus {
             url: url.into(),

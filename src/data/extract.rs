@@ -130,6 +130,11 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<Ex
     std::fs::create_dir_all(&tmp).at(&tmp)?;
     let archive_size = std::fs::metadata(archive).at(archive)?.len();
     let format = sniff_format(archive)?;
+    // The expanded tree is at least as large as a tar (a lower bound for compressed formats).
+    if let Err(e) = super::download::ensure_space(&tmp, archive_size) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let mut ctx = Ctx {
         archive,
         root: &tmp,

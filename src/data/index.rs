@@ -28,7 +28,7 @@ pub struct IndexHeader {
     /// `class` (one label per image), `superclass` (IN-9 labels), or `per-box`.
     pub label_kind: String,
     /// How mask pixels become foreground: `binary` (value > 0), `gray-gt-127`, `flowers-not-blue`
-    /// (R≠0 and G≠0 and B≠254), `rgb-all-positive` (IN-9 only_fg), `pets-trimap` (1 = pet, 3 = border).
+    /// (R≠0 and G≠0 and B≠254), `rgb-all-positive` (IN-9 only_fg), `pets-trimap` (1 = pet, 3 = border), `voc-palette` (index ∉ {0, 255}).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_rule: Option<String>,
     pub count: usize,

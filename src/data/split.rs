@@ -5,6 +5,9 @@
 use tch::{Device, Kind, Tensor};
 
 /// The index lists of each part, in PyTorch's order.
+///
+/// Side effect: tch exposes no per-call generator, so this reseeds libtorch's default CPU generator
+/// (`tch::manual_seed(seed)`); callers that rely on that generator's state must reseed afterwards.
 pub fn torch_random_split(n: usize, lengths: &[usize], seed: i64) -> Vec<Vec<usize>> {
     assert_eq!(
         lengths.iter().sum::<usize>(),

@@ -172,6 +172,14 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
             .and_then(|x| x.parse::<usize>().ok()),
         _ => None,
     };
+    if let Some(s) = start {
+        if s >= len {
+            log.status = 416;
+            let _ = write!(conn, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            st.lock().unwrap().log.push(log);
+            return;
+        }
+    }
     let mut head = String::new();
     let body: &[u8] = match start {
         Some(s) if s < len => {

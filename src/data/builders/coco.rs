@@ -1,5 +1,5 @@
-//! COCO 2017: per-image labels and boxes from the instances JSON (deserialised straight from the file into
-//! typed structs, no intermediate JSON tree), union masks for val2017 (polygons and RLE through
+//! COCO 2017: per-image labels and boxes from the instances JSON (streamed: annotations are parsed one by
+//! one from the file, train2017's polygons dropped as they pass), union masks for val2017 (polygons and RLE through
 //! [`crate::data::coco_rle`], as pycocotools' annToMask), COCO-Crop exactly as the official
 //! `create_coco-objects.py`, and the GT box file for OA-Crop (GT) in the official text format.
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,10 +82,78 @@ pub fn ann_to_rle(seg: &Segmentation, h: u32, w: u32) -> Option<Rle> {
     }
 }
 
-pub fn read_instances(path: &Path) -> Result<CocoFile> {
+/// Stream an instances JSON: `images` and `categories` are collected, each annotation is handed to `on_ann`
+/// as it is parsed (the annotation array is never held as a whole, and unknown keys are skipped unparsed).
+pub fn stream_instances(
+    path: &Path,
+    on_ann: impl FnMut(CocoAnn),
+) -> Result<(Vec<CocoImage>, Vec<CocoCategory>)> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Top<F>(F);
+    struct Anns<'a, F>(&'a mut F);
+    impl<'de, F: FnMut(CocoAnn)> Visitor<'de> for Anns<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of annotations")
+        }
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> std::result::Result<(), S::Error> {
+            while let Some(a) = seq.next_element::<CocoAnn>()? {
+                (self.0)(a);
+            }
+            Ok(())
+        }
+    }
+    impl<'de, F: FnMut(CocoAnn)> DeserializeSeed<'de> for Anns<'_, F> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de, F: FnMut(CocoAnn)> Visitor<'de> for Top<F> {
+        type Value = (Vec<CocoImage>, Vec<CocoCategory>);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a COCO instances object")
+        }
+        fn visit_map<M: MapAccess<'de>>(
+            mut self,
+            mut map: M,
+        ) -> std::result::Result<Self::Value, M::Error> {
+            let (mut images, mut cats) = (None, None);
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "images" => images = Some(map.next_value()?),
+                    "categories" => cats = Some(map.next_value()?),
+                    "annotations" => map.next_value_seed(Anns(&mut self.0))?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let images = images.ok_or_else(|| serde::de::Error::missing_field("images"))?;
+            let cats = cats.ok_or_else(|| serde::de::Error::missing_field("categories"))?;
+            Ok((images, cats))
+        }
+    }
     let f = std::fs::File::open(path).at(path)?;
-    serde_json::from_reader(BufReader::with_capacity(1 << 20, f))
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 20, f));
+    de.deserialize_map(Top(on_ann))
         .map_err(|e| format_err(path, e.to_string()))
+}
+
+/// The whole file, keeping segmentations only when asked (train2017's polygons are not needed).
+pub fn read_instances(path: &Path, keep_segmentation: bool) -> Result<CocoFile> {
+    let mut annotations = vec![];
+    let (images, categories) = stream_instances(path, |mut a| {
+        if !keep_segmentation {
+            a.segmentation = None;
+        }
+        annotations.push(a);
+    })?;
+    Ok(CocoFile {
+        images,
+        annotations,
+        categories,
+    })
 }
 
 /// The official crop box: bbox grown by 20 % of its own w/h on each side, clipped to the image, as integer
@@ -163,7 +231,10 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         let folder = format!("{name}2017");
         let images_dir = find_dir(&ctx.extracted(zip)?, &folder)
             .ok_or_else(|| ctx.err(format!("{zip} has no {folder}/ folder")))?;
-        let coco = read_instances(&ann_root.join(format!("instances_{folder}.json")))?;
+        let coco = read_instances(
+            &ann_root.join(format!("instances_{folder}.json")),
+            name == "val",
+        )?;
         splits.push(Split {
             name,
             images_dir,

@@ -172,7 +172,7 @@ pub fn build_imagenet_r(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
 pub fn build_imagenet_c(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let mut out = vec![];
     for f in &ctx.manifest.files {
-        if !ctx.has_file(&f.name) {
+        if !ctx.has_file(&f.name) || (f.optional && !ctx.include_optional) {
             continue;
         }
         let ex = ctx.extracted(&f.name)?;

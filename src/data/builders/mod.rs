@@ -18,6 +18,7 @@ pub mod flowers;
 pub mod food101;
 pub mod imagenet9;
 pub mod pets;
+pub mod voc;
 
 pub struct BuildContext<'a> {
     pub dataset: &'a str,
@@ -45,6 +46,7 @@ pub fn by_name(name: &str) -> Option<BuildFn> {
         "cifar" => cifar::build,
         "food101" => food101::build,
         "pets" => pets::build,
+        "voc" => voc::build,
         _ => return None,
     })
 }
@@ -62,6 +64,7 @@ pub const ALL: &[&str] = &[
     "cifar",
     "food101",
     "pets",
+    "voc",
 ];
 
 impl BuildContext<'_> {
