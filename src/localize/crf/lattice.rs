@@ -317,8 +317,8 @@ impl<const D: usize> Elevation<D> {
 struct Embedding4 {
     rem0: [[f32; 4]; MAX_FEATURE_DIM + 1],
     rank: [[f32; 4]; MAX_FEATURE_DIM + 1],
-    /// Per lane, d+2 barycentric slots.
-    bary: [[f32; MAX_FEATURE_DIM + 2]; 4],
+    /// Barycentric weight of remainder k, per lane (k = 0..=d).
+    bary: [[f32; 4]; MAX_FEATURE_DIM + 1],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -370,23 +370,23 @@ impl<const D: usize> Elevation<D> {
                 _mm_storeu_ps(e.rem0[i].as_mut_ptr(), rem0[i]);
                 _mm_storeu_ps(e.rank[i].as_mut_ptr(), rank[i]);
             }
-            for b in e.bary.iter_mut() {
-                b[..D + 2].fill(0.0);
-            }
+            // pydensecrf scatters t_i = (E_i − rem0_i)/(d+1) into b[d − rank_i] (+) and b[d − rank_i + 1] (−),
+            // then b[0] += 1 + b[d+1]. Ranks are a permutation of 0..=d, so b[k] gets exactly one + and one −
+            // term (for 1 ≤ k ≤ d): (0 + x) − y and (0 − y) + x round alike, so gather by rank instead.
+            let mut by_rank = [zero; MAX_FEATURE_DIM + 1];
             for i in 0..=D {
-                let mut v = [0f32; 4];
-                _mm_storeu_ps(
-                    v.as_mut_ptr(),
-                    _mm_mul_ps(_mm_sub_ps(elevated[i], rem0[i]), inv),
-                );
-                for l in 0..4 {
-                    let p = D - e.rank[i][l] as usize;
-                    e.bary[l][p] += v[l];
-                    e.bary[l][p + 1] -= v[l];
+                let t = _mm_mul_ps(_mm_sub_ps(elevated[i], rem0[i]), inv);
+                for (k, slot) in by_rank.iter_mut().enumerate().take(D + 1) {
+                    let hit = _mm_cmpeq_ps(rank[i], _mm_set1_ps(k as f32));
+                    *slot = _mm_or_ps(*slot, _mm_and_ps(hit, t));
                 }
             }
-            for b in e.bary.iter_mut() {
-                b[0] += 1.0 + b[D + 1];
+            // b[0] = t(rank d) + (1 + (−t(rank 0))); b[k] = t(rank d−k) − t(rank d−k+1).
+            let b0 = _mm_add_ps(by_rank[D], _mm_add_ps(one, _mm_sub_ps(zero, by_rank[0])));
+            _mm_storeu_ps(e.bary[0].as_mut_ptr(), b0);
+            for k in 1..=D {
+                let bk = _mm_sub_ps(by_rank[D - k], by_rank[D - k + 1]);
+                _mm_storeu_ps(e.bary[k].as_mut_ptr(), bk);
             }
         }
     }
@@ -430,7 +430,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
     let mut emb4 = Embedding4 {
         rem0: [[0.0; 4]; MAX_FEATURE_DIM + 1],
         rank: [[0.0; 4]; MAX_FEATURE_DIM + 1],
-        bary: [[0.0; MAX_FEATURE_DIM + 2]; 4],
+        bary: [[0.0; 4]; MAX_FEATURE_DIM + 1],
     };
     #[cfg(target_arch = "x86_64")]
     let mut f4 = [[0f32; 4]; MAX_FEATURE_DIM];
@@ -457,7 +457,9 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
                 emb.rem0[i] = emb4.rem0[i][lane];
                 emb.rank[i] = emb4.rank[i][lane] as i32;
             }
-            emb.bary[..D + 2].copy_from_slice(&emb4.bary[lane][..D + 2]);
+            for r in 0..=D {
+                emb.bary[r] = emb4.bary[r][lane];
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -971,7 +973,7 @@ mod tests {
         let mut e4 = Embedding4 {
             rem0: [[0.0; 4]; 17],
             rank: [[0.0; 4]; 17],
-            bary: [[0.0; 18]; 4],
+            bary: [[0.0; 4]; 17],
         };
         let mut seed = 12345u64;
         for _ in 0..2000 {
@@ -991,7 +993,7 @@ mod tests {
                 for i in 0..=5 {
                     assert_eq!(e.rem0[i], e4.rem0[i][l] + 0.0, "rem0");
                     assert_eq!(e.rank[i], e4.rank[i][l] as i32, "rank");
-                    assert_eq!(e.bary[i].to_bits(), e4.bary[l][i].to_bits(), "bary");
+                    assert_eq!(e.bary[i].to_bits(), e4.bary[i][l].to_bits(), "bary");
                 }
             }
         }
