@@ -420,6 +420,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
     let mut prev_rem0 = [f32::NAN; MAX_FEATURE_DIM];
     let mut prev_rank = [-1i32; MAX_FEATURE_DIM];
     let mut prev_offsets = [0u32; MAX_FEATURE_DIM + 1];
+    let mut prev_keys = [K::default(); MAX_FEATURE_DIM + 1];
     let mut coords = [0i16; MAX_FEATURE_DIM];
     let padded = if opts.sse_block_padding {
         n.div_ceil(4) * 4
@@ -489,7 +490,12 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
                     let i = inv_rank[D - r + 1];
                     key = key.next_remainder(D, (i < D).then_some(i));
                 }
-                prev_offsets[r] = table.find_or_insert(key) + 1;
+                // A small move of the point usually changes the simplex in one rank swap, which leaves
+                // most remainders' vertices where they were.
+                if key != prev_keys[r] || prev_offsets[r] == 0 {
+                    prev_keys[r] = key;
+                    prev_offsets[r] = table.find_or_insert(key) + 1;
+                }
             }
             prev_rem0[..D].copy_from_slice(&emb.rem0[..D]);
             prev_rank[..D].copy_from_slice(&emb.rank[..D]);
