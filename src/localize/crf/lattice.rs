@@ -65,6 +65,8 @@ pub struct LatticeScratch {
 
 /// A packed lattice key (pydensecrf stores coordinates as `short`).
 trait Key: Copy + Eq + Default {
+    /// Coordinates must lie in [−HALF, HALF).
+    const HALF: i32 = 1 << 15;
     fn pack(coords: &[i16]) -> Self;
     fn coord(&self, i: usize) -> i16;
     fn hash(&self) -> u64;
@@ -78,6 +80,40 @@ trait Key: Copy + Eq + Default {
             c[i] = c[i].wrapping_sub(d as i16 + 1);
         }
         Self::pack(&c[..d])
+    }
+}
+
+/// Five 12-bit lanes in a u64 (`coordinate + 2^11`): the bilateral lattice (d = 5) when every key fits,
+/// which halves the hashing and comparing work of 16-bit lanes in a u128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Key12(u64);
+
+impl Key for Key12 {
+    const HALF: i32 = 1 << 11;
+    #[inline(always)]
+    fn pack(coords: &[i16]) -> Self {
+        let mut k = 0u64;
+        for (i, &c) in coords.iter().enumerate() {
+            k |= (((c as i32 + Self::HALF) as u64) & 0xfff) << (12 * i);
+        }
+        Key12(k)
+    }
+    #[inline(always)]
+    fn coord(&self, i: usize) -> i16 {
+        (((self.0 >> (12 * i)) & 0xfff) as i32 - Self::HALF) as i16
+    }
+    #[inline(always)]
+    fn hash(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    #[inline(always)]
+    fn next_remainder(&self, d: usize, wrap: Option<usize>) -> Self {
+        let ones = 0x0001_0010_0100_1001u64 & ((1u64 << (12 * d)) - 1);
+        let k = self.0.wrapping_add(ones);
+        Key12(match wrap {
+            Some(i) => k.wrapping_sub(((d + 1) as u64) << (12 * i)),
+            None => k,
+        })
     }
 }
 
@@ -317,8 +353,8 @@ impl<const D: usize> Elevation<D> {
 struct Embedding4 {
     rem0: [[f32; 4]; MAX_FEATURE_DIM + 1],
     rank: [[f32; 4]; MAX_FEATURE_DIM + 1],
-    /// Per lane, d+2 barycentric slots.
-    bary: [[f32; MAX_FEATURE_DIM + 2]; 4],
+    /// Barycentric weight of remainder k, per lane (k = 0..=d).
+    bary: [[f32; 4]; MAX_FEATURE_DIM + 1],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -370,23 +406,23 @@ impl<const D: usize> Elevation<D> {
                 _mm_storeu_ps(e.rem0[i].as_mut_ptr(), rem0[i]);
                 _mm_storeu_ps(e.rank[i].as_mut_ptr(), rank[i]);
             }
-            for b in e.bary.iter_mut() {
-                b[..D + 2].fill(0.0);
-            }
+            // pydensecrf scatters t_i = (E_i − rem0_i)/(d+1) into b[d − rank_i] (+) and b[d − rank_i + 1] (−),
+            // then b[0] += 1 + b[d+1]. Ranks are a permutation of 0..=d, so b[k] gets exactly one + and one −
+            // term (for 1 ≤ k ≤ d): (0 + x) − y and (0 − y) + x round alike, so gather by rank instead.
+            let mut by_rank = [zero; MAX_FEATURE_DIM + 1];
             for i in 0..=D {
-                let mut v = [0f32; 4];
-                _mm_storeu_ps(
-                    v.as_mut_ptr(),
-                    _mm_mul_ps(_mm_sub_ps(elevated[i], rem0[i]), inv),
-                );
-                for l in 0..4 {
-                    let p = D - e.rank[i][l] as usize;
-                    e.bary[l][p] += v[l];
-                    e.bary[l][p + 1] -= v[l];
+                let t = _mm_mul_ps(_mm_sub_ps(elevated[i], rem0[i]), inv);
+                for (k, slot) in by_rank.iter_mut().enumerate().take(D + 1) {
+                    let hit = _mm_cmpeq_ps(rank[i], _mm_set1_ps(k as f32));
+                    *slot = _mm_or_ps(*slot, _mm_and_ps(hit, t));
                 }
             }
-            for b in e.bary.iter_mut() {
-                b[0] += 1.0 + b[D + 1];
+            // b[0] = t(rank d) + (1 + (−t(rank 0))); b[k] = t(rank d−k) − t(rank d−k+1).
+            let b0 = _mm_add_ps(by_rank[D], _mm_add_ps(one, _mm_sub_ps(zero, by_rank[0])));
+            _mm_storeu_ps(e.bary[0].as_mut_ptr(), b0);
+            for k in 1..=D {
+                let bk = _mm_sub_ps(by_rank[D - k], by_rank[D - k + 1]);
+                _mm_storeu_ps(e.bary[k].as_mut_ptr(), bk);
             }
         }
     }
@@ -405,7 +441,8 @@ fn round_half_even(v: f32) -> f32 {
 }
 
 /// Builds entries and neighbours for feature dimension D with key type K.
-fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Lattice {
+/// `None` when a key coordinate does not fit K's lanes (the caller retries with wider keys).
+fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Option<Lattice> {
     let n = features.len() / D;
     let dp1 = D + 1;
     let elev = Elevation::<D>::new();
@@ -420,6 +457,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
     let mut prev_rem0 = [f32::NAN; MAX_FEATURE_DIM];
     let mut prev_rank = [-1i32; MAX_FEATURE_DIM];
     let mut prev_offsets = [0u32; MAX_FEATURE_DIM + 1];
+    let mut prev_keys = [K::default(); MAX_FEATURE_DIM + 1];
     let mut coords = [0i16; MAX_FEATURE_DIM];
     let padded = if opts.sse_block_padding {
         n.div_ceil(4) * 4
@@ -430,7 +468,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
     let mut emb4 = Embedding4 {
         rem0: [[0.0; 4]; MAX_FEATURE_DIM + 1],
         rank: [[0.0; 4]; MAX_FEATURE_DIM + 1],
-        bary: [[0.0; MAX_FEATURE_DIM + 2]; 4],
+        bary: [[0.0; 4]; MAX_FEATURE_DIM + 1],
     };
     #[cfg(target_arch = "x86_64")]
     let mut f4 = [[0f32; 4]; MAX_FEATURE_DIM];
@@ -457,7 +495,9 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
                 emb.rem0[i] = emb4.rem0[i][lane];
                 emb.rank[i] = emb4.rank[i][lane] as i32;
             }
-            emb.bary[..D + 2].copy_from_slice(&emb4.bary[lane][..D + 2]);
+            for r in 0..=D {
+                emb.bary[r] = emb4.bary[r][lane];
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -478,7 +518,12 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
             // which wraps by −(d+1): the canonical simplex table applied incrementally.
             let mut inv_rank = [D; MAX_FEATURE_DIM + 1];
             for i in 0..D {
-                coords[i] = emb.rem0[i] as i32 as i16;
+                let base = emb.rem0[i] as i32;
+                // Keys of this simplex lie in [base − d − 1, base + d].
+                if base < -K::HALF + D as i32 + 1 || base >= K::HALF - D as i32 {
+                    return None;
+                }
+                coords[i] = base as i16;
                 inv_rank[emb.rank[i] as usize] = i;
             }
             let mut key = K::pack(&coords[..D]);
@@ -487,7 +532,12 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
                     let i = inv_rank[D - r + 1];
                     key = key.next_remainder(D, (i < D).then_some(i));
                 }
-                prev_offsets[r] = table.find_or_insert(key) + 1;
+                // A small move of the point usually changes the simplex in one rank swap, which leaves
+                // most remainders' vertices where they were.
+                if key != prev_keys[r] || prev_offsets[r] == 0 {
+                    prev_keys[r] = key;
+                    prev_offsets[r] = table.find_or_insert(key) + 1;
+                }
             }
             prev_rem0[..D].copy_from_slice(&emb.rem0[..D]);
             prev_rank[..D].copy_from_slice(&emb.rank[..D]);
@@ -510,6 +560,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
     for j in 0..=D {
         for i in 0..m {
             let key = table.keys[i];
+            let mut fits = true;
             for c in 0..D {
                 let kc = key.coord(c);
                 n1[c] = if c == j {
@@ -518,19 +569,26 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Latt
                     kc.wrapping_sub(1)
                 };
             }
+            for c in 0..D {
+                fits &= (n1[c] as i32) >= -K::HALF && (n1[c] as i32) < K::HALF;
+            }
+            // A neighbour outside the key range does not exist (every vertex is inside it).
+            if !fits {
+                continue;
+            }
             if let Some(k) = table.find(&K::pack(&n1[..D])) {
                 neighbors[j * m + i][0] = k + 1;
                 neighbors[j * m + k as usize][1] = i as u32 + 1;
             }
         }
     }
-    Lattice {
+    Some(Lattice {
         d: D,
         n,
         entries,
         m,
         neighbors,
-    }
+    })
 }
 
 /// Calls `$f::<D, ...>` for the runtime dimension `$d` (1..=16).
@@ -573,7 +631,15 @@ impl Lattice {
                 got: features.len(),
             });
         }
-        Ok(dispatch_dim!(d, build, features, opts))
+        if d == 5 {
+            if let Some(l) = build::<5, Key12>(features, opts) {
+                return Ok(l);
+            }
+        }
+        dispatch_dim!(d, build, features, opts).ok_or(CrfError::FeatureDim {
+            d,
+            max: MAX_FEATURE_DIM,
+        })
     }
 
     pub fn num_points(&self) -> usize {
@@ -971,7 +1037,7 @@ mod tests {
         let mut e4 = Embedding4 {
             rem0: [[0.0; 4]; 17],
             rank: [[0.0; 4]; 17],
-            bary: [[0.0; 18]; 4],
+            bary: [[0.0; 4]; 17],
         };
         let mut seed = 12345u64;
         for _ in 0..2000 {
@@ -991,10 +1057,46 @@ mod tests {
                 for i in 0..=5 {
                     assert_eq!(e.rem0[i], e4.rem0[i][l] + 0.0, "rem0");
                     assert_eq!(e.rank[i], e4.rank[i][l] as i32, "rank");
-                    assert_eq!(e.bary[i].to_bits(), e4.bary[l][i].to_bits(), "bary");
+                    assert_eq!(e.bary[i].to_bits(), e4.bary[i][l].to_bits(), "bary");
                 }
             }
         }
+    }
+
+    fn filtered(l: &Lattice, n: usize) -> Vec<f32> {
+        let input: Vec<f32> = (0..2 * n)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0)
+            .collect();
+        let mut out = vec![0f32; 2 * n];
+        l.compute(&mut out, &input, 2, false, &mut LatticeScratch::default());
+        out
+    }
+
+    #[test]
+    fn narrow_keys_match_wide_keys_and_fall_back_when_they_do_not_fit() {
+        let n = 403;
+        let mut seed = 7u64;
+        let mut feats = |scale: f32| -> Vec<f32> {
+            (0..n * 5)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    (seed >> 40) as f32 / (1u64 << 24) as f32 * scale
+                })
+                .collect()
+        };
+        let f = feats(40.0);
+        let narrow = build::<5, Key12>(&f, LatticeOptions::default()).expect("fits 12-bit lanes");
+        let wide = build::<5, u128>(&f, LatticeOptions::default()).unwrap();
+        assert_eq!(narrow.num_vertices(), wide.num_vertices());
+        assert_eq!(filtered(&narrow, n), filtered(&wide, n));
+        // Features up to 2000 (e.g. srgb = 0.1) overflow 12-bit lanes: Lattice::new uses 16-bit ones.
+        let f = feats(2000.0);
+        assert!(build::<5, Key12>(&f, LatticeOptions::default()).is_none());
+        let l = Lattice::new(&f, 5, LatticeOptions::default()).unwrap();
+        let wide = build::<5, u128>(&f, LatticeOptions::default()).unwrap();
+        assert_eq!(filtered(&l, n), filtered(&wide, n));
     }
 
     #[test]
