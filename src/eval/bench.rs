@@ -216,10 +216,7 @@ pub fn generate_wsol(dir: &Path, n: usize, seed: u64) -> Result<(), EvalError> {
         let scale = m as f64 / s as f64;
         let mut blobs: Vec<(f64, f64, f64, f64, f64)> = Vec::new();
         for _ in 0..rng.random_range(1..4) {
-            let (bw, bh) = (
-                rng.random_range(20..140) as i32,
-                rng.random_range(20..140) as i32,
-            );
+            let (bw, bh): (i32, i32) = (rng.random_range(20..140), rng.random_range(20..140));
             let (x0, y0) = (
                 rng.random_range(0..s as i32 - bw),
                 rng.random_range(0..s as i32 - bh),
