@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref="${CONTRACAM_REFERENCE:-../shared/reference}"
-for sub in contracam kernels/crf kernels/objaware; do
+for sub in contracam metrics kernels/crf kernels/objaware kernels/wsol kernels/lineval kernels/cocoapi; do
   if [ ! -d "$ref/$sub" ]; then
     echo "error: reference vectors not found at $ref/$sub." >&2
     echo "  Put the shared/ folder beside this checkout, or set CONTRACAM_REFERENCE to its reference/ path." >&2

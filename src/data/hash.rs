@@ -104,7 +104,9 @@ mod tests {
     #[test]
     fn agrees_with_sha2_on_odd_chunking() {
         use sha2::{Digest as _, Sha256};
-        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2654435761u32) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..1_000_003u32)
+            .map(|i| (i.wrapping_mul(2654435761u32) >> 13) as u8)
+            .collect();
         let mut h = StreamHasher::new(false);
         for c in data.chunks(4093) {
             h.update(c);

@@ -199,8 +199,9 @@ fn npy_f32(h: usize, w: usize, data: &[f32]) -> Vec<u8> {
     b
 }
 
-/// Writes a wsolevaluation metadata folder (`metadata/`) and 224×224 float32 maps (`scoremaps/`):
-/// Gaussian blobs near the GT boxes, distractors and noise.
+/// Writes a wsolevaluation metadata folder (`metadata/`) and CAM-like float32 score maps (`scoremaps/`)
+/// at feature resolution (7, 14 or 28 px; evaluation resizes them to 224 with bicubic): Gaussian blobs
+/// over the GT boxes, distractor blobs and low-amplitude noise. Images are 224×224.
 pub fn generate_wsol(dir: &Path, n: usize, seed: u64) -> Result<(), EvalError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let s = 224usize;
@@ -211,59 +212,58 @@ pub fn generate_wsol(dir: &Path, n: usize, seed: u64) -> Result<(), EvalError> {
         ids.push_str(&format!("{id}\n"));
         sizes.push_str(&format!("{id},{s},{s}\n"));
         labels.push_str(&format!("{id},0\n"));
-        let mut map = vec![0f32; s * s];
-        let nb = rng.random_range(1..4);
+        let m = [7usize, 14, 28][rng.random_range(0..3)];
+        let scale = m as f64 / s as f64;
         let mut blobs: Vec<(f64, f64, f64, f64, f64)> = Vec::new();
-        for _ in 0..nb {
-            let (bw, bh) = (
-                rng.random_range(20..140) as i32,
-                rng.random_range(20..140) as i32,
-            );
+        for _ in 0..rng.random_range(1..4) {
+            let (bw, bh): (i32, i32) = (rng.random_range(20..140), rng.random_range(20..140));
             let (x0, y0) = (
                 rng.random_range(0..s as i32 - bw),
                 rng.random_range(0..s as i32 - bh),
             );
             locs.push_str(&format!("{id},{x0},{y0},{},{}\n", x0 + bw - 1, y0 + bh - 1));
+            let (cx, cy) = (
+                (x0 as f64 + bw as f64 / 2.0) * scale,
+                (y0 as f64 + bh as f64 / 2.0) * scale,
+            );
             blobs.push((
-                x0 as f64 + bw as f64 / 2.0,
-                y0 as f64 + bh as f64 / 2.0,
-                bw as f64 / 3.0,
-                bh as f64 / 3.0,
+                cx,
+                cy,
+                (bw as f64 / 3.0 * scale).max(0.4),
+                (bh as f64 / 3.0 * scale).max(0.4),
                 rng.random_range(0.5..1.0),
             ));
         }
         for _ in 0..rng.random_range(0..3) {
             blobs.push((
-                rng.random_range(0.0..s as f64),
-                rng.random_range(0.0..s as f64),
-                rng.random_range(5.0..30.0),
-                rng.random_range(5.0..30.0),
+                rng.random_range(0.0..m as f64),
+                rng.random_range(0.0..m as f64),
+                rng.random_range(0.4..2.0),
+                rng.random_range(0.4..2.0),
                 rng.random_range(0.2..0.6),
             ));
         }
-        for y in 0..s {
-            for x in 0..s {
-                let mut v = 0.05 * rng.random::<f64>();
+        let mut map = vec![0f32; m * m];
+        for y in 0..m {
+            for x in 0..m {
+                let mut v = 0.02 * rng.random::<f64>();
                 for &(cx, cy, sx, sy, a) in &blobs {
-                    let (dx, dy) = ((x as f64 - cx) / sx, (y as f64 - cy) / sy);
+                    let (dx, dy) = ((x as f64 + 0.5 - cx) / sx, (y as f64 + 0.5 - cy) / sy);
                     v += a * (-0.5 * (dx * dx + dy * dy)).exp();
                 }
-                map[y * s + x] = v as f32;
+                map[y * m + x] = v as f32;
             }
         }
-        let max = map.iter().copied().fold(f32::MIN, f32::max);
-        let min = map.iter().copied().fold(f32::MAX, f32::min);
-        map.iter_mut().for_each(|v| *v = (*v - min) / (max - min));
         write(
             &maxboxacc::scoremap_path(&dir.join("scoremaps"), &id),
-            &npy_f32(s, s, &map),
+            &npy_f32(m, m, &map),
         )?;
     }
-    let m = dir.join("metadata");
-    write(&m.join("image_ids.txt"), ids.as_bytes())?;
-    write(&m.join("image_sizes.txt"), sizes.as_bytes())?;
-    write(&m.join("localization.txt"), locs.as_bytes())?;
-    write(&m.join("class_labels.txt"), labels.as_bytes())?;
+    let md = dir.join("metadata");
+    write(&md.join("image_ids.txt"), ids.as_bytes())?;
+    write(&md.join("image_sizes.txt"), sizes.as_bytes())?;
+    write(&md.join("localization.txt"), locs.as_bytes())?;
+    write(&md.join("class_labels.txt"), labels.as_bytes())?;
     Ok(())
 }
 
@@ -443,10 +443,11 @@ pub fn run(cfg: &BenchConfig) -> Result<Value, EvalError> {
             }
             r[name] = e;
         }
+        eprintln!("{}", json!({"coco": &r}));
         report["coco"] = r;
     }
     if cfg.maxboxacc {
-        let dir = cfg.dir.join("wsol");
+        let dir = cfg.dir.join("wsol-cam");
         if !dir.join("metadata/localization.txt").is_file() {
             generate_wsol(&dir, cfg.wsol_maps, cfg.seed)?;
         }
@@ -468,7 +469,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Value, EvalError> {
             let mut acc = maxboxacc::BoxAccumulator::new(mcfg.clone());
             for (m, gt) in &loaded {
                 let cam = maxboxacc::prepare_scoremap(&m.data, m.width, m.height);
-                acc.accumulate_scoremap(&cam, 224, 224, gt);
+                acc.accumulate_scoremap(
+                    &cam,
+                    maxboxacc::RESIZE_LENGTH,
+                    maxboxacc::RESIZE_LENGTH,
+                    gt,
+                );
             }
             Ok(acc.compute())
         };

@@ -294,6 +294,7 @@ impl Lbfgs {
                     q -= &self.old_dirs[i] * al[i];
                 }
                 let mut r = &q * self.h_diag;
+                #[allow(clippy::needless_range_loop)] // mirrors torch's loop over the history
                 for i in 0..num_old {
                     let be_i = round_to(
                         kind,

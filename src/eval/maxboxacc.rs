@@ -125,23 +125,37 @@ pub fn box_iou(a: Box4, b: Box4) -> f64 {
 /// Per-δ verdict of one predicted box against an image's GT boxes, as a bit set over δ indices.
 struct Judge<'a> {
     gt: &'a [Box4],
+    gt_area: Vec<f64>,
     thresholds: Vec<f64>,
+    /// Smallest threshold, reduced by a relative 1e-12 so the area bound below never rejects a box
+    /// whose IoU could reach it.
+    t_min: f64,
 }
 
 impl Judge<'_> {
     fn new<'a>(gt: &'a [Box4], iou_thresholds: &[u32]) -> Judge<'a> {
         assert!(iou_thresholds.len() <= 8, "at most 8 IoU thresholds");
+        let thresholds: Vec<f64> = iou_thresholds.iter().map(|&d| d as f64 / 100.0).collect();
+        let t_min = thresholds.iter().copied().fold(f64::INFINITY, f64::min) * (1.0 - 1e-12);
+        let area = |r: &Box4| (r[2] - r[0] + 1) as f64 * (r[3] - r[1] + 1) as f64;
         Judge {
             gt,
-            thresholds: iou_thresholds.iter().map(|&d| d as f64 / 100.0).collect(),
+            gt_area: gt.iter().map(area).collect(),
+            thresholds,
+            t_min,
         }
     }
+    #[inline]
     fn bits(&self, b: Box4) -> u8 {
-        let best = self
-            .gt
-            .iter()
-            .map(|&g| box_iou(b, g))
-            .fold(f64::NEG_INFINITY, f64::max);
+        // IoU <= min(area)/max(area): boxes far smaller or larger than every GT cannot pass any δ.
+        let ab = (b[2] - b[0] + 1) as f64 * (b[3] - b[1] + 1) as f64;
+        let mut best = f64::NEG_INFINITY;
+        for (&g, &ag) in self.gt.iter().zip(&self.gt_area) {
+            if self.t_min > 0.0 && ab > 0.0 && ag > 0.0 && ab.min(ag) < self.t_min * ab.max(ag) {
+                continue;
+            }
+            best = best.max(box_iou(b, g));
+        }
         let mut bits = 0u8;
         for (k, &t) in self.thresholds.iter().enumerate() {
             if best >= t {
@@ -209,9 +223,41 @@ pub fn cut_flags_contours(
 
 const NONE: u32 = u32::MAX;
 
+/// Change of 4·(Euler number) of the 8-connected foreground when a pixel is set, indexed by which of
+/// its 8 neighbours are foreground (bit i = neighbour i in the order W, E, N, S, NW, NE, SW, SE).
+/// Gray's bit quads: 4·E = #Q1 − #Q3 − 2·#QD over all 2×2 quads.
+fn euler_delta_table() -> &'static [i64; 256] {
+    static TABLE: std::sync::OnceLock<[i64; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        // quad pattern value (bits: tl, tr, bl, br) -> contribution
+        const QUAD: [i64; 16] = [0, 1, 1, 0, 1, 0, -2, -1, 1, -2, 0, -1, 0, -1, -1, 0];
+        let mut t = [0i64; 256];
+        for (mask, e) in t.iter_mut().enumerate() {
+            // 3x3 grid g[dy][dx], centre = the new pixel
+            let bit = |i: usize| (mask >> i) & 1;
+            let g = [
+                [bit(4), bit(2), bit(5)],
+                [bit(0), 0, bit(1)],
+                [bit(6), bit(3), bit(7)],
+            ];
+            let quad = |g: &[[usize; 3]; 3], y: usize, x: usize| {
+                g[y][x] | g[y][x + 1] << 1 | g[y + 1][x] << 2 | g[y + 1][x + 1] << 3
+            };
+            let mut after = g;
+            after[1][1] = 1;
+            for (y, x) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                *e += QUAD[quad(&after, y, x)] - QUAD[quad(&g, y, x)];
+            }
+        }
+        t
+    })
+}
+
 /// Union–find over a padded grid with per-root extents and per-root δ bits.
 struct Forest {
     parent: Vec<u32>,
+    /// Component size at roots (union by size keeps finds short).
+    size: Vec<u32>,
     ext: Vec<[i32; 4]>,
     bits: Vec<u8>,
     /// Background sweep only: the root is connected to the outside of the image.
@@ -223,6 +269,7 @@ impl Forest {
     fn new(n: usize) -> Self {
         Forest {
             parent: vec![NONE; n],
+            size: vec![1; n],
             ext: vec![[0; 4]; n],
             bits: vec![0; n],
             outside: vec![false; n],
@@ -293,6 +340,8 @@ pub fn cut_flags_sweep(
 
     // Foreground sweep: cut c from 254 down to 0 adds the pixels of value c + 1 (8-connected).
     let mut fg_bits = [0u8; 256];
+    // Highest cut at which a hole exists (the background sweep can stop there).
+    let mut last_hole_cut: Option<usize> = None;
     let mut fg_empty = [true; 256];
     {
         let mut f = Forest::new(pw * ph);
@@ -307,21 +356,36 @@ pub fn cut_flags_sweep(
             pw as isize + 1,
         ];
         let mut any = false;
+        // Holes are counted through the Euler number of the 8-connected foreground (Gray's bit quads:
+        // 4·E = Q1 − Q3 − 2·QD, updated on the 4 quads a new pixel touches): holes = components − E.
+        // The background sweep then stops at the highest cut that has a hole (often a low one).
+        let euler = euler_delta_table();
+        let (mut comps, mut euler4) = (0i64, 0i64);
         for c in (0..255usize).rev() {
             for &p in &order[start[c + 1]..start[c + 2]] {
                 any = true;
                 let (x, y) = coords(p);
+                let mut mask = 0usize;
+                for (i, d) in nb.iter().enumerate() {
+                    mask |= ((f.parent[(p as isize + d) as usize] != NONE) as usize) << i;
+                }
+                euler4 += euler[mask];
                 f.parent[p as usize] = p;
+                comps += 1;
                 f.ext[p as usize] = [x, y, x, y];
                 let b = judge.bits(border_box(x, y, x, y, w, h));
                 f.bits[p as usize] = b;
                 f.count(b, 1);
-                for d in nb {
-                    let q = (p as isize + d) as u32;
-                    if f.parent[q as usize] == NONE {
+                let mut ra = p;
+                let mut m = mask;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let q = (p as isize + nb[i]) as u32;
+                    if f.parent[q as usize] == ra {
                         continue;
                     }
-                    let (ra, rb) = (f.find(p), f.find(q));
+                    let rb = f.find(q);
                     if ra == rb {
                         continue;
                     }
@@ -335,8 +399,14 @@ pub fn cut_flags_sweep(
                     let (ba, bb) = (f.bits[ra as usize], f.bits[rb as usize]);
                     f.count(ba, -1);
                     f.count(bb, -1);
-                    f.parent[rb as usize] = ra;
-                    f.ext[ra as usize] = e;
+                    let (keep, gone) = if f.size[ra as usize] >= f.size[rb as usize] {
+                        (ra, rb)
+                    } else {
+                        (rb, ra)
+                    };
+                    f.parent[gone as usize] = keep;
+                    f.size[keep as usize] += f.size[gone as usize];
+                    f.ext[keep as usize] = e;
                     let nbits = if e == ea {
                         ba
                     } else if e == eb {
@@ -344,19 +414,25 @@ pub fn cut_flags_sweep(
                     } else {
                         judge.bits(border_box(e[0], e[1], e[2], e[3], w, h))
                     };
-                    f.bits[ra as usize] = nbits;
+                    f.bits[keep as usize] = nbits;
                     f.count(nbits, 1);
+                    ra = keep;
+                    comps -= 1;
                 }
             }
             fg_empty[c] = !any;
             fg_bits[c] = f.any_bits();
+            debug_assert_eq!(euler4 % 4, 0);
+            if comps != euler4 / 4 && last_hole_cut.is_none() {
+                last_hole_cut = Some(c);
+            }
         }
     }
 
     // Background sweep: cut c from 0 up to 254 adds the pixels of value c (4-connected). The padding
     // ring is one component marked `outside`; the other components are holes.
     let mut hole_bits = [0u8; 256];
-    {
+    if let Some(last) = last_hole_cut {
         let mut f = Forest::new(pw * ph);
         let ring: Vec<u32> = (0..pw * ph)
             .filter(|&i| i % pw == 0 || i % pw == pw - 1 || i / pw == 0 || i / pw == ph - 1)
@@ -367,8 +443,9 @@ pub fn cut_flags_sweep(
             f.parent[i as usize] = root;
         }
         f.outside[root as usize] = true;
+        f.size[root as usize] = u32::MAX / 2;
         let nb: [isize; 4] = [-1, 1, -(pw as isize), pw as isize];
-        for c in 0..255usize {
+        for c in 0..=last {
             for &p in &order[start[c]..start[c + 1]] {
                 let (x, y) = coords(p);
                 f.parent[p as usize] = p;
@@ -376,25 +453,32 @@ pub fn cut_flags_sweep(
                 let b = judge.bits(border_box(x - 1, y - 1, x + 1, y + 1, w, h));
                 f.bits[p as usize] = b;
                 f.count(b, 1);
+                let mut ra = p;
                 for d in nb {
                     let q = (p as isize + d) as u32;
                     if f.parent[q as usize] == NONE {
                         continue;
                     }
-                    let (ra, rb) = (f.find(p), f.find(q));
+                    if f.parent[q as usize] == ra {
+                        continue;
+                    }
+                    let rb = f.find(q);
                     if ra == rb {
                         continue;
                     }
                     let (ba, bb) = (f.bits[ra as usize], f.bits[rb as usize]);
                     f.count(ba, -1);
                     f.count(bb, -1);
-                    // Keep the outside root as the root so its flag stays put.
-                    let (keep, gone) = if f.outside[rb as usize] {
-                        (rb, ra)
-                    } else {
+                    // The outside root stays a root (its size is larger than any component).
+                    let (keep, gone) = if f.size[ra as usize] >= f.size[rb as usize] {
                         (ra, rb)
+                    } else {
+                        (rb, ra)
                     };
                     f.parent[gone as usize] = keep;
+                    f.size[keep as usize] =
+                        f.size[keep as usize].saturating_add(f.size[gone as usize]);
+                    ra = keep;
                     if f.outside[keep as usize] {
                         f.bits[keep as usize] = 0;
                         continue;

@@ -312,12 +312,13 @@ pub fn evaluate(
     let m_n = max_dets.len();
     let mut precision = vec![-1.0; t_n * r_n * k_n * a_n * m_n];
     let mut recall = vec![-1.0; t_n * k_n * a_n * m_n];
-    let blocks: Vec<(usize, Vec<(usize, usize, usize, Vec<f64>, f64)>)> = (0..k_n)
+    // Per category: (t, a, m, precision over recall thresholds, recall) for every filled cell.
+    type Cells = Vec<(usize, usize, usize, Vec<f64>, f64)>;
+    let blocks: Vec<(usize, Cells)> = (0..k_n)
         .into_par_iter()
         .map(|k| {
             let mut out = Vec::new();
-            for a in 0..a_n {
-                let e_list = &by_cat[k][a];
+            for (a, e_list) in by_cat[k].iter().enumerate() {
                 if e_list.is_empty() {
                     continue;
                 }
