@@ -141,19 +141,20 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
     };
     let Some(f) = served else {
         log.status = 404;
+        // Logged before responding: the client may send its next request as soon as it reads this one.
+        st.lock().unwrap().log.push(log);
         let _ = conn.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found",
         );
-        st.lock().unwrap().log.push(log);
         return;
     };
     if let Behavior::Status(code) = f.behavior {
         log.status = code;
+        st.lock().unwrap().log.push(log);
         let _ = write!(
             conn,
             "HTTP/1.1 {code} Nope\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope"
         );
-        st.lock().unwrap().log.push(log);
         return;
     }
     let len = f.body.len();
@@ -175,8 +176,8 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
     if let Some(s) = start {
         if s >= len {
             log.status = 416;
-            let _ = write!(conn, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             st.lock().unwrap().log.push(log);
+            let _ = write!(conn, "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             return;
         }
     }
@@ -206,15 +207,15 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
         head += &format!("Last-Modified: {l}\r\n");
     }
     head += "\r\n";
-    let _ = conn.write_all(head.as_bytes());
     let n = match f.behavior {
         Behavior::CutOnce(n) => n.min(body.len()),
         _ => body.len(),
     };
-    let _ = conn.write_all(&body[..n]);
-    let _ = conn.flush();
     log.body_bytes_sent = n;
     st.lock().unwrap().log.push(log);
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(&body[..n]);
+    let _ = conn.flush();
     let _ = conn.shutdown(Shutdown::Both);
     // Drain anything left so the close is clean.
     let mut sink = [0u8; 64];
