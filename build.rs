@@ -16,5 +16,12 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=CONTRACAM_GIT_HASH={hash}");
+    // A commit changes the branch ref, not HEAD itself: watch both (and packed-refs) so the hash stays true.
     println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/packed-refs");
+    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
+        if let Some(r) = head.strip_prefix("ref: ") {
+            println!("cargo:rerun-if-changed=.git/{}", r.trim());
+        }
+    }
 }
