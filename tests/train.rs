@@ -7,6 +7,8 @@ use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
 fn images(n: i64, s: i64) -> Tensor {
+    // Tests run in parallel threads and libtorch's generator is process-global: draw under its lock.
+    let _rng = contracam::util::rng::torch_rng_lock();
     tch::manual_seed(11);
     Tensor::rand([n, 3, s, s], (Kind::Float, Device::Cpu))
 }

@@ -182,6 +182,20 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
             },
         );
     }
+    let text = |k: &str| -> anyhow::Result<String> {
+        field(k)?
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("{}: field '{k}' must be a string", a.results.display()))
+    };
+    let int = |k: &str| -> anyhow::Result<u64> {
+        field(k)?.as_u64().with_context(|| {
+            format!(
+                "{}: field '{k}' must be a non-negative integer",
+                a.results.display()
+            )
+        })
+    };
     let env = field("env")?;
     let machine = format!(
         "{} · {} CPU threads · libtorch {} · device {}",
@@ -191,16 +205,17 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
         r.get("device").and_then(|v| v.as_str()).unwrap_or("?")
     );
     let golden = Golden {
-        suite: field("suite")?.as_str().unwrap_or_default().to_string(),
-        suite_version: field("suite_version")?.as_u64().unwrap_or(0) as u32,
+        suite: text("suite")?,
+        suite_version: u32::try_from(int("suite_version")?)
+            .context("suite_version is too large")?,
         provenance: Provenance {
             blessed_by: a
                 .by
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".into()),
             blessed_at: now_utc(),
-            seed: field("seed")?.as_u64().unwrap_or(0),
-            commit: field("git_hash")?.as_str().unwrap_or_default().to_string(),
+            seed: int("seed")?,
+            commit: text("git_hash")?,
             machine,
             results_sha256: hex::encode(Sha256::digest(&bytes)),
             note: a.note,

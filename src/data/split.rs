@@ -15,7 +15,7 @@ pub fn torch_random_split(n: usize, lengths: &[usize], seed: i64) -> Vec<Vec<usi
         "random_split lengths must sum to the dataset size"
     );
     // randperm draws from the default CPU generator; seeding it is equivalent to a fresh seeded Generator.
-    let _guard = SEED_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::util::rng::torch_rng_lock();
     tch::manual_seed(seed);
     let perm = Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu));
     let v: Vec<i64> = Vec::<i64>::try_from(&perm).unwrap_or_default();
@@ -27,8 +27,6 @@ pub fn torch_random_split(n: usize, lengths: &[usize], seed: i64) -> Vec<Vec<usi
     }
     out
 }
-
-static SEED_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `int(0.95 * n)` train and the rest val, as the paper's IN-9 linear eval does.
 pub fn in9_lengths(n: usize) -> [usize; 2] {

@@ -469,6 +469,7 @@ pub fn linear_eval(
         .max()
         .unwrap_or(0);
     let init = || {
+        let _rng = crate::util::rng::torch_rng_lock();
         tch::manual_seed(cfg.seed);
         let w = Tensor::randn([k, dim], (Kind::Double, Device::Cpu)) * cfg.init_std;
         let b = Tensor::randn([k], (Kind::Double, Device::Cpu)) * cfg.init_std;

@@ -242,7 +242,7 @@ impl Pipeline<'_> {
         let thr = self.cfg.localize.threshold;
         let pred = cams.gt(thr).to_kind(Kind::Float);
         let gt = set.foreground_tensor();
-        let cam_miou = per_image_miou(&pred, &gt);
+        let cam_miou = per_image_miou(&pred, &gt)?;
         let [tr, va, te] = &self.data.crops;
         let size = self.input_size();
         let f = |s: &SynthSet| encode(&model, &s.images_tensor(), size, 256);
@@ -304,17 +304,26 @@ impl Pipeline<'_> {
 }
 
 /// Mean over images of the foreground IoU (official protocol) of (N, 1, H, W) masks.
-pub fn per_image_miou(pred: &Tensor, gt: &Tensor) -> f64 {
-    let n = pred.size()[0] as usize;
-    let p: Vec<f32> = Vec::try_from(pred.flatten(0, -1)).unwrap_or_default();
-    let g: Vec<f32> = Vec::try_from(gt.flatten(0, -1)).unwrap_or_default();
-    let per = p.len() / n.max(1);
+pub fn per_image_miou(pred: &Tensor, gt: &Tensor) -> Result<f64, SuiteError> {
+    if pred.size() != gt.size() || pred.size().first().copied().unwrap_or(0) == 0 {
+        return Err(SuiteError::Other(format!(
+            "mIoU: prediction {:?} and ground truth {:?} must be the same non-empty (N, 1, H, W)",
+            pred.size(),
+            gt.size()
+        )));
+    }
+    let host = |t: &Tensor| {
+        Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1))
+            .map_err(|e| SuiteError::Other(format!("mIoU: masks to host: {e}")))
+    };
+    let (p, g) = (host(pred)?, host(gt)?);
+    let per = p.len() / pred.size()[0] as usize;
     let ious: Vec<f64> = p
         .chunks(per)
         .zip(g.chunks(per))
         .map(|(a, b)| mask_iou(a, b))
         .collect();
-    ious.iter().sum::<f64>() / ious.len().max(1) as f64
+    Ok(ious.iter().sum::<f64>() / ious.len() as f64)
 }
 
 /// mIoU of a fixed centred box covering the middle half of each side: the no-learning baseline.

@@ -123,6 +123,8 @@ pub fn train(
         }
     }
     let start = std::time::Instant::now();
+    // Training draws from libtorch's global generator (init, queue): keep other draws out meanwhile.
+    let _rng = crate::util::rng::torch_rng_lock();
     seed_torch(seed, "train/init");
     let online = ContrastiveModel::new(model_cfg, device);
     let mut target = ContrastiveModel::new(model_cfg, device);

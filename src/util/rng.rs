@@ -1,5 +1,7 @@
 //! Seeded randomness. Every random choice in contracam flows from one run seed: CPU-side choices use a
 //! ChaCha RNG derived from (seed, purpose), tensor randomness uses `tch::manual_seed`.
+use std::sync::{Mutex, MutexGuard};
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -21,4 +23,15 @@ pub fn derive_seed(seed: u64, purpose: &str) -> u64 {
 /// Seeds libtorch's generators (CPU and CUDA) for a run stage.
 pub fn seed_torch(seed: u64, purpose: &str) {
     tch::manual_seed(derive_seed(seed, purpose) as i64 & i64::MAX);
+}
+
+static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+/// Exclusive use of libtorch's process-global generator. Anything that seeds it and then draws from it
+/// (initialisation, queues) holds this for the whole computation, so two such computations in one
+/// process (threads, parallel tests) cannot interleave their draws and stay deterministic.
+pub fn torch_rng_lock() -> MutexGuard<'static, ()> {
+    TORCH_RNG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
