@@ -69,6 +69,27 @@ pub fn lineval_split(
     (train, val)
 }
 
+/// The official linear-eval train/val split of a training set (PyTorch `random_split`, seed 42, `val`
+/// samples held out) as the `lineval-train` and `lineval-val` indices, with their provenance.
+pub fn lineval_indices(
+    dataset: &str,
+    classes: &[String],
+    samples: &[crate::data::index::Sample],
+    val: usize,
+    pinned: Option<(&str, usize)>,
+    provenance: &str,
+) -> [crate::data::index::SplitIndex; 2] {
+    use crate::data::index::SplitIndex;
+    let n = samples.len();
+    let (tr, va) = lineval_split(n, [n - val, val], pinned);
+    let index = |name: &str, ix: &[usize]| {
+        let picked = ix.iter().map(|&i| samples[i].clone()).collect();
+        SplitIndex::new(dataset, name, classes.to_vec(), "class", picked)
+            .with_provenance(provenance)
+    };
+    [index("lineval-train", &tr), index("lineval-val", &va)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,30 +134,16 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         if split == "train" {
             let n = samples.len();
             let val = (0.2 * n as f64) as usize;
-            let (tr, va) =
-                split::lineval_split(n, [n - val, val], Some((split::PINNED_CIFAR_VAL, 50000)));
-            let take = |ix: &[usize]| ix.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
-            let prov = "pl_bolts VisionDataModule val_split=0.2: random_split(train, [n-int(0.2n), int(0.2n)], seed 42)";
-            out.push(
-                SplitIndex::new(
-                    ctx.dataset,
-                    "lineval-train",
-                    classes.clone(),
-                    "class",
-                    take(&tr),
-                )
-                .with_provenance(prov),
+            let [tr, va] = split::lineval_indices(
+                ctx.dataset,
+                &classes,
+                &samples,
+                val,
+                Some((split::PINNED_CIFAR_VAL, 50000)),
+                "pl_bolts VisionDataModule val_split=0.2: random_split(train, [n-int(0.2n), int(0.2n)], seed 42)",
             );
-            out.push(
-                SplitIndex::new(
-                    ctx.dataset,
-                    "lineval-val",
-                    classes.clone(),
-                    "class",
-                    take(&va),
-                )
-                .with_provenance(prov),
-            );
+            out.push(tr);
+            out.push(va);
         }
         out.push(
             SplitIndex::new(ctx.dataset, split, classes.clone(), "class", samples)

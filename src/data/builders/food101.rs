@@ -55,30 +55,16 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         if split == "train" {
             let n = samples.len();
             let val = n / 10; // 7575 of 75750
-            let (tr, va) =
-                split::lineval_split(n, [n - val, val], Some((split::PINNED_FOOD101_VAL, 75750)));
-            let take = |ix: &[usize]| ix.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
-            let prov = "random_split(train, [68175, 7575] (n - n/10, n/10), seed 42)";
-            out.push(
-                SplitIndex::new(
-                    ctx.dataset,
-                    "lineval-train",
-                    classes.clone(),
-                    "class",
-                    take(&tr),
-                )
-                .with_provenance(prov),
+            let [tr, va] = split::lineval_indices(
+                ctx.dataset,
+                &classes,
+                &samples,
+                val,
+                Some((split::PINNED_FOOD101_VAL, 75750)),
+                "random_split(train, [68175, 7575] (n - n/10, n/10), seed 42)",
             );
-            out.push(
-                SplitIndex::new(
-                    ctx.dataset,
-                    "lineval-val",
-                    classes.clone(),
-                    "class",
-                    take(&va),
-                )
-                .with_provenance(prov),
-            );
+            out.push(tr);
+            out.push(va);
         }
         out.push(
             SplitIndex::new(ctx.dataset, split, classes.clone(), "class", samples)

@@ -106,32 +106,16 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             } else {
                 (n as f64 * 740.0 / 3680.0).round() as usize
             };
-            let (tr, va) =
-                split::lineval_split(n, [n - val, val], Some((split::PINNED_PETS_VAL, 3680)));
-            let take = |ix: &[usize]| ix.iter().map(|&i| samples[i].clone()).collect::<Vec<_>>();
-            let prov = "random_split(trainval, [2940, 740], seed 42)";
-            out.push(
-                SplitIndex::new(
-                    ctx.dataset,
-                    "lineval-train",
-                    classes.clone(),
-                    "class",
-                    take(&tr),
-                )
-                .with_provenance(prov)
-                .with_mask_rule("pets-trimap"),
+            let [tr, va] = split::lineval_indices(
+                ctx.dataset,
+                &classes,
+                &samples,
+                val,
+                Some((split::PINNED_PETS_VAL, 3680)),
+                "random_split(trainval, [2940, 740], seed 42)",
             );
-            out.push(
-                SplitIndex::new(
-                    ctx.dataset,
-                    "lineval-val",
-                    classes.clone(),
-                    "class",
-                    take(&va),
-                )
-                .with_provenance(prov)
-                .with_mask_rule("pets-trimap"),
-            );
+            out.push(tr.with_mask_rule("pets-trimap"));
+            out.push(va.with_mask_rule("pets-trimap"));
         }
         out.push(
             SplitIndex::new(ctx.dataset, split, classes.clone(), "class", samples)
