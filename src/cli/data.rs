@@ -218,7 +218,7 @@ pub struct SynthArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
-    /// A TOML file with synthetic-data settings (the `[data]` table format of a suite); defaults otherwise.
+    /// A TOML file whose top-level keys are those of a suite's `[data]` table (no `[data]` header); defaults otherwise.
     #[arg(long)]
     pub config: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
