@@ -592,6 +592,53 @@ fn several_files_at_once() {
 }
 
 #[test]
+fn a_second_process_waits_for_the_one_fetching_the_same_file() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let body = noise(80_000, 31);
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "locked",
+        None,
+        vec![ff("a.bin", body.clone())],
+    );
+    let data = tmp.path().join("d");
+    let dl = downloads(&data, "locked");
+    std::fs::create_dir_all(&dl).unwrap();
+    // Stand in for another contracam process: hold the file's lock as `data fetch` would.
+    let held = std::fs::File::create(dl.join("a.bin.lock")).unwrap();
+    held.lock().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("contracam"))
+        .args(args("fetch", "locked", &m, &data, &[]))
+        .env("CONTRACAM_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "fetch did not wait for the lock"
+    );
+    assert!(
+        srv.log().is_empty(),
+        "fetched while locked: {:?}",
+        srv.log()
+    );
+    assert!(!dl.join("a.bin").exists() && !dl.join("a.bin.part").exists());
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(dl.join("a.bin")).unwrap(), body);
+    assert_eq!(srv.log().len(), 1);
+}
+
+#[test]
 fn list_shows_every_dataset_with_real_checksums() {
     let tmp = tempfile::tempdir().unwrap();
     let out = run_ok(&["data", "list", "--data-dir", tmp.path().to_str().unwrap()]);

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod hash;
 pub mod index;
+pub mod lock;
 pub mod manifest;
 pub mod mat5;
 pub mod ops;

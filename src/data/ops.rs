@@ -8,6 +8,7 @@ use super::builders::{self, BuildContext};
 use super::download::{self, http_client, DownloadOptions, FileJob, Progress};
 use super::error::{DataError, IoContext, Result};
 use super::extract::{self, ExtractLimits};
+use super::lock;
 use super::manifest::{ChecksumKind, FileSpec, Manifest, Registry};
 use super::store::{self, expected_for, DatasetDir, Registered, Status};
 
@@ -236,6 +237,12 @@ impl Data {
         let registered = Registered::load(&dir.registered())?;
         let expected = expected_for(f, &registered);
         let path = dir.file(&f.name);
+        // Another process fetching the same file: wait for it, then find the file verified below.
+        let _lock = lock::acquire(
+            &dir.file_lock(&f.name),
+            &format!("{name}/{}", f.name),
+            self.opts.quiet,
+        )?;
         let report = |action, d: &super::hash::Digests| FileReport {
             dataset: name.into(),
             file: f.name.clone(),
@@ -321,6 +328,11 @@ impl Data {
                     });
                     continue;
                 }
+                let _lock = lock::acquire(
+                    &dir.file_lock(&f.name),
+                    &format!("{n}/{}", f.name),
+                    self.opts.quiet,
+                )?;
                 match download::verify_in_place(
                     &dir,
                     &f.name,
@@ -370,10 +382,12 @@ impl Data {
                     m.origin.display()
                 ),
             })?;
+            let dir = DatasetDir::new(&self.opts.data_dir, n);
+            // One extraction and indexing per dataset at a time (fetch takes its own per-file locks).
+            let _lock = lock::acquire(&dir.build_lock(), n, self.opts.quiet)?;
             if !m.files.is_empty() {
                 self.fetch(std::slice::from_ref(n))?;
             }
-            let dir = DatasetDir::new(&self.opts.data_dir, n);
             for f in self.wanted(m).into_iter().filter(|f| f.should_extract()) {
                 extract::extract(
                     &dir.file(&f.name),

@@ -10,6 +10,8 @@
 //! <data-dir>/<dataset>/build/                          derived files (masks, crops, decoded images)
 //! <data-dir>/<dataset>/index/<split>.jsonl             sample indices (+ BUILT.json marker)
 //! <data-dir>/<dataset>/registered.toml                 hashes recorded by `data register`
+//! <data-dir>/<dataset>/downloads/<file>.lock           held while a process fetches or verifies <file>
+//! <data-dir>/<dataset>/build.lock                      held while a process extracts and indexes the dataset
 //! ```
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,12 @@ impl DatasetDir {
     }
     pub fn registered(&self) -> PathBuf {
         self.root.join("registered.toml")
+    }
+    pub fn file_lock(&self, name: &str) -> PathBuf {
+        self.downloads().join(format!("{name}.lock"))
+    }
+    pub fn build_lock(&self) -> PathBuf {
+        self.root.join("build.lock")
     }
 }
 
