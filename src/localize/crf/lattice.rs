@@ -173,24 +173,36 @@ impl Key for [u64; 4] {
 }
 
 /// Open-addressing hash table from keys to vertex indices (in insertion order); Fibonacci hashing on
-/// the high bits, linear probing, load ≤ 1/2.
+/// the high bits, linear probing, load ≤ 1/2. Key and index share a slot, so a probe touches one cache line.
 struct VertexTable<K: Key> {
-    slot_keys: Vec<K>,
-    slot_idx: Vec<u32>,
+    slots: Vec<Slot<K>>,
     keys: Vec<K>,
     shift: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot<K> {
+    key: K,
+    /// Vertex index, or `EMPTY`.
+    idx: u32,
 }
 
 impl<K: Key> VertexTable<K> {
     const EMPTY: u32 = u32::MAX;
 
     fn new() -> Self {
-        let cap = 1usize << 12;
+        let bits = 12;
         Self {
-            slot_keys: vec![K::default(); cap],
-            slot_idx: vec![Self::EMPTY; cap],
+            slots: vec![Self::empty_slot(); 1 << bits],
             keys: Vec::new(),
-            shift: 64 - 12,
+            shift: 64 - bits,
+        }
+    }
+
+    fn empty_slot() -> Slot<K> {
+        Slot {
+            key: K::default(),
+            idx: Self::EMPTY,
         }
     }
 
@@ -199,56 +211,64 @@ impl<K: Key> VertexTable<K> {
         (k.hash() >> self.shift) as usize
     }
 
+    #[cold]
     fn grow(&mut self) {
-        let cap = self.slot_idx.len() * 2;
+        let cap = self.slots.len() * 2;
         self.shift -= 1;
-        self.slot_keys = vec![K::default(); cap];
-        self.slot_idx = vec![Self::EMPTY; cap];
+        self.slots = vec![Self::empty_slot(); cap];
         let mask = cap - 1;
         for (idx, k) in self.keys.iter().enumerate() {
             let mut h = (k.hash() >> self.shift) as usize;
-            while self.slot_idx[h] != Self::EMPTY {
+            while self.slots[h].idx != Self::EMPTY {
                 h = (h + 1) & mask;
             }
-            self.slot_idx[h] = idx as u32;
-            self.slot_keys[h] = *k;
+            self.slots[h] = Slot {
+                key: *k,
+                idx: idx as u32,
+            };
         }
     }
 
     #[inline(always)]
     fn find_or_insert(&mut self, key: K) -> u32 {
-        if 2 * (self.keys.len() + 1) > self.slot_idx.len() {
-            self.grow();
-        }
-        let mask = self.slot_idx.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut h = self.slot(&key);
         loop {
-            let e = self.slot_idx[h];
-            if e == Self::EMPTY {
-                let idx = self.keys.len() as u32;
-                self.keys.push(key);
-                self.slot_idx[h] = idx;
-                self.slot_keys[h] = key;
-                return idx;
+            // SAFETY: h is masked to the table size.
+            let s = unsafe { *self.slots.get_unchecked(h) };
+            if s.key == key && s.idx != Self::EMPTY {
+                return s.idx;
             }
-            if self.slot_keys[h] == key {
-                return e;
+            if s.idx == Self::EMPTY {
+                return self.insert_at(h, key);
             }
             h = (h + 1) & mask;
         }
     }
 
+    /// Inserts `key` at the empty slot `h` found by the probe.
+    #[inline(never)]
+    fn insert_at(&mut self, h: usize, key: K) -> u32 {
+        let idx = self.keys.len() as u32;
+        self.keys.push(key);
+        self.slots[h] = Slot { key, idx };
+        if 2 * self.keys.len() > self.slots.len() {
+            self.grow();
+        }
+        idx
+    }
+
     #[inline(always)]
     fn find(&self, key: &K) -> Option<u32> {
-        let mask = self.slot_idx.len() - 1;
+        let mask = self.slots.len() - 1;
         let mut h = self.slot(key);
         loop {
-            let e = self.slot_idx[h];
-            if e == Self::EMPTY {
+            let s = self.slots[h];
+            if s.idx == Self::EMPTY {
                 return None;
             }
-            if self.slot_keys[h] == *key {
-                return Some(e);
+            if s.key == *key {
+                return Some(s.idx);
             }
             h = (h + 1) & mask;
         }
@@ -454,8 +474,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         bary: [0.0; MAX_FEATURE_DIM + 2],
     };
     // Consecutive pixels often share a simplex: reuse its vertex indices.
-    let mut prev_rem0 = [f32::NAN; MAX_FEATURE_DIM];
-    let mut prev_rank = [-1i32; MAX_FEATURE_DIM];
+    let mut prev_sig = u64::MAX;
     let mut prev_offsets = [0u32; MAX_FEATURE_DIM + 1];
     let mut prev_keys = [K::default(); MAX_FEATURE_DIM + 1];
     let mut coords = [0i16; MAX_FEATURE_DIM];
@@ -508,39 +527,37 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
             };
             elev.embed(f, &mut emb);
         }
-        let mut same = true;
+        // The simplex is (rem0, rank); a pixel in the previous pixel's simplex reuses its vertices.
+        let mut inv_rank = [D; MAX_FEATURE_DIM + 1];
+        let mut in_range = true;
         for i in 0..D {
-            same &= emb.rem0[i] == prev_rem0[i] && emb.rank[i] == prev_rank[i];
+            let base = emb.rem0[i] as i32;
+            // Keys of this simplex lie in [base − d − 1, base + d].
+            in_range &= base >= -K::HALF + D as i32 + 1 && base < K::HALF - D as i32;
+            coords[i] = base as i16;
+            inv_rank[emb.rank[i] as usize] = i;
         }
-        if !same {
-            // Neighbouring simplices share most vertices: look in the previous pixel's keys first.
+        if !in_range {
+            return None;
+        }
+        let key0 = K::pack(&coords[..D]);
+        let mut sig = 0u64;
+        for r in 1..=D {
+            sig = sig << 4 | inv_rank[r] as u64;
+        }
+        if key0 != prev_keys[0] || sig != prev_sig || prev_offsets[0] == 0 {
             // key_0 = rem0 (ranks are ≤ d); key_r = key_{r-1} + 1, except the coordinate of rank d−r+1,
             // which wraps by −(d+1): the canonical simplex table applied incrementally.
-            let mut inv_rank = [D; MAX_FEATURE_DIM + 1];
-            for i in 0..D {
-                let base = emb.rem0[i] as i32;
-                // Keys of this simplex lie in [base − d − 1, base + d].
-                if base < -K::HALF + D as i32 + 1 || base >= K::HALF - D as i32 {
-                    return None;
-                }
-                coords[i] = base as i16;
-                inv_rank[emb.rank[i] as usize] = i;
-            }
-            let mut key = K::pack(&coords[..D]);
+            let mut key = key0;
             for r in 0..=D {
                 if r > 0 {
                     let i = inv_rank[D - r + 1];
                     key = key.next_remainder(D, (i < D).then_some(i));
                 }
-                // A small move of the point usually changes the simplex in one rank swap, which leaves
-                // most remainders' vertices where they were.
-                if key != prev_keys[r] || prev_offsets[r] == 0 {
-                    prev_keys[r] = key;
-                    prev_offsets[r] = table.find_or_insert(key) + 1;
-                }
+                prev_keys[r] = key;
+                prev_offsets[r] = table.find_or_insert(key) + 1;
             }
-            prev_rem0[..D].copy_from_slice(&emb.rem0[..D]);
-            prev_rank[..D].copy_from_slice(&emb.rank[..D]);
+            prev_sig = sig;
         }
         if k < n {
             for r in 0..=D {
