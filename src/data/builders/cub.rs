@@ -94,6 +94,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             labels: vec![class_id - 1],
             boxes: vec![[b[0], b[1], b[0] + b[2], b[1] + b[3]]],
             mask,
+            instance_masks: vec![],
+            ignore_mask: None,
             width: w,
             height: h,
         });
