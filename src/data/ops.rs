@@ -58,6 +58,8 @@ pub struct ListRow {
     pub checksums: String,
     pub gated: bool,
     pub generated: bool,
+    /// The builder `data build` runs; `None`: download only.
+    pub builder: Option<String>,
     pub status: Status,
 }
 
@@ -130,6 +132,7 @@ impl Data {
                     },
                     gated: m.dataset.gated,
                     generated: m.dataset.generated,
+                    builder: m.dataset.builder.clone(),
                     status: store::dataset_status(&self.opts.data_dir, m, false),
                 }
             })
