@@ -948,3 +948,152 @@ fn voc_image_sets_boxes_and_segmentation() {
         .join("voc2012/index/voc2012-aeroplane_train.jsonl")
         .exists());
 }
+
+/// `data build` that must fail; returns stderr.
+fn build_err(manifest: &std::path::Path, data_dir: &std::path::Path, name: &str) -> String {
+    run_err(&[
+        "--quiet",
+        "data",
+        "build",
+        name,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--retry-delay-ms",
+        "10",
+    ])
+}
+
+fn read_text(p: std::path::PathBuf) -> String {
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn cubv2_class_folders_labels_and_wsol_cub_val_export() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // CUBV2.tar holds class folders only (prepare_cub.sh untars it into dataset/CUB); Flickr-id file names.
+    let tar_entries = vec![
+        file(
+            "001.Black_footed_Albatross/33844942958.jpg",
+            jpeg(20, 16, 2),
+        ),
+        file(
+            "001.Black_footed_Albatross/30107316117.jpg",
+            jpeg(24, 18, 1),
+        ),
+        file("002.Laysan_Albatross/25513167677.jpg", jpeg(12, 30, 3)),
+        file("003.Sooty_Albatross/30804529724.jpg", jpeg(31, 9, 4)),
+        // Not an image: left out of the index and the metadata (with a warning).
+        file("003.Sooty_Albatross/Thumbs.db", "x"),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-cubv2",
+        Some("wsol-cubv2"),
+        vec![ff("CUBV2.tar", tar(&tar_entries))],
+    );
+    let data = tmp.path().join("d");
+    build(&m, &data, "wsol-cubv2", &[]);
+    let verify = run_ok(&[
+        "data",
+        "verify",
+        "wsol-cubv2",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        verify.contains("CUBV2.tar") && verify.contains("verified"),
+        "{verify}"
+    );
+
+    let val = read_index(&data, "wsol-cubv2", "val");
+    assert_eq!(
+        val.header.classes,
+        vec![
+            "001.Black_footed_Albatross",
+            "002.Laysan_Albatross",
+            "003.Sooty_Albatross"
+        ]
+    );
+    assert_eq!(val.header.label_kind, "class");
+    assert_eq!(val.samples.len(), 4);
+    let s = &val.samples[0];
+    assert_eq!(
+        s.path,
+        "extracted/CUBV2.tar/001.Black_footed_Albatross/30107316117.jpg"
+    );
+    assert_eq!((s.width, s.height), (24, 18));
+    assert!(s.boxes.is_empty() && s.mask.is_none());
+    assert!(data.join("wsol-cubv2").join(&s.path).is_file());
+    assert_eq!(
+        val.samples.iter().map(|s| s.labels[0]).collect::<Vec<_>>(),
+        vec![0, 0, 1, 2]
+    );
+
+    // wsolevaluation's CUB/val: sorted paths relative to the CUB image root, no trailing newline.
+    let wsol = data.join("wsol-cubv2/build/wsol/metadata/CUB/val");
+    assert_eq!(
+        read_text(wsol.join("image_ids.txt")),
+        "001.Black_footed_Albatross/30107316117.jpg\n001.Black_footed_Albatross/33844942958.jpg\n\
+         002.Laysan_Albatross/25513167677.jpg\n003.Sooty_Albatross/30804529724.jpg"
+    );
+    assert_eq!(
+        read_text(wsol.join("class_labels.txt")),
+        "001.Black_footed_Albatross/30107316117.jpg,0\n001.Black_footed_Albatross/33844942958.jpg,0\n\
+         002.Laysan_Albatross/25513167677.jpg,1\n003.Sooty_Albatross/30804529724.jpg,2"
+    );
+    assert_eq!(
+        read_text(wsol.join("image_sizes.txt")),
+        "001.Black_footed_Albatross/30107316117.jpg,24,18\n001.Black_footed_Albatross/33844942958.jpg,20,16\n\
+         002.Laysan_Albatross/25513167677.jpg,12,30\n003.Sooty_Albatross/30804529724.jpg,31,9"
+    );
+    // The boxes are in wsolevaluation's repository, not in the tar: no localization.txt is invented.
+    assert!(!wsol.join("localization.txt").exists());
+
+    let list = run_ok(&[
+        "data",
+        "list",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("wsol-cubv2"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains("built") && row.contains(" wsol-cubv2 "),
+        "{row}"
+    );
+}
+
+#[test]
+fn cubv2_missing_class_folder_names_the_folder() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // 002 is missing: 003 would get label 1 instead of CUB's 2.
+    let e = vec![
+        file("001.Black_footed_Albatross/30107316117.jpg", jpeg(8, 8, 1)),
+        file("003.Sooty_Albatross/30804529724.jpg", jpeg(8, 8, 2)),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-cubv2",
+        Some("wsol-cubv2"),
+        vec![ff("CUBV2.tar", tar(&e))],
+    );
+    let err = build_err(&m, &tmp.path().join("d"), "wsol-cubv2");
+    assert!(
+        err.contains("CUBV2.tar")
+            && err.contains("`003.Sooty_Albatross`")
+            && err.contains("missing"),
+        "{err}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod bg_challenge;
 pub mod cifar;
 pub mod coco;
 pub mod cub;
+pub mod cubv2;
 pub mod flowers;
 pub mod food101;
 pub mod imagenet9;
@@ -47,6 +48,7 @@ pub fn by_name(name: &str) -> Option<BuildFn> {
         "food101" => food101::build,
         "pets" => pets::build,
         "voc" => voc::build,
+        "wsol-cubv2" => cubv2::build,
         _ => return None,
     })
 }
@@ -65,6 +67,7 @@ pub const ALL: &[&str] = &[
     "food101",
     "pets",
     "voc",
+    "wsol-cubv2",
 ];
 
 impl BuildContext<'_> {
