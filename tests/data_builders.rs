@@ -1097,3 +1097,125 @@ fn cubv2_missing_class_folder_names_the_folder() {
         "{err}"
     );
 }
+
+#[test]
+fn imagenetv2_integer_class_folders_and_wsol_ilsvrc_val_export() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = "imagenetv2-threshold0.7";
+    let e = vec![
+        file(&format!("{t}/10/0.jpeg"), jpeg(9, 7, 4)),
+        file(&format!("{t}/0/1.jpeg"), jpeg(11, 6, 2)),
+        file(&format!("{t}/0/0.jpeg"), jpeg(10, 5, 1)),
+        file(&format!("{t}/2/0.jpeg"), jpeg(8, 8, 5)),
+        file(&format!("{t}/1/0.jpeg"), jpeg(7, 9, 3)),
+        file(&format!("{t}/999/3.jpeg"), jpeg(6, 4, 6)),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "imagenetv2",
+        Some("imagenetv2"),
+        vec![ff("imagenetv2-threshold0.7.tar.gz", tar_gz(&e))],
+    );
+    let data = tmp.path().join("d");
+    build(&m, &data, "imagenetv2", &[]);
+    let val = read_index(&data, "imagenetv2", "val");
+    assert_eq!(val.header.classes.len(), 1000);
+    assert_eq!(val.header.classes[10], "10");
+    // String order of the folders (as wsolevaluation lists them); the label is the folder's integer.
+    assert_eq!(
+        val.samples
+            .iter()
+            .map(|s| (s.path.as_str(), s.labels[0]))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/0/0.jpeg",
+                0
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/0/1.jpeg",
+                0
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/1/0.jpeg",
+                1
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/10/0.jpeg",
+                10
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/2/0.jpeg",
+                2
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/999/3.jpeg",
+                999
+            ),
+        ]
+    );
+    assert_eq!((val.samples[3].width, val.samples[3].height), (9, 7));
+
+    let wsol = data.join("imagenetv2/build/wsol/metadata/ILSVRC/val");
+    assert_eq!(
+        read_text(wsol.join("image_ids.txt")),
+        "val2/0/0.jpeg\nval2/0/1.jpeg\nval2/1/0.jpeg\nval2/10/0.jpeg\nval2/2/0.jpeg\nval2/999/3.jpeg"
+    );
+    assert_eq!(
+        read_text(wsol.join("class_labels.txt")),
+        "val2/0/0.jpeg,0\nval2/0/1.jpeg,0\nval2/1/0.jpeg,1\nval2/10/0.jpeg,10\nval2/2/0.jpeg,2\nval2/999/3.jpeg,999"
+    );
+    assert_eq!(
+        read_text(wsol.join("image_sizes.txt")),
+        "val2/0/0.jpeg,10,5\nval2/0/1.jpeg,11,6\nval2/1/0.jpeg,7,9\nval2/10/0.jpeg,9,7\nval2/2/0.jpeg,8,8\nval2/999/3.jpeg,6,4"
+    );
+    // The boxes are wsolevaluation's own metadata, not in the tar.
+    assert!(!wsol.join("localization.txt").exists());
+
+    // TFDS and the ImageNetV2 loader name the top folder `imagenetv2-threshold0.7-format-val`.
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "imagenetv2",
+        Some("imagenetv2"),
+        vec![ff(
+            "imagenetv2-threshold0.7.tar.gz",
+            tar_gz(&[file(
+                "imagenetv2-threshold0.7-format-val/5/0.jpeg",
+                jpeg(4, 4, 1),
+            )]),
+        )],
+    );
+    let data2 = tmp.path().join("d2");
+    build(&m, &data2, "imagenetv2", &[]);
+    let v2 = read_index(&data2, "imagenetv2", "val");
+    assert_eq!(v2.samples[0].labels, vec![5]);
+    assert_eq!(
+        read_text(data2.join("imagenetv2/build/wsol/metadata/ILSVRC/val/class_labels.txt")),
+        "val2/5/0.jpeg,5"
+    );
+}
+
+#[test]
+fn imagenetv2_non_integer_class_folder_names_the_folder() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let e = vec![
+        file("imagenetv2-threshold0.7/0/0.jpeg", jpeg(4, 4, 1)),
+        file("imagenetv2-threshold0.7/n01440764/0.jpeg", jpeg(4, 4, 2)),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "imagenetv2",
+        Some("imagenetv2"),
+        vec![ff("imagenetv2-threshold0.7.tar.gz", tar_gz(&e))],
+    );
+    let err = build_err(&m, &tmp.path().join("d"), "imagenetv2");
+    assert!(
+        err.contains("imagenetv2-threshold0.7/n01440764") && err.contains("not an integer"),
+        "{err}"
+    );
+}

@@ -18,6 +18,7 @@ pub mod cubv2;
 pub mod flowers;
 pub mod food101;
 pub mod imagenet9;
+pub mod imagenetv2;
 pub mod pets;
 pub mod voc;
 
@@ -49,6 +50,7 @@ pub fn by_name(name: &str) -> Option<BuildFn> {
         "pets" => pets::build,
         "voc" => voc::build,
         "wsol-cubv2" => cubv2::build,
+        "imagenetv2" => imagenetv2::build,
         _ => return None,
     })
 }
@@ -68,6 +70,7 @@ pub const ALL: &[&str] = &[
     "pets",
     "voc",
     "wsol-cubv2",
+    "imagenetv2",
 ];
 
 impl BuildContext<'_> {
