@@ -19,6 +19,7 @@ pub mod flowers;
 pub mod food101;
 pub mod imagenet9;
 pub mod imagenetv2;
+pub mod openimages;
 pub mod pets;
 pub mod voc;
 
@@ -50,6 +51,7 @@ pub fn by_name(name: &str) -> Option<BuildFn> {
         "pets" => pets::build,
         "voc" => voc::build,
         "wsol-cubv2" => cubv2::build,
+        "wsol-openimages" => openimages::build,
         "imagenetv2" => imagenetv2::build,
         _ => return None,
     })
@@ -70,6 +72,7 @@ pub const ALL: &[&str] = &[
     "pets",
     "voc",
     "wsol-cubv2",
+    "wsol-openimages",
     "imagenetv2",
 ];
 
