@@ -948,3 +948,483 @@ fn voc_image_sets_boxes_and_segmentation() {
         .join("voc2012/index/voc2012-aeroplane_train.jsonl")
         .exists());
 }
+
+/// `data build` that must fail; returns stderr.
+fn build_err(manifest: &std::path::Path, data_dir: &std::path::Path, name: &str) -> String {
+    run_err(&[
+        "--quiet",
+        "data",
+        "build",
+        name,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--retry-delay-ms",
+        "10",
+    ])
+}
+
+fn read_text(p: std::path::PathBuf) -> String {
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn cubv2_class_folders_labels_and_wsol_cub_val_export() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // CUBV2.tar holds class folders only (prepare_cub.sh untars it into dataset/CUB); Flickr-id file names.
+    let tar_entries = vec![
+        file(
+            "001.Black_footed_Albatross/33844942958.jpg",
+            jpeg(20, 16, 2),
+        ),
+        file(
+            "001.Black_footed_Albatross/30107316117.jpg",
+            jpeg(24, 18, 1),
+        ),
+        file("002.Laysan_Albatross/25513167677.jpg", jpeg(12, 30, 3)),
+        file("003.Sooty_Albatross/30804529724.jpg", jpeg(31, 9, 4)),
+        // Not an image: left out of the index and the metadata (with a warning).
+        file("003.Sooty_Albatross/Thumbs.db", "x"),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-cubv2",
+        Some("wsol-cubv2"),
+        vec![ff("CUBV2.tar", tar(&tar_entries))],
+    );
+    let data = tmp.path().join("d");
+    build(&m, &data, "wsol-cubv2", &[]);
+    let verify = run_ok(&[
+        "data",
+        "verify",
+        "wsol-cubv2",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        verify.contains("CUBV2.tar") && verify.contains("verified"),
+        "{verify}"
+    );
+
+    let val = read_index(&data, "wsol-cubv2", "val");
+    assert_eq!(
+        val.header.classes,
+        vec![
+            "001.Black_footed_Albatross",
+            "002.Laysan_Albatross",
+            "003.Sooty_Albatross"
+        ]
+    );
+    assert_eq!(val.header.label_kind, "class");
+    assert_eq!(val.samples.len(), 4);
+    let s = &val.samples[0];
+    assert_eq!(
+        s.path,
+        "extracted/CUBV2.tar/001.Black_footed_Albatross/30107316117.jpg"
+    );
+    assert_eq!((s.width, s.height), (24, 18));
+    assert!(s.boxes.is_empty() && s.mask.is_none());
+    assert!(data.join("wsol-cubv2").join(&s.path).is_file());
+    assert_eq!(
+        val.samples.iter().map(|s| s.labels[0]).collect::<Vec<_>>(),
+        vec![0, 0, 1, 2]
+    );
+
+    // wsolevaluation's CUB/val: sorted paths relative to the CUB image root, no trailing newline.
+    let wsol = data.join("wsol-cubv2/build/wsol/metadata/CUB/val");
+    assert_eq!(
+        read_text(wsol.join("image_ids.txt")),
+        "001.Black_footed_Albatross/30107316117.jpg\n001.Black_footed_Albatross/33844942958.jpg\n\
+         002.Laysan_Albatross/25513167677.jpg\n003.Sooty_Albatross/30804529724.jpg"
+    );
+    assert_eq!(
+        read_text(wsol.join("class_labels.txt")),
+        "001.Black_footed_Albatross/30107316117.jpg,0\n001.Black_footed_Albatross/33844942958.jpg,0\n\
+         002.Laysan_Albatross/25513167677.jpg,1\n003.Sooty_Albatross/30804529724.jpg,2"
+    );
+    assert_eq!(
+        read_text(wsol.join("image_sizes.txt")),
+        "001.Black_footed_Albatross/30107316117.jpg,24,18\n001.Black_footed_Albatross/33844942958.jpg,20,16\n\
+         002.Laysan_Albatross/25513167677.jpg,12,30\n003.Sooty_Albatross/30804529724.jpg,31,9"
+    );
+    // The boxes are in wsolevaluation's repository, not in the tar: no localization.txt is invented.
+    assert!(!wsol.join("localization.txt").exists());
+
+    let list = run_ok(&[
+        "data",
+        "list",
+        "--manifest",
+        m.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("wsol-cubv2"))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        row.contains("built") && row.contains(" wsol-cubv2 "),
+        "{row}"
+    );
+}
+
+#[test]
+fn cubv2_missing_class_folder_names_the_folder() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // 002 is missing: 003 would get label 1 instead of CUB's 2.
+    let e = vec![
+        file("001.Black_footed_Albatross/30107316117.jpg", jpeg(8, 8, 1)),
+        file("003.Sooty_Albatross/30804529724.jpg", jpeg(8, 8, 2)),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-cubv2",
+        Some("wsol-cubv2"),
+        vec![ff("CUBV2.tar", tar(&e))],
+    );
+    let err = build_err(&m, &tmp.path().join("d"), "wsol-cubv2");
+    assert!(
+        err.contains("CUBV2.tar")
+            && err.contains("`003.Sooty_Albatross`")
+            && err.contains("missing"),
+        "{err}"
+    );
+}
+
+/// OpenImages30k fixture: (split, class folder, image id, instance-mask hashes, has ignore mask).
+const OI: &[(&str, &str, &str, &[&str], bool)] = &[
+    ("train", "01226z", "14984e5b51df041c", &[], false),
+    ("train", "0bt_c3", "01491bf840ae9939", &[], false),
+    (
+        "val",
+        "0bt_c3",
+        "3a29f0b33894d4a6",
+        &["d2422806", "3581e3ae"],
+        true,
+    ),
+    ("val", "0bt_c3", "1cd9ac0169ec7df0", &["6932e993"], true),
+    ("val", "0bt_c3", "3b3b9931325d65c9", &["d4e2e136"], false),
+    ("val", "0by6g", "b4d953e7105da1d8", &["9f8621ff"], true),
+    ("test", "01226z", "32fdab44f6e415f1", &["7dab3053"], true),
+];
+
+/// (images zip, annotations zip, eval zip) entries for [`OI`].
+fn openimages_zips() -> (Vec<Entry>, Vec<Entry>, Vec<Entry>) {
+    let (mut imgs, mut anns, mut eval) = (vec![], vec![], vec![]);
+    for (k, (split, class, id, masks, ignore)) in OI.iter().enumerate() {
+        let (w, h) = (10 + k as u32, 8 + k as u32);
+        let jpg = jpeg(w, h, k as u8);
+        imgs.push(file(&format!("{split}/{class}/{id}.jpg"), jpg.clone()));
+        let mut a = vec![];
+        for (j, hex) in masks.iter().enumerate() {
+            a.push(file(
+                &format!("{split}/{class}/{id}_m{class}_{hex}.png"),
+                png_gray(w, h, |x, _| if x as usize % 3 == j { 255 } else { 0 }),
+            ));
+        }
+        if *ignore {
+            a.push(file(
+                &format!("{split}/{class}/{id}_ignore.png"),
+                png_gray(w, h, |_, y| if y < 2 { 255 } else { 0 }),
+            ));
+        }
+        if *split != "train" {
+            // The evaluation-only zip repeats val/test images and masks, byte for byte.
+            eval.push(file(&format!("{split}/{class}/{id}.jpg"), jpg));
+            for f in &a {
+                let Entry::File(p, b) = f else { unreachable!() };
+                eval.push(file(p, b.clone()));
+            }
+        }
+        anns.extend(a);
+    }
+    (imgs, anns, eval)
+}
+
+#[test]
+fn openimages_three_zips_instance_masks_and_mask_form_export() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (imgs, anns, eval) = openimages_zips();
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-openimages",
+        Some("wsol-openimages"),
+        vec![
+            ff("OpenImages_images.zip", zip(&imgs)),
+            ff("OpenImages_annotations.zip", zip(&anns)),
+            ff("OpenImages30k_eval.zip", zip(&eval)),
+        ],
+    );
+    let data = tmp.path().join("d");
+    build(&m, &data, "wsol-openimages", &["--include-optional"]);
+    assert!(data
+        .join("wsol-openimages/extracted/OpenImages30k_eval.zip/val")
+        .is_dir());
+
+    let val = read_index(&data, "wsol-openimages", "val");
+    assert_eq!(val.header.classes, vec!["01226z", "0bt_c3", "0by6g"]);
+    assert_eq!(val.header.mask_rule.as_deref(), Some("binary"));
+    // Sorted by class folder, then image id.
+    assert_eq!(
+        val.samples
+            .iter()
+            .map(|s| (s.path.rsplit('/').next().unwrap(), s.labels[0]))
+            .collect::<Vec<_>>(),
+        vec![
+            ("1cd9ac0169ec7df0.jpg", 1),
+            ("3a29f0b33894d4a6.jpg", 1),
+            ("3b3b9931325d65c9.jpg", 1),
+            ("b4d953e7105da1d8.jpg", 2)
+        ]
+    );
+    let s = &val.samples[1];
+    // Files found in several zips are taken from the first (images, annotations, eval).
+    assert_eq!(
+        s.path,
+        "extracted/OpenImages_images.zip/val/0bt_c3/3a29f0b33894d4a6.jpg"
+    );
+    assert_eq!((s.width, s.height), (12, 10));
+    assert!(s.mask.is_none());
+    assert_eq!(
+        s.instance_masks,
+        vec![
+            "extracted/OpenImages_annotations.zip/val/0bt_c3/3a29f0b33894d4a6_m0bt_c3_3581e3ae.png",
+            "extracted/OpenImages_annotations.zip/val/0bt_c3/3a29f0b33894d4a6_m0bt_c3_d2422806.png"
+        ]
+    );
+    assert_eq!(
+        s.ignore_mask.as_deref(),
+        Some("extracted/OpenImages_annotations.zip/val/0bt_c3/3a29f0b33894d4a6_ignore.png")
+    );
+    for p in s.instance_masks.iter().chain(&s.ignore_mask) {
+        assert!(data.join("wsol-openimages").join(p).is_file(), "{p}");
+    }
+    assert!(val.samples[2].ignore_mask.is_none());
+    let train = read_index(&data, "wsol-openimages", "train");
+    assert_eq!(
+        train
+            .samples
+            .iter()
+            .map(|s| s.labels[0])
+            .collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(train.samples.iter().all(|s| s.instance_masks.is_empty()));
+    assert_eq!(
+        read_index(&data, "wsol-openimages", "test").samples.len(),
+        1
+    );
+
+    // Mask form: one line per instance mask, the ignore mask on an image's first line only, an empty third
+    // column otherwise; image_sizes.txt empty (0 bytes); no trailing newline.
+    let meta = data.join("wsol-openimages/build/wsol/metadata/OpenImages");
+    assert_eq!(
+        read_text(meta.join("val/localization.txt")),
+        "val/0bt_c3/1cd9ac0169ec7df0.jpg,val/0bt_c3/1cd9ac0169ec7df0_m0bt_c3_6932e993.png,val/0bt_c3/1cd9ac0169ec7df0_ignore.png\n\
+         val/0bt_c3/3a29f0b33894d4a6.jpg,val/0bt_c3/3a29f0b33894d4a6_m0bt_c3_3581e3ae.png,val/0bt_c3/3a29f0b33894d4a6_ignore.png\n\
+         val/0bt_c3/3a29f0b33894d4a6.jpg,val/0bt_c3/3a29f0b33894d4a6_m0bt_c3_d2422806.png,\n\
+         val/0bt_c3/3b3b9931325d65c9.jpg,val/0bt_c3/3b3b9931325d65c9_m0bt_c3_d4e2e136.png,\n\
+         val/0by6g/b4d953e7105da1d8.jpg,val/0by6g/b4d953e7105da1d8_m0by6g_9f8621ff.png,val/0by6g/b4d953e7105da1d8_ignore.png"
+    );
+    assert_eq!(
+        read_text(meta.join("val/image_ids.txt")),
+        "val/0bt_c3/1cd9ac0169ec7df0.jpg\nval/0bt_c3/3a29f0b33894d4a6.jpg\nval/0bt_c3/3b3b9931325d65c9.jpg\n\
+         val/0by6g/b4d953e7105da1d8.jpg"
+    );
+    assert_eq!(
+        read_text(meta.join("val/class_labels.txt")),
+        "val/0bt_c3/1cd9ac0169ec7df0.jpg,1\nval/0bt_c3/3a29f0b33894d4a6.jpg,1\nval/0bt_c3/3b3b9931325d65c9.jpg,1\n\
+         val/0by6g/b4d953e7105da1d8.jpg,2"
+    );
+    assert_eq!(
+        read_text(meta.join("test/localization.txt")),
+        "test/01226z/32fdab44f6e415f1.jpg,test/01226z/32fdab44f6e415f1_m01226z_7dab3053.png,test/01226z/32fdab44f6e415f1_ignore.png"
+    );
+    assert_eq!(
+        read_text(meta.join("train/class_labels.txt")),
+        "train/01226z/14984e5b51df041c.jpg,0\ntrain/0bt_c3/01491bf840ae9939.jpg,1"
+    );
+    assert_eq!(read_text(meta.join("train/localization.txt")), "");
+    for split in ["train", "val", "test"] {
+        let sizes = meta.join(split).join("image_sizes.txt");
+        assert_eq!(std::fs::metadata(&sizes).unwrap().len(), 0, "{split}");
+    }
+}
+
+#[test]
+fn openimages_malformed_mask_names_the_file() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (imgs, mut anns, _) = openimages_zips();
+    // The class in a mask name must be its folder's: this one says 0by6g inside 0bt_c3.
+    let bad = "val/0bt_c3/1cd9ac0169ec7df0_m0by6g_6932e993.png";
+    anns.push(file(bad, png_gray(4, 4, |_, _| 255)));
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-openimages",
+        Some("wsol-openimages"),
+        vec![
+            ff("OpenImages_images.zip", zip(&imgs)),
+            ff("OpenImages_annotations.zip", zip(&anns)),
+        ],
+    );
+    let err = build_err(&m, &tmp.path().join("d"), "wsol-openimages");
+    assert!(
+        err.contains(&format!("OpenImages_annotations.zip/{bad}"))
+            && err.contains("not an OpenImages30k file name")
+            && err.contains("<imgid>_m0bt_c3_<8 hex>.png"),
+        "{err}"
+    );
+
+    // A mask whose image is in none of the zips.
+    let (imgs, mut anns, _) = openimages_zips();
+    let orphan = "test/01226z/ffffffffffffffff_m01226z_00000000.png";
+    anns.push(file(orphan, png_gray(4, 4, |_, _| 255)));
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "wsol-openimages",
+        Some("wsol-openimages"),
+        vec![
+            ff("OpenImages_images.zip", zip(&imgs)),
+            ff("OpenImages_annotations.zip", zip(&anns)),
+        ],
+    );
+    let err = build_err(&m, &tmp.path().join("d2"), "wsol-openimages");
+    assert!(
+        err.contains(orphan) && err.contains("no ffffffffffffffff.jpg"),
+        "{err}"
+    );
+}
+
+#[test]
+fn imagenetv2_integer_class_folders_and_wsol_ilsvrc_val_export() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = "imagenetv2-threshold0.7";
+    let e = vec![
+        file(&format!("{t}/10/0.jpeg"), jpeg(9, 7, 4)),
+        file(&format!("{t}/0/1.jpeg"), jpeg(11, 6, 2)),
+        file(&format!("{t}/0/0.jpeg"), jpeg(10, 5, 1)),
+        file(&format!("{t}/2/0.jpeg"), jpeg(8, 8, 5)),
+        file(&format!("{t}/1/0.jpeg"), jpeg(7, 9, 3)),
+        file(&format!("{t}/999/3.jpeg"), jpeg(6, 4, 6)),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "imagenetv2",
+        Some("imagenetv2"),
+        vec![ff("imagenetv2-threshold0.7.tar.gz", tar_gz(&e))],
+    );
+    let data = tmp.path().join("d");
+    build(&m, &data, "imagenetv2", &[]);
+    let val = read_index(&data, "imagenetv2", "val");
+    assert_eq!(val.header.classes.len(), 1000);
+    assert_eq!(val.header.classes[10], "10");
+    // String order of the folders (as wsolevaluation lists them); the label is the folder's integer.
+    assert_eq!(
+        val.samples
+            .iter()
+            .map(|s| (s.path.as_str(), s.labels[0]))
+            .collect::<Vec<_>>(),
+        vec![
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/0/0.jpeg",
+                0
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/0/1.jpeg",
+                0
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/1/0.jpeg",
+                1
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/10/0.jpeg",
+                10
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/2/0.jpeg",
+                2
+            ),
+            (
+                "extracted/imagenetv2-threshold0.7.tar.gz/imagenetv2-threshold0.7/999/3.jpeg",
+                999
+            ),
+        ]
+    );
+    assert_eq!((val.samples[3].width, val.samples[3].height), (9, 7));
+
+    let wsol = data.join("imagenetv2/build/wsol/metadata/ILSVRC/val");
+    assert_eq!(
+        read_text(wsol.join("image_ids.txt")),
+        "val2/0/0.jpeg\nval2/0/1.jpeg\nval2/1/0.jpeg\nval2/10/0.jpeg\nval2/2/0.jpeg\nval2/999/3.jpeg"
+    );
+    assert_eq!(
+        read_text(wsol.join("class_labels.txt")),
+        "val2/0/0.jpeg,0\nval2/0/1.jpeg,0\nval2/1/0.jpeg,1\nval2/10/0.jpeg,10\nval2/2/0.jpeg,2\nval2/999/3.jpeg,999"
+    );
+    assert_eq!(
+        read_text(wsol.join("image_sizes.txt")),
+        "val2/0/0.jpeg,10,5\nval2/0/1.jpeg,11,6\nval2/1/0.jpeg,7,9\nval2/10/0.jpeg,9,7\nval2/2/0.jpeg,8,8\nval2/999/3.jpeg,6,4"
+    );
+    // The boxes are wsolevaluation's own metadata, not in the tar.
+    assert!(!wsol.join("localization.txt").exists());
+
+    // TFDS and the ImageNetV2 loader name the top folder `imagenetv2-threshold0.7-format-val`.
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "imagenetv2",
+        Some("imagenetv2"),
+        vec![ff(
+            "imagenetv2-threshold0.7.tar.gz",
+            tar_gz(&[file(
+                "imagenetv2-threshold0.7-format-val/5/0.jpeg",
+                jpeg(4, 4, 1),
+            )]),
+        )],
+    );
+    let data2 = tmp.path().join("d2");
+    build(&m, &data2, "imagenetv2", &[]);
+    let v2 = read_index(&data2, "imagenetv2", "val");
+    assert_eq!(v2.samples[0].labels, vec![5]);
+    assert_eq!(
+        read_text(data2.join("imagenetv2/build/wsol/metadata/ILSVRC/val/class_labels.txt")),
+        "val2/5/0.jpeg,5"
+    );
+}
+
+#[test]
+fn imagenetv2_non_integer_class_folder_names_the_folder() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let e = vec![
+        file("imagenetv2-threshold0.7/0/0.jpeg", jpeg(4, 4, 1)),
+        file("imagenetv2-threshold0.7/n01440764/0.jpeg", jpeg(4, 4, 2)),
+    ];
+    let m = serve_dataset(
+        &srv,
+        tmp.path(),
+        "imagenetv2",
+        Some("imagenetv2"),
+        vec![ff("imagenetv2-threshold0.7.tar.gz", tar_gz(&e))],
+    );
+    let err = build_err(&m, &tmp.path().join("d"), "imagenetv2");
+    assert!(
+        err.contains("imagenetv2-threshold0.7/n01440764") && err.contains("not an integer"),
+        "{err}"
+    );
+}

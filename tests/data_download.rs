@@ -700,6 +700,23 @@ fn list_shows_every_dataset_with_real_checksums() {
         .find(|r| r["dataset"] == "bg-challenge")
         .unwrap();
     assert_eq!(bg["checksums"], "none+sha256");
+    // The builder `data build` runs, or none for download-only datasets.
+    let rows = v.as_array().unwrap();
+    let builder = |ds: &str| rows.iter().find(|r| r["dataset"] == ds).unwrap()["builder"].clone();
+    assert_eq!(builder("cub200"), "cub");
+    for ds in ["wsol-cubv2", "wsol-openimages", "imagenetv2"] {
+        assert_eq!(builder(ds), ds, "{ds}");
+    }
+    assert!(builder("imagenet").is_null() && builder("imagenet-info").is_null());
+    let text_row = |ds: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(ds))
+            .unwrap()
+            .to_string()
+    };
+    assert!(text_row("cub200").contains(" cub "));
+    assert!(text_row("wsol-openimages").contains(" wsol-openimages "));
+    assert!(text_row("imagenet-info").contains("- (download only)"));
 }
 
 #[test]

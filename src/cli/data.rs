@@ -146,8 +146,8 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
-                    "{:<20} {:>5} {:>16} {:<22} {:<10}  title",
-                    "dataset", "files", "bytes", "checksums", "status"
+                    "{:<20} {:>5} {:>16} {:<22} {:<10} {:<18} title",
+                    "dataset", "files", "bytes", "checksums", "status", "builder"
                 );
                 for r in rows {
                     let bytes = if r.unknown_sizes > 0 {
@@ -163,12 +163,13 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                         ""
                     };
                     println!(
-                        "{:<20} {:>5} {:>16} {:<22} {:<10}  {}{tag}",
+                        "{:<20} {:>5} {:>16} {:<22} {:<10} {:<18} {}{tag}",
                         r.dataset,
                         r.files,
                         bytes,
                         r.checksums,
                         r.status.to_string(),
+                        r.builder.as_deref().unwrap_or("- (download only)"),
                         r.title
                     );
                 }

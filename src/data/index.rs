@@ -5,7 +5,10 @@
 //! index `header.classes`, which is sorted or taken from a pinned list, never from directory order. Boxes are
 //! `[x0, y0, x1, y1]` in pixels of the original image; when `boxes` and `labels` have the same length, label i
 //! belongs to box i (detection), otherwise `labels` are image-level. `mask` is a path whose pixels are read
-//! with `header.mask_rule`. Full description: `datasets/README.md`.
+//! with `header.mask_rule`; an image annotated by several instance masks (OpenImages30k) lists them in
+//! `instance_masks` instead (foreground = their union) and may name an `ignore_mask`. Both fields are optional
+//! and left out when empty, so files without them are unchanged (still version 1). Full description:
+//! `datasets/README.md`.
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +49,14 @@ pub struct Sample {
     pub boxes: Vec<[f64; 4]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask: Option<String>,
+    /// One file per object instance (OpenImages30k); the foreground is their union, each read with
+    /// `header.mask_rule`. Used instead of `mask`, sorted by path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_masks: Vec<String>,
+    /// Pixels left out of evaluation, read with `header.mask_rule` (OpenImages30k `<id>_ignore.png`;
+    /// wsolevaluation ignores the part outside the foreground).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_mask: Option<String>,
     pub width: u32,
     pub height: u32,
 }
@@ -163,12 +174,29 @@ mod tests {
             labels: vec![3],
             boxes: vec![[1.0, 2.0, 3.5, 4.0]],
             mask: Some("m.png".into()),
+            instance_masks: vec![],
+            ignore_mask: None,
             width: 10,
             height: 20,
         };
-        let idx = SplitIndex::new("d", "train", vec!["x".into()], "class", vec![s])
+        let multi = Sample {
+            path: "val/c/a.jpg".into(),
+            labels: vec![0],
+            boxes: vec![],
+            mask: None,
+            instance_masks: vec!["val/c/a_mc_0.png".into(), "val/c/a_mc_1.png".into()],
+            ignore_mask: Some("val/c/a_ignore.png".into()),
+            width: 4,
+            height: 3,
+        };
+        let idx = SplitIndex::new("d", "train", vec!["x".into()], "class", vec![s, multi])
             .with_mask_rule("binary");
         let p = idx.write(dir.path()).unwrap();
         assert_eq!(SplitIndex::read(&p).unwrap(), idx);
+        // Empty optional fields are left out, so single-mask files look as they did before the fields existed.
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(!lines[1].contains("instance_masks") && !lines[1].contains("ignore_mask"));
+        assert!(lines[2].contains(r#""instance_masks":["val/c/a_mc_0.png","val/c/a_mc_1.png"],"ignore_mask":"val/c/a_ignore.png""#));
     }
 }

@@ -59,6 +59,8 @@ pub struct ListRow {
     pub checksums: String,
     pub gated: bool,
     pub generated: bool,
+    /// The builder `data build` runs; `None`: download only.
+    pub builder: Option<String>,
     pub status: Status,
 }
 
@@ -131,6 +133,7 @@ impl Data {
                     },
                     gated: m.dataset.gated,
                     generated: m.dataset.generated,
+                    builder: m.dataset.builder.clone(),
                     status: store::dataset_status(&self.opts.data_dir, m, false),
                 }
             })

@@ -56,6 +56,8 @@ fn samples(
             labels: vec![labels[i]],
             boxes: vec![],
             mask: masks.as_ref().and_then(|m| m[i].clone()),
+            instance_masks: vec![],
+            ignore_mask: None,
             width: sizes[i].0,
             height: sizes[i].1,
         })

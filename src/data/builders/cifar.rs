@@ -127,6 +127,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 labels: vec![l],
                 boxes: vec![],
                 mask: None,
+                instance_masks: vec![],
+                ignore_mask: None,
                 width: 32,
                 height: 32,
             })

@@ -312,6 +312,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                     labels,
                     boxes,
                     mask,
+                    instance_masks: vec![],
+                    ignore_mask: None,
                     width: img.width,
                     height: img.height,
                 })
@@ -419,6 +421,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 labels: vec![pos[c.as_str()]],
                 boxes: vec![],
                 mask: None,
+                instance_masks: vec![],
+                ignore_mask: None,
                 width: w,
                 height: h,
             })

@@ -7,7 +7,7 @@ use super::{find_dir, image_sizes, BuildContext};
 use crate::data::error::{format_err, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
 use crate::data::split;
-use crate::data::wsol::{self, WsolItem};
+use crate::data::wsol::{self, Localization, WsolItem};
 
 /// `<id> <rest>` lines → map id → rest.
 fn id_table(path: &Path) -> Result<Vec<(u32, String)>> {
@@ -94,6 +94,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             labels: vec![class_id - 1],
             boxes: vec![[b[0], b[1], b[0] + b[2], b[1] + b[3]]],
             mask,
+            instance_masks: vec![],
+            ignore_mask: None,
             width: w,
             height: h,
         });
@@ -185,11 +187,14 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 width: s.width,
                 height: s.height,
                 boxes: s.boxes.clone(),
+                masks: vec![],
+                ignore_mask: None,
             })
             .collect();
         wsol::export_split(
             &ctx.dir.build().join("wsol/metadata/CUB").join(name),
             &items,
+            Localization::Boxes,
         )?;
     }
 

@@ -70,6 +70,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 labels: vec![l as i64 - 1],
                 boxes: vec![],
                 mask,
+                instance_masks: vec![],
+                ignore_mask: None,
                 width: sizes[k].0,
                 height: sizes[k].1,
             });

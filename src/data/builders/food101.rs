@@ -48,6 +48,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 labels: vec![labels[i]],
                 boxes: vec![],
                 mask: None,
+                instance_masks: vec![],
+                ignore_mask: None,
                 width: sizes[i].0,
                 height: sizes[i].1,
             })

@@ -75,6 +75,8 @@ fn index(
             labels: vec![labels[i]],
             boxes: vec![],
             mask: None,
+            instance_masks: vec![],
+            ignore_mask: None,
             width: sizes[i].0,
             height: sizes[i].1,
         })

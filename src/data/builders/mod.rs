@@ -14,9 +14,12 @@ pub mod bg_challenge;
 pub mod cifar;
 pub mod coco;
 pub mod cub;
+pub mod cubv2;
 pub mod flowers;
 pub mod food101;
 pub mod imagenet9;
+pub mod imagenetv2;
+pub mod openimages;
 pub mod pets;
 pub mod voc;
 
@@ -47,6 +50,9 @@ pub fn by_name(name: &str) -> Option<BuildFn> {
         "food101" => food101::build,
         "pets" => pets::build,
         "voc" => voc::build,
+        "wsol-cubv2" => cubv2::build,
+        "wsol-openimages" => openimages::build,
+        "imagenetv2" => imagenetv2::build,
         _ => return None,
     })
 }
@@ -65,6 +71,9 @@ pub const ALL: &[&str] = &[
     "food101",
     "pets",
     "voc",
+    "wsol-cubv2",
+    "wsol-openimages",
+    "imagenetv2",
 ];
 
 impl BuildContext<'_> {

@@ -94,6 +94,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         .into_iter()
                         .collect(),
                     mask: trimap.is_file().then(|| ctx.rel(&trimap)),
+                    instance_masks: vec![],
+                    ignore_mask: None,
                     width: sizes[i].0,
                     height: sizes[i].1,
                 }

@@ -115,6 +115,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         labels: objs.iter().map(|o| o.0).collect(),
                         boxes: objs.iter().map(|o| o.1).collect(),
                         mask: None,
+                        instance_masks: vec![],
+                        ignore_mask: None,
                         width: w,
                         height: h,
                     });
@@ -142,6 +144,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         labels: objs.iter().map(|o| o.0).collect(),
                         boxes: objs.iter().map(|o| o.1).collect(),
                         mask: Some(ctx.rel(&mask)),
+                        instance_masks: vec![],
+                        ignore_mask: None,
                         width: w,
                         height: h,
                     });
