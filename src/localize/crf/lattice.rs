@@ -533,7 +533,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         for i in 0..D {
             let base = emb.rem0[i] as i32;
             // Keys of this simplex lie in [base − d − 1, base + d].
-            in_range &= base >= -K::HALF + D as i32 + 1 && base < K::HALF - D as i32;
+            in_range &= base > -K::HALF + D as i32 && base < K::HALF - D as i32;
             coords[i] = base as i16;
             inv_rank[emb.rank[i] as usize] = i;
         }
