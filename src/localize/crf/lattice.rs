@@ -12,7 +12,7 @@
 //! multiple of 4. Those vertices receive no splat but take part in the blur, so they carry mass.
 //!
 //! Speed: the feature dimension is a const generic (loops unroll), keys are packed 16-bit coordinates
-//! hashed in a small open-addressing table, and consecutive pixels in the same simplex reuse its vertices.
+//! hashed in a small open-addressing table whose slots hold key and vertex index together.
 // Index loops mirror the reference algorithm step by step (spec §4.5); iterator chains would hide that.
 #![allow(clippy::needless_range_loop)]
 use super::CrfError;
@@ -474,9 +474,7 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         bary: [0.0; MAX_FEATURE_DIM + 2],
     };
     // Consecutive pixels often share a simplex: reuse its vertex indices.
-    let mut prev_sig = u64::MAX;
-    let mut prev_offsets = [0u32; MAX_FEATURE_DIM + 1];
-    let mut prev_keys = [K::default(); MAX_FEATURE_DIM + 1];
+    let mut offsets = [0u32; MAX_FEATURE_DIM + 1];
     let mut coords = [0i16; MAX_FEATURE_DIM];
     let padded = if opts.sse_block_padding {
         n.div_ceil(4) * 4
@@ -527,7 +525,6 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
             };
             elev.embed(f, &mut emb);
         }
-        // The simplex is (rem0, rank); a pixel in the previous pixel's simplex reuses its vertices.
         let mut inv_rank = [D; MAX_FEATURE_DIM + 1];
         let mut in_range = true;
         for i in 0..D {
@@ -540,29 +537,22 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         if !in_range {
             return None;
         }
-        let key0 = K::pack(&coords[..D]);
-        let mut sig = 0u64;
-        for r in 1..=D {
-            sig = sig << 4 | inv_rank[r] as u64;
-        }
-        if key0 != prev_keys[0] || sig != prev_sig || prev_offsets[0] == 0 {
-            // key_0 = rem0 (ranks are ≤ d); key_r = key_{r-1} + 1, except the coordinate of rank d−r+1,
-            // which wraps by −(d+1): the canonical simplex table applied incrementally.
-            let mut key = key0;
-            for r in 0..=D {
-                if r > 0 {
-                    let i = inv_rank[D - r + 1];
-                    key = key.next_remainder(D, (i < D).then_some(i));
-                }
-                prev_keys[r] = key;
-                prev_offsets[r] = table.find_or_insert(key) + 1;
+        // key_0 = rem0 (ranks are ≤ d); key_r = key_{r-1} + 1, except the coordinate of rank d−r+1,
+        // which wraps by −(d+1): the canonical simplex table applied incrementally. Every pixel looks its
+        // vertices up: most probes hit the first slot, which is cheaper than mispredicting a "same simplex
+        // as the previous pixel" test that fails for most pixels of a natural image.
+        let mut key = K::pack(&coords[..D]);
+        for r in 0..=D {
+            if r > 0 {
+                let i = inv_rank[D - r + 1];
+                key = key.next_remainder(D, (i < D).then_some(i));
             }
-            prev_sig = sig;
+            offsets[r] = table.find_or_insert(key) + 1;
         }
         if k < n {
             for r in 0..=D {
                 entries[k * dp1 + r] = Entry {
-                    offset: prev_offsets[r],
+                    offset: offsets[r],
                     weight: emb.bary[r],
                 };
             }
