@@ -340,7 +340,7 @@ fn background_challenge_variants_masks_and_original_train() {
 
 #[test]
 fn coco_labels_boxes_masks_crops_and_gt_boxes() {
-    use contracam::data::coco_rle::Rle;
+    use contracam::imgops::rle::Rle;
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let rle = Rle::encode_row_major(
@@ -437,7 +437,7 @@ fn coco_labels_boxes_masks_crops_and_gt_boxes() {
         false,
     )
     .area();
-    assert_eq!(fg as u64, expect);
+    assert_eq!(fg, expect as usize);
     let m7 = image::open(
         data.join("coco2017")
             .join(val.samples[0].mask.as_ref().unwrap()),

@@ -1,7 +1,6 @@
 //! Data layer: the synthetic scenes (the embedded default) and their export; for real datasets, manifests,
 //! resumable verified downloads, safe extraction, builders and the sample index.
 pub mod builders;
-pub mod coco_rle;
 pub mod download;
 pub mod error;
 pub mod extract;

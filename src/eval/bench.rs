@@ -17,9 +17,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::coco::mask::Rle;
 use super::error::EvalError;
 use super::maxboxacc::{self, MaxBoxAccConfig};
+use crate::imgops::rle::Rle;
 
 /// What to benchmark.
 #[derive(Debug, Clone)]
@@ -169,7 +169,7 @@ pub fn generate_coco(
         let score = (rng.random::<f64>() * 1000.0).round() / 1000.0;
         let poly = polygon_in_box(&mut rng, b, 12);
         let rle = Rle::from_polygon(&poly, h, w);
-        let counts = String::from_utf8(rle.to_string_bytes()).expect("RLE strings are ASCII");
+        let counts = rle.to_compressed();
         dt_bbox.push(json!({"image_id": img, "category_id": cat, "bbox": b, "score": score}));
         dt_segm.push(json!({"image_id": img, "category_id": cat, "segmentation": {"size": [h, w], "counts": counts}, "score": score}));
     }

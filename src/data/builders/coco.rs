@@ -1,6 +1,6 @@
 //! COCO 2017: per-image labels and boxes from the instances JSON (streamed: annotations are parsed one by
 //! one from the file, train2017's polygons dropped as they pass), union masks for val2017 (polygons and RLE through
-//! [`crate::data::coco_rle`], as pycocotools' annToMask), COCO-Crop exactly as the official
+//! [`crate::imgops::rle`], as pycocotools' annToMask), COCO-Crop exactly as the official
 //! `create_coco-objects.py`, and the GT box file for OA-Crop (GT) in the official text format.
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufReader;
@@ -10,10 +10,10 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{find_dir, BuildContext};
-use crate::data::coco_rle::Rle;
 use crate::data::error::{format_err, DataError, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
 use crate::data::split;
+use crate::imgops::rle::Rle;
 
 #[derive(Debug, Deserialize)]
 pub struct CocoFile {
@@ -78,7 +78,7 @@ pub fn ann_to_rle(seg: &Segmentation, h: u32, w: u32) -> Option<Rle> {
         Segmentation::Rle {
             counts: RleCounts::Compressed(s),
             size,
-        } => Rle::from_compressed(s, size[0], size[1]),
+        } => Rle::from_compressed(s, size[0], size[1]).ok(),
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::mask::{bbox_iou, rle_iou, Rle};
 use super::{to_rle, Dataset, Object};
+use crate::imgops::rle::{bbox_iou, rle_iou, Rle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum IouType {

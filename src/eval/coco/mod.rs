@@ -15,7 +15,6 @@
 //!   category; recall thresholds from `linspace` (0.57 → 0.5700000000000001);
 //! * summary means use numpy's pairwise summation, so even the last bits agree.
 pub mod eval;
-pub mod mask;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,7 +24,7 @@ use serde::Deserialize;
 pub use eval::{evaluate, CocoEvalResult, CocoParams, IouType, STAT_NAMES};
 
 use super::error::EvalError;
-use mask::Rle;
+use crate::imgops::rle::Rle;
 
 /// A `segmentation` field: polygons, or an RLE with compressed (string) or uncompressed counts.
 #[derive(Debug, Clone, Deserialize)]
@@ -259,10 +258,7 @@ pub fn detections_as_loaded(results: &[RawResult], path: &Path) -> Result<Vec<Ob
 /// the object); compressed RLE as is.
 pub fn to_rle(seg: &Segmentation, h: u32, w: u32) -> Result<Rle, String> {
     match seg {
-        Segmentation::Polygons(polys) => {
-            let rles: Vec<Rle> = polys.iter().map(|p| Rle::from_polygon(p, h, w)).collect();
-            Ok(Rle::merge(&rles, false))
-        }
+        Segmentation::Polygons(polys) => Ok(Rle::from_polygons(polys, h, w)),
         Segmentation::Rle {
             size,
             counts: RleCounts::Uncompressed(c),
@@ -274,7 +270,7 @@ pub fn to_rle(seg: &Segmentation, h: u32, w: u32) -> Result<Rle, String> {
         Segmentation::Rle {
             size,
             counts: RleCounts::Compressed(s),
-        } => Rle::from_string(s.as_bytes(), size[0], size[1]),
+        } => Rle::from_compressed(s, size[0], size[1]).map_err(|e| e.to_string()),
     }
 }
 
