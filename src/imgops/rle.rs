@@ -105,7 +105,9 @@ impl Rle {
             .fold(0u32, |a, &c| a.wrapping_add(c))
     }
 
-    /// `rleToBbox`: `[x, y, w, h]`.
+    /// `rleToBbox` as rewritten in pycocotools 2.0.x (ppwwyyxx/cocoapi): `[x, y, w, h]` over the
+    /// foreground runs only, so zero-length runs (e.g. leading zeros) add nothing. A mask with no
+    /// foreground but two or more counts gives C's wrapped `uint` widths, as pycocotools does.
     pub fn to_bbox(&self) -> [f64; 4] {
         let (h, w) = (self.h, self.w);
         let m = (self.counts.len() / 2) * 2;
@@ -114,22 +116,25 @@ impl Rle {
         }
         let (mut xs, mut ys, mut xe, mut ye) = (w, h, 0u32, 0u32);
         let mut cc = 0u32;
-        let mut xp = 0u32;
-        for j in 0..m {
-            cc = cc.wrapping_add(self.counts[j]);
-            let t = cc.wrapping_sub((j % 2) as u32);
-            let y = t % h;
-            let x = (t - y) / h;
-            if j % 2 == 0 {
-                xp = x;
-            } else if xp < x {
+        for (j, &c) in self.counts[..m].iter().enumerate() {
+            let start = cc;
+            cc = cc.wrapping_add(c);
+            if j % 2 == 0 || c == 0 {
+                continue;
+            }
+            let end = cc.wrapping_sub(1);
+            let (x_start, y_start) = (start / h, start % h);
+            let (x_end, y_end) = (end / h, end % h);
+            xs = xs.min(x_start);
+            xe = xe.max(x_end);
+            if x_start < x_end {
+                // The run crosses a column boundary.
                 ys = 0;
                 ye = h - 1;
+            } else {
+                ys = ys.min(y_start);
+                ye = ye.max(y_end);
             }
-            xs = xs.min(x);
-            xe = xe.max(x);
-            ys = ys.min(y);
-            ye = ye.max(y);
         }
         // `xe-xs+1` is computed in C `uint`, then stored as a double.
         [
@@ -355,7 +360,8 @@ impl Rle {
                 p += 1;
                 k += 1;
                 if c & 0x20 == 0 {
-                    if c & 0x10 != 0 {
+                    // Sign extension; past 64 bits there is nothing left to extend.
+                    if c & 0x10 != 0 && 5 * k < 64 {
                         x |= -1i64 << (5 * k);
                     }
                     break;
@@ -502,6 +508,39 @@ mod tests {
         assert_eq!(rle.to_bbox(), [3.0, 2.0, 3.0, 2.0]);
         assert_eq!(rle.area(), 6);
         assert_eq!(rle.decode(), d);
+    }
+
+    #[test]
+    fn to_bbox_skips_zero_length_runs() {
+        // pycocotools test_cases.py testZeroLeadingRLE: toBbox of an RLE with zero-length runs equals
+        // toBbox of its re-encoding. Column-major 4x5: fg at pixels 0..3 and 9..11.
+        let r = Rle {
+            h: 4,
+            w: 5,
+            counts: vec![0, 0, 0, 3, 6, 2, 9],
+        };
+        let re = Rle::encode(&r.decode(), 4, 5);
+        assert_eq!(re.counts, vec![0, 3, 6, 2, 9]);
+        assert_eq!(r.to_bbox(), [0.0, 0.0, 3.0, 3.0]);
+        assert_eq!(re.to_bbox(), r.to_bbox());
+        // A zero-length run in the middle joins its neighbours.
+        let r = Rle {
+            h: 4,
+            w: 5,
+            counts: vec![5, 0, 0, 2, 0, 1, 12],
+        };
+        assert_eq!(r.to_bbox(), Rle::encode(&r.decode(), 4, 5).to_bbox());
+        assert_eq!(r.to_bbox(), [1.0, 1.0, 1.0, 3.0]);
+    }
+
+    #[test]
+    fn over_long_negative_count_does_not_overflow_the_shift() {
+        // 12 continuation characters, then a last one with the sign bit: 13 groups, 65 bits.
+        assert!(Rle::from_compressed("PPPPPPPPPPPP@", 1, 1).is_ok());
+        assert_eq!(
+            Rle::from_compressed("PPPPPPPPPPPPP@", 1, 1),
+            Err(RleStringError::CountTooLong)
+        );
     }
 
     #[test]
