@@ -1,4 +1,4 @@
-//! Resizing with OpenCV semantics.
+//! Resizing with OpenCV and Pillow semantics.
 //!
 //! [`resize_cubic_f64`] is `cv2.resize(src_f64, (dw, dh), interpolation=cv2.INTER_CUBIC)`: Keys cubic
 //! with A = -0.75, half-pixel centres `fx = (dx + 0.5) * src / dst - 0.5` rounded to `f32`, tap
@@ -117,4 +117,131 @@ mod tests {
         ];
         assert_eq!(out, want);
     }
+}
+
+/// Pillow's `Image.resize((dst_w, dst_h), Image.BILINEAR)` for an 8-bit RGB image (row-major,
+/// `src_w * src_h * 3`), bit-exact (`libImaging/Resample.c`): a triangle filter widened by the scale when
+/// shrinking (antialiasing), coefficients normalised in double and then rounded to 22-bit fixed point,
+/// horizontal pass first into an 8-bit image holding only the rows the vertical pass reads, each pass
+/// rounding with `+2^21` and clipping to 0..=255. torchvision's `TF.resized_crop` on a PIL image calls
+/// this after `crop` (COCO-Crop). A pass is skipped when that axis keeps its size, as in Pillow.
+pub fn resize_bilinear_pil_rgb8(
+    src: &[u8],
+    src_w: usize,
+    src_h: usize,
+    dst_w: usize,
+    dst_h: usize,
+) -> Vec<u8> {
+    assert_eq!(
+        src.len(),
+        src_w * src_h * 3,
+        "resize_bilinear_pil_rgb8: source length"
+    );
+    assert!(
+        src_w > 0 && src_h > 0 && dst_w > 0 && dst_h > 0,
+        "resize_bilinear_pil_rgb8: empty image"
+    );
+    let (kh, bh) = pil_coeffs(src_w, dst_w);
+    let (kv, mut bv) = pil_coeffs(src_h, dst_h);
+    let mut cur: std::borrow::Cow<[u8]> = src.into();
+    let mut cur_w = src_w;
+    if dst_w != src_w {
+        // Only the rows the vertical pass will read.
+        let first = bv[0].0;
+        let last = bv[dst_h - 1].0 + bv[dst_h - 1].1;
+        for b in bv.iter_mut() {
+            b.0 -= first;
+        }
+        let rows = last - first;
+        let ksize = kh.len() / dst_w;
+        let mut tmp = vec![0u8; dst_w * rows * 3];
+        for y in 0..rows {
+            let row = &cur[(y + first) * src_w * 3..(y + first + 1) * src_w * 3];
+            for (x, &(xmin, xmax)) in bh.iter().enumerate() {
+                let k = &kh[x * ksize..];
+                for c in 0..3 {
+                    let mut ss: i32 = 1 << (PIL_PRECISION_BITS - 1);
+                    for t in 0..xmax {
+                        ss = ss.wrapping_add(row[(xmin + t) * 3 + c] as i32 * k[t]);
+                    }
+                    tmp[(y * dst_w + x) * 3 + c] = pil_clip8(ss);
+                }
+            }
+        }
+        cur = tmp.into();
+        cur_w = dst_w;
+    }
+    // Without a horizontal pass the vertical one reads the source rows with unshifted bounds.
+    if dst_h != src_h {
+        let ksize = kv.len() / dst_h;
+        let mut out = vec![0u8; cur_w * dst_h * 3];
+        for (y, &(ymin, ymax)) in bv.iter().enumerate() {
+            let k = &kv[y * ksize..];
+            for x in 0..cur_w {
+                for c in 0..3 {
+                    let mut ss: i32 = 1 << (PIL_PRECISION_BITS - 1);
+                    for t in 0..ymax {
+                        ss = ss.wrapping_add(cur[((ymin + t) * cur_w + x) * 3 + c] as i32 * k[t]);
+                    }
+                    out[(y * cur_w + x) * 3 + c] = pil_clip8(ss);
+                }
+            }
+        }
+        return out;
+    }
+    cur.into_owned()
+}
+
+/// `PRECISION_BITS` of Pillow's 8-bit resampling: 32 − 8 − 2.
+const PIL_PRECISION_BITS: u32 = 22;
+
+fn pil_clip8(ss: i32) -> u8 {
+    (ss >> PIL_PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// `precompute_coeffs` + `normalize_coeffs_8bpc` for the bilinear filter over the whole input
+/// (box = 0..in_size): per output index, (first input index, tap count), and `ksize` fixed-point
+/// coefficients per output index.
+fn pil_coeffs(in_size: usize, out_size: usize) -> (Vec<i32>, Vec<(usize, usize)>) {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 1.0 * filterscale;
+    let ksize = support.ceil() as usize * 2 + 1;
+    let mut kk = vec![0i32; out_size * ksize];
+    let mut bounds = Vec::with_capacity(out_size);
+    let mut k = vec![0f64; ksize];
+    for xx in 0..out_size {
+        let center = (xx as f64 + 0.5) * scale;
+        let ss = 1.0 / filterscale;
+        // C casts truncate toward zero; both values are ≥ −0.5 here, so clamping after the cast is the same.
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
+        let mut ww = 0.0;
+        for x in 0..xmax {
+            let arg = (x as f64 + xmin as f64 - center + 0.5) * ss;
+            let w = if arg.abs() < 1.0 {
+                1.0 - arg.abs()
+            } else {
+                0.0
+            };
+            k[x] = w;
+            ww += w;
+        }
+        for x in 0..xmax {
+            if ww != 0.0 {
+                k[x] /= ww;
+            }
+        }
+        for x in 0..ksize {
+            let v = if x < xmax { k[x] } else { 0.0 };
+            let f = v * (1u32 << PIL_PRECISION_BITS) as f64;
+            kk[xx * ksize + x] = if v < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
+        }
+        bounds.push((xmin, xmax));
+    }
+    (kk, bounds)
 }

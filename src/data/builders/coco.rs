@@ -13,6 +13,7 @@ use super::{find_dir, BuildContext};
 use crate::data::error::{format_err, DataError, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
 use crate::data::split;
+use crate::imgops::resize::resize_bilinear_pil_rgb8;
 use crate::imgops::rle::Rle;
 
 #[derive(Debug, Deserialize)]
@@ -372,11 +373,18 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         msg: e.to_string(),
                     })?;
                     let (top, left, ch, cw) = crop_box(a.bbox, im.width(), im.height());
-                    let crop = im.crop_imm(left, top, cw, ch);
+                    let crop = im.crop_imm(left, top, cw, ch).to_rgb8();
                     let (nw, nh) = short_side_size(cw, ch, 256);
-                    let resized = crop
-                        .resize_exact(nw, nh, image::imageops::FilterType::Triangle)
-                        .to_rgb8();
+                    // Pillow's bilinear resize, as torchvision's resized_crop on a PIL image.
+                    let pixels = resize_bilinear_pil_rgb8(
+                        crop.as_raw(),
+                        cw as usize,
+                        ch as usize,
+                        nw as usize,
+                        nh as usize,
+                    );
+                    let resized = image::RgbImage::from_raw(nw, nh, pixels)
+                        .expect("resize returns nw*nh*3 bytes");
                     std::fs::create_dir_all(obj_dir.join(&cat)).at(&obj_dir)?;
                     let tmp = dst.with_extension("jpg.tmp");
                     let f = std::fs::File::create(&tmp).at(&tmp)?;
