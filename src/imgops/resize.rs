@@ -71,54 +71,6 @@ pub fn resize_cubic_f64(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn coefficients_sum_to_one_and_interpolate() {
-        for &x in &[0.0f32, 0.25, 0.5, 0.9] {
-            let c = cubic_coeffs(x);
-            assert!((c.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        }
-        assert_eq!(cubic_coeffs(0.0), [0.0, 1.0, 0.0, 0.0]);
-    }
-
-    #[test]
-    fn same_size_is_copy_and_constant_stays_constant() {
-        let src: Vec<f64> = (0..12).map(|v| v as f64 * 0.1).collect();
-        assert_eq!(resize_cubic_f64(&src, 4, 3, 4, 3), src);
-        let c = resize_cubic_f64(&[0.5; 49], 7, 7, 224, 224);
-        assert!(c.iter().all(|&v| (v - 0.5).abs() < 1e-6));
-    }
-
-    #[test]
-    fn upscale_2x_matches_opencv() {
-        // cv2.resize(np.array([[0,1],[2,3]], np.float64), (4,4), interpolation=cv2.INTER_CUBIC) with
-        // OpenCV 4.14 (opencv-python-headless 4.14.0.94).
-        let out = resize_cubic_f64(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4);
-        let want = [
-            -0.31640625,
-            0.015625,
-            0.5625,
-            0.89453125,
-            0.34765625,
-            0.6796875,
-            1.2265625,
-            1.55859375,
-            1.44140625,
-            1.7734375,
-            2.3203125,
-            2.65234375,
-            2.10546875,
-            2.4375,
-            2.984375,
-            3.31640625,
-        ];
-        assert_eq!(out, want);
-    }
-}
-
 /// Pillow's `Image.resize((dst_w, dst_h), Image.BILINEAR)` for an 8-bit RGB image (row-major,
 /// `src_w * src_h * 3`), bit-exact (`libImaging/Resample.c`): a triangle filter widened by the scale when
 /// shrinking (antialiasing), coefficients normalised in double and then rounded to 22-bit fixed point,
@@ -217,20 +169,17 @@ fn pil_coeffs(in_size: usize, out_size: usize) -> (Vec<i32>, Vec<(usize, usize)>
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize - xmin;
         let mut ww = 0.0;
-        for x in 0..xmax {
+        for (x, kx) in k.iter_mut().enumerate().take(xmax) {
             let arg = (x as f64 + xmin as f64 - center + 0.5) * ss;
-            let w = if arg.abs() < 1.0 {
+            *kx = if arg.abs() < 1.0 {
                 1.0 - arg.abs()
             } else {
                 0.0
             };
-            k[x] = w;
-            ww += w;
+            ww += *kx;
         }
-        for x in 0..xmax {
-            if ww != 0.0 {
-                k[x] /= ww;
-            }
+        if ww != 0.0 {
+            k[..xmax].iter_mut().for_each(|kx| *kx /= ww);
         }
         for x in 0..ksize {
             let v = if x < xmax { k[x] } else { 0.0 };
@@ -244,4 +193,52 @@ fn pil_coeffs(in_size: usize, out_size: usize) -> (Vec<i32>, Vec<(usize, usize)>
         bounds.push((xmin, xmax));
     }
     (kk, bounds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coefficients_sum_to_one_and_interpolate() {
+        for &x in &[0.0f32, 0.25, 0.5, 0.9] {
+            let c = cubic_coeffs(x);
+            assert!((c.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        assert_eq!(cubic_coeffs(0.0), [0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn same_size_is_copy_and_constant_stays_constant() {
+        let src: Vec<f64> = (0..12).map(|v| v as f64 * 0.1).collect();
+        assert_eq!(resize_cubic_f64(&src, 4, 3, 4, 3), src);
+        let c = resize_cubic_f64(&[0.5; 49], 7, 7, 224, 224);
+        assert!(c.iter().all(|&v| (v - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn upscale_2x_matches_opencv() {
+        // cv2.resize(np.array([[0,1],[2,3]], np.float64), (4,4), interpolation=cv2.INTER_CUBIC) with
+        // OpenCV 4.14 (opencv-python-headless 4.14.0.94).
+        let out = resize_cubic_f64(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4);
+        let want = [
+            -0.31640625,
+            0.015625,
+            0.5625,
+            0.89453125,
+            0.34765625,
+            0.6796875,
+            1.2265625,
+            1.55859375,
+            1.44140625,
+            1.7734375,
+            2.3203125,
+            2.65234375,
+            2.10546875,
+            2.4375,
+            2.984375,
+            3.31640625,
+        ];
+        assert_eq!(out, want);
+    }
 }
