@@ -40,7 +40,7 @@ pub struct IndexHeader {
     pub provenance: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Sample {
     pub path: String,
@@ -174,20 +174,18 @@ mod tests {
             labels: vec![3],
             boxes: vec![[1.0, 2.0, 3.5, 4.0]],
             mask: Some("m.png".into()),
-            instance_masks: vec![],
-            ignore_mask: None,
             width: 10,
             height: 20,
+            ..Default::default()
         };
         let multi = Sample {
             path: "val/c/a.jpg".into(),
             labels: vec![0],
-            boxes: vec![],
-            mask: None,
             instance_masks: vec!["val/c/a_mc_0.png".into(), "val/c/a_mc_1.png".into()],
             ignore_mask: Some("val/c/a_ignore.png".into()),
             width: 4,
             height: 3,
+            ..Default::default()
         };
         let idx = SplitIndex::new("d", "train", vec!["x".into()], "class", vec![s, multi])
             .with_mask_rule("binary");

@@ -27,6 +27,7 @@ pub enum Localization {
     Absent,
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct WsolItem {
     /// Path relative to wsolevaluation's image root (e.g. `001.Black_footed_Albatross/x.jpg` for CUB).
     pub path: String,

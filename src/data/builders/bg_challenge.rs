@@ -54,12 +54,10 @@ fn samples(
         .map(|(i, p)| Sample {
             path: ctx.rel(p),
             labels: vec![labels[i]],
-            boxes: vec![],
             mask: masks.as_ref().and_then(|m| m[i].clone()),
-            instance_masks: vec![],
-            ignore_mask: None,
             width: sizes[i].0,
             height: sizes[i].1,
+            ..Default::default()
         })
         .collect())
 }

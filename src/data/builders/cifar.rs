@@ -125,12 +125,9 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             .map(|(p, &l)| Sample {
                 path: ctx.rel(p),
                 labels: vec![l],
-                boxes: vec![],
-                mask: None,
-                instance_masks: vec![],
-                ignore_mask: None,
                 width: 32,
                 height: 32,
+                ..Default::default()
             })
             .collect();
         if split == "train" {

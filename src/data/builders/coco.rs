@@ -427,12 +427,9 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             .map(|((c, p), (w, h))| Sample {
                 path: p.clone(),
                 labels: vec![pos[c.as_str()]],
-                boxes: vec![],
-                mask: None,
-                instance_masks: vec![],
-                ignore_mask: None,
                 width: w,
                 height: h,
+                ..Default::default()
             })
             .collect();
         let prov = "create_coco-objects.py: area >= 1%, 20% margin, short side 256; classes = category ids sorted as strings";

@@ -6,10 +6,9 @@
 //! export has no `localization.txt`.
 use std::path::{Path, PathBuf};
 
-use super::{image_sizes, sorted_subdirs, BuildContext};
+use super::{labelled_split_with_wsol, sorted_subdirs, BuildContext};
 use crate::data::error::{IoContext, Result};
-use crate::data::index::{Sample, SplitIndex};
-use crate::data::wsol::{self, Localization, WsolItem};
+use crate::data::index::SplitIndex;
 
 pub const FILE: &str = "CUBV2.tar";
 
@@ -100,35 +99,13 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             skipped.join(", ")
         );
     }
-    let sizes = image_sizes(&paths)?;
-    let items: Vec<WsolItem> = (0..paths.len())
-        .map(|i| WsolItem {
-            path: rel[i].clone(),
-            label: labels[i],
-            width: sizes[i].0,
-            height: sizes[i].1,
-            boxes: vec![],
-            masks: vec![],
-            ignore_mask: None,
-        })
-        .collect();
-    wsol::export_split(
+    let samples = labelled_split_with_wsol(
+        ctx,
+        &paths,
+        &rel,
+        &labels,
         &ctx.dir.build().join("wsol/metadata/CUB/val"),
-        &items,
-        Localization::Absent,
     )?;
-    let samples = (0..paths.len())
-        .map(|i| Sample {
-            path: ctx.rel(&paths[i]),
-            labels: vec![labels[i]],
-            boxes: vec![],
-            mask: None,
-            instance_masks: vec![],
-            ignore_mask: None,
-            width: sizes[i].0,
-            height: sizes[i].1,
-        })
-        .collect();
     Ok(vec![SplitIndex::new(ctx.dataset, "val", classes, "class", samples)
         .with_provenance(
             "CUBV2.tar (wsolevaluation train-fullsup, metadata CUB/val); labels = sorted class-folder index",

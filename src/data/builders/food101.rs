@@ -46,12 +46,9 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             .map(|(i, p)| Sample {
                 path: ctx.rel(p),
                 labels: vec![labels[i]],
-                boxes: vec![],
-                mask: None,
-                instance_masks: vec![],
-                ignore_mask: None,
                 width: sizes[i].0,
                 height: sizes[i].1,
+                ..Default::default()
             })
             .collect();
         if split == "train" {

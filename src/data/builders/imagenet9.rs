@@ -73,12 +73,9 @@ fn index(
         .map(|(i, p)| Sample {
             path: ctx.rel(p),
             labels: vec![labels[i]],
-            boxes: vec![],
-            mask: None,
-            instance_masks: vec![],
-            ignore_mask: None,
             width: sizes[i].0,
             height: sizes[i].1,
+            ..Default::default()
         })
         .collect();
     Ok(SplitIndex::new(ctx.dataset, split, classes, kind, samples).with_provenance(prov))

@@ -6,10 +6,9 @@
 //! (`metadata/ILSVRC/val/localization.txt`), not in the tar, so the export has no `localization.txt`.
 use std::path::PathBuf;
 
-use super::{image_sizes, sorted_images, sorted_subdirs, BuildContext};
+use super::{labelled_split_with_wsol, sorted_images, sorted_subdirs, BuildContext};
 use crate::data::error::Result;
-use crate::data::index::{Sample, SplitIndex};
-use crate::data::wsol::{self, Localization, WsolItem};
+use crate::data::index::SplitIndex;
 
 pub const FILE: &str = "imagenetv2-threshold0.7.tar.gz";
 
@@ -65,35 +64,13 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     if paths.is_empty() {
         return Err(ctx.err(format!("{FILE}: no images under {}", top.display())));
     }
-    let sizes = image_sizes(&paths)?;
-    let items: Vec<WsolItem> = (0..paths.len())
-        .map(|i| WsolItem {
-            path: rel[i].clone(),
-            label: labels[i],
-            width: sizes[i].0,
-            height: sizes[i].1,
-            boxes: vec![],
-            masks: vec![],
-            ignore_mask: None,
-        })
-        .collect();
-    wsol::export_split(
+    let samples = labelled_split_with_wsol(
+        ctx,
+        &paths,
+        &rel,
+        &labels,
         &ctx.dir.build().join("wsol/metadata/ILSVRC/val"),
-        &items,
-        Localization::Absent,
     )?;
-    let samples = (0..paths.len())
-        .map(|i| Sample {
-            path: ctx.rel(&paths[i]),
-            labels: vec![labels[i]],
-            boxes: vec![],
-            mask: None,
-            instance_masks: vec![],
-            ignore_mask: None,
-            width: sizes[i].0,
-            height: sizes[i].1,
-        })
-        .collect();
     let classes = (0..NUM_CLASSES).map(|i| i.to_string()).collect();
     Ok(vec![SplitIndex::new(ctx.dataset, "val", classes, "class", samples)
         .with_provenance(format!(

@@ -194,3 +194,35 @@ pub fn sorted_images(dir: &Path) -> Result<Vec<String>> {
     v.sort();
     Ok(v)
 }
+
+/// Samples of a class-folder split without boxes or masks, and its wsolevaluation metadata in `wsol_dir`
+/// (image_ids, class_labels, image_sizes; no localization.txt: the boxes are not in the archive).
+/// `wsol_paths[i]` is image i's path relative to wsolevaluation's image root.
+pub fn labelled_split_with_wsol(
+    ctx: &BuildContext,
+    paths: &[PathBuf],
+    wsol_paths: &[String],
+    labels: &[i64],
+    wsol_dir: &Path,
+) -> Result<Vec<super::index::Sample>> {
+    let sizes = image_sizes(paths)?;
+    let items: Vec<super::wsol::WsolItem> = (0..paths.len())
+        .map(|i| super::wsol::WsolItem {
+            path: wsol_paths[i].clone(),
+            label: labels[i],
+            width: sizes[i].0,
+            height: sizes[i].1,
+            ..Default::default()
+        })
+        .collect();
+    super::wsol::export_split(wsol_dir, &items, super::wsol::Localization::Absent)?;
+    Ok((0..paths.len())
+        .map(|i| super::index::Sample {
+            path: ctx.rel(&paths[i]),
+            labels: vec![labels[i]],
+            width: sizes[i].0,
+            height: sizes[i].1,
+            ..Default::default()
+        })
+        .collect())
+}

@@ -114,11 +114,9 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         path: ctx.rel(&root.join("JPEGImages").join(format!("{id}.jpg"))),
                         labels: objs.iter().map(|o| o.0).collect(),
                         boxes: objs.iter().map(|o| o.1).collect(),
-                        mask: None,
-                        instance_masks: vec![],
-                        ignore_mask: None,
                         width: w,
                         height: h,
+                        ..Default::default()
                     });
                 }
                 let name = format!("{}-{set}", year.to_lowercase());
@@ -144,10 +142,9 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         labels: objs.iter().map(|o| o.0).collect(),
                         boxes: objs.iter().map(|o| o.1).collect(),
                         mask: Some(ctx.rel(&mask)),
-                        instance_masks: vec![],
-                        ignore_mask: None,
                         width: w,
                         height: h,
+                        ..Default::default()
                     });
                 }
                 let name = format!("{}-seg-{set}", year.to_lowercase());
