@@ -949,22 +949,6 @@ fn voc_image_sets_boxes_and_segmentation() {
         .exists());
 }
 
-/// `data build` that must fail; returns stderr.
-fn build_err(manifest: &std::path::Path, data_dir: &std::path::Path, name: &str) -> String {
-    run_err(&[
-        "--quiet",
-        "data",
-        "build",
-        name,
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--retry-delay-ms",
-        "10",
-    ])
-}
-
 fn read_text(p: std::path::PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

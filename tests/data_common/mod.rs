@@ -457,8 +457,12 @@ pub fn run_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// `data build` on a fixture manifest; returns the data dir's path.
-pub fn build(manifest: &Path, data_dir: &Path, name: &str, extra: &[&str]) -> String {
+fn build_args<'a>(
+    manifest: &'a Path,
+    data_dir: &'a Path,
+    name: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "--quiet",
         "data",
@@ -472,7 +476,17 @@ pub fn build(manifest: &Path, data_dir: &Path, name: &str, extra: &[&str]) -> St
         "10",
     ];
     args.extend_from_slice(extra);
-    run_ok(&args)
+    args
+}
+
+/// `data build` on a fixture manifest; returns stdout.
+pub fn build(manifest: &Path, data_dir: &Path, name: &str, extra: &[&str]) -> String {
+    run_ok(&build_args(manifest, data_dir, name, extra))
+}
+
+/// `data build` that must fail; returns stderr.
+pub fn build_err(manifest: &Path, data_dir: &Path, name: &str) -> String {
+    run_err(&build_args(manifest, data_dir, name, &[]))
 }
 
 pub fn read_index(
