@@ -70,6 +70,20 @@ trait Key: Copy + Eq + Default {
     fn pack(coords: &[i16]) -> Self;
     fn coord(&self, i: usize) -> i16;
     fn hash(&self) -> u64;
+    /// The blur neighbour along axis `j`: every coordinate − 1, except coordinate `j` (when j < d), which
+    /// is + d. The build keeps every key ≥ 1 above the lowest and ≥ d below the highest coordinate, so no
+    /// lane over- or underflows.
+    fn blur_neighbor(&self, d: usize, j: usize) -> Self {
+        let mut c = [0i16; MAX_FEATURE_DIM];
+        for (i, ci) in c.iter_mut().enumerate().take(d) {
+            *ci = if i == j {
+                self.coord(i) + d as i16
+            } else {
+                self.coord(i) - 1
+            };
+        }
+        Self::pack(&c[..d])
+    }
     /// The key of the next remainder: every coordinate + 1, and coordinate `wrap` (if any) − (d+1).
     fn next_remainder(&self, d: usize, wrap: Option<usize>) -> Self {
         let mut c = [0i16; MAX_FEATURE_DIM];
@@ -107,6 +121,17 @@ impl Key for Key12 {
         self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
     #[inline(always)]
+    fn blur_neighbor(&self, d: usize, j: usize) -> Self {
+        // Biased lanes stay in 1..=4095−d (see the trait), so whole-word arithmetic never borrows.
+        let ones = 0x0001_0010_0100_1001u64 & ((1u64 << (12 * d)) - 1);
+        let k = self.0.wrapping_sub(ones);
+        Key12(if j < d {
+            k.wrapping_add(((d + 1) as u64) << (12 * j))
+        } else {
+            k
+        })
+    }
+    #[inline(always)]
     fn next_remainder(&self, d: usize, wrap: Option<usize>) -> Self {
         let ones = 0x0001_0010_0100_1001u64 & ((1u64 << (12 * d)) - 1);
         let k = self.0.wrapping_add(ones);
@@ -134,6 +159,16 @@ impl Key for u128 {
     #[inline(always)]
     fn coord(&self, i: usize) -> i16 {
         ((*self >> (16 * i)) as u16 as i32 - LANE_BIAS) as i16
+    }
+    #[inline(always)]
+    fn blur_neighbor(&self, d: usize, j: usize) -> Self {
+        let ones = ONES_U128 & ((1u128 << (16 * d)) - 1);
+        let k = self.wrapping_sub(ones);
+        if j < d {
+            k.wrapping_add(((d + 1) as u128) << (16 * j))
+        } else {
+            k
+        }
     }
     #[inline(always)]
     fn next_remainder(&self, d: usize, wrap: Option<usize>) -> Self {
@@ -529,8 +564,9 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         let mut in_range = true;
         for i in 0..D {
             let base = emb.rem0[i] as i32;
-            // Keys of this simplex lie in [base − d − 1, base + d].
-            in_range &= base > -K::HALF + D as i32 && base < K::HALF - D as i32;
+            // Keys of this simplex lie in [base − d − 1, base + d], their blur neighbours in
+            // [base − d − 2, base + 2d]: all must fit the key's lanes.
+            in_range &= base >= -K::HALF + D as i32 + 2 && base < K::HALF - 2 * D as i32;
             coords[i] = base as i16;
             inv_rank[emb.rank[i] as usize] = i;
         }
@@ -563,27 +599,10 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
     // step, so n2(k) = i exactly when n1(i) = k and each n1 lookup fills both.
     let m = table.keys.len();
     let mut neighbors = vec![[0u32; 2]; dp1 * m];
-    let mut n1 = [0i16; MAX_FEATURE_DIM];
     for j in 0..=D {
         for i in 0..m {
-            let key = table.keys[i];
-            let mut fits = true;
-            for c in 0..D {
-                let kc = key.coord(c);
-                n1[c] = if c == j {
-                    kc.wrapping_add(D as i16)
-                } else {
-                    kc.wrapping_sub(1)
-                };
-            }
-            for c in 0..D {
-                fits &= (n1[c] as i32) >= -K::HALF && (n1[c] as i32) < K::HALF;
-            }
-            // A neighbour outside the key range does not exist (every vertex is inside it).
-            if !fits {
-                continue;
-            }
-            if let Some(k) = table.find(&K::pack(&n1[..D])) {
+            let n1 = table.keys[i].blur_neighbor(D, j);
+            if let Some(k) = table.find(&n1) {
                 neighbors[j * m + i][0] = k + 1;
                 neighbors[j * m + k as usize][1] = i as u32 + 1;
             }
@@ -643,10 +662,7 @@ impl Lattice {
                 return Ok(l);
             }
         }
-        dispatch_dim!(d, build, features, opts).ok_or(CrfError::FeatureDim {
-            d,
-            max: MAX_FEATURE_DIM,
-        })
+        dispatch_dim!(d, build, features, opts).ok_or(CrfError::FeatureRange)
     }
 
     pub fn num_points(&self) -> usize {
@@ -1104,6 +1120,14 @@ mod tests {
         let l = Lattice::new(&f, 5, LatticeOptions::default()).unwrap();
         let wide = build::<5, u128>(&f, LatticeOptions::default()).unwrap();
         assert_eq!(filtered(&l, n), filtered(&wide, n));
+    }
+
+    #[test]
+    fn features_beyond_16_bit_lattice_coordinates_are_refused() {
+        let f = [0.0f32, 0.0, 1e6, 1e6];
+        let e = Lattice::new(&f, 2, LatticeOptions::default()).unwrap_err();
+        assert!(matches!(e, CrfError::FeatureRange), "{e}");
+        assert!(e.to_string().contains("too large"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub enum CrfError {
     },
     #[error("feature dimension must be in 1..={max}, got {d}")]
     FeatureDim { d: usize, max: usize },
+    #[error(
+        "features too large for the lattice: scaled coordinates must stay within ±32 000 \
+         (a standard deviation such as sxy or srgb is far too small for the data)"
+    )]
+    FeatureRange,
     #[error("compatibility: {0}")]
     Compatibility(String),
     #[error("{what} must be positive and finite, got {value}")]
