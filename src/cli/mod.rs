@@ -39,7 +39,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Datasets: the synthetic scenes, and (later) downloads, verification and builders.
+    /// Datasets: the synthetic scenes; downloads, verification, extraction and builders for the real ones.
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Self-supervised training (MoCo v2, BYOL).
