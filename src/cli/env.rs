@@ -26,6 +26,10 @@ pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             println!("  cuda:{i}       {name}");
         }
         println!(
+            "cpu            {} (libtorch kernels: {})",
+            report.cpu_model, report.cpu_isa
+        );
+        println!(
             "cpu threads    {} (torch intra-op {})",
             report.cpu_threads, report.torch_threads
         );

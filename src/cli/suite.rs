@@ -198,8 +198,10 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
     };
     let env = field("env")?;
     let machine = format!(
-        "{} · {} CPU threads · libtorch {} · device {}",
+        "{} · {} ({} kernels) · {} CPU threads · libtorch {} · device {}",
         env.get("os").and_then(|v| v.as_str()).unwrap_or("?"),
+        env.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("?"),
+        env.get("cpu_isa").and_then(|v| v.as_str()).unwrap_or("?"),
         env.get("cpu_threads").and_then(|v| v.as_u64()).unwrap_or(0),
         env.get("libtorch").and_then(|v| v.as_str()).unwrap_or("?"),
         r.get("device").and_then(|v| v.as_str()).unwrap_or("?")

@@ -13,6 +13,10 @@ pub struct EnvReport {
     pub cuda_available: bool,
     pub cuda_devices: Vec<String>,
     pub cpu_threads: usize,
+    /// CPU model (`/proc/cpuinfo`), and the widest vector ISA libtorch's CPU kernels can dispatch to: CPU
+    /// training results differ in the last bits between ISA paths, and the trajectories drift apart.
+    pub cpu_model: String,
+    pub cpu_isa: String,
     pub torch_threads: i32,
     pub os: String,
 }
@@ -51,8 +55,54 @@ pub fn env_report() -> EnvReport {
         cpu_threads: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        cpu_model: cpu_model(),
+        cpu_isa: cpu_isa().to_string(),
         torch_threads: tch::get_num_threads(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The capability ATen's CPU dispatcher picks (`ATEN_CPU_CAPABILITY` overrides it): avx512 needs
+/// F, BW, VL and DQ; avx2 needs AVX2 and FMA.
+fn cpu_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if let Ok(v) = std::env::var("ATEN_CPU_CAPABILITY") {
+            if ["default", "avx2", "avx512"].contains(&v.as_str()) {
+                return match v.as_str() {
+                    "avx512" => "avx512 (ATEN_CPU_CAPABILITY)",
+                    "avx2" => "avx2 (ATEN_CPU_CAPABILITY)",
+                    _ => "default (ATEN_CPU_CAPABILITY)",
+                };
+            }
+        }
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512dq");
+        if avx512 {
+            "avx512"
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            "avx2"
+        } else {
+            "default"
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "default"
     }
 }
 
