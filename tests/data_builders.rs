@@ -1059,21 +1059,12 @@ fn cubv2_class_folders_labels_and_wsol_cub_val_export() {
 
 #[test]
 fn cubv2_missing_class_folder_names_the_folder() {
-    let srv = Server::start();
-    let tmp = tempfile::tempdir().unwrap();
     // 002 is missing: 003 would get label 1 instead of CUB's 2.
     let e = vec![
         file("001.Black_footed_Albatross/30107316117.jpg", jpeg(8, 8, 1)),
         file("003.Sooty_Albatross/30804529724.jpg", jpeg(8, 8, 2)),
     ];
-    let m = serve_dataset(
-        &srv,
-        tmp.path(),
-        "wsol-cubv2",
-        Some("wsol-cubv2"),
-        vec![ff("CUBV2.tar", tar(&e))],
-    );
-    let err = build_err(&m, &tmp.path().join("d"), "wsol-cubv2");
+    let err = build_err_serving("wsol-cubv2", vec![ff("CUBV2.tar", tar(&e))]);
     assert!(
         err.contains("CUBV2.tar")
             && err.contains("`003.Sooty_Albatross`")
@@ -1246,23 +1237,17 @@ fn openimages_three_zips_instance_masks_and_mask_form_export() {
 
 #[test]
 fn openimages_malformed_mask_names_the_file() {
-    let srv = Server::start();
-    let tmp = tempfile::tempdir().unwrap();
     let (imgs, mut anns, _) = openimages_zips();
     // The class in a mask name must be its folder's: this one says 0by6g inside 0bt_c3.
     let bad = "val/0bt_c3/1cd9ac0169ec7df0_m0by6g_6932e993.png";
     anns.push(file(bad, png_gray(4, 4, |_, _| 255)));
-    let m = serve_dataset(
-        &srv,
-        tmp.path(),
+    let err = build_err_serving(
         "wsol-openimages",
-        Some("wsol-openimages"),
         vec![
             ff("OpenImages_images.zip", zip(&imgs)),
             ff("OpenImages_annotations.zip", zip(&anns)),
         ],
     );
-    let err = build_err(&m, &tmp.path().join("d"), "wsol-openimages");
     assert!(
         err.contains(&format!("OpenImages_annotations.zip/{bad}"))
             && err.contains("not an OpenImages30k file name")
@@ -1274,17 +1259,13 @@ fn openimages_malformed_mask_names_the_file() {
     let (imgs, mut anns, _) = openimages_zips();
     let orphan = "test/01226z/ffffffffffffffff_m01226z_00000000.png";
     anns.push(file(orphan, png_gray(4, 4, |_, _| 255)));
-    let m = serve_dataset(
-        &srv,
-        tmp.path(),
+    let err = build_err_serving(
         "wsol-openimages",
-        Some("wsol-openimages"),
         vec![
             ff("OpenImages_images.zip", zip(&imgs)),
             ff("OpenImages_annotations.zip", zip(&anns)),
         ],
     );
-    let err = build_err(&m, &tmp.path().join("d2"), "wsol-openimages");
     assert!(
         err.contains(orphan) && err.contains("no ffffffffffffffff.jpg"),
         "{err}"
@@ -1393,20 +1374,14 @@ fn imagenetv2_integer_class_folders_and_wsol_ilsvrc_val_export() {
 
 #[test]
 fn imagenetv2_non_integer_class_folder_names_the_folder() {
-    let srv = Server::start();
-    let tmp = tempfile::tempdir().unwrap();
     let e = vec![
         file("imagenetv2-threshold0.7/0/0.jpeg", jpeg(4, 4, 1)),
         file("imagenetv2-threshold0.7/n01440764/0.jpeg", jpeg(4, 4, 2)),
     ];
-    let m = serve_dataset(
-        &srv,
-        tmp.path(),
+    let err = build_err_serving(
         "imagenetv2",
-        Some("imagenetv2"),
         vec![ff("imagenetv2-threshold0.7.tar.gz", tar_gz(&e))],
     );
-    let err = build_err(&m, &tmp.path().join("d"), "imagenetv2");
     assert!(
         err.contains("imagenetv2-threshold0.7/n01440764") && err.contains("not an integer"),
         "{err}"

@@ -489,6 +489,15 @@ pub fn build_err(manifest: &Path, data_dir: &Path, name: &str) -> String {
     run_err(&build_args(manifest, data_dir, name, &[]))
 }
 
+/// Serve `files` as the fixture dataset `dataset` (built by the builder of the same name) and run a
+/// `data build` that must fail; returns stderr.
+pub fn build_err_serving(dataset: &str, files: Vec<FixtureFile>) -> String {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = serve_dataset(&srv, tmp.path(), dataset, Some(dataset), files);
+    build_err(&m, &tmp.path().join("d"), dataset)
+}
+
 pub fn read_index(
     data_dir: &Path,
     dataset: &str,
