@@ -12,6 +12,7 @@
 //! keeps the image-independent Gaussian kernel for reuse over a dataset.
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod expf;
 pub mod lattice;
 pub mod numpy_log;
 
@@ -552,6 +553,12 @@ pub fn bilateral_kernel(
 
 /// Eigen's `expAndNormalize` per pixel: subtract the max, `expf`, divide by the (sequential) sum.
 fn exp_and_normalize(q: &mut [f32], t: &[f32], m: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if m == 2 && expf::vector_path_available() {
+        // SAFETY: the vector path checked for AVX2 and FMA.
+        unsafe { exp_and_normalize2_avx2(q, t) };
+        return;
+    }
     if m == 2 {
         for (qo, ti) in q.chunks_exact_mut(2).zip(t.chunks_exact(2)) {
             let mx = if ti[1] > ti[0] { ti[1] } else { ti[0] };
@@ -574,6 +581,55 @@ fn exp_and_normalize(q: &mut [f32], t: &[f32], m: usize) {
             s += *o;
         }
         qo.iter_mut().for_each(|o| *o /= s);
+    }
+}
+
+/// [`exp_and_normalize`] for two labels, two pixels per step, with the same float operations: the max
+/// `t1 > t0 ? t1 : t0`, `expf(t − max)` (glibc's, see [`expf`]), `e0 + e1`, and the divisions. Pixel pairs
+/// with an exponent off glibc's table path (|x| ≥ 88) go through the scalar code.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_and_normalize2_avx2(q: &mut [f32], t: &[f32]) {
+    use std::arch::x86_64::*;
+    let mut qc = q.chunks_exact_mut(4);
+    let mut tc = t.chunks_exact(4);
+    for (qo, ti) in (&mut qc).zip(&mut tc) {
+        // SAFETY: both chunks hold 4 floats.
+        let v = unsafe { _mm_loadu_ps(ti.as_ptr()) };
+        let t0 = _mm_shuffle_ps::<0b10_10_00_00>(v, v);
+        let t1 = _mm_shuffle_ps::<0b11_11_01_01>(v, v);
+        let mx = _mm_blendv_ps(t0, t1, _mm_cmpgt_ps(t1, t0));
+        let d = _mm_sub_ps(v, mx);
+        let mut dv = [0f32; 4];
+        // SAFETY: a local array of 4 floats.
+        unsafe { _mm_storeu_ps(dv.as_mut_ptr(), d) };
+        if !dv.iter().all(|&x| expf::on_table_path(x)) {
+            let e: [f32; 4] = dv.map(expf);
+            for p in 0..2 {
+                let s = e[2 * p] + e[2 * p + 1];
+                qo[2 * p] = e[2 * p] / s;
+                qo[2 * p + 1] = e[2 * p + 1] / s;
+            }
+            continue;
+        }
+        // SAFETY: AVX2 and FMA are enabled for this function; every lane is on the table path.
+        let e = unsafe { expf::expf4(d) };
+        let s = _mm_add_ps(e, _mm_shuffle_ps::<0b10_11_00_01>(e, e));
+        // SAFETY: the chunk holds 4 floats.
+        unsafe { _mm_storeu_ps(qo.as_mut_ptr(), _mm_div_ps(e, s)) };
+    }
+    // An odd last pixel.
+    for (qo, ti) in qc
+        .into_remainder()
+        .chunks_exact_mut(2)
+        .zip(tc.remainder().chunks_exact(2))
+    {
+        let mx = if ti[1] > ti[0] { ti[1] } else { ti[0] };
+        let e0 = expf(ti[0] - mx);
+        let e1 = expf(ti[1] - mx);
+        let s = e0 + e1;
+        qo[0] = e0 / s;
+        qo[1] = e1 / s;
     }
 }
 
