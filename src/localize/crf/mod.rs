@@ -600,10 +600,12 @@ unsafe fn exp_and_normalize2_avx2(q: &mut [f32], t: &[f32]) {
         let t1 = _mm_shuffle_ps::<0b11_11_01_01>(v, v);
         let mx = _mm_blendv_ps(t0, t1, _mm_cmpgt_ps(t1, t0));
         let d = _mm_sub_ps(v, mx);
-        let mut dv = [0f32; 4];
-        // SAFETY: a local array of 4 floats.
-        unsafe { _mm_storeu_ps(dv.as_mut_ptr(), d) };
-        if !dv.iter().all(|&x| expf::on_table_path(x)) {
+        // Off the table path: |x| ≥ 88 (bits of |x| ≥ those of 88.0), infinities and NaN.
+        let abs = _mm_and_si128(_mm_castps_si128(d), _mm_set1_epi32(0x7fff_ffff));
+        if _mm_movemask_epi8(_mm_cmpgt_epi32(abs, _mm_set1_epi32(0x42af_ffff))) != 0 {
+            let mut dv = [0f32; 4];
+            // SAFETY: a local array of 4 floats.
+            unsafe { _mm_storeu_ps(dv.as_mut_ptr(), d) };
             let e: [f32; 4] = dv.map(expf);
             for p in 0..2 {
                 let s = e[2 * p] + e[2 * p + 1];
