@@ -410,6 +410,9 @@ struct Embedding4 {
     rank: [[f32; 4]; MAX_FEATURE_DIM + 1],
     /// Barycentric weight of remainder k, per lane (k = 0..=d).
     bary: [[f32; 4]; MAX_FEATURE_DIM + 1],
+    /// `rem0` and `rank` as integers (they hold integer values, so the conversion is exact).
+    rem0_i: [[i32; 4]; MAX_FEATURE_DIM + 1],
+    rank_i: [[i32; 4]; MAX_FEATURE_DIM + 1],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -460,6 +463,14 @@ impl<const D: usize> Elevation<D> {
                 rem0[i] = _mm_add_ps(rem0[i], _mm_sub_ps(add, sub));
                 _mm_storeu_ps(e.rem0[i].as_mut_ptr(), rem0[i]);
                 _mm_storeu_ps(e.rank[i].as_mut_ptr(), rank[i]);
+                _mm_storeu_si128(
+                    e.rem0_i[i].as_mut_ptr() as *mut __m128i,
+                    _mm_cvtps_epi32(rem0[i]),
+                );
+                _mm_storeu_si128(
+                    e.rank_i[i].as_mut_ptr() as *mut __m128i,
+                    _mm_cvtps_epi32(rank[i]),
+                );
             }
             // pydensecrf scatters t_i = (E_i − rem0_i)/(d+1) into b[d − rank_i] (+) and b[d − rank_i + 1] (−),
             // then b[0] += 1 + b[d+1]. Ranks are a permutation of 0..=d, so b[k] gets exactly one + and one −
@@ -508,8 +519,9 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         rank: [0; MAX_FEATURE_DIM + 1],
         bary: [0.0; MAX_FEATURE_DIM + 2],
     };
-    // Consecutive pixels often share a simplex: reuse its vertex indices.
     let mut offsets = [0u32; MAX_FEATURE_DIM + 1];
+    let mut base_i = [0i32; MAX_FEATURE_DIM];
+    let mut rank_i = [0i32; MAX_FEATURE_DIM];
     let mut coords = [0i16; MAX_FEATURE_DIM];
     let padded = if opts.sse_block_padding {
         n.div_ceil(4) * 4
@@ -521,6 +533,8 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
         rem0: [[0.0; 4]; MAX_FEATURE_DIM + 1],
         rank: [[0.0; 4]; MAX_FEATURE_DIM + 1],
         bary: [[0.0; 4]; MAX_FEATURE_DIM + 1],
+        rem0_i: [[0; 4]; MAX_FEATURE_DIM + 1],
+        rank_i: [[0; 4]; MAX_FEATURE_DIM + 1],
     };
     #[cfg(target_arch = "x86_64")]
     let mut f4 = [[0f32; 4]; MAX_FEATURE_DIM];
@@ -543,9 +557,9 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
                 }
                 elev.embed4(&f4, &mut emb4);
             }
-            for i in 0..=D {
-                emb.rem0[i] = emb4.rem0[i][lane];
-                emb.rank[i] = emb4.rank[i][lane] as i32;
+            for i in 0..D {
+                base_i[i] = emb4.rem0_i[i][lane];
+                rank_i[i] = emb4.rank_i[i][lane];
             }
             for r in 0..=D {
                 emb.bary[r] = emb4.bary[r][lane];
@@ -559,16 +573,20 @@ fn build<const D: usize, K: Key>(features: &[f32], opts: LatticeOptions) -> Opti
                 &zero[..D]
             };
             elev.embed(f, &mut emb);
+            for i in 0..D {
+                base_i[i] = emb.rem0[i] as i32;
+                rank_i[i] = emb.rank[i];
+            }
         }
         let mut inv_rank = [D; MAX_FEATURE_DIM + 1];
         let mut in_range = true;
         for i in 0..D {
-            let base = emb.rem0[i] as i32;
+            let base = base_i[i];
             // Keys of this simplex lie in [base − d − 1, base + d], their blur neighbours in
             // [base − d − 2, base + 2d]: all must fit the key's lanes.
             in_range &= base >= -K::HALF + D as i32 + 2 && base < K::HALF - 2 * D as i32;
             coords[i] = base as i16;
-            inv_rank[emb.rank[i] as usize] = i;
+            inv_rank[rank_i[i] as usize] = i;
         }
         if !in_range {
             return None;
@@ -1061,6 +1079,8 @@ mod tests {
             rem0: [[0.0; 4]; 17],
             rank: [[0.0; 4]; 17],
             bary: [[0.0; 4]; 17],
+            rem0_i: [[0; 4]; 17],
+            rank_i: [[0; 4]; 17],
         };
         let mut seed = 12345u64;
         for _ in 0..2000 {
@@ -1080,6 +1100,8 @@ mod tests {
                 for i in 0..=5 {
                     assert_eq!(e.rem0[i], e4.rem0[i][l] + 0.0, "rem0");
                     assert_eq!(e.rank[i], e4.rank[i][l] as i32, "rank");
+                    assert_eq!(e.rank[i], e4.rank_i[i][l], "integer rank");
+                    assert_eq!(e.rem0[i] as i32, e4.rem0_i[i][l], "integer rem0");
                     assert_eq!(e.bary[i].to_bits(), e4.bary[i][l].to_bits(), "bary");
                 }
             }
