@@ -561,12 +561,7 @@ fn exp_and_normalize(q: &mut [f32], t: &[f32], m: usize) {
     }
     if m == 2 {
         for (qo, ti) in q.chunks_exact_mut(2).zip(t.chunks_exact(2)) {
-            let mx = if ti[1] > ti[0] { ti[1] } else { ti[0] };
-            let e0 = expf(ti[0] - mx);
-            let e1 = expf(ti[1] - mx);
-            let s = e0 + e1;
-            qo[0] = e0 / s;
-            qo[1] = e1 / s;
+            exp_normalize_pair(qo, ti);
         }
         return;
     }
@@ -626,13 +621,19 @@ unsafe fn exp_and_normalize2_avx2(q: &mut [f32], t: &[f32]) {
         .chunks_exact_mut(2)
         .zip(tc.remainder().chunks_exact(2))
     {
-        let mx = if ti[1] > ti[0] { ti[1] } else { ti[0] };
-        let e0 = expf(ti[0] - mx);
-        let e1 = expf(ti[1] - mx);
-        let s = e0 + e1;
-        qo[0] = e0 / s;
-        qo[1] = e1 / s;
+        exp_normalize_pair(qo, ti);
     }
+}
+
+/// One pixel of two labels: `max = t1 > t0 ? t1 : t0`, `e = expf(t − max)`, `q = e / (e0 + e1)`.
+#[inline(always)]
+fn exp_normalize_pair(qo: &mut [f32], ti: &[f32]) {
+    let mx = if ti[1] > ti[0] { ti[1] } else { ti[0] };
+    let e0 = expf(ti[0] - mx);
+    let e1 = expf(ti[1] - mx);
+    let s = e0 + e1;
+    qo[0] = e0 / s;
+    qo[1] = e1 / s;
 }
 
 /// expf (glibc's, as pydensecrf's scalar Eigen path); exp(0) = 1 exactly, so skip the call.

@@ -176,7 +176,10 @@ mod tests {
     fn vector_path_equals_the_scalar_kernel() {
         // Every 97th float from 0 to 2 (both mantissa folds, every exponent there), plus specials mixed
         // into some chunks so those take the scalar route; 8-lane chunks and a ragged tail.
-        let mut p: Vec<f32> = (0..=2.0f32.to_bits()).step_by(97).map(f32::from_bits).collect();
+        let mut p: Vec<f32> = (0..=2.0f32.to_bits())
+            .step_by(97)
+            .map(f32::from_bits)
+            .collect();
         p.extend([0.0, -0.0, f32::NAN, -1.0, f32::INFINITY, 1e-45, 3.0]);
         let mut out = vec![0f32; p.len()];
         neg_log_eps(&p, 1e-20, &mut out);
