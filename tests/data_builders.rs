@@ -339,6 +339,47 @@ fn background_challenge_variants_masks_and_original_train() {
 }
 
 #[test]
+fn coco_unreadable_or_mis_sized_rle_names_the_annotation() {
+    let case = |segmentation: serde_json::Value| -> String {
+        let ann = serde_json::json!({
+            "images": [{"id": 139, "file_name": "000000000139.jpg", "width": 40, "height": 30}],
+            "annotations": [{"id": 77, "image_id": 139, "category_id": 1, "bbox": [1.0, 1.0, 20.0, 10.0],
+                             "area": 200.0, "iscrowd": 1, "segmentation": segmentation}],
+            "categories": [{"id": 1, "name": "person"}]
+        })
+        .to_string();
+        build_err_serving(
+            "coco",
+            vec![
+                ff(
+                    "val2017.zip",
+                    zip(&[file("val2017/000000000139.jpg", jpeg(40, 30, 1))]),
+                ),
+                ff(
+                    "annotations_trainval2017.zip",
+                    zip(&[file("annotations/instances_val2017.json", ann)]),
+                ),
+            ],
+        )
+    };
+    // A compressed RLE string with a character outside pycocotools' alphabet.
+    let err = case(serde_json::json!({"counts": "a b", "size": [30, 40]}));
+    assert!(
+        err.contains("instances_val2017.json")
+            && err.contains("annotation 77 of image 139")
+            && err.contains("invalid character"),
+        "{err}"
+    );
+    // An RLE for another image size.
+    let err = case(serde_json::json!({"counts": [0, 12], "size": [3, 4]}));
+    assert!(
+        err.contains("annotation 77 of image 139")
+            && err.contains("[3, 4] is not the image's [30, 40]"),
+        "{err}"
+    );
+}
+
+#[test]
 fn coco_labels_boxes_masks_crops_and_gt_boxes() {
     use contracam::imgops::rle::Rle;
     let srv = Server::start();

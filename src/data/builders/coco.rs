@@ -40,6 +40,8 @@ pub struct CocoCategory {
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct CocoAnn {
+    #[serde(default)]
+    pub id: u64,
     pub image_id: u64,
     pub category_id: u64,
     pub bbox: [f64; 4],
@@ -64,23 +66,31 @@ pub enum RleCounts {
     Compressed(String),
 }
 
-/// pycocotools `annToRLE`.
-pub fn ann_to_rle(seg: &Segmentation, h: u32, w: u32) -> Option<Rle> {
-    match seg {
-        Segmentation::Polygons(p) => Some(Rle::from_polygons(p, h, w)),
+/// pycocotools `annToRLE` for an image of `h`×`w`. An RLE that does not parse or whose `size` is not the
+/// image's is an error (pycocotools would raise or decode a mask of the wrong shape).
+pub fn ann_to_rle(seg: &Segmentation, h: u32, w: u32) -> std::result::Result<Rle, String> {
+    let rle = match seg {
+        Segmentation::Polygons(p) => return Ok(Rle::from_polygons(p, h, w)),
         Segmentation::Rle {
             counts: RleCounts::Uncompressed(c),
             size,
-        } => Some(Rle {
+        } => Rle {
             h: size[0],
             w: size[1],
             counts: c.clone(),
-        }),
+        },
         Segmentation::Rle {
             counts: RleCounts::Compressed(s),
             size,
-        } => Rle::from_compressed(s, size[0], size[1]).ok(),
+        } => Rle::from_compressed(s, size[0], size[1]).map_err(|e| e.to_string())?,
+    };
+    if (rle.h, rle.w) != (h, w) {
+        return Err(format!(
+            "RLE size [{}, {}] is not the image's [{h}, {w}]",
+            rle.h, rle.w
+        ));
     }
+    Ok(rle)
 }
 
 /// Stream an instances JSON: `images` and `categories` are collected, each annotation is handed to `on_ann`
@@ -290,13 +300,16 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                 let mask = if with_masks {
                     let rles: Vec<Rle> = anns
                         .iter()
-                        .filter_map(|a| {
-                            a.segmentation
-                                .as_ref()
-                                .and_then(|s| ann_to_rle(s, img.height, img.width))
+                        .filter_map(|a| a.segmentation.as_ref().map(|s| (a, s)))
+                        .map(|(a, s)| {
+                            ann_to_rle(s, img.height, img.width).map_err(|e| {
+                                ctx.err(format!(
+                                    "instances_{}2017.json: annotation {} of image {}: {e}",
+                                    sp.name, a.id, img.id
+                                ))
+                            })
                         })
-                        .filter(|r| r.h == img.height && r.w == img.width)
-                        .collect();
+                        .collect::<Result<_>>()?;
                     let m = if rles.is_empty() {
                         vec![0u8; (img.width * img.height) as usize]
                     } else {
