@@ -56,7 +56,7 @@ pub fn env_report() -> EnvReport {
             .map(|n| n.get())
             .unwrap_or(1),
         cpu_model: cpu_model(),
-        cpu_isa: cpu_isa().to_string(),
+        cpu_isa: cpu_isa(),
         torch_threads: tch::get_num_threads(),
         os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
     }
@@ -74,36 +74,30 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The capability ATen's CPU dispatcher picks (`ATEN_CPU_CAPABILITY` overrides it): avx512 needs
-/// F, BW, VL and DQ; avx2 needs AVX2 and FMA.
-fn cpu_isa() -> &'static str {
+/// The capability ATen's CPU dispatcher picks: avx512 needs AVX-512 F/BW/VL/DQ and FMA, avx2 needs AVX2 and
+/// FMA. A valid `ATEN_CPU_CAPABILITY` overrides it (ATen honours it) and is reported as such.
+fn cpu_isa() -> String {
+    if let Ok(v) = std::env::var("ATEN_CPU_CAPABILITY") {
+        if ["default", "avx2", "avx512"].contains(&v.as_str()) {
+            return format!("{v} (ATEN_CPU_CAPABILITY)");
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        if let Ok(v) = std::env::var("ATEN_CPU_CAPABILITY") {
-            if ["default", "avx2", "avx512"].contains(&v.as_str()) {
-                return match v.as_str() {
-                    "avx512" => "avx512 (ATEN_CPU_CAPABILITY)",
-                    "avx2" => "avx2 (ATEN_CPU_CAPABILITY)",
-                    _ => "default (ATEN_CPU_CAPABILITY)",
-                };
-            }
-        }
-        let avx512 = is_x86_feature_detected!("avx512f")
+        let fma = is_x86_feature_detected!("fma");
+        if fma
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512dq");
-        if avx512 {
-            "avx512"
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            "avx2"
-        } else {
-            "default"
+            && is_x86_feature_detected!("avx512dq")
+        {
+            return "avx512".into();
+        }
+        if fma && is_x86_feature_detected!("avx2") {
+            return "avx2".into();
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        "default"
-    }
+    "default".into()
 }
 
 /// The CUDA device's marketing name. tch exposes none, so ask the CUDA runtime that libtorch already loaded
