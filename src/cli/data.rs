@@ -52,7 +52,7 @@ pub struct DataArgs {
 pub enum DataCommand {
     /// Write the built-in synthetic dataset as PNGs with index.json, index.html and preview.png.
     Synth(SynthArgs),
-    /// Every known dataset: files, bytes, checksum kind and status (absent/partial/downloaded/verified/built).
+    /// Every known dataset: files, bytes, checksum kind, status (absent/partial/downloaded/verified/built) and builder.
     List {
         #[command(flatten)]
         args: DataArgs,

@@ -98,9 +98,15 @@ pub fn vector_path_available() -> bool {
     {
         static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *OK.get_or_init(|| {
-            is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
-                && expf_matches_libm(probe_inputs())
+            let cpu = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            let ok = cpu && expf_matches_libm(probe_inputs());
+            if cpu && !ok {
+                // Another libm than glibc ≥ 2.27: stay exact with the scalar calls, only slower.
+                tracing::warn!(
+                    "the C library's expf differs from glibc's __expf_fma; CRF softmax runs scalar"
+                );
+            }
+            ok
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
