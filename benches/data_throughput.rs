@@ -10,10 +10,12 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Instant;
 
-use contracam::data::download::{download_file, http_client, DownloadOptions, FileJob, Progress};
-use contracam::data::hash::{hash_file, StreamHasher};
-use contracam::data::manifest::ChecksumKind;
-use contracam::data::store::{DatasetDir, Expected};
+use contracam::data::source::download::{
+    download_file, http_client, DownloadOptions, FileJob, Progress,
+};
+use contracam::data::source::hash::{hash_file, StreamHasher};
+use contracam::data::source::manifest::ChecksumKind;
+use contracam::data::source::store::{DatasetDir, Expected};
 
 fn gbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / secs / 1e9

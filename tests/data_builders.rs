@@ -147,7 +147,7 @@ fn cub_images_masks_boxes_splits_and_wsol_export() {
 
 #[test]
 fn flowers_mat_files_setid_and_redo_masks() {
-    use contracam::data::mat5::write_row_vectors;
+    use contracam::data::formats::mat5::write_row_vectors;
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let mut imgs = vec![];
@@ -333,7 +333,7 @@ fn background_challenge_variants_masks_and_original_train() {
     );
     assert_eq!((lt.samples.len(), lv.samples.len()), (25, 2)); // int(0.95 * 27) = 25
                                                                // torch.randperm(27, generator=torch.Generator().manual_seed(42))[25:] picks these two.
-    let expect = contracam::data::split::torch_random_split(27, &[25, 2], 42);
+    let expect = contracam::data::builders::split::torch_random_split(27, &[25, 2], 42);
     assert_eq!(lv.samples[0], train.samples[expect[1][0]]);
     assert!(data.join("bg-challenge/registered.toml").is_file());
 }
@@ -538,7 +538,7 @@ fn coco_labels_boxes_masks_crops_and_gt_boxes() {
 
 #[test]
 fn cifar10_and_cifar100_pickles() {
-    use contracam::data::pickle::{write_dict, FixtureValue as V};
+    use contracam::data::formats::pickle::{write_dict, FixtureValue as V};
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let names = [

@@ -3,7 +3,7 @@ mod data_common;
 
 use std::path::Path;
 
-use contracam::data::extract::{extract, ExtractLimits, MARKER};
+use contracam::data::source::extract::{extract, ExtractLimits, MARKER};
 use data_common::*;
 
 fn refused(bytes: &[u8], name: &str, expect: &[&str]) {

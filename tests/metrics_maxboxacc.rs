@@ -85,8 +85,8 @@ fn metrics_set_matches_expected_and_every_curve_value() {
 #[test]
 fn intermediate_8bit_maps_match_resize_and_normalisation() {
     // wsol/intermediate/resized224_uint8/<id>.png holds the reference's uint8(255·normalised map).
+    use contracam::data::formats::npy::read_npy_2d;
     use contracam::eval::maxboxacc::{prepare_scoremap, read_wsol_metadata, scoremap_path};
-    use contracam::eval::npy::read_npy_2d;
     let root = common::reference_dir().join("metrics/wsol");
     let meta = read_wsol_metadata(&root.join("metadata/CUB/test")).unwrap();
     let mut differing = 0usize;

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use contracam::data::manifest::Registry;
 use contracam::data::ops::{Data, DataOptions};
+use contracam::data::source::manifest::Registry;
+use contracam::data::synth::export::{write_dir, ExportSizes};
 use contracam::data::synth::SynthConfig;
-use contracam::data::synth_export::{write_dir, ExportSizes};
 
 use super::GlobalArgs;
 
@@ -110,7 +110,7 @@ fn open(args: &DataArgs, global: &GlobalArgs) -> anyhow::Result<Data> {
     let mut o = DataOptions::new(
         args.data_dir
             .clone()
-            .unwrap_or_else(contracam::data::store::default_data_dir),
+            .unwrap_or_else(contracam::data::source::store::default_data_dir),
     );
     o.mirrors = args.mirrors.clone();
     o.offline = args.offline;

@@ -1,20 +1,16 @@
-//! Data layer: the synthetic scenes (the embedded default) and their export; for real datasets, manifests,
-//! resumable verified downloads, safe extraction, builders and the sample index.
+//! Data layer, one way from bytes to samples:
+//! - `source`: manifests, resumable verified downloads, checksums, safe extraction, locks and the on-disk store;
+//! - `formats`: readers of the file formats datasets and checkpoints come in (pickle, MAT v5, `.npy`);
+//! - `builders`: one per dataset, from extracted archives to sample indices (with the paper's splits);
+//! - `index`: the sample index every builder writes and everything downstream reads;
+//! - `synth`: the embedded default, procedurally generated scenes with known masks and boxes;
+//! - `ops`: the operations behind `contracam data …`.
 pub mod builders;
-pub mod download;
 pub mod error;
-pub mod extract;
-pub mod hash;
+pub mod formats;
 pub mod index;
-pub mod lock;
-pub mod manifest;
-pub mod mat5;
 pub mod ops;
-pub mod pickle;
-pub mod split;
-pub mod store;
+pub mod source;
 pub mod synth;
-pub mod synth_export;
-pub mod wsol;
 
 pub use error::{DataError, Result};

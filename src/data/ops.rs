@@ -5,12 +5,12 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::builders::{self, BuildContext};
-use super::download::{self, http_client, DownloadOptions, FileJob, Progress};
 use super::error::{DataError, IoContext, Result};
-use super::extract::{self, ExtractLimits};
-use super::lock;
-use super::manifest::{ChecksumKind, FileSpec, Manifest, Registry};
-use super::store::{self, expected_for, DatasetDir, Registered, Status};
+use crate::data::source::download::{self, http_client, DownloadOptions, FileJob, Progress};
+use crate::data::source::extract::{self, ExtractLimits};
+use crate::data::source::lock;
+use crate::data::source::manifest::{ChecksumKind, FileSpec, Manifest, Registry};
+use crate::data::source::store::{self, expected_for, DatasetDir, Registered, Status};
 
 #[derive(Debug, Clone)]
 pub struct DataOptions {
@@ -246,7 +246,7 @@ impl Data {
             &format!("{name}/{}", f.name),
             self.opts.quiet,
         )?;
-        let report = |action, d: &super::hash::Digests| FileReport {
+        let report = |action, d: &crate::data::source::hash::Digests| FileReport {
             dataset: name.into(),
             file: f.name.clone(),
             action,
@@ -256,7 +256,7 @@ impl Data {
         if path.exists() {
             if store::file_status(&dir, f, &registered) == Status::Verified {
                 let mk: store::VerifiedMarker = store::read_json(&dir.verified_marker(&f.name))?;
-                let d = super::hash::Digests {
+                let d = crate::data::source::hash::Digests {
                     sha256: mk.sha256,
                     md5: mk.md5,
                     size: mk.size,
@@ -266,7 +266,7 @@ impl Data {
             }
             // Placed by the user (gated data, --offline copies): check it rather than download again.
             if expected.kind == ChecksumKind::None && self.opts.register {
-                let d = super::hash::hash_file(&path, true, |_| {})?;
+                let d = crate::data::source::hash::hash_file(&path, true, |_| {})?;
                 record_registration(&dir, &f.name, &d, "(placed by the user)")?;
                 download::write_marker(&dir, &f.name, &d, "registered", None)?;
                 return Ok(report("registered", &d));
@@ -417,7 +417,7 @@ impl Data {
 fn record_registration(
     dir: &DatasetDir,
     file: &str,
-    d: &super::hash::Digests,
+    d: &crate::data::source::hash::Digests,
     url: &str,
 ) -> Result<()> {
     let path = dir.registered();

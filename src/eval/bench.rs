@@ -455,12 +455,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Value, EvalError> {
         let mcfg = MaxBoxAccConfig::default();
         // Maps loaded once; time the per-map work (resize + normalise + all thresholds).
         let md = maxboxacc::read_wsol_metadata(&meta)?;
-        let loaded: Vec<(super::npy::Array2, Vec<maxboxacc::Box4>)> = md
+        let loaded: Vec<(crate::data::formats::npy::Array2, Vec<maxboxacc::Box4>)> = md
             .image_ids
             .iter()
             .map(|id| {
                 Ok((
-                    super::npy::read_npy_2d(&maxboxacc::scoremap_path(&maps, id))?,
+                    crate::data::formats::npy::read_npy_2d(&maxboxacc::scoremap_path(&maps, id))?,
                     md.boxes[id].clone(),
                 ))
             })

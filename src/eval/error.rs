@@ -28,6 +28,8 @@ pub enum EvalError {
     },
     #[error("torch: {0}")]
     Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 impl EvalError {

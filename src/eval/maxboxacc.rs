@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::{read_to_string, EvalError};
-use super::npy::read_npy_2d;
+use crate::data::formats::npy::read_npy_2d;
 use crate::imgops::contours::{bounding_rect, contour_area, find_contours};
 use crate::imgops::resize::resize_cubic_f64;
 

@@ -10,6 +10,5 @@ pub mod error;
 pub mod linear;
 pub mod maxboxacc;
 pub mod miou;
-pub mod npy;
 
 pub use error::EvalError;

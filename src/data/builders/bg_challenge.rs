@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{find_dir, image_sizes, sorted_images, sorted_subdirs, BuildContext};
+use crate::data::builders::split;
 use crate::data::error::Result;
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::split;
 
 pub const IN9_CLASS_DIRS: [&str; 9] = [
     "00_dog",

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::{find_dir, BuildContext};
+use crate::data::builders::split;
 use crate::data::error::{format_err, DataError, IoContext, Result};
+use crate::data::formats::pickle;
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::pickle;
-use crate::data::split;
 
 fn load(path: &Path) -> Result<pickle::Value> {
     let b = std::fs::read(path).at(path)?;

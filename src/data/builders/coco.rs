@@ -10,9 +10,9 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::{find_dir, BuildContext};
+use crate::data::builders::split;
 use crate::data::error::{format_err, DataError, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::split;
 use crate::imgops::resize::resize_bilinear_pil_rgb8;
 use crate::imgops::rle::Rle;
 

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{find_dir, image_sizes, BuildContext};
+use crate::data::builders::split;
+use crate::data::builders::wsol::{self, Localization, WsolItem};
 use crate::data::error::{format_err, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::split;
-use crate::data::wsol::{self, Localization, WsolItem};
 
 /// `<id> <rest>` lines → map id → rest.
 fn id_table(path: &Path) -> Result<Vec<(u32, String)>> {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use super::{find_dir, image_sizes, BuildContext};
 use crate::data::error::{format_err, Result};
+use crate::data::formats::mat5;
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::mat5;
 
 pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let jpg = find_dir(&ctx.extracted("102flowers.tgz")?, "jpg")

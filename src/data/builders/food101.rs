@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{find_dir, image_sizes, BuildContext};
+use crate::data::builders::split;
 use crate::data::error::{format_err, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::split;
 
 pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let root = find_dir(&ctx.extracted("food-101.tar.gz")?, "food-101")

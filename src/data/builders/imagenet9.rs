@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(r.len(), 99);
         assert!(r.iter().all(|(w, l)| m.get(w) == Some(l)));
         assert_eq!(
-            crate::data::hash::sha256_hex(IN9_370_TSV.as_bytes()),
+            crate::data::source::hash::sha256_hex(IN9_370_TSV.as_bytes()),
             "50e93e9e4e568b8f59ff37a052140827219b8e2da5cf8a14e1a5db0d591e6ebc"
         );
     }

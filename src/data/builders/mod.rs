@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::download::Progress;
 use super::error::{DataError, Result};
 use super::index::SplitIndex;
-use super::manifest::Manifest;
-use super::store::DatasetDir;
+use crate::data::source::download::Progress;
+use crate::data::source::manifest::Manifest;
+use crate::data::source::store::DatasetDir;
 
 pub mod bg_challenge;
 pub mod cifar;
@@ -21,7 +21,9 @@ pub mod imagenet9;
 pub mod imagenetv2;
 pub mod openimages;
 pub mod pets;
+pub mod split;
 pub mod voc;
+pub mod wsol;
 
 pub struct BuildContext<'a> {
     pub dataset: &'a str,
@@ -206,8 +208,8 @@ pub fn labelled_split_with_wsol(
     wsol_dir: &Path,
 ) -> Result<Vec<super::index::Sample>> {
     let sizes = image_sizes(paths)?;
-    let items: Vec<super::wsol::WsolItem> = (0..paths.len())
-        .map(|i| super::wsol::WsolItem {
+    let items: Vec<wsol::WsolItem> = (0..paths.len())
+        .map(|i| wsol::WsolItem {
             path: wsol_paths[i].clone(),
             label: labels[i],
             width: sizes[i].0,
@@ -215,7 +217,7 @@ pub fn labelled_split_with_wsol(
             ..Default::default()
         })
         .collect();
-    super::wsol::export_split(wsol_dir, &items, super::wsol::Localization::Absent)?;
+    wsol::export_split(wsol_dir, &items, wsol::Localization::Absent)?;
     Ok((0..paths.len())
         .map(|i| super::index::Sample {
             path: ctx.rel(&paths[i]),

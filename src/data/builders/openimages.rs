@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{find_dir, image_sizes, sorted_subdirs, BuildContext};
+use crate::data::builders::wsol::{self, Localization, WsolItem};
 use crate::data::error::{format_err, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::wsol::{self, Localization, WsolItem};
 
 pub const IMAGES: &str = "OpenImages_images.zip";
 pub const ANNOTATIONS: &str = "OpenImages_annotations.zip";

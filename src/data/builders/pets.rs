@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{find_dir, image_sizes, BuildContext};
+use crate::data::builders::split;
 use crate::data::error::{format_err, IoContext, Result};
 use crate::data::index::{Sample, SplitIndex};
-use crate::data::split;
 
 fn tag(xml: &str, name: &str) -> Option<f64> {
     let open = format!("<{name}>");

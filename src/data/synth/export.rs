@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::synth::{self, BgVariant, SynthConfig, SynthObject, SynthSet};
+use super::{self as synth, BgVariant, SynthConfig, SynthObject, SynthSet};
 
 /// How many samples of each split to write.
 #[derive(Debug, Clone, Serialize)]

@@ -40,12 +40,13 @@ pub fn parse_pinned(text: &str) -> Vec<usize> {
 }
 
 pub const PINNED_CIFAR_VAL: &str =
-    include_str!("../../datasets/cifar10/splits/val_indices_seed42.txt");
+    include_str!("../../../datasets/cifar10/splits/val_indices_seed42.txt");
 pub const PINNED_FOOD101_VAL: &str =
-    include_str!("../../datasets/food101/splits/val_indices_seed42.txt");
-pub const PINNED_PETS_VAL: &str = include_str!("../../datasets/pets/splits/val_indices_seed42.txt");
+    include_str!("../../../datasets/food101/splits/val_indices_seed42.txt");
+pub const PINNED_PETS_VAL: &str =
+    include_str!("../../../datasets/pets/splits/val_indices_seed42.txt");
 pub const PINNED_CUB_VAL: &str =
-    include_str!("../../datasets/cub200/splits/val_indices_seed42.txt");
+    include_str!("../../../datasets/cub200/splits/val_indices_seed42.txt");
 
 /// Split `n` items into train/val with PyTorch's random_split; when a pinned list exists for this exact size,
 /// check that libtorch reproduced it.

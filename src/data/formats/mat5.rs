@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use super::error::{format_err, IoContext, Result};
+use crate::data::error::{format_err, IoContext, Result};
 
 const MI_INT8: u32 = 1;
 const MI_UINT8: u32 = 2;

@@ -12,8 +12,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{DataError, IoContext, Result};
 use super::store::{now_unix, read_json, write_json_atomic};
+use crate::data::error::{DataError, IoContext, Result};
 
 pub const MARKER: &str = ".contracam-extracted.json";
 

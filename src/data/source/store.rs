@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::error::{format_err, DataError, IoContext, Result};
 use super::manifest::{ChecksumKind, FileSpec, Manifest};
+use crate::data::error::{format_err, DataError, IoContext, Result};
 
 /// Default data dir: `$CONTRACAM_DATA`, else `$XDG_CACHE_HOME/contracam`, else `~/.cache/contracam`.
 pub fn default_data_dir() -> PathBuf {

@@ -12,7 +12,7 @@
 //! image root (mask paths to its `mask_root`); lines follow the order of the items, then of their boxes/masks.
 use std::path::{Path, PathBuf};
 
-use super::error::{format_err, IoContext, Result};
+use crate::data::error::{format_err, IoContext, Result};
 
 /// How `localization.txt` is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! `background_bias` (probability that a scene's background is the one tied to its first object's class)
 //! and `context_bias` (probability that each further object is the first one's partner class).
 //! Every sample is generated from (seed, split, index) alone, so a split is the same whatever its size.
+pub mod export;
+
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;

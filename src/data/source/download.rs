@@ -17,13 +17,13 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::error::{DataError, IoContext, Result};
 use super::hash::{hash_file, Digests, StreamHasher};
 use super::manifest::ChecksumKind;
 use super::store::{
     now_unix, read_json, write_json_atomic, DatasetDir, Expected, Registered, RegisteredFile,
     VerifiedMarker,
 };
+use crate::data::error::{DataError, IoContext, Result};
 
 pub const USER_AGENT: &str = concat!(
     "contracam/",

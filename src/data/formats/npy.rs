@@ -2,7 +2,7 @@
 //! Supports format versions 1–3, little-endian `<f4`/`<f8`, C order.
 use std::path::Path;
 
-use super::error::EvalError;
+use crate::data::error::{format_err, IoContext, Result as DataResult};
 
 /// A 2-D array widened to `f64` (wsolevaluation's `t2n` gives float64), row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,9 +13,9 @@ pub struct Array2 {
 }
 
 /// Reads `path` as a 2-D float32/float64 `.npy`.
-pub fn read_npy_2d(path: &Path) -> Result<Array2, EvalError> {
-    let bytes = std::fs::read(path).map_err(|e| EvalError::io(path, e))?;
-    parse_npy_2d(&bytes).map_err(|msg| EvalError::format(path, msg))
+pub fn read_npy_2d(path: &Path) -> DataResult<Array2> {
+    let bytes = std::fs::read(path).at(path)?;
+    parse_npy_2d(&bytes).map_err(|msg| format_err(path, msg))
 }
 
 /// Parses the bytes of a 2-D float `.npy` file.

@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
-use super::error::{IoContext, Result};
+use crate::data::error::{IoContext, Result};
 
 /// Held until dropped (closing the file releases the lock, also when the process dies).
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use aws_lc_rs::digest::{Context, SHA256};
 use md5::{Digest, Md5};
 
-use super::error::{IoContext, Result};
+use crate::data::error::{IoContext, Result};
 
 /// Hashes fed incrementally while a file streams in; md5 only when a published md5 needs checking.
 #[derive(Clone)]
