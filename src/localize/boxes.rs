@@ -17,11 +17,8 @@ use crate::imgops::contours::{bounding_rect, find_contours, Rect};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     #[error("{path}:{line}: {msg}")]
     Parse {
         path: String,
@@ -58,6 +55,24 @@ impl Default for BoxOptions {
 }
 
 impl BoxOptions {
+    /// Refuses a margin that is negative or not finite (it would invert or poison the boxes) and a
+    /// minimum area outside [0, 1].
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return Err(format!(
+                "box margin (--margin) must be a finite number ≥ 0, got {}",
+                self.margin
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_area_frac) {
+            return Err(format!(
+                "minimum box area (--min-area) must be a fraction of the image in [0, 1], got {}",
+                self.min_area_frac
+            ));
+        }
+        Ok(())
+    }
+
     /// With the hole-box quirk fixed.
     pub fn fixed(self) -> Self {
         Self {
@@ -170,9 +185,12 @@ pub fn write_box_file(path: &Path, entries: &[(String, Vec<[f64; 4]>)]) -> Resul
         text.push_str(&format_box_line(id, boxes));
         text.push('\n');
     }
-    std::fs::write(path, text).map_err(|source| BoxError::Io {
+    crate::util::output::write_atomic(path, text.as_bytes()).map_err(|e| BoxError::Io {
         path: path.display().to_string(),
-        source,
+        err: match e {
+            crate::util::output::OutputError::Write { err, .. } => err,
+            other => std::io::Error::other(other.to_string()),
+        },
     })
 }
 
@@ -212,9 +230,9 @@ pub fn parse_box_file(text: &str, path: &str) -> Result<BoxEntries, BoxError> {
 
 /// `load_boxes`: reads a box file.
 pub fn read_box_file(path: &Path) -> Result<BoxEntries, BoxError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BoxError::Io {
+    let text = std::fs::read_to_string(path).map_err(|err| BoxError::Io {
         path: path.display().to_string(),
-        source,
+        err,
     })?;
     parse_box_file(&text, &path.display().to_string())
 }
