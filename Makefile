@@ -1,7 +1,7 @@
 # The two commands of the README. Both run the set-up first (idempotent; a no-op once done).
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: setup setup-cuda build-cuda run test build bench clean-venv
+.PHONY: setup setup-cuda build-cuda nightly run test build bench clean-venv
 setup:
 	@bash scripts/setup.sh
 
@@ -29,3 +29,8 @@ setup-cuda: setup
 # The CUDA build (libtorch_cuda, NCCL): links here without a GPU; run it where one is.
 build-cuda: setup-cuda
 	$(CARGO) build --release --locked --features cuda
+
+# Nightly GPU run: the CUDA build's tests (GPU-only ones included) and the suites on the GPU, with JUnit and
+# Markdown reports and the environment under nightly/<timestamp>/ (scripts/nightly.sh).
+nightly: build-cuda
+	CARGO=$(CARGO) bash scripts/nightly.sh

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Nightly GPU run (`make nightly`, after `make build-cuda`): every test of the CUDA build, the ones that need
+# a GPU included (`--include-ignored`), then each suite under suites/ on the GPU (its `ci` profile when the
+# suite command has profiles), with JUnit and Markdown reports and the environment recorded.
+#
+#   NIGHTLY_OUT   report folder (default nightly/<UTC timestamp>)
+#   NIGHTLY_DEVICE  device for the suites (default cuda)
+#   NIGHTLY_TESTS   cargo test target selection (default: all), e.g. "--test distributed"
+# Exit status: 0 when every test and suite passed, 1 otherwise (the reports are written either way).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=${NIGHTLY_OUT:-nightly/$stamp}
+device=${NIGHTLY_DEVICE:-cuda}
+mkdir -p "$out"
+py=.venv/bin/python
+bin=target/release/contracam
+status=0
+
+# --- environment
+{
+  echo "date_utc: $stamp"
+  echo "git: $(git rev-parse HEAD 2>/dev/null) $(git status --porcelain 2>/dev/null | grep -q . && echo '(dirty)')"
+  echo "host: $(uname -srm)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') x $(nproc)"
+  echo "rustc: $(rustc -V 2>/dev/null)"
+  echo "loadavg: $(cat /proc/loadavg)"
+  echo "--- nvidia-smi"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || echo "nvidia-smi: not available"
+  echo "--- contracam env"
+  "$bin" env --device "$device" 2>&1
+} > "$out/environment.txt"
+"$bin" env --device "$device" --json > "$out/environment.json" 2>/dev/null || true
+
+# --- tests (the CUDA build's; the GPU-only ones are #[ignore]d in CPU CI and included here)
+t0=$(date +%s)
+# shellcheck disable=SC2086 # NIGHTLY_TESTS is a list of cargo arguments
+CONTRACAM_PROGRESS=0 $CARGO test --release --locked --features cuda --no-fail-fast ${NIGHTLY_TESTS:-} \
+  -- --include-ignored \
+  > "$out/tests.log" 2>&1
+tests_rc=$?
+tests_s=$(( $(date +%s) - t0 ))
+$py scripts/libtest_junit.py "$out/tests.log" "$out/tests.junit.xml" "contracam tests (cuda build)" \
+  > "$out/tests.summary" 2>&1 || echo "JUnit conversion failed" >> "$out/tests.summary"
+[ $tests_rc -eq 0 ] || status=1
+
+# --- suites on the GPU
+profile_args=()
+if "$bin" suite run --help 2>/dev/null | grep -q -- '--profile'; then
+  profile_args=(--profile ci)
+fi
+rows=()
+cases=()
+for suite in suites/*.toml; do
+  name=$(basename "$suite" .toml)
+  t0=$(date +%s)
+  "$bin" --quiet suite run "$suite" --device "$device" "${profile_args[@]}" \
+    --runs-dir "$out/runs" --out "$out/$name.results.json" > "$out/$name.log" 2>&1
+  rc=$?
+  s=$(( $(date +%s) - t0 ))
+  [ $rc -eq 0 ] || status=1
+  rows+=("| $name | $([ $rc -eq 0 ] && echo pass || echo "FAIL (exit $rc)") | $s |")
+  if [ $rc -eq 0 ]; then
+    cases+=("<testcase classname=\"suites\" name=\"$name\" time=\"$s\"/>")
+  else
+    cases+=("<testcase classname=\"suites\" name=\"$name\" time=\"$s\"><failure message=\"exit $rc; see $name.log\"/></testcase>")
+  fi
+done
+fails=$(printf '%s\n' "${cases[@]}" | grep -c '<failure' || true)
+{
+  echo '<?xml version="1.0" encoding="utf-8"?>'
+  echo "<testsuites name=\"contracam suites ($device)\"><testsuite name=\"suites\" tests=\"${#cases[@]}\" failures=\"$fails\">"
+  printf '%s\n' "${cases[@]}"
+  echo '</testsuite></testsuites>'
+} > "$out/suites.junit.xml"
+
+# --- Markdown report
+{
+  echo "# contracam nightly $stamp"
+  echo
+  echo "Device for suites: \`$device\`$([ ${#profile_args[@]} -gt 0 ] && echo ", profile \`ci\`")."
+  echo "Environment: \`environment.txt\`."
+  echo
+  echo "## Tests (cargo test --release --features cuda -- --include-ignored)"
+  echo
+  echo "Exit $tests_rc in ${tests_s}s: $(cat "$out/tests.summary")"
+  grep -E '^test .* FAILED$' "$out/tests.log" | sed 's/^/- /' || true
+  echo
+  echo "## Suites"
+  echo
+  echo "| suite | result | seconds |"
+  echo "|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} > "$out/report.md"
+cat "$out/report.md"
+echo "reports in $out"
+exit $status
