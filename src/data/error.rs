@@ -110,6 +110,18 @@ pub enum DataError {
 
     #[error("image {path}: {msg}")]
     Image { path: PathBuf, msg: String },
+
+    #[error("{what} {file} (sample of {index} line {line}): {msg}; replace or remove the file, or pass --skip-bad to skip unreadable samples (they are counted and reported)")]
+    BadSample {
+        what: &'static str,
+        file: PathBuf,
+        index: PathBuf,
+        line: usize,
+        msg: String,
+    },
+
+    #[error("loader: {0}")]
+    Loader(String),
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;
