@@ -43,6 +43,24 @@ impl Default for BoxOptions {
 }
 
 impl BoxOptions {
+    /// Refuses a margin that is negative or not finite (it would invert or poison the boxes) and a
+    /// minimum area outside [0, 1].
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return Err(format!(
+                "box margin (--margin) must be a finite number ≥ 0, got {}",
+                self.margin
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_area_frac) {
+            return Err(format!(
+                "minimum box area (--min-area) must be a fraction of the image in [0, 1], got {}",
+                self.min_area_frac
+            ));
+        }
+        Ok(())
+    }
+
     /// With the hole-box quirk fixed.
     pub fn fixed(self) -> Self {
         Self {

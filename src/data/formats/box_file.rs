@@ -31,7 +31,8 @@ pub fn write_box_file(path: &Path, entries: &[(String, Vec<[f64; 4]>)]) -> Resul
         text.push_str(&format_box_line(id, boxes));
         text.push('\n');
     }
-    std::fs::write(path, text).at(path)
+    crate::util::output::write_atomic(path, text.as_bytes())
+        .map_err(|e| format_err(path, e.to_string()))
 }
 
 /// Parses box-file text as `load_boxes` does (`line.strip().split(" ")`); `path` is only for messages.
