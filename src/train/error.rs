@@ -31,8 +31,6 @@ pub enum TrainError {
     Model(#[from] crate::model::CheckpointError),
     #[error(transparent)]
     Data(#[from] crate::data::error::DataError),
-    #[error(transparent)]
-    TensorFile(#[from] crate::util::tensor_file::TensorFileError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }
