@@ -31,6 +31,8 @@ pub enum TrainError {
     Model(#[from] crate::model::CheckpointError),
     #[error(transparent)]
     Data(#[from] crate::data::error::DataError),
+    #[error(transparent)]
+    Distributed(#[from] crate::train::distributed::DistError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -178,6 +178,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
         };
         let loss = self.objective.loss(&nets, &views, &self.strategy)?;
         self.opt.zero_grad();
+        self.strategy.before_backward()?;
         loss.f_backward()?;
         self.strategy
             .reduce_gradients(&self.online.vs.trainable_variables())?;

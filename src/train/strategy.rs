@@ -2,6 +2,7 @@
 //! strategy at the few points where data-parallel training differs from one device, so a c10d strategy
 //! (one process per device, Gloo/NCCL) plugs in without touching the loop body:
 //! - `prepare_model`: after the networks are built (SyncBN conversion, parameter broadcast from rank 0);
+//! - `before_backward`: after the forward passes (arming DDP's gradient reducer);
 //! - `reduce_gradients`: after backward, before the optimizer step (gradient all-reduce, averaged);
 //! - `gather_keys`: MoCo's keys before they are enqueued (the official `_dequeue_and_enqueue` all-gathers
 //!   them, so every rank's queue holds the whole global batch);
@@ -35,6 +36,11 @@ pub trait ExecutionStrategy {
     fn shard(&self) -> Shard;
     /// Called once after the online and target networks are built or restored.
     fn prepare_model(&self, _model: &mut ContrastiveModel) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// Called after the step's forward passes, right before backward (a data-parallel strategy arms its
+    /// gradient reducer here, so the all-reduce overlaps backward).
+    fn before_backward(&self) -> Result<(), TrainError> {
         Ok(())
     }
     /// Makes every rank's gradients the global-batch gradients.

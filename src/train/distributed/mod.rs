@@ -13,8 +13,10 @@ mod ffi;
 mod group;
 mod reducer;
 mod rendezvous;
+mod strategy;
 mod sync_bn;
 
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 use tch::nn::VarStore;
@@ -48,7 +50,7 @@ pub struct DataParallel {
     group: Rc<ProcessGroup>,
     device: Device,
     sync_bn: Rc<SyncBatchNorm>,
-    reducer: Option<GradientReducer>,
+    reducer: OnceCell<GradientReducer>,
     previous_bn: Option<Rc<dyn CrossProcessBatchNorm>>,
 }
 
@@ -92,7 +94,7 @@ impl DataParallel {
             group,
             device,
             sync_bn,
-            reducer: None,
+            reducer: OnceCell::new(),
             previous_bn,
         })
     }
@@ -116,12 +118,30 @@ impl DataParallel {
     /// Makes every rank start from rank 0's state (DDP's start-up broadcast of parameters and buffers) and
     /// sets up the gradient reducer over `trained`'s trainable variables. `others` (a momentum or target
     /// network) are broadcast too but not reduced.
-    pub fn prepare(&mut self, trained: &VarStore, others: &[&VarStore]) -> Result<(), DistError> {
+    pub fn prepare(&self, trained: &VarStore, others: &[&VarStore]) -> Result<(), DistError> {
         for vs in std::iter::once(trained).chain(others.iter().copied()) {
             broadcast_state(&self.group, vs)?;
         }
-        self.reducer = Some(GradientReducer::new(&self.group, trained)?);
+        self.set_up_reducer(trained)
+    }
+
+    /// The gradient reducer over `trained`'s trainable variables (once; a second call is an error, as the
+    /// reducer's hooks sit on the first network's parameters).
+    pub fn set_up_reducer(&self, trained: &VarStore) -> Result<(), DistError> {
+        if self.reducer.get().is_some() {
+            return Err(DistError::Config(
+                "a gradient reducer is already set up: data-parallel training trains one network"
+                    .into(),
+            ));
+        }
+        let reducer = GradientReducer::new(&self.group, trained)?;
+        let _ = self.reducer.set(reducer);
         Ok(())
+    }
+
+    /// Whether the gradient reducer is set up (`prepare` ran).
+    pub fn has_reducer(&self) -> bool {
+        self.reducer.get().is_some()
     }
 
     /// Call after the step's forward passes, right before `backward`: reports a collective error from a
@@ -130,7 +150,7 @@ impl DataParallel {
         if let Some(e) = self.sync_bn.take_error() {
             return Err(e);
         }
-        match &self.reducer {
+        match self.reducer.get() {
             Some(r) => r.prepare_backward(),
             None => Err(DistError::Config(
                 "DataParallel::before_backward before prepare (no gradient reducer yet)".into(),
@@ -152,7 +172,7 @@ impl DataParallel {
 impl Drop for DataParallel {
     fn drop(&mut self) {
         // Drop the reducer (and its hooks) before the group handle; then give the thread back its BatchNorm.
-        self.reducer = None;
+        drop(self.reducer.take());
         set_cross_process_batch_norm(self.previous_bn.take());
     }
 }
