@@ -52,7 +52,7 @@ pub enum Command {
     /// Metrics.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
-    /// Checkpoints: import released PyTorch checkpoints.
+    /// Checkpoints: import released PyTorch checkpoints; export to detectron2.
     #[command(subcommand)]
     Model(model::ModelCommand),
     /// Declarative suites with goldens.

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use contracam::model::export::export_detectron2;
 use contracam::model::import::{import_checkpoint, ImportedConfig, Layout};
 
 use super::GlobalArgs;
@@ -14,6 +15,19 @@ pub enum ModelCommand {
     /// torchvision .pth; zip or legacy serialization) into a contracam safetensors checkpoint, without
     /// Python and without running any pickle code.
     Import(ImportArgs),
+    /// Write the encoder of a contracam checkpoint as a detectron2 weights pickle, exactly as the official
+    /// `detection/convert-pretrain-to-detectron2.py` (stem./resN./convK.norm/shortcut names, numpy arrays,
+    /// `__author__` "MOCO", `matching_heuristics` True), for Mask R-CNN fine-tuning (Table 5).
+    ExportDetectron2(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// contracam checkpoint (safetensors with `encoder.*`).
+    pub src: PathBuf,
+    /// Output pickle for detectron2's MODEL.WEIGHTS.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Source layouts of `model import`.
@@ -43,6 +57,18 @@ pub struct ImportArgs {
 pub fn run(cmd: ModelCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         ModelCommand::Import(a) => import(a, global),
+        ModelCommand::ExportDetectron2(a) => {
+            let r = export_detectron2(&a.src, &a.out)
+                .with_context(|| format!("exporting {}", a.src.display()))?;
+            if !global.quiet {
+                eprintln!(
+                    "wrote {} ({} encoder tensors, detectron2 names)",
+                    r.out.display(),
+                    r.renamed.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

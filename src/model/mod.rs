@@ -2,6 +2,7 @@
 //! checkpoints, and the import of released PyTorch checkpoints.
 pub mod checkpoint;
 pub mod classifier;
+pub mod export;
 pub mod heads;
 pub mod import;
 pub mod layers;

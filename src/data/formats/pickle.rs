@@ -951,6 +951,147 @@ fn obj_index(v: Val) -> Option<usize> {
     }
 }
 
+/// A numpy array element type the writer emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumpyDtype {
+    F64,
+    F32,
+    F16,
+    I64,
+    I32,
+    U8,
+    Bool,
+}
+
+impl NumpyDtype {
+    /// numpy's type string and byte order as `dtype.__reduce__` gives them.
+    fn descr(self) -> (&'static str, &'static str) {
+        match self {
+            NumpyDtype::F64 => ("f8", "<"),
+            NumpyDtype::F32 => ("f4", "<"),
+            NumpyDtype::F16 => ("f2", "<"),
+            NumpyDtype::I64 => ("i8", "<"),
+            NumpyDtype::I32 => ("i4", "<"),
+            NumpyDtype::U8 => ("u1", "|"),
+            NumpyDtype::Bool => ("b1", "|"),
+        }
+    }
+}
+
+/// A protocol-3 pickle writer for plain data and numpy arrays, emitting what Python 3's `pickle.dump`
+/// writes for them (without memoization, which only saves space): readable by any Python 3 and by numpy
+/// 1.x and 2.x (arrays are rebuilt with `numpy.core.multiarray._reconstruct`, the name numpy 1.x pickles
+/// carry and numpy 2 still maps).
+pub struct Writer {
+    out: Vec<u8>,
+}
+
+impl Default for Writer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self { out: vec![0x80, 3] }
+    }
+
+    /// Ends the pickle and returns its bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.push(b'.');
+        self.out
+    }
+
+    pub fn str(&mut self, s: &str) {
+        self.out.push(b'X');
+        self.out.extend((s.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) {
+        if b.len() < 256 {
+            self.out.extend([b'C', b.len() as u8]);
+        } else {
+            self.out.push(b'B');
+            self.out.extend((b.len() as u32).to_le_bytes());
+        }
+        self.out.extend_from_slice(b);
+    }
+
+    pub fn bool(&mut self, v: bool) {
+        self.out.push(if v { 0x88 } else { 0x89 });
+    }
+
+    pub fn int(&mut self, v: i64) {
+        if let Ok(v) = i32::try_from(v) {
+            int(&mut self.out, v as i64);
+        } else {
+            self.out.extend([0x8a, 8]);
+            self.out.extend(v.to_le_bytes());
+        }
+    }
+
+    pub fn none(&mut self) {
+        self.out.push(b'N');
+    }
+
+    fn global(&mut self, module: &str, name: &str) {
+        self.out.push(b'c');
+        self.out.extend_from_slice(module.as_bytes());
+        self.out.push(b'\n');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(b'\n');
+    }
+
+    /// Starts a dict; follow with `dict_item` pairs (key, then value) and `end_dict`.
+    pub fn begin_dict(&mut self) {
+        self.out.extend([b'}', b'(']);
+    }
+
+    pub fn end_dict(&mut self) {
+        self.out.push(b'u');
+    }
+
+    /// A C-order numpy array of `dtype` with `shape` and raw little-endian `data`, as numpy's
+    /// `ndarray.__reduce__`: `_reconstruct(ndarray, (0,), b'b')` + BUILD `(1, shape, dtype, False, data)`.
+    pub fn ndarray(&mut self, dtype: NumpyDtype, shape: &[usize], data: &[u8]) {
+        self.global("numpy.core.multiarray", "_reconstruct");
+        self.global("numpy", "ndarray");
+        self.int(0);
+        self.out.push(0x85);
+        self.bytes(b"b");
+        self.out.extend([0x87, b'R']);
+        self.out.push(b'(');
+        self.int(1);
+        self.out.push(b'(');
+        for &d in shape {
+            self.int(d as i64);
+        }
+        self.out.push(b't');
+        // numpy.dtype('<f4') pickles as dtype('f4', False, True) + BUILD (3, '<', None, None, None, -1, -1, 0).
+        let (code, order) = dtype.descr();
+        self.global("numpy", "dtype");
+        self.str(code);
+        self.bool(false);
+        self.bool(true);
+        self.out.extend([0x87, b'R']);
+        self.out.push(b'(');
+        self.int(3);
+        self.str(order);
+        self.none();
+        self.none();
+        self.none();
+        self.int(-1);
+        self.int(-1);
+        self.int(0);
+        self.out.extend([b't', b'b']);
+        self.bool(false);
+        self.bytes(data);
+        self.out.extend([b't', b'b']);
+    }
+}
+
 fn short_bytes(out: &mut Vec<u8>, s: &[u8]) {
     if s.len() < 256 {
         out.push(b'U');
