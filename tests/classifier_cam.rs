@@ -1,15 +1,14 @@
 //! Classifier CAM and Grad-CAM against known answers computed at test time with the .venv torch by
 //! `tests/fixtures/classifier_cam.py` (wsolevaluation's `ResNetCam` CAM, the official supervised Grad-CAM) on
 //! a small torchvision-layout ResNet-50 classifier that goes through `model import` first.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use assert_cmd::Command;
+use contracam::data::formats::safetensors::{read_tensors, write_tensors};
 use contracam::localize::classifier_cam::{class_activation_map, grad_cam, wsol_scoremap};
 use contracam::model::import::import_checkpoint;
 use contracam::model::Classifier;
-use contracam::util::tensor_file::{self, TensorFile};
 use tch::{Device, Kind, Tensor};
 
 struct Fixture {
@@ -149,13 +148,13 @@ fn localize_cam_cli_classifier_modes() {
     let t = tempfile::tempdir().unwrap();
     let images = f32_tensor("images.f32", &shape("images"));
     let inputs = t.path().join("inputs.safetensors");
-    tensor_file::write(
+    write_tensors(
         &inputs,
         &[
             ("images".into(), images.shallow_clone()),
             ("labels".into(), labels()),
         ],
-        &HashMap::new(),
+        &Default::default(),
     )
     .unwrap();
     let run = |mode: &str, out: &Path| {
@@ -178,7 +177,7 @@ fn localize_cam_cli_classifier_modes() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        TensorFile::read(out)
+        read_tensors(out)
             .unwrap()
             .get("cam")
             .unwrap()

@@ -68,7 +68,7 @@ fn export_matches_the_official_converter() {
 fn export_of_a_file_without_an_encoder_is_an_error() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("x.safetensors");
-    contracam::util::tensor_file::write(
+    contracam::data::formats::safetensors::write_tensors(
         &src,
         &[(
             "fc.weight".into(),

@@ -8,11 +8,11 @@ use std::sync::OnceLock;
 
 use assert_cmd::Command;
 use contracam::data::formats::pickle::PickleError;
+use contracam::data::formats::safetensors::{read_tensors, write_tensors};
 use contracam::data::DataError;
 use contracam::model::import::{import_checkpoint, ImportRecord, Layout, IMPORT_KEY};
 use contracam::model::{Arch, Stem};
 use contracam::model::{CheckpointError, Classifier, ContrastiveModel, Method, ProjectorForm};
-use contracam::util::tensor_file::{self, TensorFile};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
@@ -231,7 +231,7 @@ fn malicious_checkpoint_is_refused_before_anything_runs_or_is_written() {
         let out = t.path().join("evil.safetensors");
         let e = import_checkpoint(&src, &out, None).unwrap_err();
         match &e {
-            CheckpointError::Source(DataError::Pickle {
+            CheckpointError::File(DataError::Pickle {
                 path,
                 error: PickleError::Refused { global, .. },
             }) => {
@@ -331,7 +331,7 @@ fn imported_official_moco_drives_localize_cam_to_the_official_contracam() {
         .collect();
     let images = Tensor::from_slice(&f32s(&f.dir.join("cam_inputs.f32"))).reshape(&shape);
     let inputs = t.path().join("inputs.safetensors");
-    tensor_file::write(&inputs, &[("images".into(), images)], &HashMap::new()).unwrap();
+    write_tensors(&inputs, &[("images".into(), images)], &Default::default()).unwrap();
     let cams = t.path().join("cams.safetensors");
     let o = Command::cargo_bin("contracam")
         .unwrap()
@@ -348,7 +348,7 @@ fn imported_official_moco_drives_localize_cam_to_the_official_contracam() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got = TensorFile::read(&cams).unwrap();
+    let got = read_tensors(&cams).unwrap();
     let got = got.get("cam").unwrap();
     let want = Tensor::from_slice(&f32s(&f.dir.join("cam_expected.f32"))).reshape(got.size());
     // atol 1e-4 as the ContraCAM parity vectors (fp32 noise between two libtorch call sequences).

@@ -14,7 +14,7 @@ use super::checkpoint::{
 use super::layers::Linear;
 use super::resnet::pool;
 use super::{ResNet, ResNetConfig};
-use crate::util::tensor_file::{self, TensorFile};
+use crate::data::formats::safetensors::{read_tensors, write_tensors, TensorFile};
 
 /// The tag that marks a classifier config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -79,19 +79,20 @@ impl Classifier {
     ) -> Result<(), CheckpointError> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut meta = extra.clone();
+        let mut meta: std::collections::BTreeMap<String, String> =
+            extra.clone().into_iter().collect();
         meta.insert(FORMAT_KEY.into(), FORMAT.into());
         meta.insert(
             CONFIG_KEY.into(),
             serde_json::to_string(&self.config).expect("config serialises"),
         );
-        Ok(tensor_file::write(path, &vars, &meta)?)
+        Ok(write_tensors(path, &vars, &meta)?)
     }
 
     /// Loads a classifier checkpoint strictly; the config comes from the metadata or, without one, from the
     /// tensors (`encoder.*` and `fc.weight`).
     pub fn load(path: &Path, device: Device) -> Result<Self, CheckpointError> {
-        let file = TensorFile::read(path)?;
+        let file = read_tensors(path)?;
         let config = match file.metadata.get(CONFIG_KEY) {
             Some(json) if !is_supervised(json) => {
                 return Err(CheckpointError::BadConfig {

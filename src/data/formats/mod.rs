@@ -1,6 +1,8 @@
-//! Readers (and fixture writers) of the file formats datasets and checkpoints come in, without executing
-//! anything.
+//! Readers (and fixture writers) of the file formats datasets, checkpoints and intermediate results come in,
+//! without executing anything.
+pub mod box_file;
 pub mod mat5;
 pub mod npy;
 pub mod pickle;
+pub mod safetensors;
 pub mod torch_checkpoint;

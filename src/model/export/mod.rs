@@ -16,7 +16,8 @@ use tch::Kind;
 
 use super::checkpoint::CheckpointError;
 use crate::data::formats::pickle::{NumpyDtype, Writer};
-use crate::util::tensor_file::{TensorFile, TensorFileError};
+use crate::data::formats::safetensors::read_tensors;
+use crate::util::output::write_atomic;
 
 /// What an export wrote.
 #[derive(Debug, Clone)]
@@ -104,7 +105,7 @@ fn state_dict_order(key: &str) -> (u32, u32, u32, u32, String) {
 /// Writes the detectron2 pickle of the `encoder.*` tensors of the contracam checkpoint `src` to `out`
 /// (atomically).
 pub fn export_detectron2(src: &Path, out: &Path) -> Result<Detectron2Export, CheckpointError> {
-    let file = TensorFile::read(src)?;
+    let file = read_tensors(src)?;
     let mut keys: Vec<&String> = file
         .tensors
         .keys()
@@ -159,28 +160,14 @@ pub fn export_detectron2(src: &Path, out: &Path) -> Result<Detectron2Export, Che
     w.str("matching_heuristics");
     w.bool(true);
     w.end_dict();
-    write_atomic(out, &w.finish()).map_err(|e| {
-        CheckpointError::File(TensorFileError::Write {
-            path: out.into(),
-            msg: e.to_string(),
-        })
+    write_atomic(out, &w.finish()).map_err(|e| CheckpointError::Import {
+        path: out.into(),
+        msg: e.to_string(),
     })?;
     Ok(Detectron2Export {
         out: out.into(),
         renamed,
     })
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! Tensors keep their bytes and dtypes. The result is checked against the model its config describes with
 //! the same strict load that [`ContrastiveModel::load`] / [`Classifier::load`] do, before anything is
 //! written; the file is written atomically.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -20,8 +20,8 @@ use super::checkpoint::{infer_config, CheckpointError, CONFIG_KEY, FORMAT, FORMA
 use super::classifier::infer_classifier_config;
 use super::{Classifier, ClassifierConfig, ContrastiveModel, ModelConfig};
 use crate::data::formats::pickle::Val;
+use crate::data::formats::safetensors::{write_tensors, TensorFile};
 use crate::data::formats::torch_checkpoint::{Dtype, RawTensor, TorchCheckpoint};
-use crate::util::tensor_file::{self, TensorFile};
 
 /// Metadata key of the import record ([`ImportRecord`] as JSON).
 pub const IMPORT_KEY: &str = "contracam.import";
@@ -137,7 +137,7 @@ pub fn import_checkpoint(
     let mut file = TensorFile {
         path: out.into(),
         tensors,
-        metadata: HashMap::new(),
+        metadata: BTreeMap::new(),
     };
     // The config comes from the tensors (names and shapes say arch, width, stem, head sizes and form), and
     // the strict load of a model built from it checks every name, shape and dtype class.
@@ -159,7 +159,7 @@ pub fn import_checkpoint(
             .unwrap_or_default(),
         source_sha256: crate::data::source::hash::hash_file(src, false, |_| {})?.sha256,
     };
-    file.metadata = HashMap::from([
+    file.metadata = BTreeMap::from([
         (FORMAT_KEY.to_string(), FORMAT.to_string()),
         (
             CONFIG_KEY.to_string(),
@@ -172,7 +172,7 @@ pub fn import_checkpoint(
     ]);
     let kept = file.tensors.len();
     let named: Vec<(String, Tensor)> = std::mem::take(&mut file.tensors).into_iter().collect();
-    tensor_file::write(out, &named, &file.metadata)?;
+    write_tensors(out, &named, &file.metadata)?;
     Ok(ImportReport {
         out: out.into(),
         record,
