@@ -191,6 +191,40 @@ fn batches_do_not_depend_on_workers_and_epochs_resume() {
 }
 
 #[test]
+fn shards_split_each_global_batch_into_contiguous_parts() {
+    let f = fixture(12);
+    let src = source(&f);
+    let plan = Plan::pretrain(small_crop());
+    let whole = epoch_bytes(
+        &Loader::new(src.clone(), plan.clone(), cfg(6, 1)).unwrap(),
+        0,
+        0,
+    );
+    let parts: Vec<_> = (0..3)
+        .map(|rank| {
+            let c = LoaderConfig {
+                shard: (rank, 3),
+                ..cfg(6, 1)
+            };
+            epoch_bytes(&Loader::new(src.clone(), plan.clone(), c).unwrap(), 0, 0)
+        })
+        .collect();
+    for (b, (idx, _)) in whole.iter().enumerate() {
+        let joined: Vec<usize> = parts.iter().flat_map(|p| p[b].0.clone()).collect();
+        assert_eq!(&joined, idx);
+        assert_eq!(parts[1][b].0, idx[2..4]);
+    }
+    let bad = LoaderConfig {
+        shard: (0, 4),
+        ..cfg(6, 1)
+    };
+    assert!(
+        Loader::new(src, plan, bad).is_err(),
+        "6 is not divisible by 4"
+    );
+}
+
+#[test]
 fn eval_keeps_index_order_and_the_last_partial_batch() {
     let f = fixture(7);
     let src = source(&f);

@@ -125,6 +125,9 @@ pub struct LoaderConfig {
     pub skip_bad: bool,
     /// Where batches go; on CUDA through pinned memory with non-blocking copies.
     pub device: Device,
+    /// Data-parallel part `(rank, world)`: each global batch of `batch_size` is cut into `world` equal,
+    /// contiguous parts and this loader delivers part `rank` (`(0, 1)`: everything).
+    pub shard: (usize, usize),
 }
 
 impl LoaderConfig {
@@ -142,6 +145,7 @@ impl LoaderConfig {
             prefetch: 2 * workers,
             skip_bad: false,
             device: Device::Cpu,
+            shard: (0, 1),
         }
     }
 
@@ -249,6 +253,13 @@ impl Loader {
         let n = source.len();
         if cfg.batch_size == 0 {
             return Err(DataError::Loader("batch size must be at least 1".into()));
+        }
+        let (rank, world) = cfg.shard;
+        if world == 0 || rank >= world || !cfg.batch_size.is_multiple_of(world) {
+            return Err(DataError::Loader(format!(
+                "shard {rank} of {world}: needs rank < world and a batch size ({}) divisible by world",
+                cfg.batch_size
+            )));
         }
         if cfg.drop_last && cfg.batch_size > n {
             return Err(DataError::Loader(format!(
@@ -476,7 +487,11 @@ impl Inner {
     /// Builds batch `step` of `epoch` on the CPU.
     fn build(&self, epoch: usize, step: usize, order: &[usize]) -> Result<CpuBatch> {
         let b = self.cfg.batch_size;
-        let positions = &order[step * b..((step + 1) * b).min(order.len())];
+        let global = &order[step * b..((step + 1) * b).min(order.len())];
+        let (rank, world) = self.cfg.shard;
+        let per = b / world;
+        let positions =
+            &global[(rank * per).min(global.len())..((rank + 1) * per).min(global.len())];
         let mut indices = Vec::with_capacity(positions.len());
         let mut samples = Vec::with_capacity(positions.len());
         let mut skipped = vec![];

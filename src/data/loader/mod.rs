@@ -36,5 +36,5 @@ pub use dataset::{
     id_of, DatasetRef, IdScheme, IndexSource, SampleMeta, Source, SynthKind, SynthSource,
 };
 pub use mask_rule::MaskRule;
-pub use object_crop::ObjectBoxes;
+pub use object_crop::{ground_truth_box_file, ObjectBoxes};
 pub use transform::{EvalTransform, RandomResizedCrop};

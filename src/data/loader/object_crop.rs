@@ -13,6 +13,26 @@ use super::transform::object_crop_rect;
 use crate::data::error::{format_err, Result};
 use crate::data::formats::box_file::{read_box_file_checked, NumberedEntry};
 
+/// The ground-truth box file `data build` writes for a COCO dataset: `<data-dir>/<dataset>/build/boxes/
+/// coco_gt.txt`, the official `COCOBox.get_gt_box` (annotations with segmentation area > 1 % of the image,
+/// margin 0.2, clipped, normalised) over train2017 (the index keeps boxes, not areas, so the file is made
+/// from the annotations at build time). An error saying what to run when it is not there.
+pub fn ground_truth_box_file(data_dir: &Path, dataset: &str) -> Result<PathBuf> {
+    let p = crate::data::source::store::DatasetDir::new(data_dir, dataset)
+        .build()
+        .join("boxes")
+        .join("coco_gt.txt");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(crate::data::error::DataError::Loader(format!(
+            "no ground-truth box file {} (written by `contracam data build {dataset}` for a COCO dataset with \
+             train2017); pass a box file instead",
+            p.display()
+        )))
+    }
+}
+
 /// Boxes per sample of a source, from one box file.
 #[derive(Debug, Clone)]
 pub struct ObjectBoxes {
