@@ -8,20 +8,34 @@ fn main() {
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
-    let hash = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let hash = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=CONTRACAM_GIT_HASH={hash}");
-    // A commit changes the branch ref, not HEAD itself: watch both (and packed-refs) so the hash stays true.
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/packed-refs");
-    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
-        if let Some(r) = head.strip_prefix("ref: ") {
-            println!("cargo:rerun-if-changed=.git/{}", r.trim());
+    // A commit changes the branch ref, not HEAD itself: watch HEAD and the ref it names, so the hash stays
+    // true. In a worktree `.git` is a file and the refs live in the common git dir, so ask git where they
+    // are; and name only files that exist, because cargo reruns a build script (and so rebuilds the whole
+    // crate) on every invocation when a watched path is missing.
+    let dirs = git(&["rev-parse", "--git-dir"]).zip(git(&["rev-parse", "--git-common-dir"]));
+    if let Some((git_dir, common_dir)) = dirs {
+        let (git_dir, common_dir) = (
+            std::path::Path::new(&git_dir),
+            std::path::Path::new(&common_dir),
+        );
+        let mut watch = vec![git_dir.join("HEAD"), common_dir.join("packed-refs")];
+        if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
+            if let Some(r) = head.strip_prefix("ref: ") {
+                watch.push(common_dir.join(r.trim()));
+            }
+        }
+        for p in watch.iter().filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", p.display());
         }
     }
 }
