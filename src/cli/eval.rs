@@ -81,6 +81,10 @@ pub enum EvalCommand {
         /// Print the whole sweep too.
         #[arg(long)]
         sweep: bool,
+        /// Where the objective runs: auto (the host for small problems, else the device), host (plain
+        /// Rust, one thread) or device (libtorch). The optimum is the same.
+        #[arg(long, default_value = "auto")]
+        backend: linear::LinearBackend,
         #[arg(long)]
         json: bool,
     },
@@ -217,16 +221,19 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             features,
             no_warm_start,
             sweep,
+            backend,
             json,
         } => {
             let device = global.device.resolve()?;
             let fs = linear::FeatureSet::load(&features, device)?;
             let cfg = linear::LinearEvalConfig {
                 warm_start: !no_warm_start,
+                backend,
                 seed: global.seed.map(|s| s as i64).unwrap_or(1234),
                 ..Default::default()
             };
-            let r = linear::linear_eval(
+            let mut progress = SweepProgress::new(cfg.weight_decays.len(), global.quiet);
+            let r = linear::linear_eval_observed(
                 &fs.train.0,
                 &fs.train.1,
                 &fs.val.0,
@@ -234,7 +241,9 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 &fs.test.0,
                 &fs.test.1,
                 &cfg,
+                &mut |i, n, p| progress.point(i, n, p),
             )?;
+            progress.finish();
             let clf = r
                 .classifier
                 .as_ref()
@@ -292,4 +301,60 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Progress of the linear-evaluation sweep: a bar on a terminal, one plain line per weight decay otherwise.
+struct SweepProgress {
+    bar: Option<indicatif::ProgressBar>,
+    lines: bool,
+    start: std::time::Instant,
+}
+
+impl SweepProgress {
+    fn new(points: usize, quiet: bool) -> Self {
+        use std::io::IsTerminal;
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let b = indicatif::ProgressBar::new(points as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "linear eval {bar:30} {pos}/{len} weight decays {msg} [{elapsed_precise}, ETA {eta}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        SweepProgress {
+            bar,
+            lines: !quiet && !tty,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    fn point(&mut self, i: usize, n: usize, p: &linear::SweepPoint) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "(w {:.2e}: val {:.2} %)",
+                p.weight_decay,
+                100.0 * p.val_accuracy
+            ));
+            b.inc(1);
+        } else if self.lines {
+            eprintln!(
+                "linear eval: weight decay {}/{n} = {:.3e}: objective {:.6}, val {:.2} %, {} L-BFGS iterations, {:.1} s",
+                i + 1,
+                p.weight_decay,
+                p.objective,
+                100.0 * p.val_accuracy,
+                p.iterations,
+                self.start.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }

@@ -2,5 +2,6 @@
 pub mod env;
 pub mod rng;
 pub mod tensor_file;
+pub mod threads;
 
 pub use env::{env_report, EnvReport};
