@@ -3,7 +3,7 @@
 mod common;
 
 use assert_cmd::Command;
-use contracam::util::tensor_file::TensorFile;
+use contracam::data::formats::safetensors::read_tensors;
 use predicates::prelude::*;
 
 fn bin() -> Command {
@@ -86,12 +86,12 @@ fn localize_cam_errors_name_the_file_and_tensor() {
         .arg(&w)
         .arg("--inputs")
         .arg(&v)
-        .args(["--input-key", "input_uint8", "--out"])
+        .args(["--input-key", "a_cam_lowres", "--out"])
         .arg(&o)
         .assert()
         .code(2)
         .stderr(
-            predicate::str::contains("input_uint8").and(predicate::str::contains("(N, 3, H, W)")),
+            predicate::str::contains("a_cam_lowres").and(predicate::str::contains("(N, 3, H, W)")),
         );
     bin()
         .args(["localize", "cam", "--weights"])
@@ -108,7 +108,7 @@ fn localize_cam_errors_name_the_file_and_tensor() {
         .arg(&o)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("expand_res"));
+        .stderr(predicate::str::contains("--expand-res"));
     assert!(!o.exists(), "no output on error");
 }
 
@@ -135,11 +135,11 @@ fn localize_cam_cli_reproduces_setting_b() {
         .arg(&o)
         .assert()
         .success();
-    let got = TensorFile::read(&o).unwrap();
+    let got = read_tensors(&o).unwrap();
     let cam = got.get("cam").unwrap();
     assert_eq!(cam.size(), vec![8, 1, 224, 224]);
     assert_eq!(cam.kind(), tch::Kind::Float);
-    let want = TensorFile::read(&v).unwrap();
+    let want = read_tensors(&v).unwrap();
     let d = (cam - want.get("cam_b_er2_it1").unwrap())
         .abs()
         .max()

@@ -3,9 +3,9 @@
 //! α rtol 1e-4 + atol 1e-9 (α is ~1e-4 in absolute terms), projections and scores atol 1e-5.
 mod common;
 
+use contracam::data::formats::safetensors::{read_tensors, TensorFile};
 use contracam::localize::{contrastive_cam, contrastive_cam_traced, CamConfig};
 use contracam::model::{Arch, ContrastiveModel, Method, Stem};
-use contracam::util::tensor_file::TensorFile;
 use tch::{Device, Tensor};
 
 struct Fixture {
@@ -18,7 +18,7 @@ fn fixture() -> Fixture {
     let dir = common::reference_dir().join("contracam");
     Fixture {
         model_path: dir.join("contracam_r18_weights.safetensors"),
-        vectors: TensorFile::read(&dir.join("contracam_r18_vectors.safetensors")).expect("vectors"),
+        vectors: read_tensors(&dir.join("contracam_r18_vectors.safetensors")).expect("vectors"),
     }
 }
 

@@ -104,7 +104,7 @@ fn errors_name_the_file_and_key() {
         .arg(dir.path().join("x.safetensors"))
         .assert()
         .failure()
-        .stderr(predicates::str::contains("no tensor \"no_such_tensor\""))
+        .stderr(predicates::str::contains("no tensor 'no_such_tensor'"))
         .stderr(predicates::str::contains(
             "contracam_r18_vectors.safetensors",
         ));

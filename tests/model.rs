@@ -2,8 +2,8 @@
 //! resolution trick, the official initialisation, and strict loading.
 use std::collections::HashMap;
 
+use contracam::data::formats::safetensors::{read_tensors, write_tensors};
 use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
-use contracam::util::tensor_file::{self, TensorFile};
 use tch::{Device, Kind, Tensor};
 
 fn config(arch: Arch, width: f64, stem: Stem) -> ModelConfig {
@@ -146,7 +146,7 @@ fn checkpoint_round_trip_and_strict_loading() {
     }
 
     // Drop one tensor, add a stray one and change a shape: one error naming all three.
-    let file = TensorFile::read(&path).unwrap();
+    let file = read_tensors(&path).unwrap();
     let mut tensors: Vec<(String, Tensor)> = file
         .tensors
         .iter()
@@ -165,7 +165,7 @@ fn checkpoint_round_trip_and_strict_loading() {
         Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
     ));
     let bad = dir.path().join("bad.safetensors");
-    tensor_file::write(&bad, &tensors, &file.metadata).unwrap();
+    write_tensors(&bad, &tensors, &file.metadata).unwrap();
     let err = ContrastiveModel::load(&bad, Device::Cpu)
         .unwrap_err()
         .to_string();

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use contracam::eval::{bench, coco, linear, maxboxacc, miou};
 use serde_json::json;
+use contracam::util::progress::{Progress, Unit};
 
 use super::GlobalArgs;
 
@@ -232,7 +233,12 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 seed: global.seed.map(|s| s as i64).unwrap_or(1234),
                 ..Default::default()
             };
-            let mut progress = SweepProgress::new(cfg.weight_decays.len(), global.quiet);
+            let progress = Progress::new(
+                "linear eval",
+                Some(cfg.weight_decays.len() as u64),
+                Unit::Items("weight decays"),
+                global.quiet,
+            );
             let r = linear::linear_eval_observed(
                 &fs.train.0,
                 &fs.train.1,
@@ -241,7 +247,16 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 &fs.test.0,
                 &fs.test.1,
                 &cfg,
-                &mut |i, n, p| progress.point(i, n, p),
+                &mut |_, _, p| {
+                    progress.set_message(format!(
+                        "w {:.2e}: objective {:.6}, val {:.2} %, {} L-BFGS iterations",
+                        p.weight_decay,
+                        p.objective,
+                        100.0 * p.val_accuracy,
+                        p.iterations
+                    ));
+                    progress.inc(1);
+                },
             )?;
             progress.finish();
             let clf = r
@@ -303,58 +318,3 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Progress of the linear-evaluation sweep: a bar on a terminal, one plain line per weight decay otherwise.
-struct SweepProgress {
-    bar: Option<indicatif::ProgressBar>,
-    lines: bool,
-    start: std::time::Instant,
-}
-
-impl SweepProgress {
-    fn new(points: usize, quiet: bool) -> Self {
-        use std::io::IsTerminal;
-        let tty = std::io::stderr().is_terminal();
-        let bar = (!quiet && tty).then(|| {
-            let b = indicatif::ProgressBar::new(points as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "linear eval {bar:30} {pos}/{len} weight decays {msg} [{elapsed_precise}, ETA {eta}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b
-        });
-        SweepProgress {
-            bar,
-            lines: !quiet && !tty,
-            start: std::time::Instant::now(),
-        }
-    }
-
-    fn point(&mut self, i: usize, n: usize, p: &linear::SweepPoint) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!(
-                "(w {:.2e}: val {:.2} %)",
-                p.weight_decay,
-                100.0 * p.val_accuracy
-            ));
-            b.inc(1);
-        } else if self.lines {
-            eprintln!(
-                "linear eval: weight decay {}/{n} = {:.3e}: objective {:.6}, val {:.2} %, {} L-BFGS iterations, {:.1} s",
-                i + 1,
-                p.weight_decay,
-                p.objective,
-                100.0 * p.val_accuracy,
-                p.iterations,
-                self.start.elapsed().as_secs_f64()
-            );
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
-}

@@ -1,17 +1,19 @@
 //! `contracam localize ...`
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
+use contracam::data::formats::safetensors::{read_tensors, write_tensors, SafetensorsReader};
 use contracam::localize::boxes::{format_box_line, BoxOptions};
+use contracam::localize::contrastive_cam::{cam_inputs, contrastive_cam_batched};
 use contracam::localize::mask_clean::CleanOptions;
 use contracam::localize::postprocess::{boxes_dataset, crf_dataset, CrfDatasetOptions, TensorRef};
-use contracam::localize::{contrastive_cam, CamConfig};
+use contracam::localize::CamConfig;
 use contracam::model::ContrastiveModel;
-use contracam::util::tensor_file::{self, TensorFile};
-use tch::{Kind, Tensor};
+use contracam::util::output::{refuse_input_overwrite, write_atomic};
+use contracam::util::progress::{Progress, Unit};
 
 use super::GlobalArgs;
 
@@ -38,17 +40,21 @@ pub enum CleanMode {
 
 #[derive(Debug, Args)]
 pub struct CrfArgs {
-    /// safetensors file with the images, uint8 (N, H, W, 3) RGB.
+    /// safetensors file with the images, uint8 (N, H, W, 3) RGB (`data synth` writes them as `images` in
+    /// `<split>.safetensors`).
     #[arg(long)]
     pub images: PathBuf,
+    /// Name of the image tensor inside --images.
     #[arg(long, default_value = "images")]
     pub images_key: String,
-    /// safetensors file with the CAMs, float32 (N, 1, H, W) in [0, 1].
+    /// safetensors file with the CAMs, float32 (N, 1, H, W) or (N, H, W), values in [0, 1] (`localize cam`
+    /// writes them as `cam`); NaN, infinite or out-of-range values are an error naming the image.
     #[arg(long)]
     pub cams: PathBuf,
-    #[arg(long, default_value = "cams")]
+    /// Name of the CAM tensor inside --cams.
+    #[arg(long, default_value = "cam")]
     pub cams_key: String,
-    /// Output safetensors: `crf` float32 (N, 1, H, W), and `mask` with --clean.
+    /// Output safetensors: `crf` float32 (N, 1, H, W), and `mask` with --clean. Must not be an input file.
     #[arg(long)]
     pub out: PathBuf,
     /// Also clean the CRF output into a {0, 1} `mask`.
@@ -58,10 +64,10 @@ pub struct CrfArgs {
     /// (all-foreground CRFs then give a full mask instead of an empty one).
     #[arg(long)]
     pub keep_first_component: bool,
-    /// Mean-field iterations (official: 5).
+    /// Mean-field iterations (official: 5; 0 gives the unary's softmax).
     #[arg(long, default_value_t = 5)]
     pub iterations: usize,
-    /// Images held in memory at once.
+    /// Images held in memory at once (at least 1; memory is checked before work starts).
     #[arg(long, default_value_t = 256)]
     pub chunk: usize,
 }
@@ -77,15 +83,17 @@ pub enum BoxFormat {
 
 #[derive(Debug, Args)]
 pub struct BoxesArgs {
-    /// safetensors file with masks, float32 or uint8, (N, 1, H, W) or (N, H, W).
+    /// safetensors file with masks, float32 or uint8, (N, 1, H, W) or (N, H, W) (e.g. `localize crf
+    /// --clean` output); foreground is > 0.5·max per image, as the official _extract_box.
     #[arg(long)]
     pub masks: PathBuf,
+    /// Name of the mask tensor inside --masks.
     #[arg(long, default_value = "mask")]
     pub masks_key: String,
-    /// Each side grows by this fraction of the box size (official --box_margin 0.2).
+    /// Each side grows by this fraction of the box size (official --box_margin 0.2); finite and ≥ 0.
     #[arg(long, default_value_t = 0.2)]
     pub margin: f64,
-    /// Minimum box area as a fraction of the image (official 0.01).
+    /// Minimum box area as a fraction of the image, in [0, 1] (official 0.01).
     #[arg(long, default_value_t = 0.01)]
     pub min_area: f64,
     /// Fix the official quirk: boxes of outer borders only, no boxes of background holes.
@@ -94,49 +102,37 @@ pub struct BoxesArgs {
     /// Keep only the largest box per image.
     #[arg(long)]
     pub largest_only: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value = "json")]
     pub format: BoxFormat,
+    /// Output file (JSON or box-file text, see --format). Must not be the --masks file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Masks held in memory at once (at least 1).
     #[arg(long, default_value_t = 1024)]
     pub chunk: usize,
 }
 
 pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let pool = {
-        let mut b = rayon::ThreadPoolBuilder::new();
-        if let Some(t) = global.threads {
-            b = b.num_threads(t);
-        }
-        b.build().context("building the thread pool")?
-    };
-    pool.install(|| match cmd {
+    // rayon's global pool already has --threads workers (cli::main).
+    match cmd {
         LocalizeCommand::Cam(a) => cam(a, global),
         LocalizeCommand::Crf(a) => run_crf(a, global),
         LocalizeCommand::Boxes(a) => run_boxes(a, global),
-    })
-}
-
-fn progress_bar(n: u64, quiet: bool, what: &str) -> indicatif::ProgressBar {
-    if quiet {
-        return indicatif::ProgressBar::hidden();
     }
-    let pb = indicatif::ProgressBar::new(n);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} {bar:40} {pos}/{len} [{elapsed_precise} < {eta_precise}]",
-    ) {
-        pb.set_style(style);
-    }
-    pb.set_message(what.to_string());
-    pb
 }
 
 fn count_images(path: &std::path::Path, key: &str) -> anyhow::Result<u64> {
-    let r = contracam::localize::tensor_stream::SafetensorsReader::open(path)?;
+    let r = SafetensorsReader::open(path)?;
     Ok(r.info(key)?.shape.first().copied().unwrap_or(0) as u64)
 }
 
 fn run_crf(a: CrfArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    refuse_input_overwrite(
+        &a.out,
+        "--out",
+        &[("--images", &a.images), ("--cams", &a.cams)],
+    )?;
     let clean = a.clean.map(|m| {
         let c = match m {
             CleanMode::Seg => CleanOptions::seg(),
@@ -157,36 +153,44 @@ fn run_crf(a: CrfArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     opts.params.iterations = a.iterations;
     let images = TensorRef::new(&a.images, &a.images_key);
     let cams = TensorRef::new(&a.cams, &a.cams_key);
-    let pb = progress_bar(count_images(&a.images, &a.images_key)?, global.quiet, "crf");
+    let n = count_images(&a.images, &a.images_key)?;
+    let pb = Progress::new("crf", Some(n), Unit::Items("images"), global.quiet);
     let t = std::time::Instant::now();
     let summary = crf_dataset(&images, &cams, &a.out, &opts, &|done| {
         pb.set_position(done as u64)
     })
+    .inspect_err(|_| pb.abandon())
     .with_context(|| format!("CRF of {images} with {cams}"))?;
-    pb.finish_and_clear();
-    eprintln!(
-        "crf: {} images of {}×{} in {:.2} s → {}",
-        summary.images,
-        summary.width,
-        summary.height,
-        t.elapsed().as_secs_f64(),
-        a.out.display()
-    );
+    pb.finish();
+    if !global.quiet {
+        eprintln!(
+            "crf: {} images of {}×{} in {:.2} s → {}",
+            summary.images,
+            summary.width,
+            summary.height,
+            t.elapsed().as_secs_f64(),
+            a.out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_boxes(a: BoxesArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    refuse_input_overwrite(&a.out, "--out", &[("--masks", &a.masks)])?;
     let opts = BoxOptions {
         min_area_frac: a.min_area,
         margin: a.margin,
         include_holes: !a.outer_only,
         largest_only: a.largest_only,
     };
+    opts.validate().map_err(anyhow::Error::msg)?;
     let masks = TensorRef::new(&a.masks, &a.masks_key);
-    let pb = progress_bar(count_images(&a.masks, &a.masks_key)?, global.quiet, "boxes");
+    let n = count_images(&a.masks, &a.masks_key)?;
+    let pb = Progress::new("boxes", Some(n), Unit::Items("masks"), global.quiet);
     let boxes = boxes_dataset(&masks, &opts, a.chunk, &|done| pb.set_position(done as u64))
+        .inspect_err(|_| pb.abandon())
         .with_context(|| format!("boxes of {masks}"))?;
-    pb.finish_and_clear();
+    pb.finish();
     let text = match a.format {
         BoxFormat::Json => serde_json::to_string(&boxes)? + "\n",
         BoxFormat::Txt => boxes
@@ -195,13 +199,15 @@ fn run_boxes(a: BoxesArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             .map(|(i, b)| format_box_line(&i.to_string(), b) + "\n")
             .collect(),
     };
-    std::fs::write(&a.out, text).with_context(|| format!("writing {}", a.out.display()))?;
-    eprintln!(
-        "boxes: {} images, {} boxes → {}",
-        boxes.len(),
-        boxes.iter().map(Vec::len).sum::<usize>(),
-        a.out.display()
-    );
+    write_atomic(&a.out, text.as_bytes())?;
+    if !global.quiet {
+        eprintln!(
+            "boxes: {} images, {} boxes → {}",
+            boxes.len(),
+            boxes.iter().map(Vec::len).sum::<usize>(),
+            a.out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -210,57 +216,73 @@ pub struct CamArgs {
     /// Model checkpoint (safetensors, torchvision-style names `encoder.*`, `projector.*`).
     #[arg(long)]
     pub weights: PathBuf,
-    /// safetensors file holding the ImageNet-normalised images, float32 (N, 3, H, W).
+    /// safetensors file with the images: float32 (N, 3, H, W) already ImageNet-normalised, or uint8
+    /// (N, H, W, 3) RGB, normalised here as torchvision's ToTensor + Normalize (what `data synth` writes).
+    /// NaN or infinite values are an error.
     #[arg(long)]
     pub inputs: PathBuf,
     /// Name of the image tensor inside --inputs.
-    #[arg(long)]
+    #[arg(long, default_value = "images")]
     pub input_key: String,
     /// Resolution expansion: 1, 2 (stride 1 in layer4[0]) or 4 (also layer3[0]).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_expand_res)]
     pub expand_res: u32,
-    /// Iterations of ContraCAM (the official boxes use 10).
-    #[arg(long, default_value_t = 1)]
-    pub iters: usize,
+    /// Iterations of ContraCAM, at least 1 (the official boxes use 10).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub iters: u32,
     /// Keep negative α (Table 1's "w/o negative signal removal").
     #[arg(long)]
     pub no_negative_removal: bool,
-    /// Images per ContraCAM batch; the other images of a batch are the negatives, so this changes results
-    /// (official: 256, unshuffled).
+    /// Images per ContraCAM batch, at least 2; the other images of a batch are the negatives, so this
+    /// changes results (official: 256, unshuffled). A last batch of a single image is refused.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Output safetensors file; tensor `cam` (N, 1, H, W) float32.
+    /// Output safetensors file; tensor `cam` (N, 1, H, W) float32 in [0, 1], what `localize crf --cams`
+    /// and `eval maxboxacc --scoremaps` read. Must not be an input file.
     #[arg(long)]
     pub out: PathBuf,
 }
 
+fn parse_expand_res(s: &str) -> Result<u32, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        "4" => Ok(4),
+        _ => Err(format!("must be 1, 2 or 4, got '{s}'")),
+    }
+}
+
 fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
+    refuse_input_overwrite(
+        &a.out,
+        "--out",
+        &[("--inputs", &a.inputs), ("--weights", &a.weights)],
+    )?;
     let device = global.device.resolve()?;
+    let inputs = read_tensors(&a.inputs).context("reading --inputs")?;
+    let x = cam_inputs(inputs.get(&a.input_key)?)
+        .with_context(|| format!("{} tensor '{}'", a.inputs.display(), a.input_key))?;
+    let shape = x.size();
     let model = ContrastiveModel::load(&a.weights, device)
         .with_context(|| format!("loading --weights {}", a.weights.display()))?;
-    let inputs = TensorFile::read(&a.inputs).context("reading --inputs")?;
-    let x = inputs.get(&a.input_key).context("--input-key")?;
-    let shape = x.size();
-    anyhow::ensure!(
-        shape.len() == 4 && shape[1] == 3 && x.kind() == Kind::Float,
-        "{}: tensor '{}' must be float32 (N, 3, H, W) ImageNet-normalised images, got {:?} {:?}",
-        a.inputs.display(),
-        a.input_key,
-        x.kind(),
-        shape
-    );
     let cfg = CamConfig {
         expand_res: a.expand_res,
-        iters: a.iters,
+        iters: a.iters as usize,
         negative_removal: !a.no_negative_removal,
     };
-    let mut outs = Vec::new();
-    for chunk in x.split(a.batch_size as i64, 0) {
-        outs.push(contrastive_cam(&model, &chunk, &cfg)?.to_device(tch::Device::Cpu));
-    }
-    let cam = Tensor::cat(&outs, 0);
-    let meta = HashMap::from([
+    let pb = Progress::new(
+        "cam",
+        Some(shape[0] as u64),
+        Unit::Items("images"),
+        global.quiet,
+    );
+    let cam = contrastive_cam_batched(&model, &x, &cfg, a.batch_size, &|done| {
+        pb.set_position(done as u64)
+    })
+    .inspect_err(|_| pb.abandon())
+    .with_context(|| format!("contrastive CAM of {}", a.inputs.display()))?;
+    pb.finish();
+    let meta = BTreeMap::from([
         (
             "contracam.cam_config".to_string(),
             serde_json::to_string(&cfg)?,
@@ -275,12 +297,14 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             contracam::VERSION.to_string(),
         ),
     ]);
-    tensor_file::write(&a.out, &[("cam".to_string(), cam)], &meta)?;
+    write_tensors(&a.out, &[("cam".to_string(), cam)], &meta)?;
     if !global.quiet {
         eprintln!(
-            "wrote {} (cam {:?})",
+            "wrote {} (cam [{}, 1, {}, {}])",
             a.out.display(),
-            [shape[0], 1, shape[2], shape[3]]
+            shape[0],
+            shape[2],
+            shape[3]
         );
     }
     Ok(ExitCode::SUCCESS)

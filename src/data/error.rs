@@ -6,11 +6,26 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum DataError {
-    #[error("I/O error on {path}: {source}")]
-    Io {
+    /// The cause is part of the message (not a `source`), so `{:#}` prints it once.
+    #[error("I/O error on {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+
+    #[error("{path} is not a safetensors file: {why}")]
+    NotSafetensors { path: PathBuf, why: String },
+
+    #[error("{path}: no tensor '{key}' (the file has: {available})")]
+    MissingTensor {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        key: String,
+        available: String,
+    },
+
+    #[error("{path}: tensor '{key}' is {found}, expected {expected}")]
+    TensorLayout {
+        path: PathBuf,
+        key: String,
+        found: String,
+        expected: String,
     },
 
     #[error("manifest {path}: {msg}")]
@@ -110,6 +125,18 @@ pub enum DataError {
 
     #[error("image {path}: {msg}")]
     Image { path: PathBuf, msg: String },
+
+    #[error("{what} {file} (sample of {index} line {line}): {msg}; replace or remove the file, or pass --skip-bad to skip unreadable samples (they are counted and reported)")]
+    BadSample {
+        what: &'static str,
+        file: PathBuf,
+        index: PathBuf,
+        line: usize,
+        msg: String,
+    },
+
+    #[error("loader: {0}")]
+    Loader(String),
 }
 
 pub type Result<T> = std::result::Result<T, DataError>;
@@ -121,9 +148,9 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| DataError::Io {
+        self.map_err(|err| DataError::Io {
             path: path.into(),
-            source,
+            err,
         })
     }
 }

@@ -3,12 +3,14 @@
 //! - `formats`: readers of the file formats datasets and checkpoints come in (pickle, MAT v5, `.npy`);
 //! - `builders`: one per dataset, from extracted archives to sample indices (with the paper's splits);
 //! - `index`: the sample index every builder writes and everything downstream reads;
+//! - `loader`: datasets (an index split or the synthetic scenes) as sources, and the loader to batches;
 //! - `synth`: the embedded default, procedurally generated scenes with known masks and boxes;
 //! - `ops`: the operations behind `contracam data …`.
 pub mod builders;
 pub mod error;
 pub mod formats;
 pub mod index;
+pub mod loader;
 pub mod ops;
 pub mod source;
 pub mod synth;

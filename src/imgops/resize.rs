@@ -107,16 +107,25 @@ pub fn resize_bilinear_pil_rgb8(
         let rows = last - first;
         let ksize = kh.len() / dst_w;
         let mut tmp = vec![0u8; dst_w * rows * 3];
-        for y in 0..rows {
+        // The sums are integers, so taking the three channels of a pixel together gives Pillow's bytes.
+        for (y, out_row) in tmp.chunks_exact_mut(dst_w * 3).enumerate() {
             let row = &cur[(y + first) * src_w * 3..(y + first + 1) * src_w * 3];
-            for (x, &(xmin, xmax)) in bh.iter().enumerate() {
-                let k = &kh[x * ksize..];
-                for c in 0..3 {
-                    let mut ss: i32 = 1 << (PIL_PRECISION_BITS - 1);
-                    for t in 0..xmax {
-                        ss = ss.wrapping_add(row[(xmin + t) * 3 + c] as i32 * k[t]);
+            for ((&(xmin, xmax), k), out) in bh
+                .iter()
+                .zip(kh.chunks_exact(ksize))
+                .zip(out_row.chunks_exact_mut(3))
+            {
+                let mut ss = [1i32 << (PIL_PRECISION_BITS - 1); 3];
+                for (px, &kt) in row[xmin * 3..(xmin + xmax) * 3]
+                    .chunks_exact(3)
+                    .zip(&k[..xmax])
+                {
+                    for c in 0..3 {
+                        ss[c] = ss[c].wrapping_add(px[c] as i32 * kt);
                     }
-                    tmp[(y * dst_w + x) * 3 + c] = pil_clip8(ss);
+                }
+                for c in 0..3 {
+                    out[c] = pil_clip8(ss[c]);
                 }
             }
         }
@@ -126,17 +135,25 @@ pub fn resize_bilinear_pil_rgb8(
     // Without a horizontal pass the vertical one reads the source rows with unshifted bounds.
     if dst_h != src_h {
         let ksize = kv.len() / dst_h;
-        let mut out = vec![0u8; cur_w * dst_h * 3];
-        for (y, &(ymin, ymax)) in bv.iter().enumerate() {
-            let k = &kv[y * ksize..];
-            for x in 0..cur_w {
-                for c in 0..3 {
-                    let mut ss: i32 = 1 << (PIL_PRECISION_BITS - 1);
-                    for t in 0..ymax {
-                        ss = ss.wrapping_add(cur[((ymin + t) * cur_w + x) * 3 + c] as i32 * k[t]);
-                    }
-                    out[(y * cur_w + x) * 3 + c] = pil_clip8(ss);
+        let stride = cur_w * 3;
+        let mut out = vec![0u8; stride * dst_h];
+        // Row by row: one accumulator per byte of the output row, each source row added whole (the same
+        // integer sums as Pillow's per-pixel loop, in an order the compiler vectorises).
+        let mut acc = vec![0i32; stride];
+        for ((&(ymin, ymax), k), out_row) in bv
+            .iter()
+            .zip(kv.chunks_exact(ksize))
+            .zip(out.chunks_exact_mut(stride))
+        {
+            acc.fill(1 << (PIL_PRECISION_BITS - 1));
+            for (t, &kt) in k[..ymax].iter().enumerate() {
+                let row = &cur[(ymin + t) * stride..(ymin + t + 1) * stride];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a = a.wrapping_add(v as i32 * kt);
                 }
+            }
+            for (o, &a) in out_row.iter_mut().zip(&acc) {
+                *o = pil_clip8(a);
             }
         }
         return out;

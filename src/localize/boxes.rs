@@ -1,5 +1,5 @@
-//! Box extraction as the official `utils/box_utils.py: extract_boxes/_extract_box`, and the box-file text
-//! format of `save_boxes/load_boxes` (spec official-implementation.md §2).
+//! Box extraction as the official `utils/box_utils.py: extract_boxes/_extract_box`; the box-file text format
+//! of `save_boxes/load_boxes` is [`crate::data::formats::box_file`], re-exported here.
 //!
 //! `_extract_box`: binarise at `mask > 0.5·max(mask)`, `cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)`,
 //! `cv2.boundingRect` of every contour, keep `w·h > min_obj_scale·H·W`. `extract_boxes`: xywh → xyxy
@@ -10,28 +10,13 @@
 //! background hole larger than the minimum area becomes an "object" box. Setting it to false keeps outer
 //! borders only (objects inside holes are still kept).
 //! Unlike the official code, the image size comes from the mask (the official passes `image_size=224`).
-use std::fmt::Write as _;
-use std::path::Path;
-
 use crate::imgops::contours::{bounding_rect, find_contours, Rect};
 
-#[derive(Debug, thiserror::Error)]
-pub enum BoxError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}: {msg}")]
-    Parse {
-        path: String,
-        line: usize,
-        msg: String,
-    },
-}
-
-/// A box file's content: image ids with their normalised xyxy boxes, in file order.
-pub type BoxEntries = Vec<(String, Vec<[f64; 4]>)>;
+/// The box-file text format lives in the data layer (training reads it for OA-Crop); re-exported here
+/// beside the extraction that produces the boxes.
+pub use crate::data::formats::box_file::{
+    format_box_line, parse_box_file, read_box_file, write_box_file, BoxEntries,
+};
 
 /// How [`extract_boxes`] filters and expands.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +43,24 @@ impl Default for BoxOptions {
 }
 
 impl BoxOptions {
+    /// Refuses a margin that is negative or not finite (it would invert or poison the boxes) and a
+    /// minimum area outside [0, 1].
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.margin.is_finite() && self.margin >= 0.0) {
+            return Err(format!(
+                "box margin (--margin) must be a finite number ≥ 0, got {}",
+                self.margin
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_area_frac) {
+            return Err(format!(
+                "minimum box area (--min-area) must be a fraction of the image in [0, 1], got {}",
+                self.min_area_frac
+            ));
+        }
+        Ok(())
+    }
+
     /// With the hole-box quirk fixed.
     pub fn fixed(self) -> Self {
         Self {
@@ -154,71 +157,6 @@ pub fn extract_boxes_soft(
     )
 }
 
-/// One line of a box file: `<id> x1,y1,x2,y2 ...`, each coordinate with 6 decimals (`"{:.6f}"`).
-pub fn format_box_line(id: &str, boxes: &[[f64; 4]]) -> String {
-    let mut line = id.to_string();
-    for b in boxes {
-        let _ = write!(line, " {:.6},{:.6},{:.6},{:.6}", b[0], b[1], b[2], b[3]);
-    }
-    line
-}
-
-/// `save_boxes`: one line per image, in the given order.
-pub fn write_box_file(path: &Path, entries: &[(String, Vec<[f64; 4]>)]) -> Result<(), BoxError> {
-    let mut text = String::new();
-    for (id, boxes) in entries {
-        text.push_str(&format_box_line(id, boxes));
-        text.push('\n');
-    }
-    std::fs::write(path, text).map_err(|source| BoxError::Io {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-/// Parses box-file text as `load_boxes` does (`line.strip().split(" ")`); `path` is only for messages.
-pub fn parse_box_file(text: &str, path: &str) -> Result<BoxEntries, BoxError> {
-    let mut out = Vec::new();
-    for (ln, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut toks = line.split(' ');
-        let id = toks.next().unwrap_or_default().to_string();
-        let mut boxes = Vec::new();
-        for tok in toks {
-            let err = |msg: String| BoxError::Parse {
-                path: path.to_string(),
-                line: ln + 1,
-                msg,
-            };
-            let vals: Vec<f64> = tok
-                .split(',')
-                .map(|v| {
-                    v.parse::<f64>()
-                        .map_err(|e| err(format!("box {tok:?}: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-            let b: [f64; 4] = vals.try_into().map_err(|v: Vec<f64>| {
-                err(format!("box {tok:?} has {} values, expected 4", v.len()))
-            })?;
-            boxes.push(b);
-        }
-        out.push((id, boxes));
-    }
-    Ok(out)
-}
-
-/// `load_boxes`: reads a box file.
-pub fn read_box_file(path: &Path) -> Result<BoxEntries, BoxError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BoxError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_box_file(&text, &path.display().to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,23 +171,6 @@ mod tests {
         };
         let b = expand_box(&r, 100, 40, 0.2);
         assert_eq!(b, [0.0, 6.0 / 40.0, 60.0 / 100.0, 34.0 / 40.0]);
-    }
-
-    #[test]
-    fn box_file_round_trip() {
-        let entries = [
-            ("139".to_string(), vec![[0.0, 0.0078125, 0.5, 1.0]]),
-            ("285".to_string(), vec![]),
-        ];
-        let text: String = entries
-            .iter()
-            .map(|(i, b)| format_box_line(i, b) + "\n")
-            .collect();
-        assert_eq!(text, "139 0.000000,0.007812,0.500000,1.000000\n285\n");
-        let back = parse_box_file(&text, "mem").unwrap();
-        assert_eq!(back[0].1[0], [0.0, 0.007812, 0.5, 1.0]);
-        assert!(back[1].1.is_empty());
-        assert!(parse_box_file("1 0.1,0.2,0.3\n", "mem").is_err());
     }
 
     #[test]

@@ -40,9 +40,22 @@ pub enum CamError {
     #[error("iters must be at least 1")]
     Iters,
     #[error(
-        "input must be a float tensor of shape (N, 3, H, W) with N ≥ 1, got {kind:?} {shape:?}"
+        "images must be float32 (N, 3, H, W) ImageNet-normalised or uint8 (N, H, W, 3) RGB, with N, H, \
+         W ≥ 1; got {kind:?} {shape:?}"
     )]
     Input { kind: Kind, shape: Vec<i64> },
+    #[error(
+        "{count} input values are NaN or infinite (the first in image {first_image}); ContraCAM needs \
+         finite images"
+    )]
+    NonFinite { count: i64, first_image: i64 },
+    #[error(
+        "a batch of {images} image(s) has no negatives: ContraCAM contrasts each image with the other \
+         images of its batch{hint}"
+    )]
+    NoNegatives { images: usize, hint: String },
+    #[error(transparent)]
+    Torch(#[from] crate::util::torch_guard::TorchError),
 }
 
 /// What one iteration computed, for tests and inspection.
@@ -101,13 +114,129 @@ fn run(
     if cfg.iters == 0 {
         return Err(CamError::Iters);
     }
+    check_images(images)?;
+    if images.size()[0] < 2 {
+        return Err(CamError::NoNegatives {
+            images: 1,
+            hint: String::new(),
+        });
+    }
+    crate::util::torch_guard::catch_torch("contrastive CAM", || {
+        run_checked(model, images, cfg, record)
+    })?
+}
+
+/// Shape, kind and finiteness of a batch of normalised images.
+fn check_images(images: &Tensor) -> Result<(), CamError> {
     let shape = images.size();
-    if shape.len() != 4 || shape[1] != 3 || shape[0] == 0 || images.kind() != Kind::Float {
+    if shape.len() != 4
+        || shape[1] != 3
+        || shape.iter().any(|&d| d < 1)
+        || images.kind() != Kind::Float
+    {
         return Err(CamError::Input {
             kind: images.kind(),
             shape,
         });
     }
+    let bad = images.isfinite().logical_not();
+    let count = bad.sum(Kind::Int64).int64_value(&[]);
+    if count > 0 {
+        let first = bad
+            .reshape([shape[0], -1])
+            .any_dim(1, false)
+            .to_kind(Kind::Int64)
+            .argmax(0, false)
+            .int64_value(&[]);
+        return Err(CamError::NonFinite {
+            count,
+            first_image: first,
+        });
+    }
+    Ok(())
+}
+
+/// The images ContraCAM takes, from a tensor read from a file: float32 (N, 3, H, W) already
+/// ImageNet-normalised is used as it is; uint8 (N, H, W, 3) RGB is scaled to [0, 1] and normalised with the
+/// ImageNet mean and standard deviation (torchvision's ToTensor + Normalize, as the official loaders).
+pub fn cam_inputs(t: &Tensor) -> Result<Tensor, CamError> {
+    let s = t.size();
+    match t.kind() {
+        Kind::Uint8 if s.len() == 4 && s[3] == 3 && s.iter().all(|&d| d >= 1) => {
+            let x = t.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+            Ok(crate::train::augment::normalize(&x))
+        }
+        Kind::Float => {
+            check_images(t)?;
+            Ok(t.shallow_clone())
+        }
+        kind => Err(CamError::Input { kind, shape: s }),
+    }
+}
+
+/// ContraCAM of `images` (N, 3, H, W) in consecutive batches of `batch_size`, as the official code runs
+/// its unshuffled loader; each batch's negatives are its other images. Refuses, before any work, a batch
+/// of one image (no negatives) — `batch_size` 1, or N mod `batch_size` = 1. `done` is called with the
+/// number of images finished. The result is on the CPU.
+pub fn contrastive_cam_batched(
+    model: &ContrastiveModel,
+    images: &Tensor,
+    cfg: &CamConfig,
+    batch_size: usize,
+    done: &dyn Fn(usize),
+) -> Result<Tensor, CamError> {
+    check_images(images)?;
+    let n = images.size()[0] as usize;
+    let b = batch_size.max(1);
+    if b == 1 || n == 1 {
+        return Err(CamError::NoNegatives {
+            images: 1,
+            hint: format!(
+                " ({n} image(s), batch size {b}); use at least 2 images per batch (official 256)"
+            ),
+        });
+    }
+    if n % b == 1 {
+        return Err(CamError::NoNegatives {
+            images: 1,
+            hint: format!(
+                ": {n} images in batches of {b} leave a last batch of 1; choose a batch size that does \
+                 not leave one image over (e.g. {})",
+                workable_batch_sizes(n, b)
+            ),
+        });
+    }
+    let mut outs = Vec::new();
+    let mut finished = 0;
+    for chunk in images.split(b as i64, 0) {
+        let k = chunk.size()[0] as usize;
+        outs.push(contrastive_cam(model, &chunk, cfg)?.to_device(tch::Device::Cpu));
+        finished += k;
+        done(finished);
+    }
+    Ok(Tensor::cat(&outs, 0))
+}
+
+/// The nearest batch sizes below and above `b` that leave no batch of one image out of `n`.
+fn workable_batch_sizes(n: usize, b: usize) -> String {
+    let ok = |v: usize| v >= 2 && n % v != 1;
+    let below = (2..b).rev().find(|&v| ok(v));
+    let above = (b + 1..=n.max(b + 1)).find(|&v| ok(v));
+    let v: Vec<String> = below
+        .into_iter()
+        .chain(above)
+        .map(|v| v.to_string())
+        .collect();
+    v.join(" or ")
+}
+
+fn run_checked(
+    model: &ContrastiveModel,
+    images: &Tensor,
+    cfg: &CamConfig,
+    record: bool,
+) -> Result<CamTrace, CamError> {
+    let shape = images.size();
     let (h, w) = (shape[2], shape[3]);
     let x0 = images.to_device(model.device()).detach();
     let mask_color = x0.mean_dim([0i64, 2, 3].as_slice(), true, Kind::Float);
@@ -162,7 +291,7 @@ fn run(
         iterations.extend(trace);
     }
     Ok(CamTrace {
-        cam: mask.expect("iters ≥ 1"),
+        cam: mask.ok_or(CamError::Iters)?,
         mask_color,
         iterations,
     })

@@ -4,6 +4,5 @@ pub mod contrastive_cam;
 pub mod crf;
 pub mod mask_clean;
 pub mod postprocess;
-pub mod tensor_stream;
 
 pub use contrastive_cam::{contrastive_cam, contrastive_cam_traced, CamConfig, CamError};

@@ -9,16 +9,78 @@ use rayon::prelude::*;
 use super::boxes::{extract_boxes, extract_boxes_soft, BoxOptions};
 use super::crf::{CrfError, OfficialCrf, OfficialCrfParams};
 use super::mask_clean::{clean_mask, CleanOptions};
-use super::tensor_stream::{Dtype, SafetensorsReader, SafetensorsWriter, TensorStreamError};
+use crate::data::formats::safetensors::{Dtype, SafetensorsReader, SafetensorsWriter};
+use crate::data::DataError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostprocessError {
     #[error(transparent)]
-    Stream(#[from] TensorStreamError),
-    #[error("{context}: {source}")]
-    Crf { context: String, source: CrfError },
+    Data(#[from] DataError),
+    #[error("{context}: {err}")]
+    Crf { context: String, err: CrfError },
     #[error("{0}")]
     Mismatch(String),
+    /// An input or option that cannot be processed; the message names the file or option.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Output(#[from] crate::util::output::OutputError),
+    #[error(transparent)]
+    Memory(#[from] crate::util::memory::MemoryError),
+}
+
+/// N, H and W of a (N, 1, H, W) or (N, H, W) tensor, refused when any is 0 (an empty file is a mistake,
+/// and a header with H = W = 0 could otherwise announce 10¹⁵ images of no bytes).
+fn nhw(t: &TensorRef, shape: &[usize]) -> Result<(usize, usize, usize), PostprocessError> {
+    let (n, h, w) = (shape[0], shape[shape.len() - 2], shape[shape.len() - 1]);
+    if n == 0 || h == 0 || w == 0 {
+        return Err(PostprocessError::Invalid(format!(
+            "{t} is empty: shape {shape:?} (N, H and W must be at least 1)"
+        )));
+    }
+    Ok((n, h, w))
+}
+
+/// Refuses NaN, ±Inf and values outside [0, 1] in maps `first_image..` of `values` (`px` values each).
+fn check_unit_range(
+    t: &TensorRef,
+    what: &str,
+    values: &[f32],
+    px: usize,
+    first_image: usize,
+) -> Result<(), PostprocessError> {
+    if let Some(i) = values
+        .iter()
+        .position(|v| !(0.0..=1.0).contains(v) || v.is_nan())
+    {
+        let v = values[i];
+        let why = if v.is_finite() {
+            "outside [0, 1]"
+        } else {
+            "not finite"
+        };
+        return Err(PostprocessError::Invalid(format!(
+            "{t}: image {} pixel {} holds {v}, {why}; {what} must be probabilities in [0, 1]",
+            first_image + i / px,
+            i % px
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a zero `--chunk`, and a chunk whose buffers would not fit in memory.
+fn check_chunk(chunk: usize, bytes_per_image: u64, what: &str) -> Result<(), PostprocessError> {
+    if chunk == 0 {
+        return Err(PostprocessError::Invalid(
+            "chunk size (--chunk) must be at least 1".into(),
+        ));
+    }
+    crate::util::memory::ensure_fits_with_hint(
+        bytes_per_image.saturating_mul(chunk as u64),
+        &format!("{what} in chunks of {chunk} images"),
+        "; use a smaller --chunk",
+    )?;
+    Ok(())
 }
 
 /// A tensor inside a safetensors file.
@@ -88,31 +150,35 @@ pub fn crf_dataset(
     let mut img_r = SafetensorsReader::open(&images.path)?;
     let ishape = img_r.expect(
         &images.key,
-        Dtype::U8,
+        &[Dtype::U8],
         |s| s.len() == 4 && s[3] == 3,
         "(N, H, W, 3)",
     )?;
     let mut cam_r = SafetensorsReader::open(&cams.path)?;
     let cshape = cam_r.expect(
         &cams.key,
-        Dtype::F32,
+        &[Dtype::F32],
         |s| s.len() == 3 || (s.len() == 4 && s[1] == 1),
         "(N, 1, H, W) or (N, H, W)",
     )?;
-    let (n, h, w) = (ishape[0], ishape[1], ishape[2]);
-    let (cn, ch, cw) = (
-        cshape[0],
-        cshape[cshape.len() - 2],
-        cshape[cshape.len() - 1],
-    );
+    let (n, h, w) = nhw(images, &ishape[..3])?;
+    let (cn, ch, cw) = nhw(cams, &cshape)?;
     if (cn, ch, cw) != (n, h, w) {
         return Err(PostprocessError::Mismatch(format!(
             "{images} is {n} images of {h}×{w} but {cams} is {cn} maps of {ch}×{cw}"
         )));
     }
-    let crf = OfficialCrf::new(w, h, opts.params).map_err(|source| PostprocessError::Crf {
+    crate::util::output::refuse_input_overwrite(
+        out,
+        "output",
+        &[("images", &images.path), ("CAMs", &cams.path)],
+    )?;
+    let px = h * w;
+    // Chunk buffers (image, CAM, CRF, mask) plus the CRF's own working set per image.
+    check_chunk(opts.chunk, px as u64 * 64, "the CRF")?;
+    let crf = OfficialCrf::new(w, h, opts.params).map_err(|err| PostprocessError::Crf {
         context: format!("{images}"),
-        source,
+        err,
     })?;
     let mut tensors = vec![(CRF_KEY, Dtype::F32, vec![n, 1, h, w])];
     if opts.clean.is_some() {
@@ -123,16 +189,22 @@ pub fn crf_dataset(
         ("images".to_string(), images.to_string()),
         ("cams".to_string(), cams.to_string()),
         ("crf_params".to_string(), format!("{:?}", opts.params)),
-        ("clean".to_string(), format!("{:?}", opts.clean)),
+        (
+            "clean".to_string(),
+            match &opts.clean {
+                Some(c) => format!("{c:?}"),
+                None => "none".to_string(),
+            },
+        ),
     ]);
     let mut writer = SafetensorsWriter::create(out, &tensors, &meta)?;
-    let px = h * w;
-    let chunk = opts.chunk.max(1);
+    let chunk = opts.chunk;
     let mut done = 0;
     while done < n {
         let k = chunk.min(n - done);
         let imgs = img_r.read_u8(&images.key, done * px * 3, k * px * 3)?;
         let maps = cam_r.read_f32(&cams.key, done * px, k * px)?;
+        check_unit_range(cams, "CAMs", &maps, px, done)?;
         let results: Vec<(Vec<f32>, Option<Vec<u8>>)> = (0..k)
             .into_par_iter()
             .map(|i| {
@@ -141,9 +213,9 @@ pub fn crf_dataset(
                         &imgs[i * px * 3..(i + 1) * px * 3],
                         &maps[i * px..(i + 1) * px],
                     )
-                    .map_err(|source| PostprocessError::Crf {
+                    .map_err(|err| PostprocessError::Crf {
                         context: format!("{images} image {}", done + i),
-                        source,
+                        err,
                     })?;
                 let mask = opts.clean.as_ref().map(|c| clean_mask(&q, w, h, c));
                 Ok((q, mask))
@@ -182,26 +254,17 @@ pub fn boxes_dataset(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<Vec<[f64; 4]>>, PostprocessError> {
     let mut r = SafetensorsReader::open(&masks.path)?;
-    let info = r.info(&masks.key)?.clone();
-    let ok_shape = info.shape.len() == 3 || (info.shape.len() == 4 && info.shape[1] == 1);
-    let dtype = match info.dtype.as_str() {
-        "F32" if ok_shape => Dtype::F32,
-        "U8" if ok_shape => Dtype::U8,
-        _ => {
-            return Err(TensorStreamError::Layout {
-                path: masks.path.clone(),
-                key: masks.key.clone(),
-                dtype: info.dtype,
-                shape: info.shape,
-                expected: "F32 or U8 (N, 1, H, W) or (N, H, W)".into(),
-            }
-            .into())
-        }
-    };
-    let s = &info.shape;
-    let (n, h, w) = (s[0], s[s.len() - 2], s[s.len() - 1]);
+    let s = r.expect(
+        &masks.key,
+        &[Dtype::F32, Dtype::U8],
+        |s| s.len() == 3 || (s.len() == 4 && s[1] == 1),
+        "(N, 1, H, W) or (N, H, W)",
+    )?;
+    let dtype = r.info(&masks.key)?.dtype;
+    let (n, h, w) = nhw(masks, &s)?;
+    opts.validate().map_err(PostprocessError::Invalid)?;
     let px = h * w;
-    let chunk = chunk.max(1);
+    check_chunk(chunk, px as u64 * 8, "box extraction")?;
     let mut all = Vec::with_capacity(n);
     let mut done = 0;
     while done < n {
@@ -209,11 +272,19 @@ pub fn boxes_dataset(
         let boxes: Vec<Vec<[f64; 4]>> = match dtype {
             Dtype::F32 => {
                 let m = r.read_f32(&masks.key, done * px, k * px)?;
+                if let Some(i) = m.iter().position(|v| !v.is_finite()) {
+                    return Err(PostprocessError::Invalid(format!(
+                        "{masks}: image {} pixel {} holds {}; masks must be finite",
+                        done + i / px,
+                        i % px,
+                        m[i]
+                    )));
+                }
                 m.par_chunks(px)
                     .map(|m| extract_boxes_soft(m, w, h, opts))
                     .collect()
             }
-            Dtype::U8 => {
+            _ => {
                 let m = r.read_u8(&masks.key, done * px, k * px)?;
                 m.par_chunks(px)
                     .map(|m| extract_boxes(m, w, h, opts))

@@ -1,12 +1,13 @@
 //! Checkpoints: safetensors with torchvision-style names and the model config in the metadata.
 //! Loading is strict: missing, unexpected or mis-shaped tensors are one error that lists them all.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
 use super::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
-use crate::util::tensor_file::{self, TensorFile, TensorFileError};
+use crate::data::formats::safetensors::{read_tensors, write_tensors, TensorFile};
+use crate::data::DataError;
 
 /// Metadata key holding the JSON model config.
 pub const CONFIG_KEY: &str = "contracam.model";
@@ -16,7 +17,7 @@ pub const FORMAT: &str = "contracam-checkpoint-v1";
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error(transparent)]
-    File(#[from] TensorFileError),
+    File(#[from] DataError),
     #[error("{path}: checkpoint does not match the model:{details}")]
     Mismatch { path: PathBuf, details: String },
     #[error("{path}: metadata '{CONFIG_KEY}' is not a valid model config: {msg}")]
@@ -34,19 +35,19 @@ impl ContrastiveModel {
     ) -> Result<(), CheckpointError> {
         let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut meta = extra.clone();
+        let mut meta: BTreeMap<String, String> = extra.clone().into_iter().collect();
         meta.insert(FORMAT_KEY.into(), FORMAT.into());
         meta.insert(
             CONFIG_KEY.into(),
             serde_json::to_string(&self.config).expect("config serialises"),
         );
-        Ok(tensor_file::write(path, &vars, &meta)?)
+        Ok(write_tensors(path, &vars, &meta)?)
     }
 
     /// Loads a checkpoint: the config comes from its metadata, or is inferred from tensor names and shapes
     /// (torchvision/official state dicts have no metadata).
     pub fn load(path: &Path, device: Device) -> Result<Self, CheckpointError> {
-        let file = TensorFile::read(path)?;
+        let file = read_tensors(path)?;
         let config = match file.metadata.get(CONFIG_KEY) {
             Some(json) => serde_json::from_str(json).map_err(|e| CheckpointError::BadConfig {
                 path: path.into(),

@@ -1,133 +1,478 @@
-//! Stage cache: a stage's outputs live in `<runs>/<stage>-<fingerprint>/`, published atomically (built in a
-//! temporary sibling, then renamed) with a `DONE` marker. The fingerprint is the sha256 of the canonical
-//! JSON of the stage name, its parameters, its inputs' fingerprints, the cache format version and the
-//! contracam version (with its git commit), so any change upstream, or in the code, re-runs everything
-//! downstream, and an interrupted stage is simply redone.
+//! Stage cache. A finished stage lives in `<runs-dir>/<suite>/<stage>-<fingerprint[..16]>/` with its declared
+//! outputs, `result.json` (metrics and curves) and a `DONE` marker. A stage is built in a temporary sibling
+//! (`.tmp-…`), its outputs and result are validated, the marker is written, and the directory is renamed
+//! into place: a stage directory is either complete or absent, whatever moment a run is killed at, and a
+//! failing stage publishes nothing. One run at a time holds the runs dir's lock; the holder removes the
+//! temporary directories a killed run left behind.
+//!
+//! The fingerprint is the sha256 of the canonical JSON of: the stage kind and its version, the resolved
+//! parameters, the inputs' fingerprints by slot, the seed, the device class, the precision policy, the
+//! cache format and the contracam version with its git commit. Any change upstream or in the code
+//! recomputes what depends on it.
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Bump when stage outputs change meaning.
-pub const FORMAT_VERSION: u32 = 1;
-const DONE: &str = "DONE";
+use super::stage::{ArtefactKind, Slot, StageError, StageResult};
+
+/// Bump when the layout of stage directories changes meaning.
+pub const FORMAT_VERSION: u32 = 2;
+pub const DONE_FILE: &str = "DONE";
+pub const RESULT_FILE: &str = "result.json";
+const TMP_PREFIX: &str = ".tmp-";
+const LOCK_FILE: &str = ".lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("stage cache {path}: {msg}")]
     Io { path: PathBuf, msg: String },
+    #[error("{path} is in use by another contracam run ({holder}); wait for it to finish or use another --runs-dir")]
+    Busy { path: PathBuf, holder: String },
+    #[error("stage '{stage}' produced invalid output, nothing was published: {msg}")]
+    InvalidOutput { stage: String, msg: String },
+    #[error("stage '{stage}' failed, nothing was published: {source}")]
+    Stage {
+        stage: String,
+        #[source]
+        source: Box<StageError>,
+    },
 }
 
-pub struct StageCache {
-    pub root: PathBuf,
-    /// Recompute even when a finished stage exists.
-    pub refresh: bool,
+fn io(path: &Path, e: impl std::fmt::Display) -> CacheError {
+    CacheError::Io {
+        path: path.into(),
+        msg: e.to_string(),
+    }
 }
 
-pub fn fingerprint(stage: &str, params: &impl Serialize, inputs: &[&str]) -> String {
+/// What makes a stage's fingerprint.
+#[derive(Debug, Clone, Serialize)]
+pub struct FingerprintInput<'a> {
+    pub kind: &'a str,
+    pub kind_version: u32,
+    pub params: &'a serde_json::Value,
+    /// Slot name → the bound input's fingerprint.
+    pub inputs: BTreeMap<&'a str, &'a str>,
+    pub seed: u64,
+    pub device_class: &'a str,
+    pub precision: super::stage::Precision,
+}
+
+/// sha256 (hex) of the canonical JSON of `f`, the cache format and the code version.
+pub fn fingerprint(f: &FingerprintInput) -> String {
+    fingerprint_with_code(f, crate::VERSION)
+}
+
+/// As [`fingerprint`] with an explicit code version (tests).
+pub fn fingerprint_with_code(f: &FingerprintInput, code: &str) -> String {
     let v = serde_json::json!({
-        "stage": stage,
         "format": FORMAT_VERSION,
-        "contracam": crate::VERSION,
-        "params": serde_json::to_value(params).expect("stage params serialise"),
-        "inputs": inputs,
+        "code": code,
+        "stage": f,
     });
-    // serde_json maps are sorted by key, so this is canonical.
+    // serde_json's maps are sorted by key (no preserve_order feature), so this text is canonical.
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 
-pub enum Outcome {
-    Cached(PathBuf),
-    Computed(PathBuf),
+/// The fingerprint of output `slot` of a stage with fingerprint `stage_fp`.
+pub fn artefact_fingerprint(stage_fp: &str, slot: &str) -> String {
+    hex::encode(Sha256::digest(format!("{stage_fp}/{slot}").as_bytes()))
 }
 
-impl Outcome {
-    pub fn dir(&self) -> &Path {
-        match self {
-            Outcome::Cached(d) | Outcome::Computed(d) => d,
-        }
-    }
-    pub fn cached(&self) -> bool {
-        matches!(self, Outcome::Cached(_))
-    }
+/// The `DONE` marker: what was published, by whom, with the outputs' content hashes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DoneMarker {
+    pub stage: String,
+    pub kind: String,
+    pub fingerprint: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    /// Output slot → sha256 of the file (directories: of their sorted file names and contents).
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// A stage directory that is published.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub dir: PathBuf,
+    pub result: StageResult,
+    pub marker: DoneMarker,
+}
+
+/// The cache of one suite's stages, held under the runs dir's lock.
+#[derive(Debug)]
+pub struct StageCache {
+    pub root: PathBuf,
+    _lock: File,
+}
+
+/// How to react to another run holding the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockPolicy {
+    /// Print a message and wait for it.
+    Wait,
+    /// Refuse with [`CacheError::Busy`].
+    Refuse,
 }
 
 impl StageCache {
-    pub fn stage_dir(&self, stage: &str, fp: &str) -> PathBuf {
-        self.root.join(format!("{stage}-{}", &fp[..16]))
+    /// Opens (creating) `root`, takes its lock, and removes temporary directories left by killed runs.
+    pub fn open(root: &Path, policy: LockPolicy) -> Result<Self, CacheError> {
+        std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+        let lock_path = root.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io(&lock_path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "unknown process".into());
+                if policy == LockPolicy::Refuse {
+                    return Err(CacheError::Busy {
+                        path: root.into(),
+                        holder,
+                    });
+                }
+                eprintln!(
+                    "waiting for another contracam run using {} ({holder})",
+                    root.display()
+                );
+                file.lock().map_err(|e| io(&lock_path, e))?;
+            }
+            Err(TryLockError::Error(e)) => return Err(io(&lock_path, e)),
+        }
+        // Who holds it, for the message a second run prints.
+        let _ = file.set_len(0);
+        let _ = write!(
+            file,
+            "pid {} since {}",
+            std::process::id(),
+            super::now_utc()
+        );
+        let cache = StageCache {
+            root: root.into(),
+            _lock: file,
+        };
+        cache.clean_stale()?;
+        Ok(cache)
     }
 
-    /// Returns the finished stage directory, running `build` into a fresh temporary directory first when
-    /// there is none.
-    pub fn get_or_run<E: From<CacheError>>(
+    /// Removes every temporary stage directory: with the lock held, none belongs to a live run.
+    fn clean_stale(&self) -> Result<(), CacheError> {
+        let entries = std::fs::read_dir(&self.root).map_err(|e| io(&self.root, e))?;
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with(TMP_PREFIX) {
+                let p = e.path();
+                tracing::info!(dir = %p.display(), "removing a stale temporary stage directory");
+                std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stage_dir(&self, stage: &str, fp: &str) -> PathBuf {
+        self.root
+            .join(format!("{stage}-{}", &fp[..16.min(fp.len())]))
+    }
+
+    /// The published stage with this fingerprint, if its marker and result read back.
+    pub fn lookup(&self, stage: &str, fp: &str) -> Option<Published> {
+        let dir = self.stage_dir(stage, fp);
+        let marker: DoneMarker = read_json(&dir.join(DONE_FILE)).ok()?;
+        if marker.fingerprint != fp {
+            return None;
+        }
+        let result: StageResult = read_json(&dir.join(RESULT_FILE)).ok()?;
+        Some(Published {
+            dir,
+            result,
+            marker,
+        })
+    }
+
+    /// Builds the stage into a fresh temporary directory with `build`, validates what it wrote against
+    /// `outputs` and `metrics` (declared names; values finite), and publishes it atomically, replacing a
+    /// previous directory of the same fingerprint (a refresh).
+    pub fn build(
         &self,
         stage: &str,
+        kind: &str,
         fp: &str,
-        build: impl FnOnce(&Path) -> Result<(), E>,
-    ) -> Result<Outcome, E> {
-        let dir = self.stage_dir(stage, fp);
-        let ioerr = |p: &Path, e: std::io::Error| CacheError::Io {
-            path: p.into(),
-            msg: e.to_string(),
-        };
-        if dir.join(DONE).is_file() && !self.refresh {
-            return Ok(Outcome::Cached(dir));
-        }
-        std::fs::create_dir_all(&self.root).map_err(|e| ioerr(&self.root, e))?;
+        outputs: &[Slot],
+        metrics: &[&str],
+        build: impl FnOnce(&Path) -> Result<StageResult, StageError>,
+    ) -> Result<Published, CacheError> {
+        let start = std::time::Instant::now();
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{stage}-{}.", &fp[..16]))
+            .prefix(&format!("{TMP_PREFIX}{stage}-{}-", &fp[..16.min(fp.len())]))
             .tempdir_in(&self.root)
-            .map_err(|e| ioerr(&self.root, e))?;
-        build(tmp.path())?;
-        std::fs::write(tmp.path().join(DONE), fp).map_err(|e| ioerr(tmp.path(), e))?;
+            .map_err(|e| io(&self.root, e))?;
+        let result = build(tmp.path()).map_err(|source| CacheError::Stage {
+            stage: stage.into(),
+            source: Box::new(source),
+        })?;
+        let invalid = |msg: String| CacheError::InvalidOutput {
+            stage: stage.into(),
+            msg,
+        };
+        for (name, v) in &result.metrics {
+            if !metrics.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "metric '{name}' is not declared by kind '{kind}'"
+                )));
+            }
+            if !v.is_finite() {
+                return Err(invalid(format!("metric '{name}' is {v}")));
+            }
+        }
+        let mut hashes = BTreeMap::new();
+        for slot in outputs {
+            let p = tmp.path().join(slot.file);
+            hashes.insert(
+                slot.name.to_string(),
+                validate_output(&p, slot.kind)
+                    .map_err(|m| invalid(format!("output '{}': {m}", slot.name)))?,
+            );
+        }
+        write_json_file(&tmp.path().join(RESULT_FILE), &result)?;
+        let marker = DoneMarker {
+            stage: stage.into(),
+            kind: kind.into(),
+            fingerprint: fp.into(),
+            finished_at: super::now_utc(),
+            seconds: start.elapsed().as_secs_f64(),
+            outputs: hashes,
+        };
+        write_json_file(&tmp.path().join(DONE_FILE), &marker)?;
+        let dir = self.stage_dir(stage, fp);
         if dir.exists() {
-            // A stale or refreshed directory: replace it.
-            std::fs::remove_dir_all(&dir).map_err(|e| ioerr(&dir, e))?;
+            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
         }
         let tmp_path = tmp.keep();
-        std::fs::rename(&tmp_path, &dir).map_err(|e| ioerr(&dir, e))?;
-        Ok(Outcome::Computed(dir))
+        std::fs::rename(&tmp_path, &dir).map_err(|e| io(&dir, e))?;
+        Ok(Published {
+            dir,
+            result,
+            marker,
+        })
     }
+}
+
+/// Checks that an output exists with the right shape and hashes it.
+fn validate_output(p: &Path, kind: ArtefactKind) -> Result<String, String> {
+    let meta = std::fs::metadata(p).map_err(|_| format!("{} was not written", p.display()))?;
+    let mut h = Sha256::new();
+    if kind.is_dir() {
+        if !meta.is_dir() {
+            return Err(format!("{} must be a directory", p.display()));
+        }
+        let mut files: Vec<PathBuf> = walkdir::WalkDir::new(p)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect();
+        files.sort();
+        for f in files {
+            let rel = f.strip_prefix(p).unwrap_or(&f);
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update([0]);
+            hash_file(&f, &mut h)?;
+        }
+    } else {
+        if !meta.is_file() {
+            return Err(format!("{} must be a file", p.display()));
+        }
+        if meta.len() == 0 {
+            return Err(format!("{} is empty", p.display()));
+        }
+        if kind == ArtefactKind::Json {
+            let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str::<serde_json::Value>(&s)
+                .map_err(|e| format!("{}: not JSON: {e}", p.display()))?;
+        }
+        hash_file(p, &mut h)?;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn hash_file(p: &Path, h: &mut Sha256) -> Result<(), String> {
+    let mut f = File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    std::io::copy(&mut f, h).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<T, String> {
+    let s = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+    serde_json::from_str(&s).map_err(|e| e.to_string())
+}
+
+fn write_json_file(p: &Path, v: &impl Serialize) -> Result<(), CacheError> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| io(p, e))?;
+    let mut f = File::create(p).map_err(|e| io(p, e))?;
+    f.write_all(s.as_bytes()).map_err(|e| io(p, e))?;
+    f.sync_all().map_err(|e| io(p, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::stage::Precision;
+
+    fn fp(a: i64) -> String {
+        let params = serde_json::json!({ "a": a });
+        fingerprint(&FingerprintInput {
+            kind: "k",
+            kind_version: 1,
+            params: &params,
+            inputs: BTreeMap::new(),
+            seed: 0,
+            device_class: "cpu",
+            precision: Precision::Fp32,
+        })
+    }
+
+    const OUT: &[Slot] = &[Slot::file("x", ArtefactKind::Json, "x.json")];
 
     #[test]
-    fn stage_published_once_and_failed_build_leaves_nothing() {
-        let root = tempfile::tempdir().unwrap();
-        let cache = StageCache {
-            root: root.path().into(),
-            refresh: false,
+    fn fingerprint_covers_every_part() {
+        let params = serde_json::json!({ "a": 1 });
+        let base = FingerprintInput {
+            kind: "k",
+            kind_version: 1,
+            params: &params,
+            inputs: BTreeMap::from([("data", "f0")]),
+            seed: 0,
+            device_class: "cpu",
+            precision: Precision::Fp32,
         };
-        let fp = fingerprint("s", &serde_json::json!({"a": 1}), &[]);
-        let out = cache
-            .get_or_run::<CacheError>("s", &fp, |d| {
-                std::fs::write(d.join("x"), "1").unwrap();
-                Ok(())
+        let f0 = fingerprint(&base);
+        let p2 = serde_json::json!({ "a": 2 });
+        let variants = [
+            FingerprintInput {
+                kind: "j",
+                ..base.clone()
+            },
+            FingerprintInput {
+                kind_version: 2,
+                ..base.clone()
+            },
+            FingerprintInput {
+                params: &p2,
+                ..base.clone()
+            },
+            FingerprintInput {
+                inputs: BTreeMap::from([("data", "f1")]),
+                ..base.clone()
+            },
+            FingerprintInput {
+                seed: 1,
+                ..base.clone()
+            },
+            FingerprintInput {
+                device_class: "cuda",
+                ..base.clone()
+            },
+            FingerprintInput {
+                precision: Precision::Bf16Mixed,
+                ..base.clone()
+            },
+        ];
+        for v in &variants {
+            assert_ne!(fingerprint(v), f0, "{v:?}");
+        }
+        assert_ne!(fingerprint_with_code(&base, "other"), f0);
+        assert_eq!(fingerprint(&base.clone()), f0);
+    }
+
+    #[test]
+    fn published_once_failed_or_invalid_builds_leave_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = StageCache::open(root.path(), LockPolicy::Refuse).unwrap();
+        let f = fp(1);
+        let p = cache
+            .build("s", "k", &f, OUT, &["m"], |d| {
+                std::fs::write(d.join("x.json"), "{}").unwrap();
+                Ok(StageResult::default().metric("m", 1.0))
             })
             .unwrap();
-        assert!(!out.cached());
-        let again = cache
-            .get_or_run::<CacheError>("s", &fp, |_| panic!("must not rerun"))
-            .unwrap();
-        assert!(again.cached());
-        assert_eq!(std::fs::read_to_string(again.dir().join("x")).unwrap(), "1");
-        let fp2 = fingerprint("s", &serde_json::json!({"a": 2}), &[]);
-        assert_ne!(fp, fp2);
-        let r = cache.get_or_run("s", &fp2, |_| {
-            Err(CacheError::Io {
-                path: "x".into(),
-                msg: "boom".into(),
-            })
-        });
-        assert!(r.is_err());
-        assert!(!cache.stage_dir("s", &fp2).exists());
-        let leftovers = std::fs::read_dir(root.path()).unwrap().count();
+        let again = cache.lookup("s", &f).unwrap();
+        assert_eq!(again.result, p.result);
+        assert_eq!(again.marker.outputs.len(), 1);
+
+        let g = fp(2);
+        type Build = Box<dyn FnOnce(&Path) -> Result<StageResult, StageError>>;
+        let fails: [Build; 4] = [
+            Box::new(|_| Err(StageError::Failed("boom".into()))),
+            // declared output missing
+            Box::new(|_| Ok(StageResult::default())),
+            // output present but not JSON
+            Box::new(|d| {
+                std::fs::write(d.join("x.json"), "{").unwrap();
+                Ok(StageResult::default())
+            }),
+            // non-finite metric (the poisoned-cache case)
+            Box::new(|d| {
+                std::fs::write(d.join("x.json"), "{}").unwrap();
+                Ok(StageResult::default().metric("m", f64::NAN))
+            }),
+        ];
+        for b in fails {
+            let e = cache.build("s", "k", &g, OUT, &["m"], b).unwrap_err();
+            assert!(e.to_string().contains("nothing was published"), "{e}");
+            assert!(cache.lookup("s", &g).is_none());
+            assert!(!cache.stage_dir("s", &g).exists());
+        }
+        let names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != LOCK_FILE)
+            .collect();
         assert_eq!(
-            leftovers, 1,
-            "the failed stage's temporary directory is removed"
+            names,
+            vec![cache
+                .stage_dir("s", &f)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()]
         );
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_or_waits_and_stale_temps_are_removed() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(".tmp-s-0123-abc/sub")).unwrap();
+        let first = StageCache::open(root.path(), LockPolicy::Refuse).unwrap();
+        assert!(!root.path().join(".tmp-s-0123-abc").exists());
+        let e = StageCache::open(root.path(), LockPolicy::Refuse).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("in use by another contracam run")
+                && msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        let r = root.path().to_path_buf();
+        let waiter = std::thread::spawn(move || StageCache::open(&r, LockPolicy::Wait).map(|_| ()));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(
+            !waiter.is_finished(),
+            "the second run waits while the first holds the lock"
+        );
+        drop(first);
+        waiter.join().unwrap().unwrap();
     }
 }

@@ -213,3 +213,17 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
         }
     }
 }
+
+/// What suite, stage, dataset and split names may contain: they become directory names in the runs dir.
+pub const SAFE_NAME_RULE: &str =
+    "must be 1–64 characters of a-z, A-Z, 0-9, '_' or '-', starting with a letter or digit";
+
+/// Whether `s` is a safe name (see [`SAFE_NAME_RULE`]): no path separators, dots or empty names, so a
+/// stage directory can never leave the runs dir.
+pub fn is_safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+}

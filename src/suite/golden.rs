@@ -1,5 +1,6 @@
 //! Goldens: expected metric values with tolerances and provenance. The runner only reads them; `bless`
 //! writes one from a results file, explicitly, recording who, when and from what.
+pub mod paper;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

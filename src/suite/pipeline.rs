@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::cache::{fingerprint, Outcome, StageCache};
 use super::config::SuiteConfig;
+use super::legacy_cache::{fingerprint, Outcome, StageCache};
 use super::report::StageTiming;
 use super::SuiteError;
 use crate::data::synth::{self, SynthSet};

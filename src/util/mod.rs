@@ -1,7 +1,11 @@
-//! Small helpers shared by every layer: the build/machine report, safetensors files with metadata, seeds.
+//! Small helpers shared by every layer: the build/machine report, seeds, progress reporting, output-file
+//! hygiene (no input overwritten, atomic writes) and up-front memory checks.
 pub mod env;
+pub mod memory;
+pub mod output;
+pub mod progress;
 pub mod rng;
-pub mod tensor_file;
 pub mod threads;
+pub mod torch_guard;
 
 pub use env::{env_report, EnvReport};

@@ -165,7 +165,7 @@ pub fn sorted_subdirs(dir: &Path) -> Result<Vec<String>> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| DataError::Io {
             path: dir.into(),
-            source: e,
+            err: e,
         })?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -183,7 +183,7 @@ pub fn sorted_images(dir: &Path) -> Result<Vec<String>> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map_err(|e| DataError::Io {
             path: dir.into(),
-            source: e,
+            err: e,
         })?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))

@@ -1,4 +1,7 @@
-//! Readers (and fixture writers) of the file formats datasets come in, without executing anything.
+//! Readers (and fixture writers) of the file formats datasets, checkpoints and intermediate results come in,
+//! without executing anything.
+pub mod box_file;
 pub mod mat5;
 pub mod npy;
 pub mod pickle;
+pub mod safetensors;

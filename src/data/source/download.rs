@@ -158,7 +158,7 @@ pub fn free_space(dir: &Path) -> Result<u64> {
     let c =
         std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| DataError::Io {
             path: p.clone(),
-            source: std::io::Error::other(e),
+            err: std::io::Error::other(e),
         })?;
     // SAFETY: statvfs writes into the zeroed struct we own; c is NUL-terminated.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -529,7 +529,7 @@ fn attempt_download(
                 if let Err(e) = out.write_all(&buf[..n]) {
                     return Err(Failure::Fatal(DataError::Io {
                         path: part.clone(),
-                        source: e,
+                        err: e,
                     }));
                 }
                 hasher.update(&buf[..n]);

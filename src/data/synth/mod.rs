@@ -175,79 +175,111 @@ const SHAPES: usize = 10;
 
 /// Multi-object scenes of `split` (any name; "train" and "test" by convention), indices `0..n`.
 pub fn scenes(cfg: &SynthConfig, seed: u64, split: &str, n: usize) -> SynthSet {
-    let items: Vec<_> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let mut rng = rng_for(seed, &format!("synth/scene/{split}/{i}"));
-            render_scene(cfg, &mut rng)
-        })
-        .collect();
-    collect(cfg.image_size, items)
+    generate(cfg.image_size, n, |i| scene(cfg, seed, split, i))
 }
 
 /// Single-object crops (COCO-Crop style): each object of a scene cropped with a 20% margin and resized
 /// to `crop_size`; label = object class. Returns exactly `n` crops.
 pub fn crops(cfg: &SynthConfig, seed: u64, split: &str, n: usize) -> SynthSet {
-    let items: Vec<_> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let mut rng = rng_for(seed, &format!("synth/crop/{split}/{i}"));
-            let (img, inst, objs, bg) = render_scene(cfg, &mut rng);
-            let k = rng.random_range(0..objs.len());
-            crop_object(cfg, &img, &inst, &objs, k, bg)
-        })
-        .collect();
-    collect(cfg.crop_size, items)
+    generate(cfg.crop_size, n, |i| crop(cfg, seed, split, i))
 }
 
 /// Background-Challenge-style single-object images for `variant`; index i shows the same object (class,
 /// shape, pose) in every variant.
 pub fn bg_challenge(cfg: &SynthConfig, seed: u64, variant: BgVariant, n: usize) -> SynthSet {
-    let items: Vec<_> = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let s = cfg.image_size;
-            let mut rng = rng_for(seed, &format!("synth/bgc/{i}"));
-            let class = rng.random_range(0..cfg.num_classes);
-            let obj = sample_object(cfg, &mut rng, class, true);
-            let own_bg = draw_background_for(cfg, &mut rng, class);
-            let rand_class = rng.random_range(0..cfg.num_classes);
-            let rand_bg = draw_background_for(cfg, &mut rng, rand_class);
-            let next_bg = draw_background_for(cfg, &mut rng, (class + 1) % cfg.num_classes);
-            let same_bg = draw_background_for(cfg, &mut rng, class);
-            let bg_seed: u64 = rng.random();
-            let (bg, fg_on) = match variant {
-                BgVariant::Original => (Some(own_bg), true),
-                BgVariant::OnlyFg => (None, true),
-                BgVariant::OnlyBg => (Some(own_bg), false),
-                BgVariant::MixedSame => (Some(same_bg), true),
-                BgVariant::MixedRand => (Some(rand_bg), true),
-                BgVariant::MixedNext => (Some(next_bg), true),
-            };
-            // Mixed variants take the background from a different image: a different texture instance.
-            let tex_seed = if matches!(variant, BgVariant::Original | BgVariant::OnlyBg) {
-                bg_seed
-            } else {
-                bg_seed ^ 0x9e37_79b9_7f4a_7c15
-            };
-            let mut img = vec![0f32; s * s * 3];
-            if let Some(b) = bg {
-                paint_background(cfg, b, tex_seed, &mut img);
+    generate(cfg.image_size, n, |i| {
+        bg_challenge_item(cfg, seed, variant, i)
+    })
+}
+
+/// One generated image: RGB (H, W, 3) u8 row-major, its instance mask (0 background, k+1 the k-th object),
+/// the visible objects and the background texture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthItem {
+    pub image: Vec<u8>,
+    pub instance_mask: Vec<u8>,
+    pub objects: Vec<SynthObject>,
+    pub background: Option<usize>,
+}
+
+impl SynthItem {
+    /// Image-level label: the first object's class.
+    pub fn label(&self) -> usize {
+        self.objects.first().map(|o| o.class).unwrap_or(0)
+    }
+}
+
+/// Scene `i` of `split`, the same whatever the split's size: [`scenes`] is this for `0..n`.
+pub fn scene(cfg: &SynthConfig, seed: u64, split: &str, i: usize) -> SynthItem {
+    let mut rng = rng_for(seed, &format!("synth/scene/{split}/{i}"));
+    render_scene(cfg, &mut rng).into()
+}
+
+/// Crop `i` of `split`: [`crops`] is this for `0..n`.
+pub fn crop(cfg: &SynthConfig, seed: u64, split: &str, i: usize) -> SynthItem {
+    let mut rng = rng_for(seed, &format!("synth/crop/{split}/{i}"));
+    let (img, inst, objs, bg) = render_scene(cfg, &mut rng);
+    let k = rng.random_range(0..objs.len());
+    crop_object(cfg, &img, &inst, &objs, k, bg).into()
+}
+
+/// Item `i` of a Background-Challenge variant: [`bg_challenge`] is this for `0..n`.
+pub fn bg_challenge_item(cfg: &SynthConfig, seed: u64, variant: BgVariant, i: usize) -> SynthItem {
+    let s = cfg.image_size;
+    let mut rng = rng_for(seed, &format!("synth/bgc/{i}"));
+    let class = rng.random_range(0..cfg.num_classes);
+    let obj = sample_object(cfg, &mut rng, class, true);
+    let own_bg = draw_background_for(cfg, &mut rng, class);
+    let rand_class = rng.random_range(0..cfg.num_classes);
+    let rand_bg = draw_background_for(cfg, &mut rng, rand_class);
+    let next_bg = draw_background_for(cfg, &mut rng, (class + 1) % cfg.num_classes);
+    let same_bg = draw_background_for(cfg, &mut rng, class);
+    let bg_seed: u64 = rng.random();
+    let (bg, fg_on) = match variant {
+        BgVariant::Original => (Some(own_bg), true),
+        BgVariant::OnlyFg => (None, true),
+        BgVariant::OnlyBg => (Some(own_bg), false),
+        BgVariant::MixedSame => (Some(same_bg), true),
+        BgVariant::MixedRand => (Some(rand_bg), true),
+        BgVariant::MixedNext => (Some(next_bg), true),
+    };
+    // Mixed variants take the background from a different image: a different texture instance.
+    let tex_seed = if matches!(variant, BgVariant::Original | BgVariant::OnlyBg) {
+        bg_seed
+    } else {
+        bg_seed ^ 0x9e37_79b9_7f4a_7c15
+    };
+    let mut img = vec![0f32; s * s * 3];
+    if let Some(b) = bg {
+        paint_background(cfg, b, tex_seed, &mut img);
+    }
+    let mut inst = vec![0u8; s * s];
+    paint_object(cfg, &obj, &mut img, &mut inst, 1);
+    if !fg_on {
+        for (p, m) in inst.iter().enumerate() {
+            if *m != 0 {
+                img[3 * p..3 * p + 3].fill(0.0);
             }
-            let mut inst = vec![0u8; s * s];
-            paint_object(cfg, &obj, &mut img, &mut inst, 1);
-            if !fg_on {
-                for (p, m) in inst.iter().enumerate() {
-                    if *m != 0 {
-                        img[3 * p..3 * p + 3].fill(0.0);
-                    }
-                }
-            }
-            let objects = visible_objects(&inst, s, &[obj.class]);
-            (to_u8(&img), inst, objects, bg)
-        })
-        .collect();
-    collect(cfg.image_size, items)
+        }
+    }
+    let objects = visible_objects(&inst, s, &[obj.class]);
+    (to_u8(&img), inst, objects, bg).into()
+}
+
+impl From<Item> for SynthItem {
+    fn from((image, instance_mask, objects, background): Item) -> Self {
+        SynthItem {
+            image,
+            instance_mask,
+            objects,
+            background,
+        }
+    }
+}
+
+fn generate(size: usize, n: usize, item: impl Fn(usize) -> SynthItem + Sync + Send) -> SynthSet {
+    let items: Vec<SynthItem> = (0..n).into_par_iter().map(item).collect();
+    collect(size, items)
 }
 
 impl SynthSet {
@@ -298,7 +330,7 @@ impl SynthSet {
 
 type Item = (Vec<u8>, Vec<u8>, Vec<SynthObject>, Option<usize>);
 
-fn collect(size: usize, items: Vec<Item>) -> SynthSet {
+fn collect(size: usize, items: Vec<SynthItem>) -> SynthSet {
     let mut set = SynthSet {
         size,
         images: vec![],
@@ -307,12 +339,12 @@ fn collect(size: usize, items: Vec<Item>) -> SynthSet {
         backgrounds: vec![],
         labels: vec![],
     };
-    for (img, inst, objs, bg) in items {
-        set.labels.push(objs.first().map(|o| o.class).unwrap_or(0));
-        set.images.push(img);
-        set.instance_masks.push(inst);
-        set.objects.push(objs);
-        set.backgrounds.push(bg);
+    for it in items {
+        set.labels.push(it.label());
+        set.images.push(it.image);
+        set.instance_masks.push(it.instance_mask);
+        set.objects.push(it.objects);
+        set.backgrounds.push(it.background);
     }
     set
 }
