@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use contracam::eval::{bench, coco, linear, maxboxacc, miou};
-use serde_json::json;
 use contracam::util::progress::{Progress, Unit};
+use serde_json::json;
 
 use super::GlobalArgs;
 
@@ -317,4 +317,3 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-

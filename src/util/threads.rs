@@ -141,10 +141,7 @@ mod tests {
         assert_eq!(default_for(16, load(3.4, 5)).threads, 13);
         assert_eq!(default_for(8, None).threads, 8);
         assert_eq!(default_for(0, load(0.0, 1)).threads, 1);
-        assert_eq!(
-            parse_loadavg("0.52 0.58 0.59 3/467 12345\n"),
-            load(0.52, 3)
-        );
+        assert_eq!(parse_loadavg("0.52 0.58 0.59 3/467 12345\n"), load(0.52, 3));
         assert_eq!(parse_loadavg("nan 0 0 1/2 3"), None);
         assert_eq!(parse_loadavg("garbage"), None);
     }

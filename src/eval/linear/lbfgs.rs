@@ -216,7 +216,8 @@ impl<T: Real> Lbfgs<T> {
         let ys = T::round(dot(&y, &s));
         if ys > 1e-10 {
             if self.old_dirs.len() == self.history_size {
-                if let (Some(oy), Some(os)) = (self.old_dirs.pop_front(), self.old_stps.pop_front()) {
+                if let (Some(oy), Some(os)) = (self.old_dirs.pop_front(), self.old_stps.pop_front())
+                {
                     self.spare = Some((oy, os));
                 }
                 self.ro.pop_front();

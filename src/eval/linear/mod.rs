@@ -219,7 +219,12 @@ enum Fitter<'a, T: Real> {
 
 impl<'a, T: Real> Fitter<'a, T> {
     /// `x` (N, D) of kind `T`, `y` int64 labels in `0..k`.
-    fn new(x: &'a Tensor, y: &'a Tensor, k: i64, backend: LinearBackend) -> Result<Self, EvalError> {
+    fn new(
+        x: &'a Tensor,
+        y: &'a Tensor,
+        k: i64,
+        backend: LinearBackend,
+    ) -> Result<Self, EvalError> {
         let (n, d) = (x.size()[0], x.size()[1]);
         let host = match backend {
             LinearBackend::Host => true,
@@ -271,7 +276,9 @@ impl<T: Real> Lbfgs<T> {
 fn classifier<T: Real>(theta: &[T], k: i64, d: i64, device: Device) -> LinearClassifier {
     let kd = (k * d) as usize;
     LinearClassifier {
-        weight: Tensor::from_slice(&theta[..kd]).view([k, d]).to_device(device),
+        weight: Tensor::from_slice(&theta[..kd])
+            .view([k, d])
+            .to_device(device),
         bias: Tensor::from_slice(&theta[kd..]).to_device(device),
     }
 }
@@ -473,9 +480,8 @@ fn sweep<T: Real>(
             best = Some((val_acc, i, clf));
         }
     }
-    let (_, best_index, clf) = best.ok_or_else(|| {
-        EvalError::invalid("LinearEvalConfig.weight_decays", "empty sweep")
-    })?;
+    let (_, best_index, clf) =
+        best.ok_or_else(|| EvalError::invalid("LinearEvalConfig.weight_decays", "empty sweep"))?;
     Ok((sweep, best_index, clf))
 }
 
@@ -602,7 +608,11 @@ mod tests {
             let mut g = vec![0.0; th.len()];
             let l = f.eval(&th, &mut g, 0.7, true);
             assert!((l - want_l).abs() < 1e-12, "{backend:?}: {l} vs {want_l}");
-            let diff = g.iter().zip(&want_g).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let diff = g
+                .iter()
+                .zip(&want_g)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             assert!(diff < 1e-12, "{backend:?}: {diff}");
         }
     }

@@ -64,7 +64,8 @@ impl<T: Real> HostObjective<T> {
         gb.iter_mut().enumerate().for_each(|(j, g)| {
             *g = T::of(self.scratch[j..].iter().step_by(k).map(|v| v.f64()).sum());
         });
-        let mean_sq = |p: &[T]| T::of(p.iter().map(|v| v.f64() * v.f64()).sum::<f64>() / p.len() as f64);
+        let mean_sq =
+            |p: &[T]| T::of(p.iter().map(|v| v.f64() * v.f64()).sum::<f64>() / p.len() as f64);
         let half_w = T::of(0.5 * w);
         let mut loss = ce + mean_sq(wm) * half_w;
         let cw = T::of(w / (k * d) as f64);
@@ -112,7 +113,13 @@ impl DeviceObjective<'_> {
         })
     }
 
-    pub(super) fn eval<T: Real>(&self, theta: &[T], grad: &mut [T], w: f64, penalize_bias: bool) -> f64 {
+    pub(super) fn eval<T: Real>(
+        &self,
+        theta: &[T],
+        grad: &mut [T],
+        w: f64,
+        penalize_bias: bool,
+    ) -> f64 {
         let t = Tensor::from_slice(theta).to_device(self.x.device());
         let (loss, g) = self.eval_tensor(&t, w, penalize_bias);
         g.to_device(tch::Device::Cpu)
