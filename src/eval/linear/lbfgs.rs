@@ -146,9 +146,10 @@ impl<T: Real> Lbfgs<T> {
                 let h = T::of(self.h_diag);
                 q.iter_mut().for_each(|r| *r = *r * h);
                 let r = q;
-                for i in 0..num_old {
-                    let be_i = T::round(T::round(dot(&self.old_dirs[i], r)) * self.ro[i]);
-                    axpy(T::of(T::round(al[i] - be_i)), &self.old_stps[i], r);
+                let pairs = self.old_dirs.iter().zip(&self.old_stps).zip(&self.ro);
+                for (((y, s), &ro), &al_i) in pairs.zip(&al) {
+                    let be_i = T::round(T::round(dot(y, r)) * ro);
+                    axpy(T::of(T::round(al_i - be_i)), s, r);
                 }
             }
             self.prev_flat_grad.copy_from_slice(&flat_grad);
