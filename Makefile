@@ -1,7 +1,7 @@
 # The two commands of the README. Both run the set-up first (idempotent; a no-op once done).
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: setup run test build bench clean-venv
+.PHONY: setup setup-cuda build-cuda run test build bench clean-venv
 setup:
 	@bash scripts/setup.sh
 
@@ -20,3 +20,12 @@ test: setup
 
 bench: setup
 	$(CARGO) bench --locked
+
+# Headers the NCCL backend of the c10d shim compiles against (the wheel ships the CUDA runtime's, not these).
+setup-cuda: setup
+	.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
+	  nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+
+# The CUDA build (libtorch_cuda, NCCL): links here without a GPU; run it where one is.
+build-cuda: setup-cuda
+	$(CARGO) build --release --locked --features cuda

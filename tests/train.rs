@@ -1,7 +1,7 @@
 //! Training pieces: crop geometry, augmentation identities, MoCo/BYOL loops, object-aware crop, determinism.
 use contracam::model::{Arch, Method, ModelConfig, ResNetConfig, Stem};
 use contracam::train::augment::{self, AugmentConfig};
-use contracam::train::trainer::{train, TrainConfig, TrainData};
+use contracam::train::{train, TrainConfig, TrainData};
 use contracam::util::rng::rng_for;
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
@@ -200,7 +200,7 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
     .err()
     .unwrap();
     assert!(
-        err.to_string().contains("3 box lists for 16 images"),
+        err.to_string().contains("3 lists") && err.to_string().contains("per training image (16)"),
         "{err}"
     );
     let big = TrainConfig {
@@ -208,5 +208,9 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
         ..t
     };
     let err = train(&m, &big, &plain, 1, Device::Cpu, &bar).err().unwrap();
-    assert!(err.to_string().contains("batch_size 64"), "{err}");
+    assert!(
+        err.to_string().contains("train.batch_size = 64")
+            && err.to_string().contains("16 training images"),
+        "{err}"
+    );
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use contracam::data::synth;
 use contracam::suite::config;
-use contracam::train::trainer::{train, TrainData};
+use contracam::train::{train, TrainData};
 use indicatif::ProgressBar;
 
 use super::GlobalArgs;

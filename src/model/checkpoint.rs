@@ -24,6 +24,16 @@ pub enum CheckpointError {
     BadConfig { path: PathBuf, msg: String },
     #[error("{path}: cannot infer the model from its tensors: {msg}")]
     Infer { path: PathBuf, msg: String },
+    /// A model config value outside its domain; `key` as a suite writes it (`model.width`).
+    #[error("{key} = {value}: {msg}")]
+    InvalidConfig {
+        key: String,
+        value: String,
+        msg: String,
+    },
+    /// A checkpoint whose metadata describes a model that cannot be built.
+    #[error("{path}: metadata '{CONFIG_KEY}': {problem}")]
+    InvalidCheckpointConfig { path: PathBuf, problem: String },
 }
 
 impl ContrastiveModel {
@@ -55,6 +65,12 @@ impl ContrastiveModel {
             })?,
             None => infer_config(&file)?,
         };
+        config
+            .validate()
+            .map_err(|e| CheckpointError::InvalidCheckpointConfig {
+                path: path.into(),
+                problem: e.to_string(),
+            })?;
         let mut model = ContrastiveModel::new(&config, device);
         model.load_strict(&file)?;
         Ok(model)

@@ -1,5 +1,8 @@
 //! Conv, BatchNorm and Linear with torchvision parameter names and the official code's initialisation.
 //! tch's own layers differ (BatchNorm weight ~ U(0,1), no `num_batches_tracked`), so these are written out.
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
@@ -59,7 +62,31 @@ pub struct BatchNorm {
     pub num_batches_tracked: Tensor,
 }
 
+/// Train-mode batch normalisation over a batch that is split across processes (SyncBN). The data-parallel
+/// strategy of `train` installs one for the thread that runs training ([`set_cross_process_batch_norm`]);
+/// without one, BatchNorm normalises with this process's batch alone.
+pub trait CrossProcessBatchNorm {
+    /// `bn`'s train-mode output for `x` with statistics over every process's batch; updates `bn`'s running
+    /// statistics with the global mean and unbiased variance ([`BatchNorm::MOMENTUM`], [`BatchNorm::EPS`]).
+    fn forward(&self, x: &Tensor, bn: &BatchNorm) -> Tensor;
+}
+
+thread_local! {
+    static CROSS_PROCESS_BATCH_NORM: RefCell<Option<Rc<dyn CrossProcessBatchNorm>>> = const { RefCell::new(None) };
+}
+
+/// Installs (or with `None` removes) this thread's cross-process BatchNorm; returns the one it replaces.
+pub fn set_cross_process_batch_norm(
+    op: Option<Rc<dyn CrossProcessBatchNorm>>,
+) -> Option<Rc<dyn CrossProcessBatchNorm>> {
+    CROSS_PROCESS_BATCH_NORM.with(|c| c.replace(op))
+}
+
 impl BatchNorm {
+    /// torch's BatchNorm defaults, which the official code keeps.
+    pub const MOMENTUM: f64 = 0.1;
+    pub const EPS: f64 = 1e-5;
+
     /// torchvision init: weight 1 (0 for a zero-init residual BN), bias 0.
     pub fn new(p: Path, c: i64, zero_weight: bool) -> Self {
         let weight = p.var(
@@ -91,6 +118,9 @@ impl BatchNorm {
                 let mut n = self.num_batches_tracked.shallow_clone();
                 let _ = n.g_add_scalar_(1);
             });
+            if let Some(op) = CROSS_PROCESS_BATCH_NORM.with(|c| c.borrow().clone()) {
+                return op.forward(x, self);
+            }
         }
         Tensor::batch_norm(
             x,
@@ -99,8 +129,8 @@ impl BatchNorm {
             Some(&self.running_mean),
             Some(&self.running_var),
             train,
-            0.1,
-            1e-5,
+            Self::MOMENTUM,
+            Self::EPS,
             true,
         )
     }

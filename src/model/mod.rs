@@ -58,7 +58,31 @@ impl ModelConfig {
     pub fn pred_hidden(&self) -> i64 {
         self.pred_hidden.unwrap_or(4096)
     }
+
+    /// Checks the config before anything is allocated; errors name the key as a suite writes it.
+    pub fn validate(&self) -> Result<(), CheckpointError> {
+        self.encoder.validate()?;
+        for (key, v) in [
+            ("model.proj_hidden", self.proj_hidden),
+            ("model.proj_dim", self.proj_dim),
+            ("model.pred_hidden", self.pred_hidden),
+        ] {
+            if let Some(v) = v {
+                if !(1..=MAX_HEAD_WIDTH).contains(&v) {
+                    return Err(CheckpointError::InvalidConfig {
+                        key: key.into(),
+                        value: v.to_string(),
+                        msg: format!("must be in 1..={MAX_HEAD_WIDTH}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Widest projector/predictor layer accepted: 4× BYOL's 4096.
+pub const MAX_HEAD_WIDTH: i64 = 16384;
 
 /// The network that contrastive training optimises and ContraCAM explains.
 #[derive(Debug)]

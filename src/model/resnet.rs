@@ -68,7 +68,26 @@ impl ResNetConfig {
     pub fn feat_dim(&self) -> i64 {
         self.base_width() * 8 * self.arch.expansion()
     }
+
+    /// Checks the width before any allocation: finite, at least one channel, at most `MAX_WIDTH`.
+    pub fn validate(&self) -> Result<(), super::CheckpointError> {
+        if !(self.width.is_finite() && self.width * 64.0 >= 0.5 && self.width <= MAX_WIDTH) {
+            return Err(super::CheckpointError::InvalidConfig {
+                key: "model.width".into(),
+                value: self.width.to_string(),
+                msg: format!(
+                    "must be in [1/128, {MAX_WIDTH}] (a multiplier of torchvision's 64..512 channels; \
+                     1 is the standard network, {MAX_WIDTH} already has {}x its parameters)",
+                    (MAX_WIDTH * MAX_WIDTH) as i64
+                ),
+            });
+        }
+        Ok(())
+    }
 }
+
+/// Widest encoder accepted (1024..8192 channels per stage).
+pub const MAX_WIDTH: f64 = 16.0;
 
 #[derive(Debug)]
 enum Block {

@@ -9,7 +9,7 @@ use crate::data::synth::SynthConfig;
 use crate::eval::linear::LinearEvalConfig;
 use crate::localize::CamConfig;
 use crate::model::ModelConfig;
-use crate::train::trainer::TrainConfig;
+use crate::train::TrainConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -32,7 +32,7 @@ pub enum SuiteError {
     #[error(transparent)]
     Golden(#[from] GoldenError),
     #[error(transparent)]
-    Train(#[from] crate::train::trainer::TrainError),
+    Train(#[from] crate::train::TrainError),
     #[error(transparent)]
     Cam(#[from] crate::localize::CamError),
     #[error(transparent)]

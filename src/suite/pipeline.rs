@@ -22,7 +22,7 @@ use crate::localize::mask_clean::{clean_mask, CleanOptions};
 use crate::localize::{contrastive_cam, CamConfig};
 use crate::model::ContrastiveModel;
 use crate::train::augment::eval_transform;
-use crate::train::trainer::{train, TrainData, TrainReport};
+use crate::train::{train, TrainData, TrainReport};
 
 /// The data every stage draws from, generated in memory from the suite's seed.
 pub struct SuiteData {

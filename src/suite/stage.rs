@@ -264,7 +264,7 @@ pub enum StageError {
     #[error(transparent)]
     Checkpoint(#[from] crate::model::CheckpointError),
     #[error(transparent)]
-    Train(#[from] crate::train::trainer::TrainError),
+    Train(#[from] crate::train::TrainError),
     #[error(transparent)]
     Cam(#[from] crate::localize::CamError),
     #[error(transparent)]

@@ -1,3 +1,19 @@
-//! Training: MoCo v2, BYOL, augmentations, object-aware random crop.
+//! Training, split as the official code is: `objective` (MoCo v2, BYOL), `augment` (geometric views,
+//! object-aware crop, Kornia colour ops), `source` (what the loop consumes: batches of views), `fit` (the
+//! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
+//! process groups, gradient reducer, SyncBN), `config`, `error`.
 pub mod augment;
-pub mod trainer;
+pub mod config;
+pub mod distributed;
+pub mod error;
+pub mod fit;
+pub mod objective;
+pub mod rng_state;
+pub mod source;
+pub mod strategy;
+
+pub use config::TrainConfig;
+pub use error::TrainError;
+pub use fit::{train, TrainData, TrainReport, Trainer};
+pub use source::{Batch, BatchSource, InMemorySource};
+pub use strategy::{ExecutionStrategy, Shard, SingleDevice};

@@ -1,119 +1,15 @@
-//! The official two-view augmentation (spec §4), batched in libtorch with per-sample parameters drawn
-//! from a seeded RNG: RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3, bilinear) + horizontal flip, then
-//! colour jitter (p 0.8; brightness, contrast, saturation, hue in a random order per batch), grayscale
-//! (p 0.2), Gaussian blur (p 0.5, kernel ≈ 10% of the side, σ ~ U(0.1, 2)), ImageNet normalisation.
-//! Object-aware random crop restricts the crop to one box per image (drawn once for both views).
+//! The colour part of the official augmentation (Kornia, on the device, per-sample parameters): colour
+//! jitter (p 0.8; brightness, contrast, saturation, hue in a random order per batch), grayscale (p 0.2),
+//! Gaussian blur (p 0.5, kernel ≈ 10% of the side, σ ~ U(0.1, 2)), ImageNet normalisation.
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+use super::AugmentConfig;
 
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AugmentConfig {
-    /// Side of the augmented views.
-    pub output_size: i64,
-    pub crop_scale: [f64; 2],
-    pub crop_ratio: [f64; 2],
-    pub hflip_p: f64,
-    pub jitter_p: f64,
-    /// The official `jitter_strength` s: brightness/contrast/saturation factors ~ U(1 − 0.8s, 1 + 0.8s),
-    /// hue shift ~ U(−0.2s, 0.2s).
-    pub jitter_strength: f64,
-    pub grayscale_p: f64,
-    pub blur_p: f64,
-    pub blur_sigma: [f64; 2],
-}
-
-impl Default for AugmentConfig {
-    fn default() -> Self {
-        Self {
-            output_size: 224,
-            crop_scale: [0.08, 1.0],
-            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
-            hflip_p: 0.5,
-            jitter_p: 0.8,
-            jitter_strength: 0.5,
-            grayscale_p: 0.2,
-            blur_p: 0.5,
-            blur_sigma: [0.1, 2.0],
-        }
-    }
-}
-
-/// A crop region in normalised image coordinates [x1, y1, x2, y2].
-pub type Region = [f64; 4];
-
-/// torchvision `RandomResizedCrop.get_params` inside `region` (in pixels of a `w`×`h` image):
-/// 10 attempts at a random area and log-uniform ratio, else a centre crop clamped to the ratio range.
-pub fn sample_crop(
-    rng: &mut ChaCha8Rng,
-    region: Region,
-    w: f64,
-    h: f64,
-    cfg: &AugmentConfig,
-) -> Region {
-    let (rx, ry) = (region[0] * w, region[1] * h);
-    let (rw, rh) = (
-        ((region[2] - region[0]) * w).max(1.0),
-        ((region[3] - region[1]) * h).max(1.0),
-    );
-    let area = rw * rh;
-    let (lr0, lr1) = (cfg.crop_ratio[0].ln(), cfg.crop_ratio[1].ln());
-    for _ in 0..10 {
-        let target = area * rng.random_range(cfg.crop_scale[0]..=cfg.crop_scale[1]);
-        let ratio = rng.random_range(lr0..=lr1).exp();
-        let cw = (target * ratio).sqrt().round();
-        let ch = (target / ratio).sqrt().round();
-        if cw > 0.0 && ch > 0.0 && cw <= rw && ch <= rh {
-            let x = rng.random_range(0.0..=(rw - cw)).floor();
-            let y = rng.random_range(0.0..=(rh - ch)).floor();
-            return [
-                (rx + x) / w,
-                (ry + y) / h,
-                (rx + x + cw) / w,
-                (ry + y + ch) / h,
-            ];
-        }
-    }
-    let in_ratio = rw / rh;
-    let (cw, ch) = if in_ratio < cfg.crop_ratio[0] {
-        (rw, (rw / cfg.crop_ratio[0]).round())
-    } else if in_ratio > cfg.crop_ratio[1] {
-        ((rh * cfg.crop_ratio[1]).round(), rh)
-    } else {
-        (rw, rh)
-    };
-    let (x, y) = (((rw - cw) / 2.0).floor(), ((rh - ch) / 2.0).floor());
-    [
-        (rx + x) / w,
-        (ry + y) / h,
-        (rx + x + cw) / w,
-        (ry + y + ch) / h,
-    ]
-}
-
-/// Crops each image to its region and resizes to `size` (bilinear, align_corners=false), mirroring where
-/// `flip` says so. `images` is (N, 3, H, W).
-pub fn crop_resize(images: &Tensor, regions: &[Region], flip: &[bool], size: i64) -> Tensor {
-    let n = images.size()[0];
-    let dev = images.device();
-    // affine_grid maps output [-1, 1] to input [-1, 1]: x_in = a·x_out + c.
-    let mut theta = Vec::with_capacity(n as usize * 6);
-    for (r, &f) in regions.iter().zip(flip) {
-        let (sx, sy) = (r[2] - r[0], r[3] - r[1]);
-        let (cx, cy) = (r[0] + r[2] - 1.0, r[1] + r[3] - 1.0);
-        let a = if f { -sx } else { sx };
-        theta.extend_from_slice(&[a as f32, 0.0, cx as f32, 0.0, sy as f32, cy as f32]);
-    }
-    let theta = Tensor::from_slice(&theta).reshape([n, 2, 3]).to_device(dev);
-    let grid = Tensor::affine_grid_generator(&theta, [n, 3, size, size], false);
-    images.grid_sampler(&grid, 0, 1, false)
-}
 
 /// Colour jitter, grayscale and blur on (N, 3, S, S) in [0, 1], then ImageNet normalisation.
 pub fn color_blur_normalize(x: &Tensor, rng: &mut ChaCha8Rng, cfg: &AugmentConfig) -> Tensor {
@@ -296,41 +192,4 @@ pub fn gaussian_blur(x: &Tensor, sigmas: &[f64]) -> Tensor {
         n * c,
     );
     y.view([n, c, hgt, -1])
-}
-
-/// Two augmented, normalised views of a batch. `regions[i]` is the crop region of image i (the whole
-/// image, or its object-aware box).
-pub fn two_views(
-    images: &Tensor,
-    regions: &[Region],
-    rng: &mut ChaCha8Rng,
-    cfg: &AugmentConfig,
-) -> (Tensor, Tensor) {
-    let (_, _, h, w) = images.size4().expect("NCHW");
-    let view = |rng: &mut ChaCha8Rng| {
-        let crops: Vec<Region> = regions
-            .iter()
-            .map(|&r| sample_crop(rng, r, w as f64, h as f64, cfg))
-            .collect();
-        let flips: Vec<bool> = regions
-            .iter()
-            .map(|_| rng.random_bool(cfg.hflip_p))
-            .collect();
-        let v = crop_resize(images, &crops, &flips, cfg.output_size);
-        color_blur_normalize(&v, rng, cfg)
-    };
-    let v1 = view(rng);
-    let v2 = view(rng);
-    (v1, v2)
-}
-
-/// Images in [0, 1] resized to `size` (bilinear) and normalised, for evaluation.
-pub fn eval_transform(images: &Tensor, size: i64) -> Tensor {
-    let (_, _, h, w) = images.size4().expect("NCHW");
-    let x = if h == size && w == size {
-        images.shallow_clone()
-    } else {
-        images.upsample_bilinear2d([size, size], false, None, None)
-    };
-    normalize(&x)
 }

@@ -1,0 +1,3 @@
+// See gloo_decls/gloo/README.md.
+#pragma once
+#include <gloo/context.h>

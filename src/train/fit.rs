@@ -1,0 +1,267 @@
+//! The training loop of the official code (`pretrain.py` with Lightning's automatic optimisation): per
+//! epoch the cosine lr is set, then for each batch of the source: colour augmentations on the device, the
+//! momentum update of the target (at the start of the step), the objective's loss, backward, the
+//! strategy's gradient reduction, SGD (momentum 0.9, weight decay on all parameters).
+use indicatif::ProgressBar;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{Optimizer, OptimizerConfig, Sgd};
+use tch::{Device, Tensor};
+
+use super::augment::{color_blur_normalize, Region};
+use super::config::TrainConfig;
+use super::error::TrainError;
+use super::objective::{Byol, Moco, Networks, Objective};
+use super::source::{Batch, BatchSource, InMemorySource};
+use super::strategy::{ExecutionStrategy, SingleDevice};
+use crate::model::{ContrastiveModel, Method, ModelConfig};
+use crate::util::rng::{rng_for, seed_torch};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub epochs: usize,
+    pub steps: usize,
+    /// Mean loss of each epoch.
+    pub epoch_loss: Vec<f64>,
+    pub seed: u64,
+    pub seconds: f64,
+}
+
+/// A training run in progress: networks, optimiser, objective state, RNG streams and position.
+pub struct Trainer<S: ExecutionStrategy> {
+    pub model_cfg: ModelConfig,
+    pub cfg: TrainConfig,
+    pub seed: u64,
+    pub online: ContrastiveModel,
+    pub target: ContrastiveModel,
+    objective: Box<dyn Objective>,
+    opt: Optimizer,
+    /// (target, online) parameter pairs of encoder and projector.
+    ema_pairs: Vec<(Tensor, Tensor)>,
+    color_rng: ChaCha8Rng,
+    strategy: S,
+    /// The epoch in progress and the steps done in it.
+    epoch: usize,
+    step_in_epoch: usize,
+    steps: usize,
+    epoch_loss: Vec<f64>,
+    loss_sum: f64,
+}
+
+impl<S: ExecutionStrategy> Trainer<S> {
+    /// Fresh networks from `seed` (initialisation and the MoCo queue draw from libtorch's generator, seeded
+    /// from `seed` under the process-wide lock).
+    pub fn new(
+        model_cfg: &ModelConfig,
+        cfg: &TrainConfig,
+        seed: u64,
+        strategy: S,
+    ) -> Result<Self, TrainError> {
+        model_cfg.validate()?;
+        cfg.validate(model_cfg.method, None)?;
+        let device = strategy.device();
+        let (mut online, mut target, objective) = {
+            let _rng = crate::util::rng::torch_rng_lock();
+            seed_torch(seed, "train/init");
+            let online = ContrastiveModel::new(model_cfg, device);
+            let mut target = ContrastiveModel::new(model_cfg, device);
+            target.vs.copy(&online.vs)?;
+            target.vs.freeze();
+            let objective: Box<dyn Objective> = match model_cfg.method {
+                Method::Moco => Box::new(Moco::new(
+                    cfg.queue_size,
+                    model_cfg.proj_dim(),
+                    cfg.temperature,
+                    device,
+                )),
+                Method::Byol => Box::new(Byol),
+            };
+            (online, target, objective)
+        };
+        strategy.prepare_model(&mut online)?;
+        strategy.prepare_model(&mut target)?;
+        let ema_pairs = ema_pairs(&online, &target);
+        let opt = Sgd {
+            momentum: cfg.momentum,
+            dampening: 0.0,
+            wd: cfg.weight_decay,
+            nesterov: false,
+        }
+        .build(&online.vs, cfg.lr_at(0))?;
+        Ok(Self {
+            model_cfg: model_cfg.clone(),
+            cfg: cfg.clone(),
+            seed,
+            online,
+            target,
+            objective,
+            opt,
+            ema_pairs,
+            color_rng: rng_for(seed, "train/color/0"),
+            strategy,
+            epoch: 0,
+            step_in_epoch: 0,
+            steps: 0,
+            epoch_loss: Vec::new(),
+            loss_sum: 0.0,
+        })
+    }
+
+    pub fn strategy(&self) -> &S {
+        &self.strategy
+    }
+
+    /// Runs the remaining epochs over `source`.
+    pub fn fit(
+        &mut self,
+        source: &mut dyn BatchSource,
+        progress: &ProgressBar,
+    ) -> Result<TrainReport, TrainError> {
+        let start = std::time::Instant::now();
+        self.cfg
+            .validate(self.model_cfg.method, Some(source.num_images()))?;
+        let per_epoch = source.batches_per_epoch();
+        progress.set_length((self.cfg.epochs * per_epoch) as u64);
+        progress.set_position(self.steps as u64);
+        while self.epoch < self.cfg.epochs {
+            let epoch = self.epoch;
+            if self.step_in_epoch == 0 {
+                source.start_epoch(epoch)?;
+                self.opt.set_lr(self.cfg.lr_at(epoch));
+                self.color_rng = rng_for(self.seed, &format!("train/color/{epoch}"));
+                self.loss_sum = 0.0;
+            }
+            while let Some(batch) = source.next_batch()? {
+                let loss = self.step(batch)?;
+                progress.inc(1);
+                progress.set_message(format!(
+                    "epoch {}/{} loss {loss:.3}",
+                    epoch + 1,
+                    self.cfg.epochs
+                ));
+            }
+            self.epoch_loss
+                .push(self.loss_sum / self.step_in_epoch.max(1) as f64);
+            self.epoch += 1;
+            self.step_in_epoch = 0;
+        }
+        Ok(TrainReport {
+            epochs: self.cfg.epochs,
+            steps: self.steps,
+            epoch_loss: self.epoch_loss.clone(),
+            seed: self.seed,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// One optimisation step on a batch of geometric views; returns the loss.
+    pub fn step(&mut self, batch: Batch) -> Result<f64, TrainError> {
+        let dev = self.strategy.device();
+        if batch.views.len() < 2 {
+            return Err(TrainError::Batch {
+                epoch: self.epoch,
+                step: self.step_in_epoch,
+                msg: format!("{} view(s); MoCo and BYOL need two", batch.views.len()),
+            });
+        }
+        let views: Vec<Tensor> = batch
+            .views
+            .iter()
+            .map(|v| {
+                color_blur_normalize(&v.to_device(dev), &mut self.color_rng, &self.cfg.augment)
+            })
+            .collect();
+        ema_update(&self.ema_pairs, self.cfg.ema_for(self.model_cfg.method));
+        let nets = Networks {
+            online: &self.online,
+            target: &self.target,
+        };
+        let loss = self.objective.loss(&nets, &views, &self.strategy)?;
+        self.opt.zero_grad();
+        loss.f_backward()?;
+        self.strategy
+            .reduce_gradients(&self.online.vs.trainable_variables())?;
+        self.opt.step();
+        let l = loss.double_value(&[]);
+        if !l.is_finite() {
+            return Err(TrainError::Diverged {
+                loss: l,
+                epoch: self.epoch,
+                step: self.step_in_epoch,
+            });
+        }
+        self.loss_sum += l;
+        self.step_in_epoch += 1;
+        self.steps += 1;
+        Ok(l)
+    }
+
+    /// The trained online network.
+    pub fn into_model(self) -> ContrastiveModel {
+        self.online
+    }
+}
+
+/// What training needs from the synthetic in-memory path: images (N, 3, H, W) in [0, 1], and for
+/// object-aware crop the boxes of each image (normalised xyxy; an empty list means the whole image).
+pub struct TrainData<'a> {
+    pub images: &'a Tensor,
+    pub boxes: Option<&'a [Vec<Region>]>,
+}
+
+/// Trains a fresh model from `seed` on in-memory images on one device and returns it with its loss curve.
+pub fn train(
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    data: &TrainData,
+    seed: u64,
+    device: Device,
+    progress: &ProgressBar,
+) -> Result<(ContrastiveModel, TrainReport), TrainError> {
+    model_cfg.validate()?;
+    cfg.validate(model_cfg.method, Some(data.images.size()[0] as usize))?;
+    let strategy = SingleDevice::new(device);
+    let mut source = InMemorySource::new(
+        data.images.shallow_clone(),
+        cfg.batch_size,
+        &cfg.augment,
+        seed,
+        strategy.shard(),
+    )?;
+    if let Some(b) = data.boxes {
+        source = source.with_boxes(b.to_vec())?;
+    }
+    let mut trainer = Trainer::new(model_cfg, cfg, seed, strategy)?;
+    let report = trainer.fit(&mut source, progress)?;
+    Ok((trainer.into_model(), report))
+}
+
+/// (target, online) parameter pairs of encoder and projector; BN buffers are not averaged.
+fn ema_pairs(online: &ContrastiveModel, target: &ContrastiveModel) -> Vec<(Tensor, Tensor)> {
+    let on = online.vs.variables();
+    let mut names: Vec<String> = target
+        .vs
+        .variables()
+        .keys()
+        .filter(|k| {
+            !k.starts_with("predictor.")
+                && !k.contains("running_")
+                && !k.ends_with("num_batches_tracked")
+        })
+        .cloned()
+        .collect();
+    names.sort();
+    let tv = target.vs.variables();
+    names
+        .into_iter()
+        .map(|k| (tv[&k].shallow_clone(), on[&k].shallow_clone()))
+        .collect()
+}
+
+fn ema_update(pairs: &[(Tensor, Tensor)], m: f64) {
+    tch::no_grad(|| {
+        for (t, o) in pairs {
+            let _ = t.shallow_clone().lerp_(o, 1.0 - m);
+        }
+    });
+}

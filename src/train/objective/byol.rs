@@ -1,0 +1,40 @@
+//! BYOL as the official `models/byol.py`: predictions p of both views through the online network,
+//! targets y through the EMA network (train-mode BatchNorm, no gradient),
+//! loss −2·(mean cos(p1, y2) + mean cos(p2, y1)).
+use tch::{Kind, Tensor};
+
+use super::{Networks, Objective};
+use crate::train::error::TrainError;
+use crate::train::strategy::ExecutionStrategy;
+
+pub struct Byol;
+
+impl Objective for Byol {
+    fn loss(
+        &mut self,
+        nets: &Networks,
+        views: &[Tensor],
+        _strategy: &dyn ExecutionStrategy,
+    ) -> Result<Tensor, TrainError> {
+        let online = nets.online;
+        let pred = online.predictor.as_ref().ok_or_else(|| {
+            TrainError::config(
+                "model.method",
+                "byol",
+                "the online network has no predictor",
+            )
+        })?;
+        let (v1, v2) = (&views[0], &views[1]);
+        let p1 = pred.forward(&online.project(v1, true), true);
+        let p2 = pred.forward(&online.project(v2, true), true);
+        let (y1, y2) =
+            tch::no_grad(|| (nets.target.project(v1, true), nets.target.project(v2, true)));
+        // Projections and predictions are unit vectors already.
+        let cos = |a: &Tensor, b: &Tensor| {
+            (a * b)
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+                .mean(Kind::Float)
+        };
+        Ok((cos(&p1, &y2) + cos(&p2, &y1)) * -2.0)
+    }
+}

@@ -1,0 +1,62 @@
+//! MoCo v2 as the official `models/moco.py`: q from view 1 through the online network, k from view 2
+//! through the momentum network (train-mode BatchNorm, no gradient), logits [q·k, q·queue]/τ,
+//! cross-entropy with label 0 (one direction), then the keys replace the oldest queue entries.
+use tch::{Device, Kind, Tensor};
+
+use super::{Networks, Objective};
+use crate::model::layers::l2_normalize;
+use crate::train::error::TrainError;
+use crate::train::strategy::ExecutionStrategy;
+
+pub struct Moco {
+    /// (K, d) unit keys.
+    pub queue: Tensor,
+    /// Row the next key goes to.
+    pub ptr: i64,
+    pub temperature: f64,
+}
+
+impl Moco {
+    /// A queue of `size` random unit vectors (drawn from libtorch's generator: seed it first).
+    pub fn new(size: usize, dim: i64, temperature: f64, device: Device) -> Self {
+        let keys = Tensor::randn([size as i64, dim], (Kind::Float, device));
+        Self {
+            queue: l2_normalize(&keys),
+            ptr: 0,
+            temperature,
+        }
+    }
+
+    /// Writes `keys` at the pointer (wrapping around the end) and advances it.
+    pub fn enqueue(&mut self, keys: &Tensor) {
+        let size = self.queue.size()[0];
+        let b = keys.size()[0];
+        let idx = (Tensor::arange(b, (Kind::Int64, keys.device())) + self.ptr).remainder(size);
+        tch::no_grad(|| {
+            let _ = self.queue.index_copy_(0, &idx, keys);
+        });
+        self.ptr = (self.ptr + b) % size;
+    }
+}
+
+impl Objective for Moco {
+    fn loss(
+        &mut self,
+        nets: &Networks,
+        views: &[Tensor],
+        strategy: &dyn ExecutionStrategy,
+    ) -> Result<Tensor, TrainError> {
+        let q = nets.online.project(&views[0], true);
+        // The momentum network runs in train mode (batch statistics), without gradient.
+        let k = tch::no_grad(|| nets.target.project(&views[1], true));
+        let pos = (&q * &k).sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+        // A copy, as MoCo's `queue.clone()`: the queue is updated in place before backward.
+        let neg = q.matmul(&self.queue.copy().tr());
+        let logits = Tensor::cat(&[pos, neg], 1) / self.temperature;
+        let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
+        let loss = logits.cross_entropy_for_logits(&labels);
+        let keys = strategy.gather_keys(&k)?;
+        self.enqueue(&keys);
+        Ok(loss)
+    }
+}

@@ -1,0 +1,31 @@
+//! Training objectives: the loss of one step given the augmented views and the online and target
+//! networks. `moco`: MoCo v2 (queue of keys, one direction); `byol`: BYOL (symmetric cosine).
+pub mod byol;
+pub mod moco;
+
+use tch::Tensor;
+
+use super::error::TrainError;
+use super::strategy::ExecutionStrategy;
+use crate::model::ContrastiveModel;
+
+pub use byol::Byol;
+pub use moco::Moco;
+
+/// The networks a step uses: the online network being optimised and its momentum/target copy.
+pub struct Networks<'a> {
+    pub online: &'a ContrastiveModel,
+    pub target: &'a ContrastiveModel,
+}
+
+pub trait Objective {
+    /// The loss of one step on augmented views (`views[0]` is the query/first view). It may update the
+    /// objective's own state (MoCo enqueues this step's keys after the loss and before backward, as the
+    /// official code).
+    fn loss(
+        &mut self,
+        nets: &Networks,
+        views: &[Tensor],
+        strategy: &dyn ExecutionStrategy,
+    ) -> Result<Tensor, TrainError>;
+}
