@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_VERSION=2.11.0
+# numpy only for tests that load pickles with numpy arrays (the detectron2 export against the official converter).
+NUMPY_VERSION=2.3.5
 VENV=.venv
 STAMP="$VENV/.contracam-ok"
 
@@ -42,7 +44,9 @@ torch_ok() {
   case "$v" in "$TORCH_VERSION"|"$TORCH_VERSION"+*) return 0 ;; *) return 2 ;; esac
 }
 
-if [ -f "$STAMP" ] && torch_ok; then
+numpy_ok() { "$VENV/bin/python" -c "import numpy; assert numpy.__version__ == '$NUMPY_VERSION'" >/dev/null 2>&1; }
+
+if [ -f "$STAMP" ] && torch_ok && numpy_ok; then
   exit 0
 fi
 
@@ -61,6 +65,9 @@ fi
 say "installing torch==$TORCH_VERSION from PyPI into $VENV (about 4.6 GB with its CUDA runtime libraries)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" \
   || die "pip install torch==$TORCH_VERSION failed; check network access to PyPI and free disk space (~5 GB)"
+
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check "numpy==$NUMPY_VERSION" \
+  || die "pip install numpy==$NUMPY_VERSION failed; check network access to PyPI"
 
 site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 [ -f "$site/torch/lib/libtorch_cpu.so" ] || die "torch installed but $site/torch/lib/libtorch_cpu.so is missing"

@@ -192,6 +192,7 @@ fn model_config(method: Method) -> ModelConfig {
         proj_hidden: Some(32),
         proj_dim: Some(16),
         pred_hidden: Some(32),
+        projector_form: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ fn config(arch: Arch, width: f64, stem: Stem) -> ModelConfig {
         proj_hidden: None,
         proj_dim: None,
         pred_hidden: None,
+        projector_form: Default::default(),
     }
 }
 

@@ -93,6 +93,7 @@ fn tiny(method: Method) -> (ModelConfig, TrainConfig) {
         proj_hidden: Some(32),
         proj_dim: Some(16),
         pred_hidden: Some(32),
+        projector_form: Default::default(),
     };
     let mut t = TrainConfig {
         epochs: 2,

@@ -11,7 +11,7 @@ use contracam::localize::contrastive_cam::{cam_inputs, contrastive_cam_batched};
 use contracam::localize::mask_clean::CleanOptions;
 use contracam::localize::postprocess::{boxes_dataset, crf_dataset, CrfDatasetOptions, TensorRef};
 use contracam::localize::CamConfig;
-use contracam::model::ContrastiveModel;
+use contracam::model::{Classifier, ContrastiveModel};
 use contracam::util::output::{refuse_input_overwrite, write_atomic};
 use contracam::util::progress::{Progress, Unit};
 
@@ -241,6 +241,23 @@ pub struct CamArgs {
     /// and `eval maxboxacc --scoremaps` read. Must not be an input file.
     #[arg(long)]
     pub out: PathBuf,
+    /// --weights is a supervised classifier (e.g. an imported torchvision ResNet): compute its class map
+    /// instead of ContraCAM. `cam`: wsolevaluation's CAM (fc weights × layer4, resized with OpenCV's bicubic
+    /// and min-max normalised as its score maps; expand-res 2 is its stride-1 layer4); `grad-cam`: the official
+    /// code's supervised Grad-CAM. --iters and --no-negative-removal do not apply.
+    #[arg(long, value_enum)]
+    pub classifier_cam: Option<ClassifierCamArg>,
+    /// Integer (N,) tensor of class labels inside --inputs for --classifier-cam (wsolevaluation uses the
+    /// ground truth); without it, each image's arg-max class.
+    #[arg(long)]
+    pub labels_key: Option<String>,
+}
+
+/// Classifier maps of `localize cam --classifier-cam`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClassifierCamArg {
+    Cam,
+    GradCam,
 }
 
 fn parse_expand_res(s: &str) -> Result<u32, String> {
@@ -258,6 +275,9 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         "--out",
         &[("--inputs", &a.inputs), ("--weights", &a.weights)],
     )?;
+    if let Some(mode) = a.classifier_cam {
+        return classifier_cam(a, mode, global);
+    }
     let device = global.device.resolve()?;
     let inputs = read_tensors(&a.inputs).context("reading --inputs")?;
     let x = cam_inputs(inputs.get(&a.input_key)?)
@@ -306,6 +326,74 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             shape[2],
             shape[3]
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn classifier_cam(
+    a: CamArgs,
+    mode: ClassifierCamArg,
+    global: &GlobalArgs,
+) -> anyhow::Result<ExitCode> {
+    use contracam::localize::classifier_cam::{class_activation_scoremaps, grad_cam};
+    anyhow::ensure!(a.batch_size > 0, "--batch-size must be at least 1");
+    let device = global.device.resolve()?;
+    let model = Classifier::load(&a.weights, device)
+        .with_context(|| format!("loading --weights {}", a.weights.display()))?;
+    let inputs = read_tensors(&a.inputs).context("reading --inputs")?;
+    let x = cam_inputs(inputs.get(&a.input_key)?)
+        .with_context(|| format!("{} tensor '{}'", a.inputs.display(), a.input_key))?;
+    let labels = match &a.labels_key {
+        Some(k) => Some(inputs.get(k).context("--labels-key")?.shallow_clone()),
+        None => None,
+    };
+    let n = x.size().first().copied().unwrap_or(0);
+    let mut outs = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = (a.batch_size as i64).min(n - start);
+        let xb = x.narrow(0, start, len);
+        let lb = match &labels {
+            Some(l) if l.size().first() == Some(&n) => Some(l.narrow(0, start, len)),
+            Some(l) => anyhow::bail!(
+                "{}: labels '{}' have shape {:?}, the images {n} rows",
+                a.inputs.display(),
+                a.labels_key.as_deref().unwrap_or_default(),
+                l.size()
+            ),
+            None => None,
+        };
+        let cam = match (mode, lb) {
+            (ClassifierCamArg::GradCam, lb) => grad_cam(&model, &xb, lb.as_ref(), a.expand_res)?,
+            (ClassifierCamArg::Cam, Some(lb)) => {
+                class_activation_scoremaps(&model, &xb, &lb, a.expand_res)?
+            }
+            (ClassifierCamArg::Cam, None) => {
+                let pred =
+                    tch::no_grad(|| model.logits(&xb.to_device(device), false).argmax(1, false));
+                class_activation_scoremaps(&model, &xb, &pred, a.expand_res)?
+            }
+        };
+        outs.push(cam.to_device(tch::Device::Cpu));
+        start += len;
+    }
+    anyhow::ensure!(!outs.is_empty(), "{}: no images", a.inputs.display());
+    let cam = tch::Tensor::cat(&outs, 0);
+    let meta = BTreeMap::from([
+        ("contracam.classifier_cam".to_string(), format!("{mode:?}")),
+        ("contracam.expand_res".to_string(), a.expand_res.to_string()),
+        (
+            "contracam.weights".to_string(),
+            a.weights.display().to_string(),
+        ),
+        (
+            "contracam.version".to_string(),
+            contracam::VERSION.to_string(),
+        ),
+    ]);
+    write_tensors(&a.out, &[("cam".to_string(), cam)], &meta)?;
+    if !global.quiet {
+        eprintln!("wrote {} ({mode:?} of {n} images)", a.out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod data;
 mod env;
 mod eval;
 mod localize;
+mod model;
 mod suite;
 mod train;
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Metrics.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Checkpoints: import released PyTorch checkpoints; export to detectron2.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
     /// Declarative suites with goldens.
     #[command(subcommand)]
     Suite(suite::SuiteCommand),
@@ -73,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Train(c) => train::run(c, &cli.global),
         Command::Localize(c) => localize::run(c, &cli.global),
         Command::Eval(c) => eval::run(c, &cli.global),
+        Command::Model(c) => model::run(c, &cli.global),
         Command::Suite(c) => suite::run(c, &cli.global),
         Command::Env(a) => env::run(a, &cli.global),
     };

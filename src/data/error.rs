@@ -117,6 +117,12 @@ pub enum DataError {
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
 
+    #[error("{path}: {error}")]
+    Pickle {
+        path: PathBuf,
+        error: crate::data::formats::pickle::PickleError,
+    },
+
     #[error("building {dataset}: {msg}")]
     Build { dataset: String, msg: String },
 

@@ -44,6 +44,8 @@ pub enum CamError {
          W ≥ 1; got {kind:?} {shape:?}"
     )]
     Input { kind: Kind, shape: Vec<i64> },
+    #[error("{0}")]
+    Labels(String),
     #[error(
         "{count} input values are NaN or infinite (the first in image {first_image}); ContraCAM needs \
          finite images"
@@ -314,7 +316,7 @@ pub fn contrastive_score(q: &Tensor, key: &Tensor, queues: &[Tensor]) -> Tensor 
 }
 
 /// Per image: subtract the min, divide by (max + 1e-20), as the official code.
-fn min_max_per_image(x: &Tensor) -> Tensor {
+pub(crate) fn min_max_per_image(x: &Tensor) -> Tensor {
     let n = x.size()[0];
     let flat = x.reshape([n, -1]);
     let min = flat.amin([1i64].as_slice(), true);

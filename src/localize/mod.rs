@@ -1,5 +1,6 @@
 //! Localization: contrastive CAM, dense CRF, mask cleaning and boxes, and their dataset pipelines.
 pub mod boxes;
+pub mod classifier_cam;
 pub mod contrastive_cam;
 pub mod crf;
 pub mod mask_clean;

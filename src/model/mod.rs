@@ -1,6 +1,10 @@
-//! Models: ResNet encoders with torchvision names, MoCo/BYOL heads, and strict safetensors checkpoints.
+//! Models: ResNet encoders with torchvision names, MoCo/BYOL heads, a supervised classifier, strict safetensors
+//! checkpoints, and the import of released PyTorch checkpoints.
 pub mod checkpoint;
+pub mod classifier;
+pub mod export;
 pub mod heads;
+pub mod import;
 pub mod layers;
 pub mod resnet;
 
@@ -9,6 +13,8 @@ use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 pub use checkpoint::CheckpointError;
+pub use classifier::{Classifier, ClassifierConfig};
+pub use heads::ProjectorForm;
 pub use resnet::{Arch, ResNet, ResNetConfig, Stem};
 
 use heads::MlpHead;
@@ -40,6 +46,9 @@ pub struct ModelConfig {
     /// Predictor hidden width (BYOL); default 4096.
     #[serde(default)]
     pub pred_hidden: Option<i64>,
+    /// Head form: the official code's (with BN, the default) or facebookresearch MoCo v2's (biases, no BN).
+    #[serde(default, skip_serializing_if = "ProjectorForm::is_bn")]
+    pub projector_form: ProjectorForm,
 }
 
 impl ModelConfig {
@@ -101,11 +110,12 @@ impl ContrastiveModel {
         let root = vs.root();
         let encoder = ResNet::new(&(&root / "encoder"), &config.encoder);
         let d = encoder.feat_dim();
-        let projector = MlpHead::new(
+        let projector = MlpHead::with_form(
             &(&root / "projector"),
             d,
             config.proj_hidden(),
             config.proj_dim(),
+            config.projector_form,
         );
         let predictor = (config.method == Method::Byol).then(|| {
             MlpHead::new(

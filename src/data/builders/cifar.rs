@@ -11,14 +11,15 @@ use crate::data::error::{format_err, DataError, IoContext, Result};
 use crate::data::formats::pickle;
 use crate::data::index::{Sample, SplitIndex};
 
-fn load(path: &Path) -> Result<pickle::Value> {
+fn load(path: &Path) -> Result<pickle::Pickle> {
     let b = std::fs::read(path).at(path)?;
     pickle::parse(&b).map_err(|e| format_err(path, format!("pickle: {e}")))
 }
 
 /// (labels, raw N×3072 rows) of one batch.
 fn batch(path: &Path, label_key: &str) -> Result<(Vec<i64>, Vec<u8>)> {
-    let v = load(path)?;
+    let p = load(path)?;
+    let v = p.root();
     let labels = v
         .get(label_key)
         .and_then(|l| l.as_int_list())
@@ -74,6 +75,7 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         };
     let meta_path = root.join(meta_file);
     let classes = load(&meta_path)?
+        .root()
         .get(meta_key)
         .and_then(|v| v.as_str_list())
         .ok_or_else(|| format_err(&meta_path, format!("no `{meta_key}` list")))?;

@@ -5,3 +5,4 @@ pub mod mat5;
 pub mod npy;
 pub mod pickle;
 pub mod safetensors;
+pub mod torch_checkpoint;
