@@ -7,7 +7,7 @@
 //! 1e-5; accuracies must be identical everywhere.
 mod common;
 
-use contracam::eval::linear::{fit_single, linear_eval, LinearEvalConfig};
+use contracam::eval::linear::{fit_single, linear_eval, LinearBackend, LinearEvalConfig};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -75,50 +75,54 @@ fn per_w_optima_of_the_official_objective() {
     let (k, d) = (v["K"].as_i64().unwrap(), v["D"].as_i64().unwrap());
     let (xtr, ytr) = (mat(&v["Xtr"], Kind::Double, dev), vec_i64(&v["ytr"], dev));
     let (xte, yte) = (mat(&v["Xte"], Kind::Double, dev), vec_i64(&v["yte"], dev));
-    let cfg = LinearEvalConfig {
-        max_iter: 20000,
-        tolerance_grad: 1e-11,
-        tolerance_change: 0.0,
-        ..Default::default()
-    };
-    for e in v["objaware"].as_array().unwrap() {
-        let w = e["w"].as_f64().unwrap();
-        let (clf, loss) = fit_single(
-            &xtr,
-            &ytr,
-            k,
-            w,
-            &cfg,
-            &Tensor::zeros([k * d + k], (Kind::Double, dev)),
-        );
-        assert!(
-            (loss - e["obj"].as_f64().unwrap()).abs() < 1e-10,
-            "w={w}: objective {loss} vs {}",
-            e["obj"]
-        );
-        let want_w: Vec<f64> = e["W"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(vec_f64)
-            .collect();
-        let dw = max_abs_diff(&clf.weight, &want_w);
-        let db = max_abs_diff(&clf.bias, &vec_f64(&e["b"]));
-        assert!(dw < 1e-5 && db < 1e-5, "w={w}: |ΔW|={dw:e} |Δb|={db:e}");
-        assert_eq!(
-            clf.accuracy(&xtr, &ytr),
-            e["train_acc"].as_f64().unwrap(),
-            "w={w} train acc"
-        );
-        assert_eq!(
-            clf.accuracy(&xte, &yte),
-            e["test_acc"].as_f64().unwrap(),
-            "w={w} test acc"
-        );
-        eprintln!(
-            "w={w}: |Δobj|={:e} |ΔW|={dw:e} |Δb|={db:e}",
-            (loss - e["obj"].as_f64().unwrap()).abs()
-        );
+    // Both places the objective can run (plain Rust on the host, libtorch on the features' device).
+    for backend in [LinearBackend::Host, LinearBackend::Device] {
+        let cfg = LinearEvalConfig {
+            max_iter: 20000,
+            tolerance_grad: 1e-11,
+            tolerance_change: 0.0,
+            backend,
+            ..Default::default()
+        };
+        for e in v["objaware"].as_array().unwrap() {
+            let w = e["w"].as_f64().unwrap();
+            let (clf, loss) = fit_single(
+                &xtr,
+                &ytr,
+                k,
+                w,
+                &cfg,
+                &Tensor::zeros([k * d + k], (Kind::Double, dev)),
+            );
+            assert!(
+                (loss - e["obj"].as_f64().unwrap()).abs() < 1e-10,
+                "w={w}: objective {loss} vs {}",
+                e["obj"]
+            );
+            let want_w: Vec<f64> = e["W"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(vec_f64)
+                .collect();
+            let dw = max_abs_diff(&clf.weight, &want_w);
+            let db = max_abs_diff(&clf.bias, &vec_f64(&e["b"]));
+            assert!(dw < 1e-5 && db < 1e-5, "w={w}: |ΔW|={dw:e} |Δb|={db:e}");
+            assert_eq!(
+                clf.accuracy(&xtr, &ytr),
+                e["train_acc"].as_f64().unwrap(),
+                "w={w} train acc"
+            );
+            assert_eq!(
+                clf.accuracy(&xte, &yte),
+                e["test_acc"].as_f64().unwrap(),
+                "w={w} test acc"
+            );
+            eprintln!(
+                "{backend:?} w={w}: |Δobj|={:e} |ΔW|={dw:e} |Δb|={db:e}",
+                (loss - e["obj"].as_f64().unwrap()).abs()
+            );
+        }
     }
 }
 
@@ -172,7 +176,7 @@ fn sklearn_solutions_with_unpenalised_intercept() {
     }
 }
 
-fn sweep_on(dev: Device) {
+fn sweep_on(dev: Device, backend: LinearBackend) {
     let v = refv();
     let (xtr, ytr) = (mat(&v["Xtr"], Kind::Float, dev), vec_i64(&v["ytr"], dev));
     let (xte, yte) = (mat(&v["Xte"], Kind::Float, dev), vec_i64(&v["yte"], dev));
@@ -186,7 +190,10 @@ fn sweep_on(dev: Device) {
         &yva,
         &xts,
         &yts,
-        &LinearEvalConfig::default(),
+        &LinearEvalConfig {
+            backend,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(r.sweep.len(), 45);
@@ -205,7 +212,7 @@ fn sweep_on(dev: Device) {
         );
         assert!(
             (p.objective - e["obj"].as_f64().unwrap()).abs() < 1e-5,
-            "{dev:?} w={}: {} vs {}",
+            "{dev:?} {backend:?} w={}: {} vs {}",
             p.weight_decay,
             p.objective,
             e["obj"]
@@ -225,14 +232,15 @@ fn sweep_on(dev: Device) {
     let clf = r.classifier.as_ref().unwrap();
     assert_eq!(r.test_accuracy, clf.accuracy(&xts, &yts));
     eprintln!(
-        "{dev:?}: selected w={} val={} test={}",
+        "{dev:?} {backend:?}: selected w={} val={} test={}",
         r.best_weight_decay, r.val_accuracy, r.test_accuracy
     );
 }
 
 #[test]
 fn official_sweep_reaches_each_optimum_and_selects_first_best_cpu() {
-    sweep_on(Device::Cpu);
+    sweep_on(Device::Cpu, LinearBackend::Host);
+    sweep_on(Device::Cpu, LinearBackend::Device);
 }
 
 #[test]
@@ -241,7 +249,8 @@ fn official_sweep_on_cuda_when_available() {
         eprintln!("no CUDA device: skipped (run on a GPU machine to cover the CUDA path)");
         return;
     }
-    sweep_on(Device::Cuda(0));
+    sweep_on(Device::Cuda(0), LinearBackend::Device);
+    sweep_on(Device::Cuda(0), LinearBackend::Auto);
 }
 
 #[test]

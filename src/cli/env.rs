@@ -30,8 +30,11 @@ pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             report.cpu_model, report.cpu_isa
         );
         println!(
-            "cpu threads    {} (torch intra-op {})",
-            report.cpu_threads, report.torch_threads
+            "cpu threads    {} usable; running with {} libtorch, {} rayon ({})",
+            report.cpu_threads,
+            report.torch_threads,
+            rayon::current_num_threads(),
+            contracam::util::threads::plan(global.threads).reason
         );
         match resolved {
             Ok(d) => println!("device         {} (--device {})", d, global.device),

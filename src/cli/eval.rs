@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use contracam::eval::{bench, coco, linear, maxboxacc, miou};
+use contracam::util::progress::{Progress, Unit};
 use serde_json::json;
 
 use super::GlobalArgs;
@@ -81,6 +82,10 @@ pub enum EvalCommand {
         /// Print the whole sweep too.
         #[arg(long)]
         sweep: bool,
+        /// Where the objective runs: auto (the host for small problems, else the device), host (plain
+        /// Rust, one thread) or device (libtorch). The optimum is the same.
+        #[arg(long, default_value = "auto")]
+        backend: linear::LinearBackend,
         #[arg(long)]
         json: bool,
     },
@@ -217,16 +222,24 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             features,
             no_warm_start,
             sweep,
+            backend,
             json,
         } => {
             let device = global.device.resolve()?;
             let fs = linear::FeatureSet::load(&features, device)?;
             let cfg = linear::LinearEvalConfig {
                 warm_start: !no_warm_start,
+                backend,
                 seed: global.seed.map(|s| s as i64).unwrap_or(1234),
                 ..Default::default()
             };
-            let r = linear::linear_eval(
+            let progress = Progress::new(
+                "linear eval",
+                Some(cfg.weight_decays.len() as u64),
+                Unit::Items("weight decays"),
+                global.quiet,
+            );
+            let r = linear::linear_eval_observed(
                 &fs.train.0,
                 &fs.train.1,
                 &fs.val.0,
@@ -234,7 +247,18 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 &fs.test.0,
                 &fs.test.1,
                 &cfg,
+                &mut |_, _, p| {
+                    progress.set_message(format!(
+                        "w {:.2e}: objective {:.6}, val {:.2} %, {} L-BFGS iterations",
+                        p.weight_decay,
+                        p.objective,
+                        100.0 * p.val_accuracy,
+                        p.iterations
+                    ));
+                    progress.inc(1);
+                },
             )?;
+            progress.finish();
             let clf = r
                 .classifier
                 .as_ref()

@@ -114,18 +114,12 @@ pub struct BoxesArgs {
 }
 
 pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let pool = {
-        let mut b = rayon::ThreadPoolBuilder::new();
-        if let Some(t) = global.threads {
-            b = b.num_threads(t);
-        }
-        b.build().context("building the thread pool")?
-    };
-    pool.install(|| match cmd {
+    // rayon's global pool already has --threads workers (cli::main).
+    match cmd {
         LocalizeCommand::Cam(a) => cam(a, global),
         LocalizeCommand::Crf(a) => run_crf(a, global),
         LocalizeCommand::Boxes(a) => run_boxes(a, global),
-    })
+    }
 }
 
 fn count_images(path: &std::path::Path, key: &str) -> anyhow::Result<u64> {

@@ -21,8 +21,9 @@ pub struct GlobalArgs {
     /// Seed for every random choice; recorded in results.
     #[arg(long, global = true)]
     pub seed: Option<u64>,
-    /// Torch intra-op threads (default: all cores).
-    #[arg(long, global = true)]
+    /// Threads for libtorch and every Rust-side pool (default: the usable CPUs minus those other work
+    /// keeps busy, from the affinity mask and the load; see README "Threads on a shared machine").
+    #[arg(long, global = true, value_parser = contracam::util::threads::parse_threads)]
     pub threads: Option<usize>,
     /// Hide progress bars.
     #[arg(long, global = true)]
@@ -65,8 +66,11 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    if let Some(n) = cli.global.threads {
-        tch::set_num_threads(n as i32);
+    let threads = contracam::util::threads::plan(cli.global.threads);
+    tracing::info!("threads: {threads}");
+    if let Err(e) = contracam::util::threads::configure(threads.threads) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Data(c) => data::run(c, &cli.global),

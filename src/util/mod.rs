@@ -5,6 +5,7 @@ pub mod memory;
 pub mod output;
 pub mod progress;
 pub mod rng;
+pub mod threads;
 pub mod torch_guard;
 
 pub use env::{env_report, EnvReport};

@@ -9,7 +9,12 @@
 //! best validation accuracy (strict `>`, so the earliest w wins ties) is kept and its test accuracy
 //! reported.
 //!
-//! Runs on the device and in the float kind of the feature tensors (the official code: f32 on GPU).
+//! Runs in the float kind of the feature tensors (the official code: f32 on GPU). The L-BFGS state and
+//! its two-loop recursion live in host memory ([`Lbfgs`]); the objective runs on the host, in plain Rust
+//! on one thread, when the problem is small (N·D·K ≤ [`HOST_MAX_MACS`], e.g. the smoke suite's 1 024 ×
+//! 128 features and 6 classes), and with libtorch on the features' device otherwise (COCO-Crop's
+//! 118k × 512 × 80), see [`LinearBackend`]. A small problem is dominated by per-operation overhead:
+//! libtorch spends more time dispatching, allocating and waking its thread pool than computing.
 //! The warm-started sweep is not bit-reproducible across libraries; each w's optimum is (the objective
 //! is strictly convex), which is what the reference vectors check.
 //!
@@ -21,6 +26,42 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 pub use super::error::EvalError;
+
+mod lbfgs;
+mod objective;
+mod real;
+
+pub use lbfgs::Lbfgs;
+use objective::{DeviceObjective, HostObjective};
+pub use real::Real;
+
+/// Largest N·D·K (multiply-adds per product) that [`LinearBackend::Auto`] evaluates on the host.
+pub const HOST_MAX_MACS: usize = 1 << 26;
+
+impl std::str::FromStr for LinearBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "host" => Ok(Self::Host),
+            "device" => Ok(Self::Device),
+            _ => Err(format!("'{s}' is not a backend: auto, host or device")),
+        }
+    }
+}
+
+/// Where the objective is evaluated (the L-BFGS recursion always runs on the host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinearBackend {
+    /// The host for N·D·K ≤ [`HOST_MAX_MACS`], else the device.
+    #[default]
+    Auto,
+    /// Plain Rust on one thread; the training features are copied to host memory.
+    Host,
+    /// libtorch on the features' device.
+    Device,
+}
 
 /// Settings of the official protocol (defaults) and a few documented extensions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +84,8 @@ pub struct LinearEvalConfig {
     pub seed: i64,
     /// Standard deviation of the initialisation.
     pub init_std: f64,
+    /// Where the objective runs; the optimum is the same either way.
+    pub backend: LinearBackend,
 }
 
 /// `torch.logspace(-6, 5, 45)` (float32): 10^(−6 + 0.25·i) rounded to f32.
@@ -65,6 +108,7 @@ impl Default for LinearEvalConfig {
             penalize_bias: true,
             seed: 1234,
             init_std: 0.01,
+            backend: LinearBackend::Auto,
         }
     }
 }
@@ -137,218 +181,6 @@ pub fn accuracy_of(logits: &Tensor, y: &Tensor) -> f64 {
     correct as f64 / n as f64
 }
 
-/// The regularised softmax-regression objective and its gradient with respect to θ = [vec(W), b].
-struct Objective<'a> {
-    x: &'a Tensor,
-    onehot: Tensor,
-    y: &'a Tensor,
-    k: i64,
-    d: i64,
-    w: f64,
-    penalize_bias: bool,
-}
-
-impl Objective<'_> {
-    fn split(&self, theta: &Tensor) -> (Tensor, Tensor) {
-        (
-            theta.narrow(0, 0, self.k * self.d).view([self.k, self.d]),
-            theta.narrow(0, self.k * self.d, self.k),
-        )
-    }
-    /// (loss, flat gradient).
-    fn eval(&self, theta: &Tensor) -> (f64, Tensor) {
-        tch::no_grad(|| {
-            let (wm, b) = self.split(theta);
-            let n = self.x.size()[0] as f64;
-            let kind = theta.kind();
-            let logp = (self.x.matmul(&wm.tr()) + &b).log_softmax(1, kind);
-            let ce = -logp.gather(1, &self.y.unsqueeze(1), false).mean(kind);
-            let g = (logp.exp() - &self.onehot) / n;
-            let mut gw = g.tr().matmul(self.x);
-            let mut gb = g.sum_dim_intlist(0, false, kind);
-            let mut loss = ce + wm.square().mean(kind) * (0.5 * self.w);
-            gw += &wm * (self.w / (self.k * self.d) as f64);
-            if self.penalize_bias {
-                loss += b.square().mean(kind) * (0.5 * self.w);
-                gb += &b * (self.w / self.k as f64);
-            }
-            (
-                loss.double_value(&[]),
-                Tensor::cat(&[gw.flatten(0, -1), gb], 0),
-            )
-        })
-    }
-}
-
-/// `torch.optim.LBFGS` without line search, state kept across `step` calls.
-pub struct Lbfgs {
-    pub lr: f64,
-    pub max_iter: usize,
-    pub max_eval: usize,
-    pub tolerance_grad: f64,
-    pub tolerance_change: f64,
-    pub history_size: usize,
-    n_iter: usize,
-    func_evals: usize,
-    d: Option<Tensor>,
-    t: f64,
-    old_dirs: Vec<Tensor>,
-    old_stps: Vec<Tensor>,
-    ro: Vec<f64>,
-    h_diag: f64,
-    prev_flat_grad: Option<Tensor>,
-    prev_loss: f64,
-}
-
-/// Scalars that torch keeps as 0-d float tensors are rounded to the tensor's kind here.
-fn round_to(kind: Kind, v: f64) -> f64 {
-    if kind == Kind::Float {
-        v as f32 as f64
-    } else {
-        v
-    }
-}
-
-impl Lbfgs {
-    pub fn new(cfg: &LinearEvalConfig) -> Self {
-        Lbfgs {
-            lr: cfg.lr,
-            max_iter: cfg.max_iter,
-            max_eval: cfg.max_iter * 5 / 4,
-            tolerance_grad: cfg.tolerance_grad,
-            tolerance_change: cfg.tolerance_change,
-            history_size: cfg.history_size,
-            n_iter: 0,
-            func_evals: 0,
-            d: None,
-            t: 0.0,
-            old_dirs: Vec::new(),
-            old_stps: Vec::new(),
-            ro: Vec::new(),
-            h_diag: 1.0,
-            prev_flat_grad: None,
-            prev_loss: 0.0,
-        }
-    }
-
-    /// Total function evaluations so far (torch `state['func_evals']`).
-    pub fn func_evals(&self) -> usize {
-        self.func_evals
-    }
-
-    /// One `optimizer.step(closure)`: updates `theta` in place; returns (loss at entry, final loss,
-    /// iterations).
-    fn step(
-        &mut self,
-        theta: &mut Tensor,
-        f: &dyn Fn(&Tensor) -> (f64, Tensor),
-    ) -> (f64, f64, usize) {
-        let kind = theta.kind();
-        let (orig_loss, mut flat_grad) = f(theta);
-        let mut loss = orig_loss;
-        let mut current_evals = 1;
-        self.func_evals += 1;
-        let absmax = |t: &Tensor| t.abs().max().double_value(&[]);
-        let mut opt_cond = absmax(&flat_grad) <= self.tolerance_grad;
-        if opt_cond {
-            return (orig_loss, loss, 0);
-        }
-        let mut n_iter = 0;
-        while n_iter < self.max_iter {
-            n_iter += 1;
-            self.n_iter += 1;
-            let d = if self.n_iter == 1 {
-                self.old_dirs.clear();
-                self.old_stps.clear();
-                self.ro.clear();
-                self.h_diag = 1.0;
-                -&flat_grad
-            } else {
-                let prev = self
-                    .prev_flat_grad
-                    .as_ref()
-                    .expect("set after the first iteration");
-                let y = &flat_grad - prev;
-                let s = self.d.as_ref().expect("set after the first iteration") * self.t;
-                let ys = y.dot(&s).double_value(&[]);
-                if ys > 1e-10 {
-                    if self.old_dirs.len() == self.history_size {
-                        let _ = self.old_dirs.remove(0);
-                        let _ = self.old_stps.remove(0);
-                        let _ = self.ro.remove(0);
-                    }
-                    let yy = y.dot(&y).double_value(&[]);
-                    self.old_dirs.push(y);
-                    self.old_stps.push(s);
-                    self.ro.push(round_to(kind, 1.0 / ys));
-                    self.h_diag = round_to(kind, ys / yy);
-                }
-                let num_old = self.old_dirs.len();
-                let mut al = vec![0.0f64; num_old];
-                let mut q = -&flat_grad;
-                for i in (0..num_old).rev() {
-                    al[i] = round_to(
-                        kind,
-                        self.old_stps[i].dot(&q).double_value(&[]) * self.ro[i],
-                    );
-                    q -= &self.old_dirs[i] * al[i];
-                }
-                let mut r = &q * self.h_diag;
-                #[allow(clippy::needless_range_loop)] // mirrors torch's loop over the history
-                for i in 0..num_old {
-                    let be_i = round_to(
-                        kind,
-                        self.old_dirs[i].dot(&r).double_value(&[]) * self.ro[i],
-                    );
-                    r += &self.old_stps[i] * round_to(kind, al[i] - be_i);
-                }
-                r
-            };
-            match &mut self.prev_flat_grad {
-                Some(p) => {
-                    p.copy_(&flat_grad);
-                }
-                None => self.prev_flat_grad = Some(flat_grad.copy()),
-            }
-            self.prev_loss = loss;
-            self.t = if self.n_iter == 1 {
-                let l1 = flat_grad.abs().sum(kind).double_value(&[]);
-                let inv = round_to(kind, 1.0 / l1);
-                round_to(kind, if 1.0 < inv { 1.0 } else { inv } * self.lr)
-            } else {
-                self.lr
-            };
-            let gtd = flat_grad.dot(&d).double_value(&[]);
-            if gtd > -self.tolerance_change {
-                self.d = Some(d);
-                break;
-            }
-            let mut ls_func_evals = 0;
-            tch::no_grad(|| {
-                *theta += &d * self.t;
-            });
-            if n_iter != self.max_iter {
-                let (l, g) = f(theta);
-                loss = l;
-                flat_grad = g;
-                opt_cond = absmax(&flat_grad) <= self.tolerance_grad;
-                ls_func_evals = 1;
-            }
-            current_evals += ls_func_evals;
-            self.func_evals += ls_func_evals;
-            let small_step = absmax(&(&d * self.t)) <= self.tolerance_change;
-            self.d = Some(d);
-            if n_iter == self.max_iter || current_evals >= self.max_eval || opt_cond || small_step {
-                break;
-            }
-            if (loss - self.prev_loss).abs() < self.tolerance_change {
-                break;
-            }
-        }
-        (orig_loss, loss, n_iter)
-    }
-}
-
 fn check_xy(x: &Tensor, y: &Tensor, what: &str) -> Result<i64, EvalError> {
     let xs = x.size();
     let ys = y.size();
@@ -379,8 +211,84 @@ fn check_xy(x: &Tensor, y: &Tensor, what: &str) -> Result<i64, EvalError> {
     Ok(xs[1])
 }
 
+/// The objective of one training set, on the host or on the device.
+enum Fitter<'a, T: Real> {
+    Host(HostObjective<T>),
+    Device(DeviceObjective<'a>),
+}
+
+impl<'a, T: Real> Fitter<'a, T> {
+    /// `x` (N, D) of kind `T`, `y` int64 labels in `0..k`.
+    fn new(
+        x: &'a Tensor,
+        y: &'a Tensor,
+        k: i64,
+        backend: LinearBackend,
+    ) -> Result<Self, EvalError> {
+        let (n, d) = (x.size()[0], x.size()[1]);
+        let host = match backend {
+            LinearBackend::Host => true,
+            LinearBackend::Device => false,
+            LinearBackend::Auto => (n as u128 * d as u128 * k as u128) <= HOST_MAX_MACS as u128,
+        };
+        Ok(if host {
+            let xs = Vec::<T>::try_from(x.to_device(Device::Cpu).contiguous().view([-1]))?;
+            let ys = Vec::<i64>::try_from(y.to_device(Device::Cpu).contiguous())?;
+            Fitter::Host(HostObjective::new(
+                xs,
+                ys.into_iter().map(|v| v as usize).collect(),
+                d as usize,
+                k as usize,
+            ))
+        } else {
+            Fitter::Device(DeviceObjective {
+                x,
+                y,
+                onehot: y.onehot(k).to_kind(x.kind()),
+                k,
+                d,
+            })
+        })
+    }
+
+    fn eval(&mut self, theta: &[T], grad: &mut [T], w: f64, penalize_bias: bool) -> f64 {
+        match self {
+            Fitter::Host(o) => o.eval(theta, grad, w, penalize_bias),
+            Fitter::Device(o) => o.eval(theta, grad, w, penalize_bias),
+        }
+    }
+}
+
+impl<T: Real> Lbfgs<T> {
+    /// The optimiser the protocol configures.
+    pub fn from_config(cfg: &LinearEvalConfig) -> Self {
+        Lbfgs::new(
+            cfg.lr,
+            cfg.max_iter,
+            cfg.history_size,
+            cfg.tolerance_grad,
+            cfg.tolerance_change,
+        )
+    }
+}
+
+/// The classifier θ = [vec(W), b] describes, as tensors on `device`.
+fn classifier<T: Real>(theta: &[T], k: i64, d: i64, device: Device) -> LinearClassifier {
+    let kd = (k * d) as usize;
+    LinearClassifier {
+        weight: Tensor::from_slice(&theta[..kd])
+            .view([k, d])
+            .to_device(device),
+        bias: Tensor::from_slice(&theta[kd..]).to_device(device),
+    }
+}
+
 /// Minimises the objective for one w from `theta0` with a fresh optimiser until convergence (helper
 /// for checking per-w optima). Returns (θ, loss).
+///
+/// # Panics
+/// When `x` is not float32/float64 (N, D) or `y` not int64 (N) with labels in `0..num_classes` (use
+/// [`linear_eval`] for checked inputs).
 pub fn fit_single(
     x: &Tensor,
     y: &Tensor,
@@ -389,27 +297,31 @@ pub fn fit_single(
     cfg: &LinearEvalConfig,
     theta0: &Tensor,
 ) -> (LinearClassifier, f64) {
-    let d = x.size()[1];
-    let obj = Objective {
-        x,
-        onehot: y.onehot(num_classes).to_kind(x.kind()),
-        y,
-        k: num_classes,
-        d,
-        w,
-        penalize_bias: cfg.penalize_bias,
+    fn fit<T: Real>(
+        x: &Tensor,
+        y: &Tensor,
+        k: i64,
+        w: f64,
+        cfg: &LinearEvalConfig,
+        theta0: &Tensor,
+    ) -> Result<(LinearClassifier, f64), EvalError> {
+        let d = x.size()[1];
+        let mut fitter = Fitter::<T>::new(x, y, k, cfg.backend)?;
+        let mut theta = Vec::<T>::try_from(theta0.to_kind(T::KIND).to_device(Device::Cpu))?;
+        let mut opt = Lbfgs::<T>::from_config(cfg);
+        let w = T::round(w);
+        let pb = cfg.penalize_bias;
+        let (_, loss, _) = opt.step(&mut theta, &mut |t, g| fitter.eval(t, g, w, pb));
+        Ok((classifier(&theta, k, d, x.device()), loss))
+    }
+    let r = match x.kind() {
+        Kind::Double => fit::<f64>(x, y, num_classes, w, cfg, theta0),
+        _ => fit::<f32>(&x.to_kind(Kind::Float), y, num_classes, w, cfg, theta0),
     };
-    let mut opt = Lbfgs::new(cfg);
-    let mut theta = theta0.to_kind(x.kind()).to_device(x.device());
-    let (_, loss, _) = opt.step(&mut theta, &|t| obj.eval(t));
-    let (wm, b) = obj.split(&theta);
-    (
-        LinearClassifier {
-            weight: wm.copy(),
-            bias: b.copy(),
-        },
-        loss,
-    )
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("fit_single: {e}"),
+    }
 }
 
 /// The official linear-evaluation protocol. Features f32/f64 (N, D), labels int64 (N); every tensor is
@@ -422,6 +334,31 @@ pub fn linear_eval(
     test_x: &Tensor,
     test_y: &Tensor,
     cfg: &LinearEvalConfig,
+) -> Result<LinearEvalResult, EvalError> {
+    linear_eval_observed(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        test_x,
+        test_y,
+        cfg,
+        &mut |_, _, _| {},
+    )
+}
+
+/// [`linear_eval`] that reports each finished point of the sweep as (index, number of points, point),
+/// for progress displays.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_eval_observed(
+    train_x: &Tensor,
+    train_y: &Tensor,
+    val_x: &Tensor,
+    val_y: &Tensor,
+    test_x: &Tensor,
+    test_y: &Tensor,
+    cfg: &LinearEvalConfig,
+    observer: &mut dyn FnMut(usize, usize, &SweepPoint),
 ) -> Result<LinearEvalResult, EvalError> {
     let dim = check_xy(train_x, train_y, "train")?;
     for (x, y, w) in [(val_x, val_y, "val"), (test_x, test_y, "test")] {
@@ -468,63 +405,84 @@ pub fn linear_eval(
         .map(|t| t.max().int64_value(&[]))
         .max()
         .unwrap_or(0);
-    let init = || {
-        let _rng = crate::util::rng::torch_rng_lock();
-        tch::manual_seed(cfg.seed);
-        let w = Tensor::randn([k, dim], (Kind::Double, Device::Cpu)) * cfg.init_std;
-        let b = Tensor::randn([k], (Kind::Double, Device::Cpu)) * cfg.init_std;
-        Tensor::cat(&[w.flatten(0, -1), b], 0)
-            .to_kind(kind)
-            .to_device(dev)
+    let sets = Splits {
+        train: (train_x, train_y),
+        val: (&vx, &vy),
+        k,
+        dim,
     };
-    let theta0 = init();
-    let mut theta = theta0.copy();
-    let mut opt = Lbfgs::new(cfg);
-    let onehot = train_y.onehot(k).to_kind(kind);
-    let mut best: Option<(f64, usize, LinearClassifier)> = None;
-    let mut sweep = Vec::new();
-    for (i, &w) in cfg.weight_decays.iter().enumerate() {
-        if !cfg.warm_start {
-            theta = theta0.copy();
-            opt = Lbfgs::new(cfg);
-        }
-        let obj = Objective {
-            x: train_x,
-            onehot: onehot.shallow_clone(),
-            y: train_y,
-            k,
-            d: dim,
-            w: round_to(kind, w),
-            penalize_bias: cfg.penalize_bias,
-        };
-        let (_, loss, iters) = opt.step(&mut theta, &|t| obj.eval(t));
-        let (wm, b) = obj.split(&theta);
-        let clf = LinearClassifier {
-            weight: wm.copy(),
-            bias: b.copy(),
-        };
-        let val_acc = clf.accuracy(&vx, &vy);
-        sweep.push(SweepPoint {
-            weight_decay: w,
-            objective: loss,
-            train_accuracy: clf.accuracy(train_x, train_y),
-            val_accuracy: val_acc,
-            iterations: iters,
-        });
-        if best.as_ref().is_none_or(|(b, _, _)| val_acc > *b) {
-            best = Some((val_acc, i, clf));
-        }
-    }
-    let (val_accuracy, best_index, clf) = best.expect("non-empty sweep");
+    let (sweep, best_index, clf) = match kind {
+        Kind::Double => sweep::<f64>(&sets, cfg, observer)?,
+        _ => sweep::<f32>(&sets, cfg, observer)?,
+    };
     Ok(LinearEvalResult {
         test_accuracy: clf.accuracy(&tx, &ty),
-        val_accuracy,
+        val_accuracy: sweep[best_index].val_accuracy,
         best_weight_decay: cfg.weight_decays[best_index],
         best_index,
         num_classes: k,
         sweep,
         classifier: Some(clf),
     })
+}
+
+/// Checked inputs of the sweep.
+struct Splits<'a> {
+    train: (&'a Tensor, &'a Tensor),
+    val: (&'a Tensor, &'a Tensor),
+    k: i64,
+    dim: i64,
+}
+
+/// The warm-started sweep over `cfg.weight_decays`; returns the points, the selected index and its
+/// classifier.
+fn sweep<T: Real>(
+    s: &Splits,
+    cfg: &LinearEvalConfig,
+    observer: &mut dyn FnMut(usize, usize, &SweepPoint),
+) -> Result<(Vec<SweepPoint>, usize, LinearClassifier), EvalError> {
+    let (train_x, train_y) = s.train;
+    let (k, dim) = (s.k, s.dim);
+    let dev = train_x.device();
+    let theta0 = {
+        let _rng = crate::util::rng::torch_rng_lock();
+        tch::manual_seed(cfg.seed);
+        let w = Tensor::randn([k, dim], (Kind::Double, Device::Cpu)) * cfg.init_std;
+        let b = Tensor::randn([k], (Kind::Double, Device::Cpu)) * cfg.init_std;
+        Vec::<T>::try_from(Tensor::cat(&[w.flatten(0, -1), b], 0).to_kind(T::KIND))?
+    };
+    let mut fitter = Fitter::<T>::new(train_x, train_y, k, cfg.backend)?;
+    let mut theta = theta0.clone();
+    let mut opt = Lbfgs::<T>::from_config(cfg);
+    let mut best: Option<(f64, usize, LinearClassifier)> = None;
+    let mut sweep = Vec::new();
+    let total = cfg.weight_decays.len();
+    for (i, &w) in cfg.weight_decays.iter().enumerate() {
+        if !cfg.warm_start {
+            theta.copy_from_slice(&theta0);
+            opt = Lbfgs::from_config(cfg);
+        }
+        let wr = T::round(w);
+        let pb = cfg.penalize_bias;
+        let (_, loss, iters) = opt.step(&mut theta, &mut |t, g| fitter.eval(t, g, wr, pb));
+        let clf = classifier(&theta, k, dim, dev);
+        let val_acc = clf.accuracy(s.val.0, s.val.1);
+        let point = SweepPoint {
+            weight_decay: w,
+            objective: loss,
+            train_accuracy: clf.accuracy(train_x, train_y),
+            val_accuracy: val_acc,
+            iterations: iters,
+        };
+        observer(i, total, &point);
+        sweep.push(point);
+        if best.as_ref().is_none_or(|(b, _, _)| val_acc > *b) {
+            best = Some((val_acc, i, clf));
+        }
+    }
+    let (_, best_index, clf) =
+        best.ok_or_else(|| EvalError::invalid("LinearEvalConfig.weight_decays", "empty sweep"))?;
+    Ok((sweep, best_index, clf))
 }
 
 /// Cached features in one safetensors file. Tensor names:
@@ -627,22 +585,14 @@ mod tests {
     }
 
     #[test]
-    fn analytic_gradient_matches_autograd() {
+    fn gradients_match_autograd_on_host_and_device() {
         tch::manual_seed(3);
         let x = Tensor::randn([20, 5], (Kind::Double, Device::Cpu));
         let y = Tensor::randint(3, [20], (Kind::Int64, Device::Cpu));
         let theta =
             (Tensor::randn([3 * 5 + 3], (Kind::Double, Device::Cpu)) * 0.3).set_requires_grad(true);
-        let obj = Objective {
-            x: &x,
-            onehot: y.onehot(3).to_kind(Kind::Double),
-            y: &y,
-            k: 3,
-            d: 5,
-            w: 0.7,
-            penalize_bias: true,
-        };
-        let (wm, b) = obj.split(&theta);
+        let wm = theta.narrow(0, 0, 15).view([3, 5]);
+        let b = theta.narrow(0, 15, 3);
         let ce = -(x.matmul(&wm.tr()) + &b)
             .log_softmax(1, Kind::Double)
             .gather(1, &y.unsqueeze(1), false)
@@ -650,13 +600,20 @@ mod tests {
         let loss =
             ce + wm.square().mean(Kind::Double) * 0.35 + b.square().mean(Kind::Double) * 0.35;
         loss.backward();
-        let (l, g) = obj.eval(&theta.detach());
-        assert!(
-            (l - loss.double_value(&[])).abs() < 1e-12,
-            "{l} vs {}",
-            loss.double_value(&[])
-        );
-        let diff = (g - theta.grad()).abs().max().double_value(&[]);
-        assert!(diff < 1e-12, "{diff}");
+        let want_l = loss.double_value(&[]);
+        let want_g = Vec::<f64>::try_from(theta.grad()).unwrap();
+        let th = Vec::<f64>::try_from(theta.detach()).unwrap();
+        for backend in [LinearBackend::Host, LinearBackend::Device] {
+            let mut f = Fitter::<f64>::new(&x, &y, 3, backend).unwrap();
+            let mut g = vec![0.0; th.len()];
+            let l = f.eval(&th, &mut g, 0.7, true);
+            assert!((l - want_l).abs() < 1e-12, "{backend:?}: {l} vs {want_l}");
+            let diff = g
+                .iter()
+                .zip(&want_g)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-12, "{backend:?}: {diff}");
+        }
     }
 }
