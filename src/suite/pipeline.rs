@@ -22,6 +22,7 @@ use crate::localize::mask_clean::{clean_mask, CleanOptions};
 use crate::localize::{contrastive_cam, CamConfig};
 use crate::model::ContrastiveModel;
 use crate::train::augment::eval_transform;
+use crate::train::diagnostics::view_foreground;
 use crate::train::{train, TrainData, TrainReport};
 
 /// The data every stage draws from, generated in memory from the suite's seed.
@@ -87,6 +88,7 @@ impl Pipeline<'_> {
             "vanilla.final_loss".into(),
             *report.epoch_loss.last().unwrap_or(&f64::NAN),
         );
+        self.record_view_foreground("vanilla", None)?;
 
         let eval_params = serde_json::json!({"data": cfg.data, "sizes": cfg.sizes, "localize": cfg.localize, "eval": cfg.eval, "input": input});
         let ev_fp = fingerprint("evaluate", &eval_params, &[&pre_fp]);
@@ -118,6 +120,7 @@ impl Pipeline<'_> {
             "oa_crop.final_loss".into(),
             *report.epoch_loss.last().unwrap_or(&f64::NAN),
         );
+        self.record_view_foreground("oa_crop", Some(&boxes.boxes))?;
 
         let ev2_fp = fingerprint("evaluate", &eval_params, &[&re_fp]);
         let ev2 = self.stage("evaluate-oa-crop", &ev2_fp, |dir, p| {
@@ -182,6 +185,27 @@ impl Pipeline<'_> {
         );
         bar.set_prefix(what.to_string());
         bar
+    }
+
+    /// `<prefix>.view_foreground`: the foreground fraction of the training views (no training; a second pass
+    /// over the same seeded crops). It tells whether retraining used its boxes: without them it equals the
+    /// vanilla value exactly.
+    fn record_view_foreground(
+        &mut self,
+        prefix: &str,
+        boxes: Option<&[Vec<[f64; 4]>]>,
+    ) -> Result<(), SuiteError> {
+        let set = &self.data.train_scenes;
+        let fg = set.foreground_tensor().squeeze_dim(1);
+        let v = view_foreground(
+            &set.images_tensor(),
+            &fg,
+            boxes,
+            &self.cfg.train,
+            self.cfg.seed,
+        )?;
+        self.metrics.insert(format!("{prefix}.view_foreground"), v);
+        Ok(())
     }
 
     fn train_stage(&self, dir: &Path, boxes: Option<&[Vec<[f64; 4]>]>) -> Result<(), SuiteError> {
