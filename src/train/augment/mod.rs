@@ -9,8 +9,9 @@ pub mod views;
 use serde::{Deserialize, Serialize};
 
 pub use kornia::{
-    color_blur_normalize, gaussian_blur, hsv_to_rgb, normalize, rgb_to_hsv, IMAGENET_MEAN,
-    IMAGENET_STD,
+    apply_color_params, blur_kernel_size, color_blur_normalize, gaussian_blur, hsv_to_rgb,
+    normalize, rgb_to_hsv, sample_color_params, ColorParams, ColorStages, JitterParams,
+    IMAGENET_MEAN, IMAGENET_STD,
 };
 pub use views::{crop_resize, eval_transform, geometric_view, sample_crop, Region, FULL};
 
