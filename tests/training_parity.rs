@@ -710,3 +710,189 @@ fn moco_queue_wraps_around() {
         ACT.1,
     );
 }
+
+// BG-Mixup (`bgmix.safetensors`): the official `generate_bg_mixed_img` with injected randperm, coins and
+// queue choices, the queue carried from one recorded call to the next. Outputs are exact in f32 (the
+// same `m·img + (1 − m)·bg` per element), so every comparison is exact.
+
+use contracam::train::augment::background_mixup::{BackgroundMixup, MixupDraws, Source, Strip};
+use std::collections::VecDeque;
+
+/// Replays recorded draws and counts what was used.
+struct Recorded {
+    perm: Vec<usize>,
+    coins: VecDeque<f64>,
+    choices: VecDeque<usize>,
+}
+
+impl MixupDraws for Recorded {
+    fn permutation(&mut self, n: usize) -> Vec<usize> {
+        assert_eq!(self.perm.len(), n, "recorded permutation length");
+        self.perm.clone()
+    }
+    fn coin(&mut self) -> f64 {
+        self.coins
+            .pop_front()
+            .expect("more coins drawn than recorded")
+    }
+    fn choice(&mut self, len: usize) -> usize {
+        let c = self
+            .choices
+            .pop_front()
+            .expect("more queue draws than recorded");
+        assert!(c < len, "recorded choice {c} outside a queue of {len}");
+        c
+    }
+}
+
+#[test]
+fn bg_mixup_calls_match_the_official_module() {
+    let v = Vectors::open("bgmix.safetensors");
+    let mut calls: Vec<String> =
+        v.0.tensors
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("bgmix/")?
+                    .split('/')
+                    .next()
+                    .map(String::from)
+            })
+            .collect();
+    calls.sort();
+    calls.dedup();
+    assert!(!calls.is_empty(), "no bgmix/* vectors");
+    let mut module: Option<BackgroundMixup> = None;
+    for call in &calls {
+        let key = |k: &str| format!("bgmix/{call}/{k}");
+        let cam_thres = v.get(&key("cam_thres")).double_value(&[]) as f32;
+        let aug_prob = v.get(&key("aug_prob")).double_value(&[]);
+        // One module for all calls (the queue persists); thresholds are set per call as recorded.
+        let m = module.get_or_insert_with(|| BackgroundMixup::new(cam_thres, aug_prob));
+        m.cam_thres = cam_thres;
+        m.aug_prob = aug_prob;
+        // The recorded queue at call start begins with what this module holds; the rest was pushed by
+        // the generator with the official `Queue.push`.
+        let before = v.get(&key("queue_before"));
+        let held = m.queue().len() as i64;
+        assert!(
+            held <= before.size()[0],
+            "{call}: module holds more than queue_before"
+        );
+        for i in 0..held {
+            assert_close(
+                &format!("{call} queue_before[{i}]"),
+                &m.queue()[i as usize],
+                &before.get(i),
+                0.0,
+                0.0,
+            );
+        }
+        for i in held..before.size()[0] {
+            m.push(before.get(i));
+        }
+        let mut draws = Recorded {
+            perm: v
+                .i64s(&key("perm"))
+                .into_iter()
+                .map(|p| p as usize)
+                .collect(),
+            coins: v
+                .get(&key("coins_drawn"))
+                .to_kind(Kind::Double)
+                .try_into()
+                .map(Vec::into)
+                .unwrap(),
+            choices: v
+                .i64s(&key("choice_idx"))
+                .into_iter()
+                .map(|c| c as usize)
+                .collect(),
+        };
+        let out = m.apply(&v.get(&key("img")), &v.get(&key("masks")), &mut draws);
+        assert!(
+            draws.coins.is_empty(),
+            "{call}: {} recorded coins not drawn",
+            draws.coins.len()
+        );
+        assert!(
+            draws.choices.is_empty(),
+            "{call}: {} recorded choices not drawn",
+            draws.choices.len()
+        );
+
+        let rects: Vec<i64> = out.rects.iter().flatten().copied().collect();
+        assert_eq!(rects, v.i64s(&key("rect")), "{call}: rectangles");
+        assert_eq!(out.flags, v.flags(&key("flags")), "{call}: flags");
+        let strips: Vec<i64> = out
+            .strips
+            .iter()
+            .map(|s| match s {
+                None => -1,
+                Some(Strip::Top) => 0,
+                Some(Strip::Left) => 1,
+                Some(Strip::Right) => 2,
+                Some(Strip::Bottom) => 3,
+            })
+            .collect();
+        assert_eq!(strips, v.i64s(&key("strip")), "{call}: strips");
+        let sources: Vec<i64> = out
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Original => -1,
+                Source::Partner(_) => 0,
+                Source::Queue(_) => 1,
+            })
+            .collect();
+        assert_eq!(sources, v.i64s(&key("source")), "{call}: sources");
+        let queue_choice: Vec<i64> = out
+            .sources
+            .iter()
+            .map(|s| match s {
+                Source::Queue(q) => *q as i64,
+                _ => -1,
+            })
+            .collect();
+        assert_eq!(
+            queue_choice,
+            v.i64s(&key("queue_choice_per_image")),
+            "{call}: queue choices"
+        );
+        assert_close(
+            &format!("{call} bg_only"),
+            &out.bg_only,
+            &v.get(&key("bg_only")),
+            0.0,
+            0.0,
+        );
+        assert_close(
+            &format!("{call} mixed"),
+            &out.mixed,
+            &v.get(&key("mixed")),
+            0.0,
+            0.0,
+        );
+
+        // The queue after the call, entry by entry: this call's backgrounds or earlier entries.
+        let prov = v.i64s(&key("queue_after_provenance"));
+        assert_eq!(
+            m.queue().len(),
+            prov.len(),
+            "{call}: queue length after the call"
+        );
+        for (i, &p) in prov.iter().enumerate() {
+            let want = if p >= 0 {
+                out.bg_only.get(p)
+            } else {
+                before.get(-p - 1)
+            };
+            assert_close(
+                &format!("{call} queue_after[{i}]"),
+                &m.queue()[i],
+                &want,
+                0.0,
+                0.0,
+            );
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! Augmentations of the official training path:
 //! - `views`: the geometric part (RandomResizedCrop + flip), done on the data side;
 //! - `object_aware_crop`: OA-Crop's choice of one box per image, the same for both views;
-//! - `kornia`: the colour part (jitter, grayscale, blur, normalise), done on the device per batch.
+//! - `kornia`: the colour part (jitter, grayscale, blur, normalise), done on the device per batch;
+//! - `background_mixup`: BG-Mixup (the official `models/bg_mixup.py`), after the colour part.
+pub mod background_mixup;
 pub mod kornia;
 pub mod object_aware_crop;
 pub mod views;
