@@ -246,3 +246,57 @@ pub fn fill_with_background(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::rng::rng_for;
+
+    fn batch(b: i64) -> (Tensor, Tensor) {
+        let img =
+            Tensor::arange(b * 3 * 8 * 10, (Kind::Float, Device::Cpu)).view([b, 3, 8, 10]) / 1000.0;
+        // A 3×4 foreground block per image, away from the borders.
+        let masks = Tensor::zeros([b, 8, 10], (Kind::Float, Device::Cpu));
+        let _ = masks.narrow(1, 2, 3).narrow(2, 3, 4).fill_(0.9);
+        (img, masks)
+    }
+
+    #[test]
+    fn random_path_is_seeded_and_the_queue_stays_bounded() {
+        let (img, masks) = batch(16);
+        let run = || {
+            let mut m = BackgroundMixup::new(0.2, 1.0);
+            let mut rng = rng_for(5, "bgmix");
+            let mut outs = Vec::new();
+            for _ in 0..4 {
+                outs.push(m.apply(&img, &masks, &mut rng).mixed);
+                assert!(m.queue().len() <= QUEUE_LEN);
+            }
+            (outs, m.queue().len())
+        };
+        let (a, len) = run();
+        let (b, _) = run();
+        assert_eq!(len, QUEUE_LEN, "64 backgrounds pushed, 50 kept");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.equal(y), "same seed, same mixes");
+        }
+        // aug_prob 1: every image has a background and is mixed outside its foreground.
+        assert!(!a[0].equal(&img));
+        let fg = |t: &Tensor| t.narrow(2, 2, 3).narrow(3, 3, 4).copy();
+        assert!(
+            !fg(&a[0]).equal(&fg(&img)),
+            "soft mask 0.9 keeps 10% of the partner"
+        );
+    }
+
+    #[test]
+    fn whole_image_foreground_draws_nothing_and_passes_through() {
+        let (img, _) = batch(4);
+        let masks = Tensor::ones([4, 8, 10], (Kind::Float, Device::Cpu));
+        let mut m = BackgroundMixup::new(0.2, 1.0);
+        let out = m.apply(&img, &masks, &mut rng_for(1, "bgmix"));
+        assert!(out.mixed.equal(&img));
+        assert!(out.flags.iter().all(|f| !f));
+        assert!(m.queue().is_empty());
+    }
+}
