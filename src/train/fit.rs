@@ -74,7 +74,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
                     cfg.temperature,
                     device,
                 )),
-                Method::Byol => Box::new(Byol),
+                Method::Byol => Box::new(Byol::default()),
             };
             (online, target, objective)
         };
@@ -171,12 +171,27 @@ impl<S: ExecutionStrategy> Trainer<S> {
                 color_blur_normalize(&v.to_device(dev), &mut self.color_rng, &self.cfg.augment)
             })
             .collect();
+        self.step_on_views(&views)
+    }
+
+    /// One optimisation step on views that are already augmented and normalised (the official
+    /// `training_step` after `diff_transform`): the EMA of the target, the objective's loss, backward,
+    /// gradient reduction, SGD at the current lr. Returns the loss; the gradients stay on the online
+    /// parameters until the next step.
+    pub fn step_on_views(&mut self, views: &[Tensor]) -> Result<f64, TrainError> {
+        if views.len() < 2 {
+            return Err(TrainError::Batch {
+                epoch: self.epoch,
+                step: self.step_in_epoch,
+                msg: format!("{} view(s); MoCo and BYOL need two", views.len()),
+            });
+        }
         ema_update(&self.ema_pairs, self.cfg.ema_for(self.model_cfg.method));
         let nets = Networks {
             online: &self.online,
             target: &self.target,
         };
-        let loss = self.objective.loss(&nets, &views, &self.strategy)?;
+        let loss = self.objective.loss(&nets, views, &self.strategy)?;
         self.opt.zero_grad();
         self.strategy.before_backward()?;
         loss.f_backward()?;
@@ -195,6 +210,11 @@ impl<S: ExecutionStrategy> Trainer<S> {
         self.step_in_epoch += 1;
         self.steps += 1;
         Ok(l)
+    }
+
+    /// The objective and its state (MoCo's queue), e.g. to restore or inspect it.
+    pub fn objective_mut(&mut self) -> &mut dyn Objective {
+        self.objective.as_mut()
     }
 
     /// The trained online network.

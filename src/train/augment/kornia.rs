@@ -1,6 +1,13 @@
-//! The colour part of the official augmentation (Kornia, on the device, per-sample parameters): colour
-//! jitter (p 0.8; brightness, contrast, saturation, hue in a random order per batch), grayscale (p 0.2),
-//! Gaussian blur (p 0.5, kernel ≈ 10% of the side, σ ~ U(0.1, 2)), ImageNet normalisation.
+//! The colour part of the official augmentation (`data/transforms.py::KorniaTransform` on Kornia 0.4.1,
+//! on the device, per-sample parameters): colour jitter (p 0.8; brightness, contrast, saturation, hue in
+//! one random order per batch call), grayscale (p 0.2), Gaussian blur (p 0.5, kernel `int(0.1·size)` made
+//! odd, σ ~ U(0.1, 2)), ImageNet normalisation.
+//!
+//! Every op follows the official f32 arithmetic op for op, so the outputs match the recorded Kornia
+//! vectors: brightness and contrast are the official torchvision-style overrides (multiplicative; blend
+//! with the mean of 0.2989R + 0.587G + 0.114B), saturation and hue go through Kornia's HSV with the hue
+//! in radians. The random path (`color_blur_normalize`) draws a `ColorParams` and applies it with
+//! `apply_color_params`, which is also the seam that takes injected parameters.
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -11,169 +18,277 @@ use super::AugmentConfig;
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
-/// Colour jitter, grayscale and blur on (N, 3, S, S) in [0, 1], then ImageNet normalisation.
-pub fn color_blur_normalize(x: &Tensor, rng: &mut ChaCha8Rng, cfg: &AugmentConfig) -> Tensor {
-    let n = x.size()[0] as usize;
-    let dev = x.device();
+/// Kornia's `pi` constant is a float32 tensor: every angle is computed with π rounded to f32.
+const PI_F32: f64 = std::f32::consts::PI as f64;
+
+/// Colour-jitter parameters of one batch call. The factors hold one entry per image the jitter applies
+/// to, in batch order (as Kornia samples them); `order` indexes [brightness, contrast, saturation, hue].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JitterParams {
+    pub apply: Vec<bool>,
+    pub brightness: Vec<f32>,
+    pub contrast: Vec<f32>,
+    pub saturation: Vec<f32>,
+    /// Hue shift in turns, in [−0.5, 0.5]; Kornia applies `hue·2·π` radians.
+    pub hue: Vec<f32>,
+    pub order: [usize; 4],
+}
+
+/// Every random choice of one `KorniaTransform` call on a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColorParams {
+    pub jitter: JitterParams,
+    pub grayscale: Vec<bool>,
+    pub blur: Vec<bool>,
+    /// One σ per blurred image, in batch order.
+    pub blur_sigma: Vec<f32>,
+}
+
+/// The batch after each step of the pipeline.
+pub struct ColorStages {
+    pub after_jitter: Tensor,
+    pub after_grayscale: Tensor,
+    pub after_blur: Tensor,
+    pub out: Tensor,
+}
+
+/// The official blur kernel size for views of side `image_size`: `int(0.1·size)`, made odd.
+pub fn blur_kernel_size(image_size: i64) -> i64 {
+    let k = (0.1 * image_size as f64) as i64;
+    if k % 2 == 0 {
+        k + 1
+    } else {
+        k
+    }
+}
+
+/// Draws the parameters of one call for `n` images: per image a jitter coin and its four factors, then
+/// the op order, then grayscale coins, then per image a blur coin and its σ.
+pub fn sample_color_params(n: usize, rng: &mut ChaCha8Rng, cfg: &AugmentConfig) -> ColorParams {
     let s = cfg.jitter_strength;
     let (bcs, hue) = (0.8 * s, 0.2 * s);
-    let mut fac = vec![[1.0f32, 1.0, 1.0, 0.0]; n];
-    for f in fac.iter_mut() {
-        if rng.random_bool(cfg.jitter_p) {
-            *f = [
-                rng.random_range(1.0 - bcs..=1.0 + bcs) as f32,
-                rng.random_range(1.0 - bcs..=1.0 + bcs) as f32,
-                rng.random_range(1.0 - bcs..=1.0 + bcs) as f32,
-                rng.random_range(-hue..=hue) as f32,
-            ];
+    let mut jitter = JitterParams {
+        apply: Vec::with_capacity(n),
+        brightness: Vec::new(),
+        contrast: Vec::new(),
+        saturation: Vec::new(),
+        hue: Vec::new(),
+        order: [0, 1, 2, 3],
+    };
+    for _ in 0..n {
+        let on = rng.random_bool(cfg.jitter_p);
+        jitter.apply.push(on);
+        if on {
+            jitter
+                .brightness
+                .push(rng.random_range(1.0 - bcs..=1.0 + bcs) as f32);
+            jitter
+                .contrast
+                .push(rng.random_range(1.0 - bcs..=1.0 + bcs) as f32);
+            jitter
+                .saturation
+                .push(rng.random_range(1.0 - bcs..=1.0 + bcs) as f32);
+            jitter.hue.push(rng.random_range(-hue..=hue) as f32);
         }
     }
-    let column = |k: usize| {
-        Tensor::from_slice(&fac.iter().map(|f| f[k]).collect::<Vec<_>>())
-            .to_device(dev)
-            .view([-1, 1, 1, 1])
-    };
-    let mut order = [0usize, 1, 2, 3];
-    order.shuffle(rng);
-    let mut y = x.shallow_clone();
-    for op in order {
-        y = match op {
-            0 => (&y * column(0)).clamp(0.0, 1.0),
-            1 => {
-                let m = gray(&y).mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float);
-                blend(&y, &m, &column(1))
-            }
-            2 => blend(&y, &gray(&y), &column(2)),
-            _ => shift_hue(&y, &column(3)),
-        };
+    jitter.order.shuffle(rng);
+    let grayscale = (0..n).map(|_| rng.random_bool(cfg.grayscale_p)).collect();
+    let mut blur = Vec::with_capacity(n);
+    let mut blur_sigma = Vec::new();
+    for _ in 0..n {
+        let on = rng.random_bool(cfg.blur_p);
+        blur.push(on);
+        if on {
+            blur_sigma.push(rng.random_range(cfg.blur_sigma[0]..=cfg.blur_sigma[1]) as f32);
+        }
     }
-    let g: Vec<f32> = (0..n)
-        .map(|_| rng.random_bool(cfg.grayscale_p) as u8 as f32)
+    ColorParams {
+        jitter,
+        grayscale,
+        blur,
+        blur_sigma,
+    }
+}
+
+/// Colour jitter, grayscale and blur on (N, 3, S, S) in [0, 1], then ImageNet normalisation, with
+/// parameters drawn from `rng`.
+pub fn color_blur_normalize(x: &Tensor, rng: &mut ChaCha8Rng, cfg: &AugmentConfig) -> Tensor {
+    let params = sample_color_params(x.size()[0] as usize, rng, cfg);
+    apply_color_params(x, &params, blur_kernel_size(cfg.output_size)).out
+}
+
+/// The official pipeline with explicit parameters: ColorJitter → RandomGrayscale → GaussianBlur →
+/// Normalize, each op on the images it applies to (the others pass through unchanged).
+pub fn apply_color_params(x: &Tensor, p: &ColorParams, blur_kernel: i64) -> ColorStages {
+    let after_jitter = color_jitter(x, &p.jitter);
+    let after_grayscale = on_subset(&after_jitter, &p.grayscale, grayscale);
+    let after_blur = on_subset(&after_grayscale, &p.blur, |t| {
+        gaussian_blur(t, &p.blur_sigma, blur_kernel)
+    });
+    let out = normalize(&after_blur);
+    ColorStages {
+        after_jitter,
+        after_grayscale,
+        after_blur,
+        out,
+    }
+}
+
+/// The official `ColorJitter.apply_transform` on the images `p.apply` selects: the four ops in `p.order`.
+pub fn color_jitter(x: &Tensor, p: &JitterParams) -> Tensor {
+    on_subset(x, &p.apply, |t| {
+        let col = |v: &[f32]| Tensor::from_slice(v).to_device(t.device());
+        let mut y = t.shallow_clone();
+        for &op in &p.order {
+            y = match op {
+                0 => adjust_brightness(&y, &col(&p.brightness)),
+                1 => adjust_contrast(&y, &col(&p.contrast)),
+                2 => adjust_saturation(&y, &col(&p.saturation)),
+                _ => adjust_hue(&y, &col(&p.hue)),
+            };
+        }
+        y
+    })
+}
+
+/// Applies `f` to the images where `apply` is true and keeps the others.
+fn on_subset(x: &Tensor, apply: &[bool], f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
+    let idx: Vec<i64> = (0..apply.len() as i64)
+        .filter(|&i| apply[i as usize])
         .collect();
-    let g = Tensor::from_slice(&g).to_device(dev).view([-1, 1, 1, 1]);
-    y = &y * (1.0 - &g) + gray(&y).expand_as(&y) * &g;
-    let sigmas: Vec<f64> = (0..n)
-        .map(|_| {
-            if rng.random_bool(cfg.blur_p) {
-                rng.random_range(cfg.blur_sigma[0]..=cfg.blur_sigma[1])
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    y = gaussian_blur(&y, &sigmas);
-    normalize(&y)
+    if idx.is_empty() {
+        return x.shallow_clone();
+    }
+    if idx.len() == apply.len() {
+        return f(x);
+    }
+    let idx = Tensor::from_slice(&idx).to_device(x.device());
+    let y = f(&x.index_select(0, &idx));
+    x.index_copy(0, &idx, &y)
 }
 
-/// ImageNet normalisation of (N, 3, H, W) in [0, 1].
-pub fn normalize(x: &Tensor) -> Tensor {
-    let dev = x.device();
-    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32))
-        .to_device(dev)
-        .view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32))
-        .to_device(dev)
-        .view([1, 3, 1, 1]);
-    (x - mean) / std
+/// (N,) factors as (N, 1, 1, 1).
+fn per_image(f: &Tensor) -> Tensor {
+    f.view([-1, 1, 1, 1])
 }
 
-fn gray(x: &Tensor) -> Tensor {
-    let c = x.unbind(1);
-    (&c[0] * 0.299 + &c[1] * 0.587 + &c[2] * 0.114).unsqueeze(1)
+/// The official override: `clamp(f·x + (1 − f)·0, 0, 1)`.
+pub fn adjust_brightness(x: &Tensor, f: &Tensor) -> Tensor {
+    let f = per_image(f);
+    let zero: Tensor = (1.0 - &f) * x.zeros_like();
+    let blend: Tensor = &f * x + zero;
+    blend.clamp(0.0, 1.0)
 }
 
-/// f·x + (1 − f)·other, clamped to [0, 1] (torchvision's `_blend`).
-fn blend(x: &Tensor, other: &Tensor, f: &Tensor) -> Tensor {
-    let keep: Tensor = x * f;
-    let mixed: Tensor = other * (1.0 - f);
-    (keep + mixed).clamp(0.0, 1.0)
+/// The official override: blend with the per-image mean of 0.2989R + 0.587G + 0.114B, clamped.
+pub fn adjust_contrast(x: &Tensor, f: &Tensor) -> Tensor {
+    let f = per_image(f);
+    let c = |i: i64| x.narrow(1, i, 1);
+    let gray = c(0) * 0.2989 + c(1) * 0.587 + c(2) * 0.114;
+    let m = gray.mean_dim([-2i64, -1].as_slice(), true, Kind::Float);
+    let blend: Tensor = &f * x + (1.0 - &f) * m;
+    blend.clamp(0.0, 1.0)
 }
 
-/// Hue rotation; samples with a zero shift are left untouched (no HSV round-trip error).
-fn shift_hue(x: &Tensor, shift: &Tensor) -> Tensor {
-    let (h, s, v) = rgb_to_hsv(x);
-    let h = (h + shift.squeeze_dim(1)).remainder(1.0);
-    hsv_to_rgb(&h, &s, &v).where_self(&shift.ne(0.0), x)
+/// Kornia: S ← clamp(S·f, 0, 1) in HSV.
+pub fn adjust_saturation(x: &Tensor, f: &Tensor) -> Tensor {
+    let hsv = rgb_to_hsv(x);
+    let s = (hsv.narrow(1, 1, 1) * per_image(f)).clamp(0.0, 1.0);
+    hsv_to_rgb(&Tensor::cat(
+        &[hsv.narrow(1, 0, 1), s, hsv.narrow(1, 2, 1)],
+        1,
+    ))
 }
 
-/// RGB (N, 3, H, W) → hue, saturation, value (N, H, W) each, hue in [0, 1).
-pub fn rgb_to_hsv(x: &Tensor) -> (Tensor, Tensor, Tensor) {
-    let c = x.unbind(1);
-    let (r, g, b) = (&c[0], &c[1], &c[2]);
-    let maxc = x.amax([1i64].as_slice(), false);
+/// Kornia: H ← fmod(H + f·2·π, 2·π) in radians, `f` in turns (the sign of a negative sum is kept, as
+/// `fmod` does; `hsv_to_rgb` wraps it).
+pub fn adjust_hue(x: &Tensor, f: &Tensor) -> Tensor {
+    let hsv = rgb_to_hsv(x);
+    let shift = per_image(f) * 2.0 * PI_F32;
+    let h = (hsv.narrow(1, 0, 1) + shift).fmod(2.0 * PI_F32);
+    hsv_to_rgb(&Tensor::cat(&[h, hsv.narrow(1, 1, 2)], 1))
+}
+
+/// Kornia 0.4.1 `rgb_to_hsv`: (N, 3, H, W) RGB → HSV with the hue in radians [0, 2π); s = δ/(v + 1e-31);
+/// ties for the largest channel go to the first.
+pub fn rgb_to_hsv(x: &Tensor) -> Tensor {
+    let (maxc, max_idx) = x.max_dim(1, false);
     let minc = x.amin([1i64].as_slice(), false);
     let delta = &maxc - &minc;
-    let zero = delta.eq(0.0);
-    let d = delta.where_scalarother(&zero.logical_not(), 1.0);
-    let (rc, gc, bc) = ((&maxc - r) / &d, (&maxc - g) / &d, (&maxc - b) / &d);
-    let h = (&bc - &gc).where_self(
-        &maxc.eq_tensor(r),
-        &(((&rc - &bc) + 2.0).where_self(&maxc.eq_tensor(g), &((&gc - &rc) + 4.0))),
-    );
-    let h = (h / 6.0)
-        .remainder(1.0)
-        .where_scalarother(&zero.logical_not(), 0.0);
-    let s = (&delta / maxc.clamp_min(1e-12)).where_scalarother(&maxc.gt(0.0), 0.0);
-    (h, s, maxc)
-}
-
-pub fn hsv_to_rgb(h: &Tensor, s: &Tensor, v: &Tensor) -> Tensor {
-    let h6 = h * 6.0;
-    let i = h6.floor();
-    let f = &h6 - &i;
-    let i = i.remainder(6.0).to_kind(Kind::Int64);
-    let p = v * (1.0 - s);
-    let q = v * (1.0 - s * &f);
-    let t = v * (1.0 - s * (1.0 - &f));
-    let onehot = i
-        .unsqueeze(1)
-        .eq_tensor(&Tensor::arange(6, (Kind::Int64, h.device())).view([1, 6, 1, 1]))
-        .to_kind(Kind::Float);
-    let pick = |xs: [&Tensor; 6]| {
-        (Tensor::stack(&xs, 1) * &onehot).sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
-    };
-    Tensor::stack(
+    let s = &delta / (&maxc + 1e-31);
+    let delta = delta.where_scalarother(&delta.ne(0.0), 1.0);
+    let d = maxc.unsqueeze(1) - x;
+    let (rc, gc, bc) = (d.select(1, 0), d.select(1, 1), d.select(1, 2));
+    let h = Tensor::stack(
         &[
-            pick([v, &q, &p, &p, &t, v]),
-            pick([&t, v, v, &q, &p, &p]),
-            pick([&p, &p, &t, v, v, &q]),
+            &bc - &gc,
+            &delta * 2.0 + &rc - &bc,
+            &delta * 4.0 + &gc - &rc,
         ],
         1,
-    )
+    );
+    let h = h.gather(1, &max_idx.unsqueeze(1), false).squeeze_dim(1) / &delta;
+    let h = (h / 6.0).remainder(1.0);
+    let h = h * (2.0 * PI_F32);
+    Tensor::stack(&[h, s, maxc], 1)
 }
 
-/// Separable Gaussian blur with a per-image σ (0 = identity), reflect padding, kernel ≈ 10% of the side.
-pub fn gaussian_blur(x: &Tensor, sigmas: &[f64]) -> Tensor {
-    let (n, c, hgt, _) = x.size4().expect("NCHW");
-    let mut k = ((hgt as f64) * 0.1) as i64;
-    if k % 2 == 0 {
-        k += 1;
-    }
-    if k < 3 || sigmas.iter().all(|&s| s == 0.0) {
+/// Kornia 0.4.1 `hsv_to_rgb`: the inverse of `rgb_to_hsv` (hue in radians, any sign).
+pub fn hsv_to_rgb(hsv: &Tensor) -> Tensor {
+    let h = hsv.select(1, 0) / (2.0 * PI_F32);
+    let (s, v) = (hsv.select(1, 1), hsv.select(1, 2));
+    let h6 = &h * 6.0;
+    let hi = h6.floor().remainder(6.0);
+    let f = h6.remainder(6.0) - &hi;
+    let p = &v * (1.0 - &s);
+    let q = &v * (1.0 - &f * &s);
+    let t = &v * (1.0 - (1.0 - &f) * &s);
+    let hi = hi.to_kind(Kind::Int64);
+    let idx = Tensor::stack(&[&hi, &(&hi + 6), &(&hi + 12)], 1);
+    let table = Tensor::stack(
+        &[
+            &v, &q, &p, &p, &t, &v, //
+            &t, &v, &v, &q, &p, &p, //
+            &p, &p, &t, &v, &v, &q,
+        ],
+        1,
+    );
+    table.gather(1, &idx, false)
+}
+
+/// Kornia `rgb_to_grayscale` (0.299R + 0.587G + 0.114B) copied to the three channels.
+pub fn grayscale(x: &Tensor) -> Tensor {
+    let c = |i: i64| x.narrow(1, i, 1);
+    (c(0) * 0.299 + c(1) * 0.587 + c(2) * 0.114).expand_as(x)
+}
+
+/// The official blur kernels, one row per σ: exp(−0.5·(x/σ)²) normalised to sum 1, with
+/// x = linspace(−k/2, k/2, k), all in f32. Returns (len σ, k).
+pub fn gaussian_kernel1d(sigmas: &[f32], k: i64) -> Tensor {
+    let half = (k / 2) as f64;
+    let x = Tensor::linspace(-half, half, k, (Kind::Float, tch::Device::Cpu)).unsqueeze(0);
+    let s = Tensor::from_slice(sigmas).unsqueeze(1);
+    let pdf = ((x / s).pow_tensor_scalar(2) * -0.5).exp();
+    let sum = pdf.sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+    pdf / sum
+}
+
+/// Gaussian blur of each image with its own σ (kernel `k`, reflect padding k/2). The official code
+/// convolves with the dense k×k outer product; this applies the same 1-D kernel along rows then columns,
+/// which differs from it by rounding only (≤ 1e-6 on [0, 1] images) at a fraction of the cost.
+pub fn gaussian_blur(x: &Tensor, sigmas: &[f32], k: i64) -> Tensor {
+    let (n, c, hgt, wid) = x.size4().expect("NCHW");
+    if k < 2 {
         return x.shallow_clone();
     }
     let half = k / 2;
-    let mut w = Vec::with_capacity((n * k) as usize);
-    for &s in sigmas {
-        let row: Vec<f64> = (-half..=half)
-            .map(|i| {
-                if s == 0.0 {
-                    (i == 0) as u8 as f64
-                } else {
-                    (-((i * i) as f64) / (2.0 * s * s)).exp()
-                }
-            })
-            .collect();
-        let sum: f64 = row.iter().sum();
-        w.extend(row.iter().map(|v| (v / sum) as f32));
-    }
-    let w = Tensor::from_slice(&w)
+    let w = gaussian_kernel1d(sigmas, k)
         .to_device(x.device())
         .view([n, 1, k])
         .repeat([1, c, 1])
         .view([n * c, 1, k]);
     let y = x
-        .reshape([1, n * c, hgt, -1])
+        .reshape([1, n * c, hgt, wid])
         .reflection_pad2d([half, half, half, half]);
     let y = y.conv2d(
         &w.view([n * c, 1, 1, k]),
@@ -191,5 +306,17 @@ pub fn gaussian_blur(x: &Tensor, sigmas: &[f64]) -> Tensor {
         [1, 1],
         n * c,
     );
-    y.view([n, c, hgt, -1])
+    y.view([n, c, hgt, wid])
+}
+
+/// ImageNet normalisation of (N, 3, H, W) in [0, 1].
+pub fn normalize(x: &Tensor) -> Tensor {
+    let dev = x.device();
+    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32))
+        .to_device(dev)
+        .view([1, 3, 1, 1]);
+    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32))
+        .to_device(dev)
+        .view([1, 3, 1, 1]);
+    (x - mean) / std
 }

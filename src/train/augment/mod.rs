@@ -1,7 +1,9 @@
 //! Augmentations of the official training path:
 //! - `views`: the geometric part (RandomResizedCrop + flip), done on the data side;
 //! - `object_aware_crop`: OA-Crop's choice of one box per image, the same for both views;
-//! - `kornia`: the colour part (jitter, grayscale, blur, normalise), done on the device per batch.
+//! - `kornia`: the colour part (jitter, grayscale, blur, normalise), done on the device per batch;
+//! - `background_mixup`: BG-Mixup (the official `models/bg_mixup.py`), after the colour part.
+pub mod background_mixup;
 pub mod kornia;
 pub mod object_aware_crop;
 pub mod views;
@@ -9,8 +11,9 @@ pub mod views;
 use serde::{Deserialize, Serialize};
 
 pub use kornia::{
-    color_blur_normalize, gaussian_blur, hsv_to_rgb, normalize, rgb_to_hsv, IMAGENET_MEAN,
-    IMAGENET_STD,
+    apply_color_params, blur_kernel_size, color_blur_normalize, gaussian_blur, hsv_to_rgb,
+    normalize, rgb_to_hsv, sample_color_params, ColorParams, ColorStages, JitterParams,
+    IMAGENET_MEAN, IMAGENET_STD,
 };
 pub use views::{crop_resize, eval_transform, geometric_view, sample_crop, Region, FULL};
 

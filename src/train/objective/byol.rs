@@ -7,7 +7,11 @@ use super::{Networks, Objective};
 use crate::train::error::TrainError;
 use crate::train::strategy::ExecutionStrategy;
 
-pub struct Byol;
+#[derive(Default)]
+pub struct Byol {
+    /// `p1`, `p2`, `y1`, `y2` of the last step, detached.
+    pub last: Vec<(&'static str, Tensor)>,
+}
 
 impl Objective for Byol {
     fn loss(
@@ -35,6 +39,17 @@ impl Objective for Byol {
                 .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
                 .mean(Kind::Float)
         };
-        Ok((cos(&p1, &y2) + cos(&p2, &y1)) * -2.0)
+        let loss = (cos(&p1, &y2) + cos(&p2, &y1)) * -2.0;
+        self.last = vec![
+            ("p1", p1.detach()),
+            ("p2", p2.detach()),
+            ("y1", y1),
+            ("y2", y2),
+        ];
+        Ok(loss)
+    }
+
+    fn outputs(&self) -> &[(&'static str, Tensor)] {
+        &self.last
     }
 }

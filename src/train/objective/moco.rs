@@ -14,6 +14,8 @@ pub struct Moco {
     /// Row the next key goes to.
     pub ptr: i64,
     pub temperature: f64,
+    /// `q`, `k` and `logits` of the last step, detached.
+    pub last: Vec<(&'static str, Tensor)>,
 }
 
 impl Moco {
@@ -24,6 +26,7 @@ impl Moco {
             queue: l2_normalize(&keys),
             ptr: 0,
             temperature,
+            last: Vec::new(),
         }
     }
 
@@ -57,6 +60,15 @@ impl Objective for Moco {
         let loss = logits.cross_entropy_for_logits(&labels);
         let keys = strategy.gather_keys(&k)?;
         self.enqueue(&keys);
+        self.last = vec![("q", q.detach()), ("k", k), ("logits", logits.detach())];
         Ok(loss)
+    }
+
+    fn outputs(&self) -> &[(&'static str, Tensor)] {
+        &self.last
+    }
+
+    fn as_moco_mut(&mut self) -> Option<&mut Moco> {
+        Some(self)
     }
 }

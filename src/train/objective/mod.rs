@@ -28,4 +28,13 @@ pub trait Objective {
         views: &[Tensor],
         strategy: &dyn ExecutionStrategy,
     ) -> Result<Tensor, TrainError>;
+
+    /// The named intermediate outputs of the last `loss` call, detached (MoCo: `q`, `k`, `logits`;
+    /// BYOL: `p1`, `p2`, `y1`, `y2`), for inspection and parity tests.
+    fn outputs(&self) -> &[(&'static str, Tensor)];
+
+    /// MoCo's state (queue and pointer), to inspect or restore it; `None` for other objectives.
+    fn as_moco_mut(&mut self) -> Option<&mut Moco> {
+        None
+    }
 }
