@@ -232,7 +232,7 @@ fn outputs_box_file_and_metrics_match_the_tensor_level_functions() {
             .into_luma8();
         assert_eq!(m.dimensions(), (32, 32), "{id}");
         assert!(m.iter().all(|&v| v == 0 || v == 255), "{id}: mask is 0/255");
-        any_fg |= m.iter().any(|&v| v == 255);
+        any_fg |= m.contains(&255);
         let s = read_npy_2d(&out.join("scoremaps").join(format!("{id}.npy"))).unwrap();
         assert_eq!((s.height, s.width), (32, 32));
         assert!(s.data.iter().all(|v| (0.0..=1.0).contains(v)), "{id}");

@@ -200,9 +200,9 @@ fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
     };
     let load_err = || format!("loading --weights {}", a.weights.display());
     let model = match method {
-        CamMethod::Contrastive(_) => LocalizeModel::Contrastive(
+        CamMethod::Contrastive(_) => LocalizeModel::Contrastive(Box::new(
             ContrastiveModel::load(&a.weights, device).with_context(load_err)?,
-        ),
+        )),
         _ => {
             LocalizeModel::Classifier(Classifier::load(&a.weights, device).with_context(load_err)?)
         }
@@ -212,6 +212,7 @@ fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         batch_size: a.batch_size,
         image_size: a.image_size,
         workers: rayon::current_num_threads(),
+        max_chunks: a.max_chunks,
         ..Default::default()
     };
     if a.keep_first_component {
@@ -230,7 +231,6 @@ fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         &a.weights,
         &a.out,
         &opts,
-        a.max_chunks,
         &|done| pb.set_position(done as u64),
     )
     .inspect_err(|_| pb.abandon())

@@ -78,7 +78,7 @@ pub enum CamMethod {
 
 /// The network of a run, matching its [`CamMethod`].
 pub enum LocalizeModel {
-    Contrastive(ContrastiveModel),
+    Contrastive(Box<ContrastiveModel>),
     Classifier(Classifier),
 }
 
@@ -98,6 +98,9 @@ pub struct LocalizeOptions {
     pub boxes: BoxOptions,
     /// Decode/resize threads of the loader (0: on the calling thread).
     pub workers: usize,
+    /// Process at most this many chunks in one call and return with `complete = false` (to split a run
+    /// over several jobs); not part of the run's identity.
+    pub max_chunks: Option<usize>,
 }
 
 impl Default for LocalizeOptions {
@@ -115,6 +118,7 @@ impl Default for LocalizeOptions {
             box_clean: CleanOptions::boxes(),
             boxes: BoxOptions::default(),
             workers: 1,
+            max_chunks: None,
         }
     }
 }
@@ -334,9 +338,8 @@ struct Outcome {
 }
 
 /// Runs the whole pipeline over `source` into `out` (see the module docs), resuming a run that stopped.
-/// `weights` is the checkpoint the model came from (hashed into `run.json`). `max_chunks` processes at most
-/// that many chunks in this call and returns with `complete = false` (to split a run over several jobs).
-/// `progress` is called with the number of samples done.
+/// `weights` is the checkpoint the model came from (hashed into `run.json`). `progress` is called with the
+/// number of samples done.
 pub fn localize_dataset(
     source: Arc<dyn Source>,
     index_file: &Path,
@@ -344,7 +347,6 @@ pub fn localize_dataset(
     weights: &Path,
     out: &Path,
     opts: &LocalizeOptions,
-    max_chunks: Option<usize>,
     progress: &dyn Fn(usize),
 ) -> Result<LocalizeSummary, LocalizeError> {
     let n = source.len();
@@ -420,7 +422,9 @@ pub fn localize_dataset(
                 ..LoaderConfig::eval(b)
             },
         )?;
-        let limit = max_chunks.map_or(chunks, |m| (resumed + m).min(chunks));
+        let limit = opts
+            .max_chunks
+            .map_or(chunks, |m| (resumed + m).min(chunks));
         for batch in loader.epoch_from(0, resumed) {
             if done_chunks >= limit {
                 break;
