@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use contracam::data::source::store::default_data_dir;
 use contracam::eval::{bench, coco, linear, maxboxacc, miou};
+use contracam::localize::dataset::open_split;
 use contracam::util::progress::{Progress, Unit};
 use serde_json::json;
 
@@ -14,14 +16,25 @@ use super::GlobalArgs;
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Mask mIoU (official protocol: > 0.5 on both masks, empty/empty = 1, mean over images) over two
-    /// folders of 8-bit grayscale PNGs matched by file name.
+    /// folders of 8-bit grayscale PNGs matched by file name (--pred, --gt), or over a split of a built
+    /// dataset (--dataset, --masks: GT masks from its index, resized to the prediction with PIL bilinear).
     Miou {
         /// Predicted masks.
-        #[arg(long)]
-        pred: PathBuf,
+        #[arg(long, required_unless_present = "dataset", requires = "gt")]
+        pred: Option<PathBuf>,
         /// Ground-truth masks (every *.png here must have a prediction).
+        #[arg(long, requires = "pred")]
+        gt: Option<PathBuf>,
+        /// NAME[:SPLIT] or DIR[:SPLIT] of a built dataset (split default train): ground truth from its index.
+        #[arg(long, conflicts_with_all = ["pred", "gt"], requires = "masks")]
+        dataset: Option<String>,
+        /// With --dataset: the predicted masks, `<id>.png` per sample (`localize dataset --out DIR` writes
+        /// them to DIR/masks).
+        #[arg(long, requires = "dataset")]
+        masks: Option<PathBuf>,
+        /// With --dataset: where built datasets live (default as `data build`).
         #[arg(long)]
-        gt: PathBuf,
+        data_dir: Option<PathBuf>,
         /// Also list per-image IoU, intersection and union (with --json).
         #[arg(long)]
         per_image: bool,
@@ -32,10 +45,18 @@ pub enum EvalCommand {
     Maxboxacc {
         /// wsolevaluation metadata folder (`metadata/<DATASET>/<split>` with image_ids.txt,
         /// image_sizes.txt, localization.txt).
+        #[arg(long, required_unless_present = "dataset", conflicts_with = "dataset")]
+        metadata: Option<PathBuf>,
+        /// NAME[:SPLIT] or DIR[:SPLIT] of a built dataset instead of --metadata: ids, sizes and GT boxes from
+        /// its index (boxes truncated to integer pixels).
         #[arg(long)]
-        metadata: PathBuf,
-        /// Folder of raw score maps `<image_id>.npy` (float32/64, any size; resized to 224 bicubic).
+        dataset: Option<String>,
+        /// With --dataset: where built datasets live (default as `data build`).
         #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Folder of raw score maps `<image_id>.npy` (float32/64, any size; resized to 224 bicubic);
+        /// `localize dataset --out DIR` writes them to DIR/scoremaps.
+        #[arg(long, alias = "score-maps")]
         scoremaps: PathBuf,
         /// Largest contour only (`multi_contour_eval=False`, the v1 box rule).
         #[arg(long)]
@@ -126,10 +147,20 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         EvalCommand::Miou {
             pred,
             gt,
+            dataset,
+            masks,
+            data_dir,
             per_image,
             json,
         } => {
-            let r = miou::evaluate_mask_dirs(&pred, &gt)?;
+            let r = match (dataset, masks, pred, gt) {
+                (Some(ds), Some(masks), _, _) => {
+                    let src = open_split(&ds, &data_dir.unwrap_or_else(default_data_dir))?;
+                    contracam::eval::dataset::miou_over_split(&src, &masks)?
+                }
+                (_, _, Some(pred), Some(gt)) => miou::evaluate_mask_dirs(&pred, &gt)?,
+                _ => anyhow::bail!("give --pred and --gt, or --dataset and --masks"),
+            };
             if json {
                 let mut v = json!({"mIoU": r.miou, "n": r.n});
                 if per_image {
@@ -142,6 +173,8 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         }
         EvalCommand::Maxboxacc {
             metadata,
+            dataset,
+            data_dir,
             scoremaps,
             largest_contour,
             interval,
@@ -156,7 +189,14 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 multi_contour_eval: !largest_contour,
                 ..Default::default()
             };
-            let r = maxboxacc::evaluate_wsol(&metadata, &scoremaps, &cfg)?;
+            let r = match (dataset, metadata) {
+                (Some(ds), _) => {
+                    let src = open_split(&ds, &data_dir.unwrap_or_else(default_data_dir))?;
+                    contracam::eval::dataset::maxboxacc_over_split(&src, &scoremaps, &cfg)?
+                }
+                (None, Some(m)) => maxboxacc::evaluate_wsol(&m, &scoremaps, &cfg)?,
+                (None, None) => anyhow::bail!("give --metadata or --dataset"),
+            };
             if let Some(p) = curves {
                 let c: serde_json::Map<String, serde_json::Value> = r
                     .iou_thresholds

@@ -25,6 +25,57 @@ pub enum LocalizeCommand {
     Crf(CrfArgs),
     /// Boxes from masks, as the official extract_boxes (contours, min area, margin, normalised xyxy).
     Boxes(BoxesArgs),
+    /// A split of a built dataset → CAMs → CRF → masks (PNG), boxes (official box file) and `.npy` score
+    /// maps; resumable (rerun the same command to continue a stopped run).
+    Dataset(DatasetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// Checkpoint: a contrastive model (ContraCAM), or a supervised classifier with --classifier-cam.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// NAME[:SPLIT] of a dataset built under --data-dir, or DIR[:SPLIT] of a dataset folder holding
+    /// `index/<split>.jsonl`; the split defaults to train.
+    #[arg(long)]
+    pub dataset: String,
+    /// Where built datasets live (default $CONTRACAM_DATA, else $XDG_CACHE_HOME/contracam, else
+    /// ~/.cache/contracam).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Output folder: masks/<id>.png, scoremaps/<id>.npy, boxes.txt, per-chunk markers, run.json, DONE.json.
+    /// A folder holding a run with the same settings is resumed; other settings are refused.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Resolution expansion: 1, 2 (stride 1 in layer4[0]) or 4 (also layer3[0]).
+    #[arg(long, default_value_t = 2, value_parser = parse_expand_res)]
+    pub expand_res: u32,
+    /// ContraCAM iterations, at least 1 (official boxes and masks: 10).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub iters: u32,
+    /// Keep negative α (Table 1's "w/o negative signal removal").
+    #[arg(long)]
+    pub no_negative_removal: bool,
+    /// Images per CAM batch and per resumable chunk (official 256, unshuffled: index order); the other images
+    /// of a batch are ContraCAM's negatives, so this changes results. A last batch of one image is refused.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Side of the square CAM input (`Resize((S, S))`, PIL bilinear); the masks and score maps are S×S.
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(16..=4096))]
+    pub image_size: u32,
+    /// --weights is a supervised classifier: `cam` (wsolevaluation's CAM) or `grad-cam` of each sample's
+    /// ground-truth class (its first label). --iters and --no-negative-removal do not apply.
+    #[arg(long, value_enum)]
+    pub classifier_cam: Option<ClassifierCamArg>,
+    /// Fix the official clean_mask quirk (skip label 0 rather than the first surviving component).
+    #[arg(long)]
+    pub keep_first_component: bool,
+    /// Keep only the largest component before box extraction (official `single_instance`).
+    #[arg(long)]
+    pub single_instance: bool,
+    /// Stop after this many chunks (rerun to continue), to split a run over several jobs.
+    #[arg(long)]
+    pub max_chunks: Option<usize>,
 }
 
 /// `clean_mask` presets.
@@ -119,7 +170,90 @@ pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode
         LocalizeCommand::Cam(a) => cam(a, global),
         LocalizeCommand::Crf(a) => run_crf(a, global),
         LocalizeCommand::Boxes(a) => run_boxes(a, global),
+        LocalizeCommand::Dataset(a) => run_dataset(a, global),
     }
+}
+
+fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    use contracam::localize::dataset::{
+        localize_dataset, open_split, CamMethod, LocalizeModel, LocalizeOptions,
+    };
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(contracam::data::source::store::default_data_dir);
+    let source = open_split(&a.dataset, &data_dir)?;
+    let index_file = source.index_file.clone();
+    let device = global.device.resolve()?;
+    let method = match a.classifier_cam {
+        None => CamMethod::Contrastive(CamConfig {
+            expand_res: a.expand_res,
+            iters: a.iters as usize,
+            negative_removal: !a.no_negative_removal,
+        }),
+        Some(ClassifierCamArg::Cam) => CamMethod::ClassifierCam {
+            expand_res: a.expand_res,
+        },
+        Some(ClassifierCamArg::GradCam) => CamMethod::GradCam {
+            expand_res: a.expand_res,
+        },
+    };
+    let load_err = || format!("loading --weights {}", a.weights.display());
+    let model = match method {
+        CamMethod::Contrastive(_) => LocalizeModel::Contrastive(Box::new(
+            ContrastiveModel::load(&a.weights, device).with_context(load_err)?,
+        )),
+        _ => {
+            LocalizeModel::Classifier(Classifier::load(&a.weights, device).with_context(load_err)?)
+        }
+    };
+    let mut opts = LocalizeOptions {
+        method,
+        batch_size: a.batch_size,
+        image_size: a.image_size,
+        workers: rayon::current_num_threads(),
+        max_chunks: a.max_chunks,
+        ..Default::default()
+    };
+    if a.keep_first_component {
+        opts.mask_clean = opts.mask_clean.fixed();
+        opts.box_clean = opts.box_clean.fixed();
+    }
+    if a.single_instance {
+        opts.box_clean.single = true;
+    }
+    let n = contracam::data::loader::Source::len(&source) as u64;
+    let pb = Progress::new("localize", Some(n), Unit::Items("images"), global.quiet);
+    let summary = localize_dataset(
+        std::sync::Arc::new(source),
+        &index_file,
+        &model,
+        &a.weights,
+        &a.out,
+        &opts,
+        &|done| pb.set_position(done as u64),
+    )
+    .inspect_err(|_| pb.abandon())
+    .with_context(|| format!("localize dataset {}", a.dataset))?;
+    pb.finish();
+    if !global.quiet {
+        if summary.complete {
+            eprintln!(
+                "localize: {} images in {} chunks ({} resumed), {} boxes → {}",
+                summary.samples,
+                summary.chunks,
+                summary.resumed_chunks,
+                summary.boxes,
+                a.out.display()
+            );
+        } else {
+            eprintln!(
+                "localize: stopped after --max-chunks; rerun the same command to continue ({})",
+                a.out.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn count_images(path: &std::path::Path, key: &str) -> anyhow::Result<u64> {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bgchallenge;
 pub mod box_recall;
 pub mod coco;
+pub mod dataset;
 pub mod encode;
 pub mod error;
 pub mod linear;

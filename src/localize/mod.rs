@@ -3,6 +3,7 @@ pub mod boxes;
 pub mod classifier_cam;
 pub mod contrastive_cam;
 pub mod crf;
+pub mod dataset;
 pub mod mask_clean;
 pub mod postprocess;
 

@@ -97,6 +97,29 @@ pub fn parse_npy_2d(b: &[u8]) -> Result<Array2, String> {
     })
 }
 
+/// A float32 (height, width) C-order array as `.npy` bytes (version 1.0, header padded to 64 bytes as numpy
+/// writes it).
+pub fn encode_npy_2d_f32(height: usize, width: usize, data: &[f32]) -> Vec<u8> {
+    assert_eq!(
+        data.len(),
+        height * width,
+        "npy: data does not fit the shape"
+    );
+    let mut h =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({height}, {width}), }}");
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    b.extend_from_slice(h.as_bytes());
+    for v in data {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +151,14 @@ mod tests {
             parse_npy_2d(&npy("<f8", "(1, 2)", &p)).unwrap().data,
             vec![0.1, 0.2]
         );
+    }
+
+    #[test]
+    fn written_arrays_read_back() {
+        let data = [0.0f32, 0.25, 1.0, 0.5, 0.125, 0.75];
+        let a = parse_npy_2d(&encode_npy_2d_f32(2, 3, &data)).unwrap();
+        assert_eq!((a.height, a.width), (2, 3));
+        assert_eq!(a.data, data.iter().map(|&v| v as f64).collect::<Vec<_>>());
     }
 
     #[test]
