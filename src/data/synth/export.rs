@@ -167,9 +167,10 @@ fn html(index: &Index, cfg: &SynthConfig) -> String {
             }
             let classes: Vec<String> = e.objects.iter().map(|o| o.class.to_string()).collect();
             h.push_str(&format!(
-                "<figcaption>label {} · bg {:?} · objects [{}]</figcaption></figure>\n",
+                "<figcaption>label {} · bg {} · objects [{}]</figcaption></figure>\n",
                 e.label,
-                e.background,
+                e.background
+                    .map_or_else(|| "none".to_string(), |b| b.to_string()),
                 classes.join(",")
             ));
         }
