@@ -253,7 +253,8 @@ enum Failure {
     /// quota pages are often transient).
     Retry(DataError),
     /// As `Retry`, waiting what the server's `Retry-After` asked (capped at [`MAX_RETRY_AFTER`]).
-    RetryAfter(DataError, Duration),
+    /// Boxed: it would make every `Result<_, Failure>` larger.
+    RetryAfter(Box<(DataError, Duration)>),
     /// This source is wrong (404, HTML, size, downgrade, checksum): try the next one.
     NextSource(DataError),
     /// Stop everything (local disk full or unwritable).
@@ -326,7 +327,7 @@ pub fn download_file(
                 }
                 Err(failure @ (Failure::Retry(_) | Failure::RetryAfter(..))) => {
                     let (e, asked) = match failure {
-                        Failure::RetryAfter(e, wait) => (e, Some(wait)),
+                        Failure::RetryAfter(b) => (b.0, Some(b.1)),
                         Failure::Retry(e) => (e, None),
                         _ => unreachable!("matched above"),
                     };
@@ -477,7 +478,7 @@ fn attempt_download(
             match header(&resp, reqwest::header::RETRY_AFTER)
                 .and_then(|v| retry_after(&v, std::time::SystemTime::now()))
             {
-                Some(wait) => Failure::RetryAfter(err, wait),
+                Some(wait) => Failure::RetryAfter(Box::new((err, wait))),
                 None => Failure::Retry(err),
             }
         } else {
