@@ -82,7 +82,11 @@ fn maxboxacc_fixture_is_valid() {
         .arg(w.maps())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let acc = v["MaxBoxAccV2"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&acc), "{v}");
@@ -132,7 +136,10 @@ fn maxboxacc_zero_image_size() {
 fn maxboxacc_inverted_gt_box() {
     let w = Wsol::new();
     w.write_meta("a.jpg\n", "a.jpg,10,10\n", "a.jpg,5,5,1,1\n");
-    w.refused(&[], &["localization.txt:1", "inverted", "x0 ≤ x1 and y0 ≤ y1"]);
+    w.refused(
+        &[],
+        &["localization.txt:1", "inverted", "x0 ≤ x1 and y0 ≤ y1"],
+    );
 }
 
 #[test]
@@ -213,7 +220,12 @@ fn train_with_ten_million_scenes_is_refused_before_generating() {
             .arg(&suite)
             .arg("--out")
             .arg(&out),
-        &["10000000 training scenes", "needs about", "sizes.train_scenes", "suite.toml"],
+        &[
+            "10000000 training scenes",
+            "needs about",
+            "sizes.train_scenes",
+            "suite.toml",
+        ],
     );
     assert_eq!(snapshot(dir.path()), before);
 }
@@ -273,4 +285,31 @@ fn data_dir_that_is_a_file() {
         );
         assert_eq!(std::fs::read(&file).unwrap(), b"x");
     }
+}
+
+#[test]
+fn maxboxacc_nan_score_map_is_scored_as_wsolevaluation_but_warned() {
+    let w = Wsol::new();
+    let mut ramp: Vec<f32> = (0..36).map(|i| i as f32 / 35.0).collect();
+    ramp[7] = f32::NAN;
+    write_npy(&w.maps().join("a.jpg.npy"), "(6, 6)", &ramp);
+    let out = bin()
+        .env("CONTRACAM_LOG", "warn")
+        .args(["eval", "maxboxacc", "--json", "--metadata"])
+        .arg(w.meta())
+        .arg("--scoremaps")
+        .arg(w.maps())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("1 of 1 score maps")
+            && err.contains("NaN or infinite")
+            && err.contains("a.jpg"),
+        "{err}"
+    );
+    // The number is wsolevaluation's: an all-zero map gives the single box [0,0,0,0], which misses the GT.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["MaxBoxAccV2"].as_f64(), Some(0.0), "{v}");
 }

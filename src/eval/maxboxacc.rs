@@ -772,7 +772,7 @@ pub fn evaluate_wsol(
     let meta = read_wsol_metadata(metadata_dir)?;
     let acc = BoxAccumulator::new(cfg.clone());
     let r = (RESIZE_LENGTH as u32, RESIZE_LENGTH as u32);
-    let verdicts: Vec<Vec<u8>> = meta
+    let verdicts: Vec<(Vec<u8>, bool)> = meta
         .image_ids
         .par_iter()
         .map(|id| {
@@ -787,17 +787,40 @@ pub fn evaluate_wsol(
                     ),
                 ));
             }
+            let nonfinite = map.data.iter().any(|v| !v.is_finite());
             let cam = prepare_scoremap(&map.data, map.width, map.height);
             let size = meta.image_sizes[id];
             let gt: Vec<Box4> = meta.boxes[id]
                 .iter()
                 .map(|&b| resize_bbox(b, size, r))
                 .collect();
-            Ok(acc.image_verdicts(&scoremap_to_u8(&cam), RESIZE_LENGTH, RESIZE_LENGTH, &gt))
+            Ok((
+                acc.image_verdicts(&scoremap_to_u8(&cam), RESIZE_LENGTH, RESIZE_LENGTH, &gt),
+                nonfinite,
+            ))
         })
         .collect::<Result<_, EvalError>>()?;
+    // Kept as wsolevaluation scores them (a map with NaN becomes all zeros), but never silently.
+    let bad: Vec<&str> = meta
+        .image_ids
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, (_, nonfinite))| *nonfinite)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !bad.is_empty() {
+        tracing::warn!(
+            "{} of {} score maps in {} hold NaN or infinite values (first: {}); they are scored as \
+             wsolevaluation does (normalize_scoremap turns a map with NaN into zeros, i.e. no box), which is \
+             probably not what you want: fix the maps",
+            bad.len(),
+            meta.image_ids.len(),
+            scoremap_dir.display(),
+            bad.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        );
+    }
     let mut acc = acc;
-    for v in &verdicts {
+    for (v, _) in &verdicts {
         acc.add_verdicts(v);
     }
     Ok(acc.compute())
