@@ -107,11 +107,12 @@ pub enum DataCommand {
 
 fn open(args: &DataArgs, global: &GlobalArgs) -> anyhow::Result<Data> {
     let registry = Registry::builtin()?.with_user_manifests(&args.manifests)?;
-    let mut o = DataOptions::new(
-        args.data_dir
-            .clone()
-            .unwrap_or_else(contracam::data::source::store::default_data_dir),
-    );
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(contracam::data::source::store::default_data_dir);
+    contracam::data::source::store::check_data_dir(&data_dir)?;
+    let mut o = DataOptions::new(data_dir);
     o.mirrors = args.mirrors.clone();
     o.offline = args.offline;
     o.jobs = args.jobs.max(1);

@@ -15,7 +15,14 @@ pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let resolved = global.device.resolve().map(contracam::device::describe);
     if args.json {
         let mut v = serde_json::to_value(&report)?;
-        v["device"] = serde_json::json!(resolved.as_ref().map_err(|e| e.to_string()));
+        // A plain string either way; a device that cannot be used goes to `device_error` instead.
+        match &resolved {
+            Ok(d) => v["device"] = serde_json::json!(d),
+            Err(e) => {
+                v["device"] = serde_json::Value::Null;
+                v["device_error"] = serde_json::json!(e.to_string());
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("contracam      {}", report.contracam);

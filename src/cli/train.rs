@@ -8,7 +8,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use contracam::data::synth;
 use contracam::suite::config;
+use contracam::train::augment::object_aware_crop::validate_regions;
 use contracam::train::{train, TrainData};
+use contracam::util::memory::ensure_fits_with_hint;
 use indicatif::ProgressBar;
 
 use super::GlobalArgs;
@@ -39,6 +41,21 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             let suite = config::load(&a.suite)?;
             let cfg = &suite.config;
             let seed = global.seed.unwrap_or(cfg.seed);
+            // Every value is checked before scenes are generated or a model is allocated; errors name the
+            // suite file and the key.
+            let in_suite = || format!("suite {}", a.suite.display());
+            cfg.model.validate().with_context(in_suite)?;
+            cfg.train
+                .validate(cfg.model.method, Some(cfg.sizes.train_scenes))
+                .with_context(in_suite)?;
+            ensure_fits_with_hint(
+                cfg.data.train_tensor_bytes(cfg.sizes.train_scenes),
+                &format!(
+                    "{} training scenes of {}x{} (sizes.train_scenes)",
+                    cfg.sizes.train_scenes, cfg.data.image_size, cfg.data.image_size
+                ),
+                &format!(", lower sizes.train_scenes in {}", a.suite.display()),
+            )?;
             let device = global.device.resolve()?;
             let scenes = synth::scenes(&cfg.data, seed, "train", cfg.sizes.train_scenes);
             let boxes: Option<Vec<Vec<[f64; 4]>>> = match &a.boxes {
@@ -58,6 +75,8 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                         b.len(),
                         scenes.len()
                     );
+                    validate_regions(&b)
+                        .map_err(|e| anyhow::anyhow!("--boxes {}: {e}", p.display()))?;
                     Some(b)
                 }
                 None => None,

@@ -26,8 +26,9 @@ pub enum EvalError {
         path: PathBuf,
         err: image::ImageError,
     },
+    /// The cause is in the message, so it is not also a `source` (printed once).
     #[error("torch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 }
@@ -63,4 +64,10 @@ impl EvalError {
 /// Reads a whole file, naming it in the error.
 pub(crate) fn read_to_string(path: &std::path::Path) -> Result<String, EvalError> {
     std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))
+}
+
+impl From<tch::TchError> for EvalError {
+    fn from(e: tch::TchError) -> Self {
+        Self::Torch(e)
+    }
 }

@@ -55,6 +55,34 @@ impl Default for MaxBoxAccConfig {
     }
 }
 
+/// Finest `cam_curve_interval` accepted (10 000 thresholds). The 8-bit score map has only 256 distinct
+/// cuts, so a finer step changes nothing but the length of the curves, which are held per image.
+pub const MIN_INTERVAL: f64 = 1e-4;
+
+impl MaxBoxAccConfig {
+    /// Checks the settings before any map is read; `what` names them in errors.
+    pub fn validate(&self) -> Result<(), EvalError> {
+        let bad = |msg: String| Err(EvalError::invalid("MaxBoxAcc settings", msg));
+        let d = self.cam_curve_interval;
+        if !(MIN_INTERVAL..=1.0).contains(&d) {
+            return bad(format!(
+                "cam_curve_interval (--interval) = {d} must be in [{MIN_INTERVAL}, 1]: the 8-bit maps have \
+                 only 256 distinct cuts, so a finer step only lengthens the curves (wsolevaluation uses 0.001)"
+            ));
+        }
+        if self.iou_thresholds.is_empty()
+            || self.iou_thresholds.len() > 8
+            || self.iou_thresholds.iter().any(|&t| t > 100)
+        {
+            return bad(format!(
+                "iou_thresholds {:?} must be 1 to 8 percentages in 0..=100",
+                self.iou_thresholds
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `np.arange(0, 1, interval)`: `ceil(1/Δ)` values `i·Δ` (numpy fills `start + i·step`).
 pub fn cam_thresholds(interval: f64) -> Vec<f64> {
     assert!(
@@ -661,7 +689,15 @@ pub fn read_wsol_metadata(dir: &Path) -> Result<WsolMetadata, EvalError> {
                 "expected <image_id>,<width>,<height>",
             ));
         }
-        image_sizes.insert(f[0].to_string(), (parse(f[1])?, parse(f[2])?));
+        let (w, h) = (parse(f[1])?, parse(f[2])?);
+        if w == 0 || h == 0 {
+            return Err(EvalError::line(
+                &sizes_path,
+                n,
+                format!("image size {w}x{h} is empty: width and height must be at least 1"),
+            ));
+        }
+        image_sizes.insert(f[0].to_string(), (w, h));
     }
     let loc_path = dir.join("localization.txt");
     let mut boxes: std::collections::HashMap<String, Vec<Box4>> = std::collections::HashMap::new();
@@ -681,7 +717,23 @@ pub fn read_wsol_metadata(dir: &Path) -> Result<WsolMetadata, EvalError> {
                 .parse()
                 .map_err(|_| EvalError::line(&loc_path, n, format!("bad coordinate '{s}'")))?;
         }
+        if b[2] < b[0] || b[3] < b[1] {
+            return Err(EvalError::line(
+                &loc_path,
+                n,
+                format!(
+                    "box [{}, {}, {}, {}] is inverted: needs x0 ≤ x1 and y0 ≤ y1 (corners are inclusive pixels)",
+                    b[0], b[1], b[2], b[3]
+                ),
+            ));
+        }
         boxes.entry(f[0].to_string()).or_default().push(b);
+    }
+    if image_ids.is_empty() {
+        return Err(EvalError::format(
+            &ids_path,
+            "no image ids: list one id per line (an accuracy over no images is undefined)",
+        ));
     }
     for id in &image_ids {
         if !image_sizes.contains_key(id) {
@@ -716,25 +768,59 @@ pub fn evaluate_wsol(
     scoremap_dir: &Path,
     cfg: &MaxBoxAccConfig,
 ) -> Result<MaxBoxAccResult, EvalError> {
+    cfg.validate()?;
     let meta = read_wsol_metadata(metadata_dir)?;
     let acc = BoxAccumulator::new(cfg.clone());
     let r = (RESIZE_LENGTH as u32, RESIZE_LENGTH as u32);
-    let verdicts: Vec<Vec<u8>> = meta
+    let verdicts: Vec<(Vec<u8>, bool)> = meta
         .image_ids
         .par_iter()
         .map(|id| {
-            let map = read_npy_2d(&scoremap_path(scoremap_dir, id))?;
+            let path = scoremap_path(scoremap_dir, id);
+            let map = read_npy_2d(&path)?;
+            if map.width == 0 || map.height == 0 {
+                return Err(EvalError::format(
+                    &path,
+                    format!(
+                        "score map of shape ({}, {}) is empty: it must have at least one pixel",
+                        map.height, map.width
+                    ),
+                ));
+            }
+            let nonfinite = map.data.iter().any(|v| !v.is_finite());
             let cam = prepare_scoremap(&map.data, map.width, map.height);
             let size = meta.image_sizes[id];
             let gt: Vec<Box4> = meta.boxes[id]
                 .iter()
                 .map(|&b| resize_bbox(b, size, r))
                 .collect();
-            Ok(acc.image_verdicts(&scoremap_to_u8(&cam), RESIZE_LENGTH, RESIZE_LENGTH, &gt))
+            Ok((
+                acc.image_verdicts(&scoremap_to_u8(&cam), RESIZE_LENGTH, RESIZE_LENGTH, &gt),
+                nonfinite,
+            ))
         })
         .collect::<Result<_, EvalError>>()?;
+    // Kept as wsolevaluation scores them (a map with NaN becomes all zeros), but never silently.
+    let bad: Vec<&str> = meta
+        .image_ids
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, (_, nonfinite))| *nonfinite)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if !bad.is_empty() {
+        tracing::warn!(
+            "{} of {} score maps in {} hold NaN or infinite values (first: {}); they are scored as \
+             wsolevaluation does (normalize_scoremap turns a map with NaN into zeros, i.e. no box), which is \
+             probably not what you want: fix the maps",
+            bad.len(),
+            meta.image_ids.len(),
+            scoremap_dir.display(),
+            bad.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        );
+    }
     let mut acc = acc;
-    for v in &verdicts {
+    for (v, _) in &verdicts {
         acc.add_verdicts(v);
     }
     Ok(acc.compute())

@@ -95,11 +95,8 @@ pub struct EvalConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read suite file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read suite file {path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: invalid TOML: {msg}")]
     Toml { path: PathBuf, msg: String },
     #[error("{path}: key '{key}': {msg}")]
@@ -163,9 +160,9 @@ pub fn load(path: &Path) -> Result<LoadedSuite, ConfigError> {
 }
 
 fn load_table(path: &Path, stack: &mut Vec<PathBuf>) -> Result<toml::Table, ConfigError> {
-    let canon = path.canonicalize().map_err(|source| ConfigError::Io {
+    let canon = path.canonicalize().map_err(|err| ConfigError::Io {
         path: path.into(),
-        source,
+        err,
     })?;
     if stack.contains(&canon) {
         return Err(ConfigError::Cycle {
@@ -174,9 +171,9 @@ fn load_table(path: &Path, stack: &mut Vec<PathBuf>) -> Result<toml::Table, Conf
         });
     }
     stack.push(canon);
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Io {
         path: path.into(),
-        source,
+        err,
     })?;
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
         path: path.into(),

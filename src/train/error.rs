@@ -33,8 +33,9 @@ pub enum TrainError {
     Data(#[from] crate::data::error::DataError),
     #[error(transparent)]
     Distributed(#[from] crate::train::distributed::DistError),
+    /// The cause is in the message, so it is not also a `source` (printed once).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
 }
 
 impl TrainError {
@@ -45,5 +46,11 @@ impl TrainError {
             value: value.to_string(),
             msg: msg.into(),
         }
+    }
+}
+
+impl From<tch::TchError> for TrainError {
+    fn from(e: tch::TchError) -> Self {
+        Self::Torch(e)
     }
 }

@@ -20,6 +20,10 @@ pub enum Behavior {
     /// Honour Range but ignore If-Range (answers 206 even when the validator changed).
     IgnoreIfRange,
     Status(u16),
+    /// The next GET gets an HTML page (text/html, 200), then the file as usual.
+    HtmlOnce,
+    /// The next GET gets this status with `Retry-After: <value>`, then the file as usual.
+    StatusOnceRetryAfter(u16, String),
 }
 
 #[derive(Clone, Debug)]
@@ -124,7 +128,7 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
         let mut s = st.lock().unwrap();
         let f = s.files.get(&path).cloned();
         if let Some(Served {
-            behavior: Behavior::CutOnce(_),
+            behavior: Behavior::CutOnce(_) | Behavior::HtmlOnce | Behavior::StatusOnceRetryAfter(..),
             ..
         }) = &f
         {
@@ -148,6 +152,26 @@ fn handle(mut conn: TcpStream, st: Arc<Mutex<State>>) {
         );
         return;
     };
+    if let Behavior::StatusOnceRetryAfter(code, after) = &f.behavior {
+        log.status = *code;
+        st.lock().unwrap().log.push(log);
+        let _ = write!(
+            conn,
+            "HTTP/1.1 {code} Busy\r\nRetry-After: {after}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+        );
+        return;
+    }
+    if f.behavior == Behavior::HtmlOnce {
+        let page = "<!DOCTYPE html><html><body>Quota exceeded, try again later</body></html>";
+        log.status = 200;
+        st.lock().unwrap().log.push(log);
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+            page.len()
+        );
+        return;
+    }
     if let Behavior::Status(code) = f.behavior {
         log.status = code;
         st.lock().unwrap().log.push(log);

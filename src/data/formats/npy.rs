@@ -74,11 +74,15 @@ pub fn parse_npy_2d(b: &[u8]) -> Result<Array2, String> {
     }
     let (height, width) = (dims[0], dims[1]);
     let data = &b[hstart + hlen..];
-    if data.len() != height * width * elem {
+    // Checked: a forged shape must not wrap to a small byte count that matches the data.
+    let needed = height
+        .checked_mul(width)
+        .and_then(|n| n.checked_mul(elem))
+        .ok_or_else(|| format!("shape {height}x{width} overflows a byte count"))?;
+    if data.len() != needed {
         return Err(format!(
-            "data holds {} bytes, shape {height}x{width} needs {}",
+            "data holds {} bytes, shape {height}x{width} needs {needed}",
             data.len(),
-            height * width * elem
         ));
     }
     let data = if elem == 4 {

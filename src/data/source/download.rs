@@ -4,8 +4,10 @@
 //! computed on the fly. An interrupted transfer resumes with an HTTP Range request, validated by the total size
 //! and the ETag/Last-Modified recorded when it started (sent as `If-Range`); a server that ignores Range, or
 //! whose validator changed, makes it start over from zero. Transient failures are retried with exponential
-//! backoff; then the next source (mirror) is tried. Redirects may never go from https to http. An HTML page
-//! where a file was expected and a size that disagrees with the manifest are refused. Free disk space is checked
+//! backoff (a server's `Retry-After`, capped, replaces the backoff); then the next source (mirror) is tried.
+//! Redirects may never go from https to http. An HTML page where a file was expected (a portal, login or
+//! quota page, often transient) is retried like a network error and then refused; a size that disagrees
+//! with the manifest is refused. Free disk space is checked
 //! before any byte is written. Only a file whose size and checksum match is renamed into place, followed by a
 //! `.verified.json` marker; a file that fails its checksum is moved aside, never left in place.
 use std::fs::{File, OpenOptions};
@@ -183,6 +185,55 @@ pub fn ensure_space(dir: &Path, needed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Longest wait a `Retry-After` header can impose on one attempt.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+/// The wait a `Retry-After` value asks for: delay-seconds, or an HTTP date (RFC 9110) relative to `now`;
+/// capped at [`MAX_RETRY_AFTER`]. `None` for a value that is neither.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    let wait = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = parse_imf_fixdate(v)?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` (the HTTP date format servers send) as a time; `None` otherwise.
+fn parse_imf_fixdate(v: &str) -> Option<std::time::SystemTime> {
+    let rest = v.split_once(", ")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    if f.len() != 5 || f[4] != "GMT" {
+        return None;
+    }
+    let day: i64 = f[0].parse().ok()?;
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|m| *m == f[1])? as i64 + 1;
+    let year: i64 = f[2].parse().ok()?;
+    let hms: Vec<i64> = f[3]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if hms.len() != 3 || !(1..=31).contains(&day) || hms[0] > 23 || hms[1] > 59 || hms[2] > 60 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    let secs = u64::try_from(secs).ok()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 /// Does this start look like an HTML document rather than a binary file?
 pub fn looks_like_html(head: &[u8]) -> bool {
     let s: Vec<u8> = head
@@ -198,8 +249,12 @@ pub fn looks_like_html(head: &[u8]) -> bool {
 }
 
 enum Failure {
-    /// Try this source again after a backoff (network hiccup, 5xx, short body).
+    /// Try this source again after a backoff (network hiccup, 5xx, short body, an HTML page: portals and
+    /// quota pages are often transient).
     Retry(DataError),
+    /// As `Retry`, waiting what the server's `Retry-After` asked (capped at [`MAX_RETRY_AFTER`]).
+    /// Boxed: it would make every `Result<_, Failure>` larger.
+    RetryAfter(Box<(DataError, Duration)>),
     /// This source is wrong (404, HTML, size, downgrade, checksum): try the next one.
     NextSource(DataError),
     /// Stop everything (local disk full or unwritable).
@@ -270,7 +325,12 @@ pub fn download_file(
                     last_err = Some(e);
                     break;
                 }
-                Err(Failure::Retry(e)) => {
+                Err(failure @ (Failure::Retry(_) | Failure::RetryAfter(..))) => {
+                    let (e, asked) = match failure {
+                        Failure::RetryAfter(b) => (b.0, Some(b.1)),
+                        Failure::Retry(e) => (e, None),
+                        _ => unreachable!("matched above"),
+                    };
                     tracing::warn!("{}: attempt {} failed: {e}", job.name, attempt + 1);
                     if attempt == opts.retries {
                         failures.push(format!(
@@ -280,8 +340,25 @@ pub fn download_file(
                         last_err = Some(e);
                         exhausted = true;
                     } else {
-                        bar.set_message(format!("retry {} in {:?}", attempt + 1, delay));
-                        std::thread::sleep(delay);
+                        // The server's Retry-After replaces this attempt's backoff.
+                        let wait = asked.unwrap_or(delay);
+                        let why = if asked.is_some() {
+                            " (the server's Retry-After)"
+                        } else {
+                            ""
+                        };
+                        tracing::warn!(
+                            "{}: retry {} in {:.1} s{why}",
+                            job.name,
+                            attempt + 1,
+                            wait.as_secs_f64()
+                        );
+                        bar.set_message(format!(
+                            "retry {} in {:.1} s{why}",
+                            attempt + 1,
+                            wait.as_secs_f64()
+                        ));
+                        std::thread::sleep(wait);
                         delay = delay.saturating_mul(2);
                     }
                 }
@@ -398,7 +475,12 @@ fn attempt_download(
             status,
         };
         return Err(if status == 429 || status >= 500 {
-            Failure::Retry(err)
+            match header(&resp, reqwest::header::RETRY_AFTER)
+                .and_then(|v| retry_after(&v, std::time::SystemTime::now()))
+            {
+                Some(wait) => Failure::RetryAfter(Box::new((err, wait))),
+                None => Failure::Retry(err),
+            }
         } else {
             Failure::NextSource(err)
         });
@@ -409,7 +491,7 @@ fn attempt_download(
         .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/html"))
         && !job.name.ends_with(".html");
     if html_type {
-        return Err(Failure::NextSource(DataError::HtmlInsteadOfFile {
+        return Err(Failure::Retry(DataError::HtmlInsteadOfFile {
             url: url.into(),
             file: job.name.into(),
             expected: job.dir.file(job.name),
@@ -458,7 +540,7 @@ fn attempt_download(
             let mut head = Vec::with_capacity(1024);
             let _ = (&mut resp).take(1024).read_to_end(&mut head);
             if looks_like_html(&head) && !job.name.ends_with(".html") {
-                return Err(Failure::NextSource(DataError::HtmlInsteadOfFile {
+                return Err(Failure::Retry(DataError::HtmlInsteadOfFile {
                     url: url.into(),
                     file: job.name.into(),
                     expected: job.dir.file(job.name),
@@ -519,7 +601,7 @@ fn attempt_download(
                         drop(out);
                         let _ = std::fs::remove_file(&part);
                         let _ = std::fs::remove_file(&meta_path);
-                        return Err(Failure::NextSource(DataError::HtmlInsteadOfFile {
+                        return Err(Failure::Retry(DataError::HtmlInsteadOfFile {
                             url: url.into(),
                             file: job.name.into(),
                             expected: job.dir.file(job.name),
@@ -649,6 +731,12 @@ pub fn write_marker(
     checked_with: &str,
     url: Option<&str>,
 ) -> Result<()> {
+    // A re-verification knows no url: keep the one the download recorded.
+    let url = url.map(|s| s.to_string()).or_else(|| {
+        read_json::<VerifiedMarker>(&dir.verified_marker(name))
+            .ok()
+            .and_then(|m| m.url)
+    });
     write_json_atomic(
         &dir.verified_marker(name),
         &VerifiedMarker {
@@ -656,7 +744,7 @@ pub fn write_marker(
             sha256: d.sha256.clone(),
             md5: d.md5.clone(),
             checked_with: checked_with.into(),
-            url: url.map(|s| s.to_string()),
+            url,
             verified_at_unix: now_unix(),
         },
     )

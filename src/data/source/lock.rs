@@ -5,11 +5,30 @@ use std::path::{Path, PathBuf};
 
 use crate::data::error::{IoContext, Result};
 
-/// Held until dropped (closing the file releases the lock, also when the process dies).
+/// Held until dropped (closing the file releases the lock, also when the process dies). Dropping it
+/// removes the lock file, so no empty `.lock` files stay behind.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: Option<File>,
     pub path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Unlinked while still held: a process waiting on this inode then sees the path no longer names
+        // it (checked in `acquire`) and locks a fresh file, so two holders can never coexist.
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file.take());
+    }
+}
+
+/// Does `path` still name the file open as `file`? Not when a previous holder removed it meanwhile.
+fn still_linked(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Lock `path` (created if missing), waiting for another holder. `what` says what is being protected,
@@ -18,30 +37,37 @@ pub fn acquire(path: &Path, what: &str, quiet: bool) -> Result<Lock> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p).at(p)?;
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .at(path)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            if !quiet {
-                eprintln!(
-                    "waiting for another contracam process working on {what} (lock {})",
-                    path.display()
-                );
+    let mut told = false;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .at(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                if !quiet && !told {
+                    eprintln!(
+                        "waiting for another contracam process working on {what} (lock {})",
+                        path.display()
+                    );
+                }
+                told = true;
+                tracing::info!(lock = %path.display(), "waiting for lock");
+                file.lock().at(path)?;
             }
-            tracing::info!(lock = %path.display(), "waiting for lock");
-            file.lock().at(path)?;
+            Err(TryLockError::Error(e)) => return Err(e).at(path),
         }
-        Err(TryLockError::Error(e)) => return Err(e).at(path),
+        if still_linked(&file, path) {
+            return Ok(Lock {
+                file: Some(file),
+                path: path.to_path_buf(),
+            });
+        }
+        // The holder we waited for removed the file on release: lock the path afresh.
     }
-    Ok(Lock {
-        _file: file,
-        path: path.to_path_buf(),
-    })
 }
 
 #[cfg(test)]

@@ -187,6 +187,15 @@ impl Manifest {
                     ));
                 }
             }
+            // Only a builder extracts (`data build`); `data fetch` stores files as downloaded. An explicit
+            // request that nothing would honour is refused rather than silently ignored.
+            if f.extract == Some(true) && self.dataset.builder.is_none() {
+                return err(format!(
+                    "{at}: extract = true needs a dataset.builder (only `data build` extracts, and a \
+                     download-only dataset has no build); remove `extract` (`data fetch` keeps the file \
+                     as downloaded) or name a builder"
+                ));
+            }
             if f.urls.is_empty() && !self.dataset.gated {
                 return err(format!("{at}: no urls (only gated datasets may omit them)"));
             }

@@ -35,6 +35,19 @@ pub fn default_data_dir() -> PathBuf {
     home.join(".cache").join("contracam")
 }
 
+/// Refuses a data directory that exists but is not a directory (a file given by mistake), before any
+/// dataset path is derived from it; an absent one is fine (it is created when first written).
+pub fn check_data_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Err(format_err(
+            dir,
+            "the data directory is a file, not a directory: give a directory (created if absent) with \
+             --data-dir or $CONTRACAM_DATA",
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DatasetDir {
     pub root: PathBuf,

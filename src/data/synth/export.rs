@@ -21,6 +21,8 @@ pub enum ExportError {
     Config(#[from] synth::SynthError),
     #[error("cannot write {path}: {msg}")]
     Write { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Memory(#[from] crate::util::memory::MemoryError),
 }
 
 #[derive(Serialize)]
@@ -49,6 +51,29 @@ pub fn write_dir(
     out: &Path,
 ) -> Result<(), ExportError> {
     cfg.validate()?;
+    // Every split is generated before anything is written: refuse sizes that cannot fit up front rather
+    // than growing until the process is killed.
+    let needed = cfg
+        .set_bytes(
+            cfg.image_size,
+            sizes
+                .train_scenes
+                .saturating_add(sizes.test_scenes)
+                .saturating_add(
+                    sizes
+                        .bg_challenge_per_variant
+                        .saturating_mul(BgVariant::ALL.len()),
+                ),
+        )
+        .saturating_add(cfg.set_bytes(cfg.crop_size, sizes.crops_per_split.saturating_mul(3)));
+    crate::util::memory::ensure_fits_with_hint(
+        needed,
+        &format!(
+            "the synthetic dataset ({} train + {} test scenes, {} crops per split, {} per background variant)",
+            sizes.train_scenes, sizes.test_scenes, sizes.crops_per_split, sizes.bg_challenge_per_variant
+        ),
+        ", lower --train-scenes/--test-scenes/--crops/--bg-challenge",
+    )?;
     let mut sets: Vec<(String, SynthSet)> = vec![
         (
             "scenes/train".into(),
@@ -142,9 +167,10 @@ fn html(index: &Index, cfg: &SynthConfig) -> String {
             }
             let classes: Vec<String> = e.objects.iter().map(|o| o.class.to_string()).collect();
             h.push_str(&format!(
-                "<figcaption>label {} · bg {:?} · objects [{}]</figcaption></figure>\n",
+                "<figcaption>label {} · bg {} · objects [{}]</figcaption></figure>\n",
                 e.label,
-                e.background,
+                e.background
+                    .map_or_else(|| "none".to_string(), |b| b.to_string()),
                 classes.join(",")
             ));
         }

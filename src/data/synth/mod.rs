@@ -96,7 +96,34 @@ impl SynthConfig {
         if !(8..=1024).contains(&self.crop_size) {
             return bad("crop_size", "must be in 8..=1024");
         }
+        // A crop is an object's region cut from the image: a larger side would only upsample it.
+        if self.crop_size > self.image_size {
+            return bad(
+                "crop_size",
+                &format!(
+                    "must be at most image_size = {} (crops are cut from the images)",
+                    self.image_size
+                ),
+            );
+        }
         Ok(())
+    }
+
+    /// Bytes held per generated item of side `side`: RGB image, instance mask and bookkeeping.
+    fn item_bytes(side: usize) -> u64 {
+        (side as u64).saturating_mul(side as u64).saturating_mul(4) + 128
+    }
+
+    /// Memory `scenes(.., n)` followed by [`SynthSet::images_tensor`] needs at its peak: the set, the
+    /// concatenated bytes, the uint8 tensor and two float copies (conversion and scaling) per scene.
+    pub fn train_tensor_bytes(&self, n: usize) -> u64 {
+        let s2 = (self.image_size as u64).saturating_mul(self.image_size as u64);
+        (n as u64).saturating_mul(Self::item_bytes(self.image_size) + s2.saturating_mul(30))
+    }
+
+    /// Memory held by `n` items of side `side` (a [`SynthSet`]).
+    pub fn set_bytes(&self, side: usize, n: usize) -> u64 {
+        (n as u64).saturating_mul(Self::item_bytes(side))
     }
 
     /// The background tied to class `c`.

@@ -20,3 +20,24 @@ pub fn choose_regions(
         })
         .collect()
 }
+
+/// Checks boxes read from a file before training: every box is finite normalised corners with
+/// 0 ≤ x1 < x2 ≤ 1 and 0 ≤ y1 < y2 ≤ 1 (an inverted or zero-area box leaves no pixel to crop). The error
+/// names the image and box (0-based) and the rule.
+pub fn validate_regions(boxes: &[Vec<Region>]) -> Result<(), String> {
+    for (i, list) in boxes.iter().enumerate() {
+        for (j, &[x1, y1, x2, y2]) in list.iter().enumerate() {
+            let ok = |lo: f64, hi: f64| {
+                lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo < hi && hi <= 1.0
+            };
+            if !(ok(x1, x2) && ok(y1, y2)) {
+                return Err(format!(
+                    "image {i}, box {j}: [{x1}, {y1}, {x2}, {y2}] is not a box of normalised corners \
+                     (needs 0 ≤ x1 < x2 ≤ 1 and 0 ≤ y1 < y2 ≤ 1; fix or drop it, or give an empty list \
+                     for the whole image)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}

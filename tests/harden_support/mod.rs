@@ -1,0 +1,61 @@
+//! Shared by the `harden_*` tests: the binary with quiet logging, and the "clear error" assertion.
+#![allow(dead_code)]
+use std::path::Path;
+
+use assert_cmd::Command;
+
+pub fn bin() -> Command {
+    let mut c = Command::cargo_bin("contracam").unwrap();
+    c.env("CONTRACAM_LOG", "error")
+        .env("CONTRACAM_PROGRESS", "off")
+        .env("RAYON_NUM_THREADS", "1")
+        .env("OMP_NUM_THREADS", "1")
+        .arg("--threads")
+        .arg("1");
+    c
+}
+
+/// Runs the command, expects exit status 2, no panic or libtorch dump, one line, and every needle in
+/// stderr; returns stderr.
+pub fn fails(cmd: &mut Command, needles: &[&str]) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "status; stderr:\n{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("frame #"),
+        "panic or libtorch dump:\n{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+    if !err.contains("try '--help'") {
+        assert_eq!(err.trim_end().lines().count(), 1, "one line:\n{err}");
+    }
+    err
+}
+
+/// Every file under `dir` with its bytes, to show that a failing command changed nothing.
+pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut v: Vec<_> = walk(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
