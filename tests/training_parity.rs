@@ -896,3 +896,113 @@ fn bg_mixup_calls_match_the_official_module() {
         }
     }
 }
+
+// Mixup and CutMix functions (`mixcut/fn/*`). Same op order as the official code (`lam·x + (1−lam)·x[perm]`,
+// a pasted box), so images, boxes and weights are compared exactly.
+
+use contracam::train::augment::mixup_cutmix::{cutmix, mixup, MixCutDraws};
+
+/// Replays one recorded permutation, Beta draw vector and box centre, each at most once.
+struct RecordedMix {
+    perm: Option<Vec<usize>>,
+    lam_raw: Option<Vec<f32>>,
+    centre: Option<(i64, i64)>,
+}
+
+impl MixCutDraws for RecordedMix {
+    fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let p = self.perm.take().expect("permutation drawn twice");
+        assert_eq!(p.len(), n, "recorded permutation length");
+        p
+    }
+    fn beta(&mut self, _alpha: f64, n: usize) -> Vec<f32> {
+        let l = self.lam_raw.take().expect("Beta drawn twice");
+        assert_eq!(l.len(), n, "recorded Beta draws");
+        l
+    }
+    fn centre(&mut self, rows: i64, cols: i64) -> (i64, i64) {
+        let c = self.centre.take().expect("centre drawn twice");
+        assert!(
+            c.0 < rows && c.1 < cols,
+            "recorded centre {c:?} outside {rows}×{cols}"
+        );
+        c
+    }
+}
+
+fn perm_of(v: &Vectors, key: &str) -> Vec<usize> {
+    v.i64s(key).into_iter().map(|i| i as usize).collect()
+}
+
+#[test]
+fn mixup_function_matches_the_official_code() {
+    let v = Vectors::open("mixcut.safetensors");
+    let x = v.get("mixcut/fn/x");
+    let mut draws = RecordedMix {
+        perm: Some(perm_of(&v, "mixcut/fn/mixup/perm")),
+        lam_raw: Some(v.f32s("mixcut/fn/mixup/lam_raw")),
+        centre: None,
+    };
+    let out = mixup(&x, 1.0, &mut draws);
+    assert!(
+        draws.perm.is_none() && draws.lam_raw.is_none(),
+        "all draws used"
+    );
+    assert_close(
+        "mixup/lam",
+        &out.lam,
+        &v.get("mixcut/fn/mixup/lam"),
+        0.0,
+        0.0,
+    );
+    assert_close(
+        "mixup/out",
+        &out.mixed,
+        &v.get("mixcut/fn/mixup/out"),
+        0.0,
+        0.0,
+    );
+}
+
+#[test]
+fn cutmix_function_matches_the_official_code() {
+    let v = Vectors::open("mixcut.safetensors");
+    let x = v.get("mixcut/fn/x");
+    let mut cases: Vec<String> =
+        v.0.tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix("mixcut/fn/")?.split('/').next())
+            .filter(|c| c.starts_with("cutmix"))
+            .map(String::from)
+            .collect();
+    cases.sort();
+    cases.dedup();
+    assert!(!cases.is_empty(), "no mixcut/fn/cutmix* cases");
+    for case in cases {
+        let key = |k: &str| format!("mixcut/fn/{case}/{k}");
+        let mut draws = RecordedMix {
+            perm: Some(perm_of(&v, &key("perm"))),
+            lam_raw: Some(v.f32s(&key("lam_raw"))),
+            centre: Some((v.i64s(&key("cx"))[0], v.i64s(&key("cy"))[0])),
+        };
+        let out = cutmix(&x, 1.0, &mut draws);
+        assert!(
+            draws.perm.is_none() && draws.lam_raw.is_none() && draws.centre.is_none(),
+            "{case}: all draws used"
+        );
+        let b = out.cut;
+        assert_eq!(
+            vec![b.r0, b.r1, b.c0, b.c1],
+            v.i64s(&key("box_rows_cols")),
+            "{case}: box"
+        );
+        assert_eq!(out.lam, v.f32s(&key("lam"))[0], "{case}: lam");
+        assert_close(
+            &format!("{case}/out"),
+            &out.mixed,
+            &v.get(&key("out")),
+            0.0,
+            0.0,
+        );
+    }
+}

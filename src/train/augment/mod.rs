@@ -2,9 +2,11 @@
 //! - `views`: the geometric part (RandomResizedCrop + flip), done on the data side;
 //! - `object_aware_crop`: OA-Crop's choice of one box per image, the same for both views;
 //! - `kornia`: the colour part (jitter, grayscale, blur, normalise), done on the device per batch;
-//! - `background_mixup`: BG-Mixup (the official `models/bg_mixup.py`), after the colour part.
+//! - `background_mixup`: BG-Mixup (the official `models/bg_mixup.py`), after the colour part;
+//! - `mixup_cutmix`: the Mixup and CutMix baselines (i-Mix style), on view 1.
 pub mod background_mixup;
 pub mod kornia;
+pub mod mixup_cutmix;
 pub mod object_aware_crop;
 pub mod views;
 
