@@ -41,7 +41,8 @@ pub struct RunArgs {
     /// Recompute every stage even when cached.
     #[arg(long)]
     pub refresh: bool,
-    /// Override the suite's seed.
+    /// Override the suite's seed. A golden blessed at another seed is then not checked: the metrics are
+    /// reported as "not checked" and the run exits 0 (1 when --golden names that golden explicitly).
     #[arg(long)]
     pub suite_seed: Option<u64>,
 }
@@ -107,6 +108,8 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", out.display()))?;
     let verdict = if a.no_golden {
         "COMPLETED (no golden checked)"
+    } else if results.not_checked.is_some() {
+        "NOT CHECKED"
     } else if results.passed {
         "PASSED"
     } else {
@@ -123,6 +126,15 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     );
     if results.golden_file.is_none() && !a.no_golden {
         eprintln!("no golden: nothing was checked (set `golden` in the suite or pass --golden)");
+    }
+    if let Some(why) = &results.not_checked {
+        eprintln!("{why}");
+        // An explicitly named golden is a request to check: not being able to is a failure.
+        return Ok(if a.golden.is_some() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     if a.no_golden {
         for (k, v) in &results.metrics {

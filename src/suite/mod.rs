@@ -77,6 +77,13 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         }
         None => None,
     };
+    let not_checked = match (&golden, &golden_path) {
+        (Some(g), Some(p)) => golden::seed_mismatch(g, p, cfg.seed),
+        _ => None,
+    };
+    if let Some(why) = &not_checked {
+        eprintln!("NOTE: {why}");
+    }
     let cache = StageCache {
         root: opts.runs_dir.join(&cfg.name),
         refresh: opts.refresh,
@@ -94,10 +101,13 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     };
     p.run()?;
     let checks = match &golden {
+        Some(_) if not_checked.is_some() => golden::not_checked(&p.metrics),
         Some(g) => golden::compare(&p.metrics, g),
         None => Vec::new(),
     };
-    let passed = golden.is_some() && checks.iter().all(|c| c.verdict == Verdict::Pass);
+    let passed = golden.is_some()
+        && not_checked.is_none()
+        && checks.iter().all(|c| c.verdict == Verdict::Pass);
     let env = crate::util::env_report();
     Ok(Results {
         suite: cfg.name.clone(),
@@ -115,6 +125,8 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         golden_file: golden_path.map(|p| p.display().to_string()),
         checks,
         passed,
+        not_checked,
+        precision: Some(pipeline::PRECISION.name().into()),
     })
 }
 

@@ -8,9 +8,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::cache::{fingerprint, FingerprintInput};
 use super::config::SuiteConfig;
-use super::legacy_cache::{fingerprint, Outcome, StageCache};
+use super::legacy_cache::{Outcome, StageCache};
 use super::report::StageTiming;
+use super::stage::{device_class, Precision};
 use super::SuiteError;
 use crate::data::synth::{self, SynthSet};
 use crate::eval::box_recall::box_recall;
@@ -70,27 +72,83 @@ struct BoxesOut {
     per_image: f64,
 }
 
+/// The fingerprints of the pipeline's stages, known before any stage runs: each covers the parameters the
+/// stage reads (and nothing it does not), its inputs' fingerprints, the seed, the device class and the
+/// precision policy, so a GPU run never reuses CPU stages and an `eval.input_size` change redoes the boxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageFingerprints {
+    pub pretrain: String,
+    pub evaluate_vanilla: String,
+    pub boxes: String,
+    pub retrain: String,
+    pub evaluate_oa_crop: String,
+}
+
+/// The pipeline computes in float32 throughout.
+pub const PRECISION: Precision = Precision::Fp32;
+
+/// Bump a kind's version when the same parameters and inputs would give different outputs.
+const KIND_VERSION: u32 = 1;
+
+impl StageFingerprints {
+    pub fn new(cfg: &SuiteConfig, device: Device) -> Self {
+        let input = input_size(cfg);
+        let fp = |kind: &str, params: &serde_json::Value, inputs: &[(&str, &str)]| {
+            fingerprint(&FingerprintInput {
+                kind,
+                kind_version: KIND_VERSION,
+                params,
+                inputs: inputs.iter().copied().collect(),
+                seed: cfg.seed,
+                device_class: device_class(device),
+                precision: PRECISION,
+            })
+        };
+        // Training reads the training scenes (data + count), the model and the training recipe.
+        let train_params = |oa_crop: bool| serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "oa_crop": oa_crop});
+        // Evaluation reads the test scenes and the crops (data + sizes), the mask CAM settings, the threshold
+        // and batch size, the input size and the linear-probe settings.
+        let eval_params = serde_json::json!({"data": cfg.data, "sizes": cfg.sizes, "localize": cfg.localize, "linear": cfg.eval.linear, "input": input});
+        // Boxes read the training scenes, the box CAM settings, threshold, batch size, box options and the
+        // input size the CAMs are computed at.
+        let box_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "localize": cfg.localize, "input": input});
+        let pretrain = fp("pretrain", &train_params(false), &[]);
+        let evaluate_vanilla = fp("evaluate", &eval_params, &[("model", &pretrain)]);
+        let boxes = fp("boxes", &box_params, &[("model", &pretrain)]);
+        let retrain = fp("retrain", &train_params(true), &[("boxes", &boxes)]);
+        let evaluate_oa_crop = fp("evaluate", &eval_params, &[("model", &retrain)]);
+        StageFingerprints {
+            pretrain,
+            evaluate_vanilla,
+            boxes,
+            retrain,
+            evaluate_oa_crop,
+        }
+    }
+}
+
+/// Input side for evaluation and CAMs: `eval.input_size`, else the training view size.
+pub fn input_size(cfg: &SuiteConfig) -> i64 {
+    cfg.eval.input_size.unwrap_or(cfg.train.augment.output_size)
+}
+
 impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
-        let input = self.input_size();
+        let fps = StageFingerprints::new(cfg, self.device);
         self.metrics.insert(
             "baseline.center_box_miou".into(),
             center_box_miou(&self.data.test_scenes),
         );
 
-        let pre_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "seed": cfg.seed, "oa_crop": false});
-        let pre_fp = fingerprint("pretrain", &pre_params, &[]);
-        let pre = self.stage("pretrain", &pre_fp, |dir, p| p.train_stage(dir, None))?;
+        let pre = self.stage("pretrain", &fps.pretrain, |dir, p| p.train_stage(dir, None))?;
         let report: TrainReport = read_json(&pre.dir().join("train_report.json"))?;
         self.metrics.insert(
             "vanilla.final_loss".into(),
             *report.epoch_loss.last().unwrap_or(&f64::NAN),
         );
 
-        let eval_params = serde_json::json!({"data": cfg.data, "sizes": cfg.sizes, "localize": cfg.localize, "eval": cfg.eval, "input": input});
-        let ev_fp = fingerprint("evaluate", &eval_params, &[&pre_fp]);
-        let ev = self.stage("evaluate-vanilla", &ev_fp, |dir, p| {
+        let ev = self.stage("evaluate-vanilla", &fps.evaluate_vanilla, |dir, p| {
             p.eval_stage(dir, &pre.dir().join("model.safetensors"))
         })?;
         self.record_eval("vanilla", &ev)?;
@@ -98,9 +156,7 @@ impl Pipeline<'_> {
         if !cfg.retrain.oa_crop {
             return Ok(());
         }
-        let box_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "localize": cfg.localize});
-        let box_fp = fingerprint("boxes", &box_params, &[&pre_fp]);
-        let bx = self.stage("boxes", &box_fp, |dir, p| {
+        let bx = self.stage("boxes", &fps.boxes, |dir, p| {
             p.boxes_stage(dir, &pre.dir().join("model.safetensors"))
         })?;
         let boxes: BoxesOut = read_json(&bx.dir().join("boxes.json"))?;
@@ -108,9 +164,7 @@ impl Pipeline<'_> {
         self.metrics
             .insert("boxes.per_image".into(), boxes.per_image);
 
-        let re_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "seed": cfg.seed, "oa_crop": true});
-        let re_fp = fingerprint("retrain", &re_params, &[&box_fp]);
-        let re = self.stage("retrain-oa-crop", &re_fp, |dir, p| {
+        let re = self.stage("retrain-oa-crop", &fps.retrain, |dir, p| {
             p.train_stage(dir, Some(&boxes.boxes))
         })?;
         let report: TrainReport = read_json(&re.dir().join("train_report.json"))?;
@@ -119,8 +173,7 @@ impl Pipeline<'_> {
             *report.epoch_loss.last().unwrap_or(&f64::NAN),
         );
 
-        let ev2_fp = fingerprint("evaluate", &eval_params, &[&re_fp]);
-        let ev2 = self.stage("evaluate-oa-crop", &ev2_fp, |dir, p| {
+        let ev2 = self.stage("evaluate-oa-crop", &fps.evaluate_oa_crop, |dir, p| {
             p.eval_stage(dir, &re.dir().join("model.safetensors"))
         })?;
         self.record_eval("oa_crop", &ev2)?;
@@ -128,10 +181,7 @@ impl Pipeline<'_> {
     }
 
     fn input_size(&self) -> i64 {
-        self.cfg
-            .eval
-            .input_size
-            .unwrap_or(self.cfg.train.augment.output_size)
+        input_size(self.cfg)
     }
 
     fn stage(
@@ -365,4 +415,75 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SuiteError>
         path: path.into(),
         msg: format!("invalid stage output: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smoke() -> SuiteConfig {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/smoke.toml");
+        super::super::config::load(&p).unwrap().config
+    }
+
+    #[test]
+    fn device_class_is_in_every_fingerprint() {
+        let cfg = smoke();
+        let cpu = StageFingerprints::new(&cfg, Device::Cpu);
+        let gpu = StageFingerprints::new(&cfg, Device::Cuda(0));
+        let other_gpu = StageFingerprints::new(&cfg, Device::Cuda(1));
+        for (c, g) in [
+            (&cpu.pretrain, &gpu.pretrain),
+            (&cpu.evaluate_vanilla, &gpu.evaluate_vanilla),
+            (&cpu.boxes, &gpu.boxes),
+            (&cpu.retrain, &gpu.retrain),
+            (&cpu.evaluate_oa_crop, &gpu.evaluate_oa_crop),
+        ] {
+            assert_ne!(c, g);
+        }
+        // The class, not the ordinal: any GPU may reuse another GPU's stages.
+        assert_eq!(gpu, other_gpu);
+        assert_eq!(cpu, StageFingerprints::new(&cfg, Device::Cpu));
+    }
+
+    #[test]
+    fn each_stage_fingerprints_the_parameters_it_reads() {
+        let base = smoke();
+        let fp = |f: &dyn Fn(&mut SuiteConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            StageFingerprints::new(&c, Device::Cpu)
+        };
+        let b = fp(&|_| {});
+        // The CAM input size: boxes and evaluation change, training does not.
+        let input = fp(&|c| c.eval.input_size = Some(c.train.augment.output_size + 16));
+        assert_eq!(input.pretrain, b.pretrain);
+        assert_ne!(input.boxes, b.boxes);
+        assert_ne!(input.evaluate_vanilla, b.evaluate_vanilla);
+        assert_ne!(input.retrain, b.retrain, "retraining reads the boxes");
+        // The default input size is the training view size: spelling it out changes nothing.
+        let same = fp(&|c| c.eval.input_size = Some(c.train.augment.output_size));
+        assert_eq!(same, b);
+        // The linear probe only touches evaluation.
+        let lin = fp(&|c| c.eval.linear.max_iter += 1);
+        assert_eq!(
+            (&lin.pretrain, &lin.boxes, &lin.retrain),
+            (&b.pretrain, &b.boxes, &b.retrain)
+        );
+        assert_ne!(lin.evaluate_vanilla, b.evaluate_vanilla);
+        assert_ne!(lin.evaluate_oa_crop, b.evaluate_oa_crop);
+        // Box options.
+        let margin = fp(&|c| c.localize.margin += 0.1);
+        assert_eq!(margin.pretrain, b.pretrain);
+        assert_ne!(margin.boxes, b.boxes);
+        // The seed changes everything.
+        let seed = fp(&|c| c.seed += 1);
+        assert_ne!(seed.pretrain, b.pretrain);
+        assert_ne!(seed.boxes, b.boxes);
+        assert_ne!(seed.evaluate_vanilla, b.evaluate_vanilla);
+        // Test-set size is read by evaluation only.
+        let test = fp(&|c| c.sizes.test_scenes += 1);
+        assert_eq!((&test.pretrain, &test.boxes), (&b.pretrain, &b.boxes));
+        assert_ne!(test.evaluate_vanilla, b.evaluate_vanilla);
+    }
 }

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::golden::{MetricCheck, Verdict};
+use super::golden::MetricCheck;
 use crate::util::EnvReport;
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +31,12 @@ pub struct Results {
     pub golden_file: Option<String>,
     pub checks: Vec<MetricCheck>,
     pub passed: bool,
+    /// Set when the golden was not compared (its seed differs from the run's); says why.
+    #[serde(default)]
+    pub not_checked: Option<String>,
+    /// Precision policy the stages computed with (part of every stage fingerprint).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -54,12 +60,7 @@ pub fn table(checks: &[MetricCheck]) -> String {
     );
     s.push_str(&format!("{}\n", "-".repeat(w + 42)));
     for c in checks {
-        let verdict = match c.verdict {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::NoGolden => "NO GOLDEN",
-            Verdict::Missing => "MISSING",
-        };
+        let verdict = c.verdict.label();
         s.push_str(&format!(
             "{:<w$}  {:>9}  {:>9}  {:>9}  {verdict}\n",
             c.metric,
