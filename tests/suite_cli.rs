@@ -86,3 +86,123 @@ fn a_seed_override_is_not_checked_against_another_seeds_golden() {
     assert!(out.status.success(), "{so}{}", text(&out.stderr));
     assert!(so.contains("PASSED") && !so.contains("NOT CHECKED"), "{so}");
 }
+
+/// Not a test on its own: the lock test runs this binary again with `CONTRACAM_TEST_HOLD_LOCK=<dir>` to
+/// hold that suite folder's lock from a second process until `<dir>.release` appears.
+#[test]
+fn lock_holder_process() {
+    let Ok(root) = std::env::var("CONTRACAM_TEST_HOLD_LOCK") else {
+        return;
+    };
+    let root = std::path::PathBuf::from(root);
+    let _held = contracam::suite::cache::StageCache::open(
+        &root,
+        contracam::suite::cache::LockPolicy::Refuse,
+    )
+    .unwrap();
+    println!("LOCK HELD");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    // Bounded, so a failed parent never leaves this process behind for long.
+    for _ in 0..1200 {
+        if root.with_extension("release").exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Waits (bounded) for a line containing `needle` on a child's pipe; returns the text read so far.
+fn wait_for_line(pipe: impl std::io::Read + Send + 'static, needle: &'static str) -> String {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after the caller stops listening: a closed pipe would fail the child's writes.
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(needle) {
+            return seen;
+        }
+    }
+    panic!("no line with {needle:?} in:\n{seen}");
+}
+
+#[test]
+fn a_second_run_on_the_same_runs_dir_refuses_or_waits() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let suite = tiny_suite(dir.path());
+    let runs = dir.path().join("runs");
+    let root = runs.join("tiny");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "lock_holder_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CONTRACAM_TEST_HOLD_LOCK", &root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_line(holder.stdout.take().unwrap(), "LOCK HELD");
+
+    // --no-wait: a clear error naming the folder and the holder, and nothing built.
+    let out = contracam()
+        .args(["suite", "run"])
+        .arg(&suite)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .args(["--no-golden", "--no-wait"])
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("in use by another contracam run")
+            && err.contains(&format!("pid {}", holder.id()))
+            && err.contains("runs/tiny"),
+        "{err}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, [".lock"], "nothing was built");
+
+    // The default waits, says so, and runs once the first run is done.
+    let mut waiter = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
+        .args([
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+            "suite",
+            "run",
+        ])
+        .arg(&suite)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .arg("--no-golden")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let seen = wait_for_line(
+        waiter.stderr.take().unwrap(),
+        "waiting for another contracam run",
+    );
+    assert!(!seen.contains("[stage 1]"), "{seen}");
+    std::fs::write(root.with_extension("release"), "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert!(waiter.wait().unwrap().success());
+    assert!(runs.join("tiny/results.json").is_file());
+}

@@ -2,6 +2,7 @@
 //! every stage and gives identical numbers, and goldens decide the verdict.
 mod suite_common;
 
+use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::Verdict;
 use contracam::suite::{config, run_suite, RunOptions};
 use suite_common::tiny_suite;
@@ -19,6 +20,7 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
         progress: false,
         golden: None,
         skip_golden: true,
+        lock: LockPolicy::Refuse,
     };
     let first = run_suite(&suite, &opts(false)).unwrap();
     let names: Vec<&str> = first.metrics.keys().map(|s| s.as_str()).collect();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
+use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::{Golden, GoldenMetric, Provenance};
 use contracam::suite::{config, now_utc, run_suite, RunOptions};
 use sha2::{Digest, Sha256};
@@ -41,6 +42,9 @@ pub struct RunArgs {
     /// Recompute every stage even when cached.
     #[arg(long)]
     pub refresh: bool,
+    /// When another run holds this suite's folder in --runs-dir: exit with an error instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
     /// Override the suite's seed. A golden blessed at another seed is then not checked: the metrics are
     /// reported as "not checked" and the run exits 0 (1 when --golden names that golden explicitly).
     #[arg(long)]
@@ -89,6 +93,11 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         progress: !global.quiet && std::io::stderr().is_terminal(),
         golden: a.golden.clone(),
         skip_golden: a.no_golden,
+        lock: if a.no_wait {
+            LockPolicy::Refuse
+        } else {
+            LockPolicy::Wait
+        },
     };
     eprintln!(
         "suite {} v{} on {} (seed {})",

@@ -3,8 +3,6 @@ pub mod cache;
 pub mod config;
 pub mod dataset;
 pub mod golden;
-/// The hard-coded smoke script, until the smoke suite runs on the stage engine.
-pub mod legacy_cache;
 pub mod pipeline;
 pub mod registry;
 pub mod report;
@@ -17,9 +15,9 @@ use std::time::Instant;
 
 use tch::Device;
 
+use cache::{CacheError, LockPolicy, StageCache};
 use config::{ConfigError, LoadedSuite};
 use golden::{Golden, GoldenError, Verdict};
-use legacy_cache::{CacheError, StageCache};
 use pipeline::{Pipeline, SuiteData};
 use report::Results;
 
@@ -56,6 +54,8 @@ pub struct RunOptions {
     pub golden: Option<PathBuf>,
     /// Run without any golden (to produce results for a first blessing).
     pub skip_golden: bool,
+    /// What to do when another run holds `<runs_dir>/<suite>`.
+    pub lock: LockPolicy,
 }
 
 /// Runs every stage (reusing finished ones), compares with the golden, and returns the results.
@@ -84,16 +84,16 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     if let Some(why) = &not_checked {
         eprintln!("NOTE: {why}");
     }
-    let cache = StageCache {
-        root: opts.runs_dir.join(&cfg.name),
-        refresh: opts.refresh,
-    };
+    // The name was checked to be a plain directory name when the suite was loaded; the lock is taken before
+    // any work so two runs never build the same stage at once.
+    let cache = StageCache::open(&opts.runs_dir.join(&cfg.name), opts.lock)?;
     eprintln!("generating synthetic data (seed {})", cfg.seed);
     let data = SuiteData::generate(cfg);
     let mut p = Pipeline {
         cfg,
         data: &data,
         cache: &cache,
+        refresh: opts.refresh,
         device: opts.device,
         progress: opts.progress,
         timings: Vec::new(),

@@ -8,11 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::cache::{fingerprint, FingerprintInput};
+use super::cache::{fingerprint, FingerprintInput, Published, StageCache};
 use super::config::SuiteConfig;
-use super::legacy_cache::{Outcome, StageCache};
 use super::report::StageTiming;
-use super::stage::{device_class, Precision};
+use super::stage::{device_class, ArtefactKind, Precision, Slot, StageError, StageResult};
 use super::SuiteError;
 use crate::data::synth::{self, SynthSet};
 use crate::eval::box_recall::box_recall;
@@ -52,11 +51,16 @@ pub struct Pipeline<'a> {
     pub cfg: &'a SuiteConfig,
     pub data: &'a SuiteData,
     pub cache: &'a StageCache,
+    /// Recompute every stage even when a published one matches.
+    pub refresh: bool,
     pub device: Device,
     pub progress: bool,
     pub timings: Vec<StageTiming>,
     pub metrics: BTreeMap<String, f64>,
 }
+
+/// Evaluation metrics copied into the run (the validation accuracy stays in the stage's result).
+const EVAL_RECORDED: &[(&str, &str)] = &[("cam_miou", "cam_miou"), ("linear_acc", "linear_acc")];
 
 #[derive(Serialize, Deserialize)]
 struct EvalMetrics {
@@ -132,6 +136,17 @@ pub fn input_size(cfg: &SuiteConfig) -> i64 {
     cfg.eval.input_size.unwrap_or(cfg.train.augment.output_size)
 }
 
+/// What each stage kind writes and reports: the cache checks these before it publishes a stage.
+const TRAIN_OUT: &[Slot] = &[
+    Slot::file("model", ArtefactKind::ModelCheckpoint, "model.safetensors"),
+    Slot::file("report", ArtefactKind::Json, "train_report.json"),
+];
+const TRAIN_METRICS: &[&str] = &["final_loss"];
+const EVAL_OUT: &[Slot] = &[Slot::file("metrics", ArtefactKind::Json, "metrics.json")];
+const EVAL_METRICS: &[&str] = &["cam_miou", "linear_acc", "linear_val_acc"];
+const BOXES_OUT: &[Slot] = &[Slot::file("boxes", ArtefactKind::BoxFile, "boxes.json")];
+const BOXES_METRICS: &[&str] = &["recall50", "per_image"];
+
 impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
@@ -141,42 +156,54 @@ impl Pipeline<'_> {
             center_box_miou(&self.data.test_scenes),
         );
 
-        let pre = self.stage("pretrain", &fps.pretrain, |dir, p| p.train_stage(dir, None))?;
-        let report: TrainReport = read_json(&pre.dir().join("train_report.json"))?;
-        self.metrics.insert(
-            "vanilla.final_loss".into(),
-            *report.epoch_loss.last().unwrap_or(&f64::NAN),
-        );
+        let pre = self.stage(
+            "pretrain",
+            &fps.pretrain,
+            TRAIN_OUT,
+            TRAIN_METRICS,
+            |dir, p| p.train_stage(dir, None),
+        )?;
+        self.record("vanilla", &pre, &[("final_loss", "final_loss")]);
 
-        let ev = self.stage("evaluate-vanilla", &fps.evaluate_vanilla, |dir, p| {
-            p.eval_stage(dir, &pre.dir().join("model.safetensors"))
-        })?;
-        self.record_eval("vanilla", &ev)?;
+        let ev = self.stage(
+            "evaluate-vanilla",
+            &fps.evaluate_vanilla,
+            EVAL_OUT,
+            EVAL_METRICS,
+            |dir, p| p.eval_stage(dir, &pre.dir.join("model.safetensors")),
+        )?;
+        self.record("vanilla", &ev, EVAL_RECORDED);
 
         if !cfg.retrain.oa_crop {
             return Ok(());
         }
-        let bx = self.stage("boxes", &fps.boxes, |dir, p| {
-            p.boxes_stage(dir, &pre.dir().join("model.safetensors"))
+        let bx = self.stage("boxes", &fps.boxes, BOXES_OUT, BOXES_METRICS, |dir, p| {
+            p.boxes_stage(dir, &pre.dir.join("model.safetensors"))
         })?;
-        let boxes: BoxesOut = read_json(&bx.dir().join("boxes.json"))?;
-        self.metrics.insert("boxes.recall50".into(), boxes.recall50);
-        self.metrics
-            .insert("boxes.per_image".into(), boxes.per_image);
-
-        let re = self.stage("retrain-oa-crop", &fps.retrain, |dir, p| {
-            p.train_stage(dir, Some(&boxes.boxes))
-        })?;
-        let report: TrainReport = read_json(&re.dir().join("train_report.json"))?;
-        self.metrics.insert(
-            "oa_crop.final_loss".into(),
-            *report.epoch_loss.last().unwrap_or(&f64::NAN),
+        self.record(
+            "boxes",
+            &bx,
+            &[("recall50", "recall50"), ("per_image", "per_image")],
         );
+        let boxes: BoxesOut = read_json(&bx.dir.join("boxes.json"))?;
 
-        let ev2 = self.stage("evaluate-oa-crop", &fps.evaluate_oa_crop, |dir, p| {
-            p.eval_stage(dir, &re.dir().join("model.safetensors"))
-        })?;
-        self.record_eval("oa_crop", &ev2)?;
+        let re = self.stage(
+            "retrain-oa-crop",
+            &fps.retrain,
+            TRAIN_OUT,
+            TRAIN_METRICS,
+            |dir, p| p.train_stage(dir, Some(&boxes.boxes)),
+        )?;
+        self.record("oa_crop", &re, &[("final_loss", "final_loss")]);
+
+        let ev2 = self.stage(
+            "evaluate-oa-crop",
+            &fps.evaluate_oa_crop,
+            EVAL_OUT,
+            EVAL_METRICS,
+            |dir, p| p.eval_stage(dir, &re.dir.join("model.safetensors")),
+        )?;
+        self.record("oa_crop", &ev2, EVAL_RECORDED);
         Ok(())
     }
 
@@ -184,38 +211,52 @@ impl Pipeline<'_> {
         input_size(self.cfg)
     }
 
+    /// Reuses the published stage with fingerprint `fp` (its outputs intact), or builds it: the cache
+    /// validates what `build` wrote and the metrics it returned before publishing anything.
     fn stage(
         &mut self,
         name: &str,
         fp: &str,
-        build: impl FnOnce(&Path, &Self) -> Result<(), SuiteError>,
-    ) -> Result<Outcome, SuiteError> {
+        outputs: &[Slot],
+        metrics: &[&str],
+        build: impl FnOnce(&Path, &Self) -> Result<StageResult, SuiteError>,
+    ) -> Result<Published, SuiteError> {
         let n = self.timings.len() + 1;
         let start = Instant::now();
         eprintln!("[stage {n}] {name} ({})", &fp[..12]);
         let this: &Self = self;
-        let out = self.cache.get_or_run(name, fp, |dir| build(dir, this))?;
+        let cached = if self.refresh {
+            None
+        } else {
+            self.cache.lookup_verified(name, fp, outputs)
+        };
+        let was_cached = cached.is_some();
+        let out = match cached {
+            Some(p) => p,
+            None => self.cache.build(name, name, fp, outputs, metrics, |dir| {
+                build(dir, this).map_err(|e| StageError::Failed(e.to_string()))
+            })?,
+        };
         let seconds = start.elapsed().as_secs_f64();
         eprintln!(
             "[stage {n}] {name}: {} in {seconds:.1} s",
-            if out.cached() { "cached" } else { "done" }
+            if was_cached { "cached" } else { "done" }
         );
         self.timings.push(StageTiming {
             stage: name.into(),
             fingerprint: fp.into(),
-            cached: out.cached(),
+            cached: was_cached,
             seconds,
         });
         Ok(out)
     }
 
-    fn record_eval(&mut self, prefix: &str, out: &Outcome) -> Result<(), SuiteError> {
-        let m: EvalMetrics = read_json(&out.dir().join("metrics.json"))?;
-        self.metrics
-            .insert(format!("{prefix}.cam_miou"), m.cam_miou);
-        self.metrics
-            .insert(format!("{prefix}.linear_acc"), m.linear_acc);
-        Ok(())
+    /// Copies stage metrics into the run's as `<prefix>.<name>`.
+    fn record(&mut self, prefix: &str, out: &Published, names: &[(&str, &str)]) {
+        for (from, to) in names {
+            let v = out.result.metrics.get(*from).copied().unwrap_or(f64::NAN);
+            self.metrics.insert(format!("{prefix}.{to}"), v);
+        }
     }
 
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
@@ -234,7 +275,11 @@ impl Pipeline<'_> {
         bar
     }
 
-    fn train_stage(&self, dir: &Path, boxes: Option<&[Vec<[f64; 4]>]>) -> Result<(), SuiteError> {
+    fn train_stage(
+        &self,
+        dir: &Path,
+        boxes: Option<&[Vec<[f64; 4]>]>,
+    ) -> Result<StageResult, SuiteError> {
         let images = self.data.train_scenes.images_tensor();
         let bar = self.bar(0, "train");
         let data = TrainData {
@@ -258,7 +303,11 @@ impl Pipeline<'_> {
             ),
         ]);
         model.save(&dir.join("model.safetensors"), &meta)?;
-        write_json(&dir.join("train_report.json"), &report)
+        write_json(&dir.join("train_report.json"), &report)?;
+        // Read back what a cached run would read: an output that does not parse is never published.
+        let report: TrainReport = read_json(&dir.join("train_report.json"))?;
+        let loss = *report.epoch_loss.last().unwrap_or(&f64::NAN);
+        Ok(StageResult::default().metric("final_loss", loss))
     }
 
     /// CAMs of `set` in batches of the configured size (the negatives of each image).
@@ -285,7 +334,7 @@ impl Pipeline<'_> {
         Ok(Tensor::cat(&outs, 0))
     }
 
-    fn eval_stage(&self, dir: &Path, weights: &Path) -> Result<(), SuiteError> {
+    fn eval_stage(&self, dir: &Path, weights: &Path) -> Result<StageResult, SuiteError> {
         let model = ContrastiveModel::load(weights, self.device)?;
         let set = &self.data.test_scenes;
         let cams = self.cams(&model, set, &self.cfg.localize.masks, "cam")?;
@@ -311,10 +360,15 @@ impl Pipeline<'_> {
             linear_acc: lin.test_accuracy,
             linear_val_acc: lin.val_accuracy,
         };
-        write_json(&dir.join("metrics.json"), &m)
+        write_json(&dir.join("metrics.json"), &m)?;
+        let m: EvalMetrics = read_json(&dir.join("metrics.json"))?;
+        Ok(StageResult::default()
+            .metric("cam_miou", m.cam_miou)
+            .metric("linear_acc", m.linear_acc)
+            .metric("linear_val_acc", m.linear_val_acc))
     }
 
-    fn boxes_stage(&self, dir: &Path, weights: &Path) -> Result<(), SuiteError> {
+    fn boxes_stage(&self, dir: &Path, weights: &Path) -> Result<StageResult, SuiteError> {
         let model = ContrastiveModel::load(weights, self.device)?;
         let set = &self.data.train_scenes;
         let loc = &self.cfg.localize;
@@ -349,7 +403,11 @@ impl Pipeline<'_> {
                 recall50,
                 per_image,
             },
-        )
+        )?;
+        let b: BoxesOut = read_json(&dir.join("boxes.json"))?;
+        Ok(StageResult::default()
+            .metric("recall50", b.recall50)
+            .metric("per_image", b.per_image))
     }
 }
 
