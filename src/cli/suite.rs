@@ -1,5 +1,4 @@
 //! `contracam suite ...`
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,9 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use contracam::suite::cache::LockPolicy;
-use contracam::suite::golden::{Golden, GoldenMetric, Provenance};
-use contracam::suite::{config, now_utc, run_suite, RunOptions};
-use sha2::{Digest, Sha256};
+use contracam::suite::golden::bless::{bless_file, BlessOptions};
+use contracam::suite::{config, run_suite, RunOptions};
 
 use super::GlobalArgs;
 
@@ -19,7 +17,8 @@ pub enum SuiteCommand {
     /// write results JSON. Exits 1 when a metric is outside its tolerance or has no golden.
     Run(RunArgs),
     /// Write a golden from a results JSON: an explicit act that records who, when and from what. Existing
-    /// tolerances and reasons are kept; new metrics need --default-tolerance.
+    /// tolerances, reasons and the note are kept; new metrics need --default-tolerance; the golden must be
+    /// for the results' suite and version; the file is replaced atomically.
     Bless(BlessArgs),
 }
 
@@ -65,9 +64,14 @@ pub struct BlessArgs {
     /// Who blesses (default: $USER).
     #[arg(long)]
     pub by: Option<String>,
-    /// Free-text note recorded in the provenance (machine details, why re-blessed).
-    #[arg(long, default_value = "")]
-    pub note: String,
+    /// Free-text note recorded in the provenance (machine details, why re-blessed); replaces the golden's
+    /// note. Without it the existing note is kept.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Remove this metric from the golden (repeatable). A golden metric the results lack is otherwise kept
+    /// with its old value and listed.
+    #[arg(long, value_name = "METRIC")]
+    pub drop: Vec<String>,
 }
 
 pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -159,97 +163,33 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&a.results)
-        .with_context(|| format!("reading --results {}", a.results.display()))?;
-    let r: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not JSON", a.results.display()))?;
-    let field = |k: &str| {
-        r.get(k).with_context(|| {
-            format!(
-                "{}: no field '{k}' (is this a suite results file?)",
-                a.results.display()
-            )
-        })
+    let opts = BlessOptions {
+        default_tolerance: a.default_tolerance,
+        by: a
+            .by
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into()),
+        note: a.note,
+        drop: a.drop,
     };
-    let metrics: BTreeMap<String, f64> = serde_json::from_value(field("metrics")?.clone())?;
-    let old = if a.golden.exists() {
-        Some(Golden::read(&a.golden)?)
-    } else {
-        None
-    };
-    let mut out = BTreeMap::new();
-    for (name, value) in metrics {
-        anyhow::ensure!(
-            value.is_finite(),
-            "metric {name} is {value}; refusing to bless a non-finite value"
-        );
-        let prev = old.as_ref().and_then(|g| g.metrics.get(&name));
-        let tolerance = prev
-            .map(|p| p.tolerance)
-            .or(a.default_tolerance)
-            .with_context(|| {
-                format!(
-                    "metric {name} has no tolerance in {}; pass --default-tolerance",
-                    a.golden.display()
-                )
-            })?;
-        let why = prev.map(|p| p.why.clone()).unwrap_or_default();
-        out.insert(
-            name,
-            GoldenMetric {
-                value,
-                tolerance,
-                why,
-            },
+    let out = bless_file(&a.results, &a.golden, &opts)?;
+    for m in &out.kept_missing {
+        eprintln!(
+            "kept {m}: in the golden but not in the results (its old value stays; --drop {m} removes it)"
         );
     }
-    let text = |k: &str| -> anyhow::Result<String> {
-        field(k)?
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("{}: field '{k}' must be a string", a.results.display()))
-    };
-    let int = |k: &str| -> anyhow::Result<u64> {
-        field(k)?.as_u64().with_context(|| {
-            format!(
-                "{}: field '{k}' must be a non-negative integer",
-                a.results.display()
-            )
-        })
-    };
-    let env = field("env")?;
-    let machine = format!(
-        "{} · {} ({} kernels) · {} CPU threads · libtorch {} · device {}",
-        env.get("os").and_then(|v| v.as_str()).unwrap_or("?"),
-        env.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("?"),
-        env.get("cpu_isa").and_then(|v| v.as_str()).unwrap_or("?"),
-        env.get("cpu_threads").and_then(|v| v.as_u64()).unwrap_or(0),
-        env.get("libtorch").and_then(|v| v.as_str()).unwrap_or("?"),
-        r.get("device").and_then(|v| v.as_str()).unwrap_or("?")
-    );
-    let golden = Golden {
-        suite: text("suite")?,
-        suite_version: u32::try_from(int("suite_version")?)
-            .context("suite_version is too large")?,
-        provenance: Provenance {
-            blessed_by: a
-                .by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "unknown".into()),
-            blessed_at: now_utc(),
-            seed: int("seed")?,
-            commit: text("git_hash")?,
-            machine,
-            results_sha256: hex::encode(Sha256::digest(&bytes)),
-            note: a.note,
-        },
-        metrics: out,
-    };
-    std::fs::write(&a.golden, toml::to_string_pretty(&golden)?)
-        .with_context(|| format!("writing {}", a.golden.display()))?;
+    for m in &out.dropped {
+        eprintln!("dropped {m}");
+    }
+    for m in &out.added {
+        eprintln!(
+            "added {m} with tolerance {}",
+            out.golden.metrics[m].tolerance
+        );
+    }
     eprintln!(
         "blessed {} metrics into {}",
-        golden.metrics.len(),
+        out.golden.metrics.len(),
         a.golden.display()
     );
     Ok(ExitCode::SUCCESS)

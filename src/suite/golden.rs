@@ -1,5 +1,6 @@
 //! Goldens: expected metric values with tolerances and provenance. The runner only reads them; `bless`
 //! writes one from a results file, explicitly, recording who, when and from what.
+pub mod bless;
 pub mod paper;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,10 +69,24 @@ impl Golden {
             path: path.into(),
             msg: e.to_string(),
         })?;
-        serde_path_to_error::deserialize(de).map_err(|e| GoldenError::Read {
+        let g: Golden = serde_path_to_error::deserialize(de).map_err(|e| GoldenError::Read {
             path: path.into(),
             msg: format!("key '{}': {}", e.path(), e.inner()),
-        })
+        })?;
+        // A NaN or negative tolerance can never pass; a non-finite value can never be met.
+        for (name, m) in &g.metrics {
+            let bad = |key: &str, msg: &str| GoldenError::Read {
+                path: path.into(),
+                msg: format!("key 'metrics.\"{name}\".{key}': {msg}"),
+            };
+            if !m.value.is_finite() {
+                return Err(bad("value", "must be finite"));
+            }
+            if !(m.tolerance.is_finite() && m.tolerance >= 0.0) {
+                return Err(bad("tolerance", "must be a finite number ≥ 0"));
+            }
+        }
+        Ok(g)
     }
 
     pub fn check_suite(&self, path: &Path, name: &str, version: u32) -> Result<(), GoldenError> {
