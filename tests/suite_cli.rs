@@ -80,11 +80,29 @@ fn a_seed_override_is_not_checked_against_another_seeds_golden() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no golden for seed 3"));
 
-    // The golden's own seed is checked (every stage cached) and passes.
-    let out = run(dir.path(), &[]);
+    // The golden's own seed is checked (every stage cached) and passes; both reports are written.
+    let (j, md) = (dir.path().join("out/j.xml"), dir.path().join("out/r.md"));
+    let out = run(
+        dir.path(),
+        &[
+            "--junit",
+            j.to_str().unwrap(),
+            "--report",
+            md.to_str().unwrap(),
+        ],
+    );
     let so = text(&out.stdout);
     assert!(out.status.success(), "{so}{}", text(&out.stderr));
     assert!(so.contains("PASSED") && !so.contains("NOT CHECKED"), "{so}");
+    let j = std::fs::read_to_string(j).unwrap();
+    assert!(
+        j.contains(&format!("tests=\"{}\" failures=\"0\"", m0.len())),
+        "{j}"
+    );
+    assert_eq!(j.matches("<testcase ").count(), m0.len());
+    let md = std::fs::read_to_string(md).unwrap();
+    assert!(md.starts_with("# Suite `tiny` v1: PASSED"), "{md}");
+    assert_eq!(md.matches("| PASS |").count(), m0.len());
 }
 
 /// Not a test on its own: the lock test runs this binary again with `CONTRACAM_TEST_HOLD_LOCK=<dir>` to

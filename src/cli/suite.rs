@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::bless::{bless_file, BlessOptions};
-use contracam::suite::{config, run_suite, RunOptions};
+use contracam::suite::{config, report, run_suite, RunOptions};
 
 use super::GlobalArgs;
 
@@ -20,6 +20,38 @@ pub enum SuiteCommand {
     /// tolerances, reasons and the note are kept; new metrics need --default-tolerance; the golden must be
     /// for the results' suite and version; the file is replaced atomically.
     Bless(BlessArgs),
+    /// Render a results JSON as Markdown (for a person), JSON or JUnit XML (for CI).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+    Junit,
+}
+
+impl From<ReportFormat> for report::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Md => report::Format::Markdown,
+            ReportFormat::Json => report::Format::Json,
+            ReportFormat::Junit => report::Format::Junit,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Results JSON written by `suite run`.
+    pub results: PathBuf,
+    /// md: metric, value, golden, tolerance, Δ, verdict and the environment; junit: one testcase per golden
+    /// check, failures with the numbers; json: the results file itself.
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +73,12 @@ pub struct RunArgs {
     /// Recompute every stage even when cached.
     #[arg(long)]
     pub refresh: bool,
+    /// Also write a JUnit XML report here (one testcase per golden check).
+    #[arg(long, value_name = "J.xml")]
+    pub junit: Option<PathBuf>,
+    /// Also write a Markdown report here (metrics with golden, tolerance, Δ and verdict; environment).
+    #[arg(long, value_name = "R.md")]
+    pub report: Option<PathBuf>,
     /// When another run holds this suite's folder in --runs-dir: exit with an error instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
@@ -78,6 +116,7 @@ pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         SuiteCommand::Run(a) => run_cmd(a, global),
         SuiteCommand::Bless(a) => bless(a),
+        SuiteCommand::Report(a) => report_cmd(a),
     }
 }
 
@@ -117,8 +156,17 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?)
+    let json = serde_json::to_value(&results)?;
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", out.display()))?;
+    for (path, format) in [
+        (&a.junit, report::Format::Junit),
+        (&a.report, report::Format::Markdown),
+    ] {
+        if let Some(p) = path {
+            write_text(p, &report::render(&json, &out, format)?)?;
+        }
+    }
     let verdict = if a.no_golden {
         "COMPLETED (no golden checked)"
     } else if results.not_checked.is_some() {
@@ -192,5 +240,25 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
         out.golden.metrics.len(),
         a.golden.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let bytes =
+        std::fs::read(&a.results).with_context(|| format!("reading {}", a.results.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not JSON", a.results.display()))?;
+    let text = report::render(&json, &a.results, a.format.into())?;
+    match &a.out {
+        Some(p) => write_text(p, &text)?,
+        None => print!("{text}"),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -115,6 +115,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         suite_file: suite.path.display().to_string(),
         seed: cfg.seed,
         git_hash: env.git_hash.clone(),
+        git_dirty: report::git_dirty(),
         env,
         device: crate::device::describe(opts.device),
         started_at,
