@@ -1,49 +1,12 @@
 //! The smoke pipeline end to end at a tiny size: every stage runs, metrics are sane, a second run reuses
 //! every stage and gives identical numbers, and goldens decide the verdict.
-use std::path::{Path, PathBuf};
+mod suite_common;
 
+use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::Verdict;
 use contracam::suite::{config, run_suite, RunOptions};
+use suite_common::tiny_suite;
 use tch::Device;
-
-fn tiny_suite(dir: &Path) -> PathBuf {
-    let smoke = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("suites/smoke.toml");
-    let path = dir.join("tiny.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"include = "{}"
-name = "tiny"
-golden = "tiny-golden.toml"
-[data]
-image_size = 32
-crop_size = 24
-[sizes]
-train_scenes = 64
-test_scenes = 16
-crops_train = 48
-crops_val = 16
-crops_test = 16
-[model]
-width = 0.125
-[train]
-epochs = 1
-batch_size = 32
-queue_size = 64
-[train.augment]
-output_size = 32
-[localize]
-batch_size = 16
-[eval.linear]
-weight_decays = [1e-4, 1e-2]
-max_iter = 50
-"#,
-            smoke.display()
-        ),
-    )
-    .unwrap();
-    path
-}
 
 #[test]
 fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
@@ -57,6 +20,7 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
         progress: false,
         golden: None,
         skip_golden: true,
+        lock: LockPolicy::Refuse,
     };
     let first = run_suite(&suite, &opts(false)).unwrap();
     let names: Vec<&str> = first.metrics.keys().map(|s| s.as_str()).collect();

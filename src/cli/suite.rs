@@ -1,14 +1,13 @@
 //! `contracam suite ...`
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use contracam::suite::golden::{Golden, GoldenMetric, Provenance};
-use contracam::suite::{config, now_utc, run_suite, RunOptions};
-use sha2::{Digest, Sha256};
+use contracam::suite::cache::LockPolicy;
+use contracam::suite::golden::bless::{bless_file, BlessOptions};
+use contracam::suite::{config, report, run_suite, RunOptions};
 
 use super::GlobalArgs;
 
@@ -18,8 +17,41 @@ pub enum SuiteCommand {
     /// write results JSON. Exits 1 when a metric is outside its tolerance or has no golden.
     Run(RunArgs),
     /// Write a golden from a results JSON: an explicit act that records who, when and from what. Existing
-    /// tolerances and reasons are kept; new metrics need --default-tolerance.
+    /// tolerances, reasons and the note are kept; new metrics need --default-tolerance; the golden must be
+    /// for the results' suite and version; the file is replaced atomically.
     Bless(BlessArgs),
+    /// Render a results JSON as Markdown (for a person), JSON or JUnit XML (for CI).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
+    Junit,
+}
+
+impl From<ReportFormat> for report::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Md => report::Format::Markdown,
+            ReportFormat::Json => report::Format::Json,
+            ReportFormat::Junit => report::Format::Junit,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Results JSON written by `suite run`.
+    pub results: PathBuf,
+    /// md: metric, value, golden, tolerance, Δ, verdict and the environment; junit: one testcase per golden
+    /// check, failures with the numbers; json: the results file itself.
+    #[arg(long, value_enum, default_value = "md")]
+    pub format: ReportFormat,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +73,17 @@ pub struct RunArgs {
     /// Recompute every stage even when cached.
     #[arg(long)]
     pub refresh: bool,
-    /// Override the suite's seed.
+    /// Also write a JUnit XML report here (one testcase per golden check).
+    #[arg(long, value_name = "J.xml")]
+    pub junit: Option<PathBuf>,
+    /// Also write a Markdown report here (metrics with golden, tolerance, Δ and verdict; environment).
+    #[arg(long, value_name = "R.md")]
+    pub report: Option<PathBuf>,
+    /// When another run holds this suite's folder in --runs-dir: exit with an error instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Override the suite's seed. A golden blessed at another seed is then not checked: the metrics are
+    /// reported as "not checked" and the run exits 0 (1 when --golden names that golden explicitly).
     #[arg(long)]
     pub suite_seed: Option<u64>,
 }
@@ -60,15 +102,21 @@ pub struct BlessArgs {
     /// Who blesses (default: $USER).
     #[arg(long)]
     pub by: Option<String>,
-    /// Free-text note recorded in the provenance (machine details, why re-blessed).
-    #[arg(long, default_value = "")]
-    pub note: String,
+    /// Free-text note recorded in the provenance (machine details, why re-blessed); replaces the golden's
+    /// note. Without it the existing note is kept.
+    #[arg(long)]
+    pub note: Option<String>,
+    /// Remove this metric from the golden (repeatable). A golden metric the results lack is otherwise kept
+    /// with its old value and listed.
+    #[arg(long, value_name = "METRIC")]
+    pub drop: Vec<String>,
 }
 
 pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         SuiteCommand::Run(a) => run_cmd(a, global),
         SuiteCommand::Bless(a) => bless(a),
+        SuiteCommand::Report(a) => report_cmd(a),
     }
 }
 
@@ -88,6 +136,11 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         progress: !global.quiet && std::io::stderr().is_terminal(),
         golden: a.golden.clone(),
         skip_golden: a.no_golden,
+        lock: if a.no_wait {
+            LockPolicy::Refuse
+        } else {
+            LockPolicy::Wait
+        },
     };
     eprintln!(
         "suite {} v{} on {} (seed {})",
@@ -103,10 +156,21 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&results)?)
+    let json = serde_json::to_value(&results)?;
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing {}", out.display()))?;
+    for (path, format) in [
+        (&a.junit, report::Format::Junit),
+        (&a.report, report::Format::Markdown),
+    ] {
+        if let Some(p) = path {
+            write_text(p, &report::render(&json, &out, format)?)?;
+        }
+    }
     let verdict = if a.no_golden {
         "COMPLETED (no golden checked)"
+    } else if results.not_checked.is_some() {
+        "NOT CHECKED"
     } else if results.passed {
         "PASSED"
     } else {
@@ -124,6 +188,15 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if results.golden_file.is_none() && !a.no_golden {
         eprintln!("no golden: nothing was checked (set `golden` in the suite or pass --golden)");
     }
+    if let Some(why) = &results.not_checked {
+        eprintln!("{why}");
+        // An explicitly named golden is a request to check: not being able to is a failure.
+        return Ok(if a.golden.is_some() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     if a.no_golden {
         for (k, v) in &results.metrics {
             println!("{k:<28} {v:.4}");
@@ -138,98 +211,54 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
-    let bytes = std::fs::read(&a.results)
-        .with_context(|| format!("reading --results {}", a.results.display()))?;
-    let r: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not JSON", a.results.display()))?;
-    let field = |k: &str| {
-        r.get(k).with_context(|| {
-            format!(
-                "{}: no field '{k}' (is this a suite results file?)",
-                a.results.display()
-            )
-        })
+    let opts = BlessOptions {
+        default_tolerance: a.default_tolerance,
+        by: a
+            .by
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into()),
+        note: a.note,
+        drop: a.drop,
     };
-    let metrics: BTreeMap<String, f64> = serde_json::from_value(field("metrics")?.clone())?;
-    let old = if a.golden.exists() {
-        Some(Golden::read(&a.golden)?)
-    } else {
-        None
-    };
-    let mut out = BTreeMap::new();
-    for (name, value) in metrics {
-        anyhow::ensure!(
-            value.is_finite(),
-            "metric {name} is {value}; refusing to bless a non-finite value"
-        );
-        let prev = old.as_ref().and_then(|g| g.metrics.get(&name));
-        let tolerance = prev
-            .map(|p| p.tolerance)
-            .or(a.default_tolerance)
-            .with_context(|| {
-                format!(
-                    "metric {name} has no tolerance in {}; pass --default-tolerance",
-                    a.golden.display()
-                )
-            })?;
-        let why = prev.map(|p| p.why.clone()).unwrap_or_default();
-        out.insert(
-            name,
-            GoldenMetric {
-                value,
-                tolerance,
-                why,
-            },
+    let out = bless_file(&a.results, &a.golden, &opts)?;
+    for m in &out.kept_missing {
+        eprintln!(
+            "kept {m}: in the golden but not in the results (its old value stays; --drop {m} removes it)"
         );
     }
-    let text = |k: &str| -> anyhow::Result<String> {
-        field(k)?
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("{}: field '{k}' must be a string", a.results.display()))
-    };
-    let int = |k: &str| -> anyhow::Result<u64> {
-        field(k)?.as_u64().with_context(|| {
-            format!(
-                "{}: field '{k}' must be a non-negative integer",
-                a.results.display()
-            )
-        })
-    };
-    let env = field("env")?;
-    let machine = format!(
-        "{} · {} ({} kernels) · {} CPU threads · libtorch {} · device {}",
-        env.get("os").and_then(|v| v.as_str()).unwrap_or("?"),
-        env.get("cpu_model").and_then(|v| v.as_str()).unwrap_or("?"),
-        env.get("cpu_isa").and_then(|v| v.as_str()).unwrap_or("?"),
-        env.get("cpu_threads").and_then(|v| v.as_u64()).unwrap_or(0),
-        env.get("libtorch").and_then(|v| v.as_str()).unwrap_or("?"),
-        r.get("device").and_then(|v| v.as_str()).unwrap_or("?")
-    );
-    let golden = Golden {
-        suite: text("suite")?,
-        suite_version: u32::try_from(int("suite_version")?)
-            .context("suite_version is too large")?,
-        provenance: Provenance {
-            blessed_by: a
-                .by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "unknown".into()),
-            blessed_at: now_utc(),
-            seed: int("seed")?,
-            commit: text("git_hash")?,
-            machine,
-            results_sha256: hex::encode(Sha256::digest(&bytes)),
-            note: a.note,
-        },
-        metrics: out,
-    };
-    std::fs::write(&a.golden, toml::to_string_pretty(&golden)?)
-        .with_context(|| format!("writing {}", a.golden.display()))?;
+    for m in &out.dropped {
+        eprintln!("dropped {m}");
+    }
+    for m in &out.added {
+        eprintln!(
+            "added {m} with tolerance {}",
+            out.golden.metrics[m].tolerance
+        );
+    }
     eprintln!(
         "blessed {} metrics into {}",
-        golden.metrics.len(),
+        out.golden.metrics.len(),
         a.golden.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let bytes =
+        std::fs::read(&a.results).with_context(|| format!("reading {}", a.results.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not JSON", a.results.display()))?;
+    let text = report::render(&json, &a.results, a.format.into())?;
+    match &a.out {
+        Some(p) => write_text(p, &text)?,
+        None => print!("{text}"),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -203,6 +203,26 @@ impl StageCache {
         })
     }
 
+    /// As [`lookup`](Self::lookup), and only when every declared output is still there with the content
+    /// hash its marker recorded: a damaged stage directory is rebuilt, never reused.
+    pub fn lookup_verified(&self, stage: &str, fp: &str, outputs: &[Slot]) -> Option<Published> {
+        let p = self.lookup(stage, fp)?;
+        for slot in outputs {
+            let ok = validate_output(&p.dir.join(slot.file), slot.kind)
+                .ok()
+                .is_some_and(|h| p.marker.outputs.get(slot.name) == Some(&h));
+            if !ok {
+                eprintln!(
+                    "{}: output '{}' is missing or changed since it was published; rebuilding the stage",
+                    p.dir.display(),
+                    slot.name
+                );
+                return None;
+            }
+        }
+        Some(p)
+    }
+
     /// Builds the stage into a fresh temporary directory with `build`, validates what it wrote against
     /// `outputs` and `metrics` (declared names; values finite), and publishes it atomically, replacing a
     /// previous directory of the same fingerprint (a refresh).

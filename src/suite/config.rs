@@ -139,6 +139,29 @@ pub fn load(path: &Path) -> Result<LoadedSuite, ConfigError> {
         key: key.into(),
         msg,
     };
+    // Checked before any work: the name becomes a directory under --runs-dir, and an empty set fails
+    // only after training otherwise.
+    if !is_safe_name(&config.name) {
+        return Err(v(
+            "name",
+            format!(
+                "{:?} {SAFE_NAME_RULE} (it names the suite's folder in the runs dir)",
+                config.name
+            ),
+        ));
+    }
+    let s = &config.sizes;
+    for (key, n) in [
+        ("sizes.train_scenes", s.train_scenes),
+        ("sizes.test_scenes", s.test_scenes),
+        ("sizes.crops_train", s.crops_train),
+        ("sizes.crops_val", s.crops_val),
+        ("sizes.crops_test", s.crops_test),
+    ] {
+        if n == 0 {
+            return Err(v(key, "must be at least 1".into()));
+        }
+    }
     config
         .data
         .validate()

@@ -1,5 +1,6 @@
 //! Goldens: expected metric values with tolerances and provenance. The runner only reads them; `bless`
 //! writes one from a results file, explicitly, recording who, when and from what.
+pub mod bless;
 pub mod paper;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,10 +69,24 @@ impl Golden {
             path: path.into(),
             msg: e.to_string(),
         })?;
-        serde_path_to_error::deserialize(de).map_err(|e| GoldenError::Read {
+        let g: Golden = serde_path_to_error::deserialize(de).map_err(|e| GoldenError::Read {
             path: path.into(),
             msg: format!("key '{}': {}", e.path(), e.inner()),
-        })
+        })?;
+        // A NaN or negative tolerance can never pass; a non-finite value can never be met.
+        for (name, m) in &g.metrics {
+            let bad = |key: &str, msg: &str| GoldenError::Read {
+                path: path.into(),
+                msg: format!("key 'metrics.\"{name}\".{key}': {msg}"),
+            };
+            if !m.value.is_finite() {
+                return Err(bad("value", "must be finite"));
+            }
+            if !(m.tolerance.is_finite() && m.tolerance >= 0.0) {
+                return Err(bad("tolerance", "must be a finite number ≥ 0"));
+            }
+        }
+        Ok(g)
     }
 
     pub fn check_suite(&self, path: &Path, name: &str, version: u32) -> Result<(), GoldenError> {
@@ -88,7 +103,7 @@ impl Golden {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -97,15 +112,56 @@ pub enum Verdict {
     NoGolden,
     /// The golden expects a metric the run did not produce.
     Missing,
+    /// Not compared: the run's seed differs from the seed the golden was blessed at.
+    NoGoldenForSeed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Verdict {
+    /// As printed in tables and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::NoGolden => "NO GOLDEN",
+            Verdict::Missing => "MISSING",
+            Verdict::NoGoldenForSeed => "NOT CHECKED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricCheck {
     pub metric: String,
     pub value: Option<f64>,
     pub golden: Option<f64>,
     pub tolerance: Option<f64>,
     pub verdict: Verdict,
+}
+
+/// The run's metrics marked as not checked: the golden was blessed at another seed, and values of one seed say
+/// nothing about the tolerances of another.
+pub fn not_checked(metrics: &BTreeMap<String, f64>) -> Vec<MetricCheck> {
+    metrics
+        .iter()
+        .map(|(name, v)| MetricCheck {
+            metric: name.clone(),
+            value: Some(*v),
+            golden: None,
+            tolerance: None,
+            verdict: Verdict::NoGoldenForSeed,
+        })
+        .collect()
+}
+
+/// Why a golden cannot judge a run at `seed`, or None when it can.
+pub fn seed_mismatch(golden: &Golden, path: &Path, seed: u64) -> Option<String> {
+    (golden.provenance.seed != seed).then(|| {
+        format!(
+            "no golden for seed {seed}: {} was blessed at seed {}; the metrics are reported but not checked",
+            path.display(),
+            golden.provenance.seed
+        )
+    })
 }
 
 /// Compares every metric with the golden; a metric on one side only is not a pass.
@@ -198,5 +254,24 @@ mod tests {
         assert!(compare(&m, &g).iter().all(|c| c.verdict == Verdict::Pass));
         let m = BTreeMap::from([("a".to_string(), f64::NAN), ("b".to_string(), 1.0)]);
         assert_eq!(compare(&m, &g)[0].verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn another_seed_is_not_checked() {
+        let g = golden();
+        let p = Path::new("g.toml");
+        assert_eq!(seed_mismatch(&g, p, 0), None);
+        let why = seed_mismatch(&g, p, 7).unwrap();
+        assert!(
+            why.contains("no golden for seed 7")
+                && why.contains("g.toml")
+                && why.contains("seed 0"),
+            "{why}"
+        );
+        let m = BTreeMap::from([("a".to_string(), 0.5)]);
+        let c = not_checked(&m);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].verdict, Verdict::NoGoldenForSeed);
+        assert_eq!((c[0].value, c[0].golden), (Some(0.5), None));
     }
 }

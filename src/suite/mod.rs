@@ -3,8 +3,6 @@ pub mod cache;
 pub mod config;
 pub mod dataset;
 pub mod golden;
-/// The hard-coded smoke script, until the smoke suite runs on the stage engine.
-pub mod legacy_cache;
 pub mod pipeline;
 pub mod registry;
 pub mod report;
@@ -17,9 +15,9 @@ use std::time::Instant;
 
 use tch::Device;
 
+use cache::{CacheError, LockPolicy, StageCache};
 use config::{ConfigError, LoadedSuite};
 use golden::{Golden, GoldenError, Verdict};
-use legacy_cache::{CacheError, StageCache};
 use pipeline::{Pipeline, SuiteData};
 use report::Results;
 
@@ -56,6 +54,8 @@ pub struct RunOptions {
     pub golden: Option<PathBuf>,
     /// Run without any golden (to produce results for a first blessing).
     pub skip_golden: bool,
+    /// What to do when another run holds `<runs_dir>/<suite>`.
+    pub lock: LockPolicy,
 }
 
 /// Runs every stage (reusing finished ones), compares with the golden, and returns the results.
@@ -77,16 +77,23 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         }
         None => None,
     };
-    let cache = StageCache {
-        root: opts.runs_dir.join(&cfg.name),
-        refresh: opts.refresh,
+    let not_checked = match (&golden, &golden_path) {
+        (Some(g), Some(p)) => golden::seed_mismatch(g, p, cfg.seed),
+        _ => None,
     };
+    if let Some(why) = &not_checked {
+        eprintln!("NOTE: {why}");
+    }
+    // The name was checked to be a plain directory name when the suite was loaded; the lock is taken before
+    // any work so two runs never build the same stage at once.
+    let cache = StageCache::open(&opts.runs_dir.join(&cfg.name), opts.lock)?;
     eprintln!("generating synthetic data (seed {})", cfg.seed);
     let data = SuiteData::generate(cfg);
     let mut p = Pipeline {
         cfg,
         data: &data,
         cache: &cache,
+        refresh: opts.refresh,
         device: opts.device,
         progress: opts.progress,
         timings: Vec::new(),
@@ -94,10 +101,13 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     };
     p.run()?;
     let checks = match &golden {
+        Some(_) if not_checked.is_some() => golden::not_checked(&p.metrics),
         Some(g) => golden::compare(&p.metrics, g),
         None => Vec::new(),
     };
-    let passed = golden.is_some() && checks.iter().all(|c| c.verdict == Verdict::Pass);
+    let passed = golden.is_some()
+        && not_checked.is_none()
+        && checks.iter().all(|c| c.verdict == Verdict::Pass);
     let env = crate::util::env_report();
     Ok(Results {
         suite: cfg.name.clone(),
@@ -105,6 +115,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         suite_file: suite.path.display().to_string(),
         seed: cfg.seed,
         git_hash: env.git_hash.clone(),
+        git_dirty: report::git_dirty(),
         env,
         device: crate::device::describe(opts.device),
         started_at,
@@ -115,6 +126,8 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         golden_file: golden_path.map(|p| p.display().to_string()),
         checks,
         passed,
+        not_checked,
+        precision: Some(pipeline::PRECISION.name().into()),
     })
 }
 

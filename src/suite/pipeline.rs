@@ -8,9 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use super::cache::{fingerprint, FingerprintInput, Published, StageCache};
 use super::config::SuiteConfig;
-use super::legacy_cache::{fingerprint, Outcome, StageCache};
 use super::report::StageTiming;
+use super::stage::{device_class, ArtefactKind, Precision, Slot, StageError, StageResult};
 use super::SuiteError;
 use crate::data::synth::{self, SynthSet};
 use crate::eval::box_recall::box_recall;
@@ -51,11 +52,16 @@ pub struct Pipeline<'a> {
     pub cfg: &'a SuiteConfig,
     pub data: &'a SuiteData,
     pub cache: &'a StageCache,
+    /// Recompute every stage even when a published one matches.
+    pub refresh: bool,
     pub device: Device,
     pub progress: bool,
     pub timings: Vec<StageTiming>,
     pub metrics: BTreeMap<String, f64>,
 }
+
+/// Evaluation metrics copied into the run (the validation accuracy stays in the stage's result).
+const EVAL_RECORDED: &[(&str, &str)] = &[("cam_miou", "cam_miou"), ("linear_acc", "linear_acc")];
 
 #[derive(Serialize, Deserialize)]
 struct EvalMetrics {
@@ -71,104 +77,189 @@ struct BoxesOut {
     per_image: f64,
 }
 
+/// The fingerprints of the pipeline's stages, known before any stage runs: each covers the parameters the
+/// stage reads (and nothing it does not), its inputs' fingerprints, the seed, the device class and the
+/// precision policy, so a GPU run never reuses CPU stages and an `eval.input_size` change redoes the boxes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageFingerprints {
+    pub pretrain: String,
+    pub evaluate_vanilla: String,
+    pub boxes: String,
+    pub retrain: String,
+    pub evaluate_oa_crop: String,
+}
+
+/// The pipeline computes in float32 throughout.
+pub const PRECISION: Precision = Precision::Fp32;
+
+/// Bump a kind's version when the same parameters and inputs would give different outputs.
+const KIND_VERSION: u32 = 1;
+
+impl StageFingerprints {
+    pub fn new(cfg: &SuiteConfig, device: Device) -> Self {
+        let input = input_size(cfg);
+        let fp = |kind: &str, params: &serde_json::Value, inputs: &[(&str, &str)]| {
+            fingerprint(&FingerprintInput {
+                kind,
+                kind_version: KIND_VERSION,
+                params,
+                inputs: inputs.iter().copied().collect(),
+                seed: cfg.seed,
+                device_class: device_class(device),
+                precision: PRECISION,
+            })
+        };
+        // Training reads the training scenes (data + count), the model and the training recipe.
+        let train_params = |oa_crop: bool| serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "oa_crop": oa_crop});
+        // Evaluation reads the test scenes and the crops (data + sizes), the mask CAM settings, the threshold
+        // and batch size, the input size and the linear-probe settings.
+        let eval_params = serde_json::json!({"data": cfg.data, "sizes": cfg.sizes, "localize": cfg.localize, "linear": cfg.eval.linear, "input": input});
+        // Boxes read the training scenes, the box CAM settings, threshold, batch size, box options and the
+        // input size the CAMs are computed at.
+        let box_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "localize": cfg.localize, "input": input});
+        let pretrain = fp("pretrain", &train_params(false), &[]);
+        let evaluate_vanilla = fp("evaluate", &eval_params, &[("model", &pretrain)]);
+        let boxes = fp("boxes", &box_params, &[("model", &pretrain)]);
+        let retrain = fp("retrain", &train_params(true), &[("boxes", &boxes)]);
+        let evaluate_oa_crop = fp("evaluate", &eval_params, &[("model", &retrain)]);
+        StageFingerprints {
+            pretrain,
+            evaluate_vanilla,
+            boxes,
+            retrain,
+            evaluate_oa_crop,
+        }
+    }
+}
+
+/// Input side for evaluation and CAMs: `eval.input_size`, else the training view size.
+pub fn input_size(cfg: &SuiteConfig) -> i64 {
+    cfg.eval.input_size.unwrap_or(cfg.train.augment.output_size)
+}
+
+/// What each stage kind writes and reports: the cache checks these before it publishes a stage.
+const TRAIN_OUT: &[Slot] = &[
+    Slot::file("model", ArtefactKind::ModelCheckpoint, "model.safetensors"),
+    Slot::file("report", ArtefactKind::Json, "train_report.json"),
+];
+const TRAIN_METRICS: &[&str] = &["final_loss"];
+const EVAL_OUT: &[Slot] = &[Slot::file("metrics", ArtefactKind::Json, "metrics.json")];
+const EVAL_METRICS: &[&str] = &["cam_miou", "linear_acc", "linear_val_acc"];
+const BOXES_OUT: &[Slot] = &[Slot::file("boxes", ArtefactKind::BoxFile, "boxes.json")];
+const BOXES_METRICS: &[&str] = &["recall50", "per_image"];
+
 impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
-        let input = self.input_size();
+        let fps = StageFingerprints::new(cfg, self.device);
         self.metrics.insert(
             "baseline.center_box_miou".into(),
             center_box_miou(&self.data.test_scenes),
         );
 
-        let pre_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "seed": cfg.seed, "oa_crop": false});
-        let pre_fp = fingerprint("pretrain", &pre_params, &[]);
-        let pre = self.stage("pretrain", &pre_fp, |dir, p| p.train_stage(dir, None))?;
-        let report: TrainReport = read_json(&pre.dir().join("train_report.json"))?;
-        self.metrics.insert(
-            "vanilla.final_loss".into(),
-            *report.epoch_loss.last().unwrap_or(&f64::NAN),
-        );
+        let pre = self.stage(
+            "pretrain",
+            &fps.pretrain,
+            TRAIN_OUT,
+            TRAIN_METRICS,
+            |dir, p| p.train_stage(dir, None),
+        )?;
+        self.record("vanilla", &pre, &[("final_loss", "final_loss")]);
         self.record_view_foreground("vanilla", None)?;
 
-        let eval_params = serde_json::json!({"data": cfg.data, "sizes": cfg.sizes, "localize": cfg.localize, "eval": cfg.eval, "input": input});
-        let ev_fp = fingerprint("evaluate", &eval_params, &[&pre_fp]);
-        let ev = self.stage("evaluate-vanilla", &ev_fp, |dir, p| {
-            p.eval_stage(dir, &pre.dir().join("model.safetensors"))
-        })?;
-        self.record_eval("vanilla", &ev)?;
+        let ev = self.stage(
+            "evaluate-vanilla",
+            &fps.evaluate_vanilla,
+            EVAL_OUT,
+            EVAL_METRICS,
+            |dir, p| p.eval_stage(dir, &pre.dir.join("model.safetensors")),
+        )?;
+        self.record("vanilla", &ev, EVAL_RECORDED);
 
         if !cfg.retrain.oa_crop {
             return Ok(());
         }
-        let box_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "localize": cfg.localize});
-        let box_fp = fingerprint("boxes", &box_params, &[&pre_fp]);
-        let bx = self.stage("boxes", &box_fp, |dir, p| {
-            p.boxes_stage(dir, &pre.dir().join("model.safetensors"))
+        let bx = self.stage("boxes", &fps.boxes, BOXES_OUT, BOXES_METRICS, |dir, p| {
+            p.boxes_stage(dir, &pre.dir.join("model.safetensors"))
         })?;
-        let boxes: BoxesOut = read_json(&bx.dir().join("boxes.json"))?;
-        self.metrics.insert("boxes.recall50".into(), boxes.recall50);
-        self.metrics
-            .insert("boxes.per_image".into(), boxes.per_image);
-
-        let re_params = serde_json::json!({"data": cfg.data, "train_scenes": cfg.sizes.train_scenes, "model": cfg.model, "train": cfg.train, "seed": cfg.seed, "oa_crop": true});
-        let re_fp = fingerprint("retrain", &re_params, &[&box_fp]);
-        let re = self.stage("retrain-oa-crop", &re_fp, |dir, p| {
-            p.train_stage(dir, Some(&boxes.boxes))
-        })?;
-        let report: TrainReport = read_json(&re.dir().join("train_report.json"))?;
-        self.metrics.insert(
-            "oa_crop.final_loss".into(),
-            *report.epoch_loss.last().unwrap_or(&f64::NAN),
+        self.record(
+            "boxes",
+            &bx,
+            &[("recall50", "recall50"), ("per_image", "per_image")],
         );
+        let boxes: BoxesOut = read_json(&bx.dir.join("boxes.json"))?;
+
+        let re = self.stage(
+            "retrain-oa-crop",
+            &fps.retrain,
+            TRAIN_OUT,
+            TRAIN_METRICS,
+            |dir, p| p.train_stage(dir, Some(&boxes.boxes)),
+        )?;
+        self.record("oa_crop", &re, &[("final_loss", "final_loss")]);
         self.record_view_foreground("oa_crop", Some(&boxes.boxes))?;
 
-        let ev2_fp = fingerprint("evaluate", &eval_params, &[&re_fp]);
-        let ev2 = self.stage("evaluate-oa-crop", &ev2_fp, |dir, p| {
-            p.eval_stage(dir, &re.dir().join("model.safetensors"))
-        })?;
-        self.record_eval("oa_crop", &ev2)?;
+        let ev2 = self.stage(
+            "evaluate-oa-crop",
+            &fps.evaluate_oa_crop,
+            EVAL_OUT,
+            EVAL_METRICS,
+            |dir, p| p.eval_stage(dir, &re.dir.join("model.safetensors")),
+        )?;
+        self.record("oa_crop", &ev2, EVAL_RECORDED);
         Ok(())
     }
 
     fn input_size(&self) -> i64 {
-        self.cfg
-            .eval
-            .input_size
-            .unwrap_or(self.cfg.train.augment.output_size)
+        input_size(self.cfg)
     }
 
+    /// Reuses the published stage with fingerprint `fp` (its outputs intact), or builds it: the cache
+    /// validates what `build` wrote and the metrics it returned before publishing anything.
     fn stage(
         &mut self,
         name: &str,
         fp: &str,
-        build: impl FnOnce(&Path, &Self) -> Result<(), SuiteError>,
-    ) -> Result<Outcome, SuiteError> {
+        outputs: &[Slot],
+        metrics: &[&str],
+        build: impl FnOnce(&Path, &Self) -> Result<StageResult, SuiteError>,
+    ) -> Result<Published, SuiteError> {
         let n = self.timings.len() + 1;
         let start = Instant::now();
         eprintln!("[stage {n}] {name} ({})", &fp[..12]);
         let this: &Self = self;
-        let out = self.cache.get_or_run(name, fp, |dir| build(dir, this))?;
+        let cached = if self.refresh {
+            None
+        } else {
+            self.cache.lookup_verified(name, fp, outputs)
+        };
+        let was_cached = cached.is_some();
+        let out = match cached {
+            Some(p) => p,
+            None => self.cache.build(name, name, fp, outputs, metrics, |dir| {
+                build(dir, this).map_err(|e| StageError::Failed(e.to_string()))
+            })?,
+        };
         let seconds = start.elapsed().as_secs_f64();
         eprintln!(
             "[stage {n}] {name}: {} in {seconds:.1} s",
-            if out.cached() { "cached" } else { "done" }
+            if was_cached { "cached" } else { "done" }
         );
         self.timings.push(StageTiming {
             stage: name.into(),
             fingerprint: fp.into(),
-            cached: out.cached(),
+            cached: was_cached,
             seconds,
         });
         Ok(out)
     }
 
-    fn record_eval(&mut self, prefix: &str, out: &Outcome) -> Result<(), SuiteError> {
-        let m: EvalMetrics = read_json(&out.dir().join("metrics.json"))?;
-        self.metrics
-            .insert(format!("{prefix}.cam_miou"), m.cam_miou);
-        self.metrics
-            .insert(format!("{prefix}.linear_acc"), m.linear_acc);
-        Ok(())
+    /// Copies stage metrics into the run's as `<prefix>.<name>`.
+    fn record(&mut self, prefix: &str, out: &Published, names: &[(&str, &str)]) {
+        for (from, to) in names {
+            let v = out.result.metrics.get(*from).copied().unwrap_or(f64::NAN);
+            self.metrics.insert(format!("{prefix}.{to}"), v);
+        }
     }
 
     fn bar(&self, len: u64, what: &str) -> ProgressBar {
@@ -208,7 +299,11 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    fn train_stage(&self, dir: &Path, boxes: Option<&[Vec<[f64; 4]>]>) -> Result<(), SuiteError> {
+    fn train_stage(
+        &self,
+        dir: &Path,
+        boxes: Option<&[Vec<[f64; 4]>]>,
+    ) -> Result<StageResult, SuiteError> {
         let images = self.data.train_scenes.images_tensor();
         let bar = self.bar(0, "train");
         let data = TrainData {
@@ -232,7 +327,11 @@ impl Pipeline<'_> {
             ),
         ]);
         model.save(&dir.join("model.safetensors"), &meta)?;
-        write_json(&dir.join("train_report.json"), &report)
+        write_json(&dir.join("train_report.json"), &report)?;
+        // Read back what a cached run would read: an output that does not parse is never published.
+        let report: TrainReport = read_json(&dir.join("train_report.json"))?;
+        let loss = *report.epoch_loss.last().unwrap_or(&f64::NAN);
+        Ok(StageResult::default().metric("final_loss", loss))
     }
 
     /// CAMs of `set` in batches of the configured size (the negatives of each image).
@@ -259,7 +358,7 @@ impl Pipeline<'_> {
         Ok(Tensor::cat(&outs, 0))
     }
 
-    fn eval_stage(&self, dir: &Path, weights: &Path) -> Result<(), SuiteError> {
+    fn eval_stage(&self, dir: &Path, weights: &Path) -> Result<StageResult, SuiteError> {
         let model = ContrastiveModel::load(weights, self.device)?;
         let set = &self.data.test_scenes;
         let cams = self.cams(&model, set, &self.cfg.localize.masks, "cam")?;
@@ -285,10 +384,15 @@ impl Pipeline<'_> {
             linear_acc: lin.test_accuracy,
             linear_val_acc: lin.val_accuracy,
         };
-        write_json(&dir.join("metrics.json"), &m)
+        write_json(&dir.join("metrics.json"), &m)?;
+        let m: EvalMetrics = read_json(&dir.join("metrics.json"))?;
+        Ok(StageResult::default()
+            .metric("cam_miou", m.cam_miou)
+            .metric("linear_acc", m.linear_acc)
+            .metric("linear_val_acc", m.linear_val_acc))
     }
 
-    fn boxes_stage(&self, dir: &Path, weights: &Path) -> Result<(), SuiteError> {
+    fn boxes_stage(&self, dir: &Path, weights: &Path) -> Result<StageResult, SuiteError> {
         let model = ContrastiveModel::load(weights, self.device)?;
         let set = &self.data.train_scenes;
         let loc = &self.cfg.localize;
@@ -323,7 +427,11 @@ impl Pipeline<'_> {
                 recall50,
                 per_image,
             },
-        )
+        )?;
+        let b: BoxesOut = read_json(&dir.join("boxes.json"))?;
+        Ok(StageResult::default()
+            .metric("recall50", b.recall50)
+            .metric("per_image", b.per_image))
     }
 }
 
@@ -389,4 +497,75 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, SuiteError>
         path: path.into(),
         msg: format!("invalid stage output: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smoke() -> SuiteConfig {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/smoke.toml");
+        super::super::config::load(&p).unwrap().config
+    }
+
+    #[test]
+    fn device_class_is_in_every_fingerprint() {
+        let cfg = smoke();
+        let cpu = StageFingerprints::new(&cfg, Device::Cpu);
+        let gpu = StageFingerprints::new(&cfg, Device::Cuda(0));
+        let other_gpu = StageFingerprints::new(&cfg, Device::Cuda(1));
+        for (c, g) in [
+            (&cpu.pretrain, &gpu.pretrain),
+            (&cpu.evaluate_vanilla, &gpu.evaluate_vanilla),
+            (&cpu.boxes, &gpu.boxes),
+            (&cpu.retrain, &gpu.retrain),
+            (&cpu.evaluate_oa_crop, &gpu.evaluate_oa_crop),
+        ] {
+            assert_ne!(c, g);
+        }
+        // The class, not the ordinal: any GPU may reuse another GPU's stages.
+        assert_eq!(gpu, other_gpu);
+        assert_eq!(cpu, StageFingerprints::new(&cfg, Device::Cpu));
+    }
+
+    #[test]
+    fn each_stage_fingerprints_the_parameters_it_reads() {
+        let base = smoke();
+        let fp = |f: &dyn Fn(&mut SuiteConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            StageFingerprints::new(&c, Device::Cpu)
+        };
+        let b = fp(&|_| {});
+        // The CAM input size: boxes and evaluation change, training does not.
+        let input = fp(&|c| c.eval.input_size = Some(c.train.augment.output_size + 16));
+        assert_eq!(input.pretrain, b.pretrain);
+        assert_ne!(input.boxes, b.boxes);
+        assert_ne!(input.evaluate_vanilla, b.evaluate_vanilla);
+        assert_ne!(input.retrain, b.retrain, "retraining reads the boxes");
+        // The default input size is the training view size: spelling it out changes nothing.
+        let same = fp(&|c| c.eval.input_size = Some(c.train.augment.output_size));
+        assert_eq!(same, b);
+        // The linear probe only touches evaluation.
+        let lin = fp(&|c| c.eval.linear.max_iter += 1);
+        assert_eq!(
+            (&lin.pretrain, &lin.boxes, &lin.retrain),
+            (&b.pretrain, &b.boxes, &b.retrain)
+        );
+        assert_ne!(lin.evaluate_vanilla, b.evaluate_vanilla);
+        assert_ne!(lin.evaluate_oa_crop, b.evaluate_oa_crop);
+        // Box options.
+        let margin = fp(&|c| c.localize.margin += 0.1);
+        assert_eq!(margin.pretrain, b.pretrain);
+        assert_ne!(margin.boxes, b.boxes);
+        // The seed changes everything.
+        let seed = fp(&|c| c.seed += 1);
+        assert_ne!(seed.pretrain, b.pretrain);
+        assert_ne!(seed.boxes, b.boxes);
+        assert_ne!(seed.evaluate_vanilla, b.evaluate_vanilla);
+        // Test-set size is read by evaluation only.
+        let test = fp(&|c| c.sizes.test_scenes += 1);
+        assert_eq!((&test.pretrain, &test.boxes), (&b.pretrain, &b.boxes));
+        assert_ne!(test.evaluate_vanilla, b.evaluate_vanilla);
+    }
 }

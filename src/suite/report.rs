@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::golden::{MetricCheck, Verdict};
+use super::golden::MetricCheck;
 use crate::util::EnvReport;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +21,9 @@ pub struct Results {
     pub suite_file: String,
     pub seed: u64,
     pub git_hash: String,
+    /// Uncommitted changes in the source tree at run time (None: unknown).
+    #[serde(default)]
+    pub git_dirty: Option<bool>,
     pub env: EnvReport,
     pub device: String,
     pub started_at: String,
@@ -31,6 +34,12 @@ pub struct Results {
     pub golden_file: Option<String>,
     pub checks: Vec<MetricCheck>,
     pub passed: bool,
+    /// Set when the golden was not compared (its seed differs from the run's); says why.
+    #[serde(default)]
+    pub not_checked: Option<String>,
+    /// Precision policy the stages computed with (part of every stage fingerprint).
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -54,12 +63,7 @@ pub fn table(checks: &[MetricCheck]) -> String {
     );
     s.push_str(&format!("{}\n", "-".repeat(w + 42)));
     for c in checks {
-        let verdict = match c.verdict {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::NoGolden => "NO GOLDEN",
-            Verdict::Missing => "MISSING",
-        };
+        let verdict = c.verdict.label();
         s.push_str(&format!(
             "{:<w$}  {:>9}  {:>9}  {:>9}  {verdict}\n",
             c.metric,
@@ -71,4 +75,332 @@ pub fn table(checks: &[MetricCheck]) -> String {
         ));
     }
     s
+}
+
+/// Whether the source tree the binary runs from has uncommitted changes to tracked files (None: not a git
+/// checkout, or git is unavailable). Recorded beside the commit so a dirty run is never mistaken for it.
+pub fn git_dirty() -> Option<bool> {
+    let out = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(!out.stdout.is_empty())
+}
+
+/// The part of a results file the reports show, read back from its JSON (older files lack the newer fields).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ReportView {
+    pub suite: String,
+    pub suite_version: u32,
+    pub seed: u64,
+    pub git_hash: String,
+    #[serde(default)]
+    pub git_dirty: Option<bool>,
+    #[serde(default)]
+    pub env: serde_json::Value,
+    pub device: String,
+    #[serde(default)]
+    pub precision: Option<String>,
+    #[serde(default)]
+    pub started_at: String,
+    #[serde(default)]
+    pub total_seconds: f64,
+    #[serde(default)]
+    pub golden_file: Option<String>,
+    #[serde(default)]
+    pub checks: Vec<MetricCheck>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    pub passed: bool,
+    #[serde(default)]
+    pub not_checked: Option<String>,
+}
+
+/// Report formats of `suite report` and `suite run --report/--junit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Markdown,
+    Json,
+    Junit,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {msg}")]
+pub struct ReportError {
+    pub path: std::path::PathBuf,
+    pub msg: String,
+}
+
+impl ReportView {
+    /// Reads the view from a results JSON value; `path` names it in errors.
+    pub fn from_json(v: &serde_json::Value, path: &std::path::Path) -> Result<Self, ReportError> {
+        serde_path_to_error::deserialize(v).map_err(|e| ReportError {
+            path: path.into(),
+            msg: format!(
+                "not a suite results file: field '{}': {}",
+                e.path(),
+                e.inner()
+            ),
+        })
+    }
+
+    /// PASSED / FAILED / NOT CHECKED / COMPLETED (no golden).
+    pub fn status(&self) -> &'static str {
+        if self.not_checked.is_some() {
+            "NOT CHECKED"
+        } else if self.golden_file.is_none() {
+            "COMPLETED (no golden)"
+        } else if self.passed {
+            "PASSED"
+        } else {
+            "FAILED"
+        }
+    }
+
+    fn env_str(&self, k: &str) -> String {
+        match self.env.get(k) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => "unknown".into(),
+        }
+    }
+
+    fn commit(&self) -> String {
+        match self.git_dirty {
+            Some(true) => format!("{} (dirty: uncommitted changes)", self.git_hash),
+            Some(false) => format!("{} (clean)", self.git_hash),
+            None => format!("{} (dirty flag unknown)", self.git_hash),
+        }
+    }
+}
+
+fn delta(c: &MetricCheck) -> Option<f64> {
+    Some(c.value? - c.golden?)
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        Some(v) => format!("{v:.6}"),
+        None => "—".into(),
+    }
+}
+
+/// The Markdown report: a verdict per metric and the environment, for a person.
+pub fn markdown(r: &ReportView) -> String {
+    let mut s = format!(
+        "# Suite `{}` v{}: {}\n\n",
+        r.suite,
+        r.suite_version,
+        r.status()
+    );
+    if let Some(why) = &r.not_checked {
+        s.push_str(&format!("> **Not checked:** {why}\n\n"));
+    }
+    s.push_str("| metric | value | golden | tolerance | Δ | verdict |\n");
+    s.push_str("|---|---:|---:|---:|---:|---|\n");
+    let rows: Vec<MetricCheck> = if r.checks.is_empty() {
+        // A run without a golden: the metrics alone.
+        r.metrics
+            .iter()
+            .map(|(k, v)| MetricCheck {
+                metric: k.clone(),
+                value: Some(*v),
+                golden: None,
+                tolerance: None,
+                verdict: super::golden::Verdict::NoGolden,
+            })
+            .collect()
+    } else {
+        r.checks.clone()
+    };
+    for c in &rows {
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            c.metric,
+            num(c.value),
+            num(c.golden),
+            c.tolerance
+                .map(|t| format!("±{t:.6}"))
+                .unwrap_or_else(|| "—".into()),
+            delta(c)
+                .map(|d| format!("{d:+.6}"))
+                .unwrap_or_else(|| "—".into()),
+            c.verdict.label()
+        ));
+    }
+    s.push_str("\n## Environment\n\n| | |\n|---|---|\n");
+    let rows = [
+        (
+            "CPU",
+            format!(
+                "{} ({} kernels, {} threads)",
+                r.env_str("cpu_model"),
+                r.env_str("cpu_isa"),
+                r.env_str("cpu_threads")
+            ),
+        ),
+        ("torch threads", r.env_str("torch_threads")),
+        ("libtorch", r.env_str("libtorch")),
+        ("contracam", r.env_str("contracam")),
+        ("git commit", r.commit()),
+        ("seed", r.seed.to_string()),
+        ("device", r.device.clone()),
+        (
+            "precision",
+            r.precision.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        ("OS", r.env_str("os")),
+        (
+            "golden",
+            r.golden_file.clone().unwrap_or_else(|| "none".into()),
+        ),
+        ("started", r.started_at.clone()),
+        ("wall time", format!("{:.1} s", r.total_seconds)),
+    ];
+    for (k, v) in rows {
+        s.push_str(&format!("| {k} | {v} |\n"));
+    }
+    s
+}
+
+fn xml(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// JUnit XML for CI: one testcase per golden check; failures carry the numbers, unchecked metrics are skipped.
+pub fn junit(r: &ReportView) -> String {
+    use super::golden::Verdict;
+    let failures = r
+        .checks
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.verdict,
+                Verdict::Fail | Verdict::Missing | Verdict::NoGolden
+            )
+        })
+        .count();
+    let skipped = r
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::NoGoldenForSeed)
+        .count();
+    let name = xml(&format!("suite {} v{}", r.suite, r.suite_version));
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    s.push_str(&format!(
+        "<testsuites name=\"contracam\" tests=\"{n}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{t:.3}\">\n",
+        n = r.checks.len(),
+        t = r.total_seconds
+    ));
+    s.push_str(&format!(
+        "  <testsuite name=\"{name}\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{t:.3}\" timestamp=\"{ts}\">\n",
+        n = r.checks.len(),
+        t = r.total_seconds,
+        ts = xml(&r.started_at)
+    ));
+    s.push_str("    <properties>\n");
+    for (k, v) in [
+        ("seed", r.seed.to_string()),
+        ("device", r.device.clone()),
+        ("git_commit", r.commit()),
+        ("cpu_model", r.env_str("cpu_model")),
+        ("libtorch", r.env_str("libtorch")),
+        (
+            "golden",
+            r.golden_file.clone().unwrap_or_else(|| "none".into()),
+        ),
+    ] {
+        s.push_str(&format!(
+            "      <property name=\"{k}\" value=\"{}\"/>\n",
+            xml(&v)
+        ));
+    }
+    s.push_str("    </properties>\n");
+    let class = xml(&format!("suite.{}", r.suite));
+    for c in &r.checks {
+        let open = format!(
+            "    <testcase classname=\"{class}\" name=\"{}\" time=\"0\"",
+            xml(&c.metric)
+        );
+        let numbers = format!(
+            "value={} golden={} tolerance={} delta={}",
+            num(c.value),
+            num(c.golden),
+            num(c.tolerance),
+            delta(c)
+                .map(|d| format!("{d:+.6}"))
+                .unwrap_or_else(|| "—".into())
+        );
+        let body = match c.verdict {
+            Verdict::Pass => None,
+            Verdict::Fail => Some(format!(
+                "<failure type=\"outside_tolerance\" message=\"{}\">{}</failure>",
+                xml(&format!(
+                    "{}: |Δ| {} exceeds tolerance {}",
+                    c.metric,
+                    delta(c)
+                        .map(|d| format!("{:.6}", d.abs()))
+                        .unwrap_or_else(|| "NaN".into()),
+                    num(c.tolerance)
+                )),
+                xml(&numbers)
+            )),
+            Verdict::Missing => Some(format!(
+                "<failure type=\"missing\" message=\"{}\">{}</failure>",
+                xml(&format!(
+                    "{}: the golden expects it, the run did not produce it",
+                    c.metric
+                )),
+                xml(&numbers)
+            )),
+            Verdict::NoGolden => Some(format!(
+                "<failure type=\"no_golden\" message=\"{}\">{}</failure>",
+                xml(&format!("{}: the golden has no entry for it", c.metric)),
+                xml(&numbers)
+            )),
+            Verdict::NoGoldenForSeed => Some(format!(
+                "<skipped message=\"{}\"/>",
+                xml(r.not_checked.as_deref().unwrap_or("not checked"))
+            )),
+        };
+        match body {
+            None => s.push_str(&format!("{open}/>\n")),
+            Some(b) => s.push_str(&format!("{open}>\n      {b}\n    </testcase>\n")),
+        }
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
+/// Renders a results JSON value in `format` (JSON: the file itself, pretty-printed).
+pub fn render(
+    results: &serde_json::Value,
+    path: &std::path::Path,
+    format: Format,
+) -> Result<String, ReportError> {
+    let view = ReportView::from_json(results, path)?;
+    Ok(match format {
+        Format::Markdown => markdown(&view),
+        Format::Junit => junit(&view),
+        Format::Json => {
+            serde_json::to_string_pretty(results).map_err(|e| ReportError {
+                path: path.into(),
+                msg: e.to_string(),
+            })? + "\n"
+        }
+    })
 }

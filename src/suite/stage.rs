@@ -208,6 +208,16 @@ pub enum Precision {
     Bf16Mixed,
 }
 
+impl Precision {
+    /// As written in fingerprints and results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16Mixed => "bf16-mixed",
+        }
+    }
+}
+
 /// The class of device a stage ran on: results on one class are not reused on another.
 pub fn device_class(device: Device) -> &'static str {
     match device {
