@@ -289,8 +289,11 @@ fn outputs_box_file_and_metrics_match_the_tensor_level_functions() {
         let pred = image::open(out.join("masks").join(format!("{id}.png")))
             .unwrap()
             .into_luma8();
-        let g = src.mask(i).unwrap().unwrap();
-        let rgb = image::DynamicImage::ImageLuma8(g).into_rgb8();
+        // CUB's gray masks are resized first and thresholded after, as the official GT loader.
+        let raw = image::open(src.root.join(src.index.samples[i].mask.as_ref().unwrap()))
+            .unwrap()
+            .into_luma8();
+        let rgb = image::DynamicImage::ImageLuma8(raw).into_rgb8();
         let g = resize_pil(&rgb, 32, 32);
         let gt: Vec<f32> = g.pixels().map(|p| p.0[0] as f32 / 255.0).collect();
         assert!(gt.iter().any(|&x| x > 0.5), "{id}: GT has foreground");

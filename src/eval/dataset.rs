@@ -1,10 +1,13 @@
 //! The paper's localization protocols over a split of a built dataset, with the ground truth read from its
 //! sample index (masks and boxes) and predictions from the folders `localize dataset` writes.
 //!
-//! - [`miou_over_split`]: mask mIoU as `inference.py::seg` / `compute_mask_miou`. The ground-truth
-//!   foreground (the index's `mask_rule`, instance masks united) is resized to the prediction's size with
-//!   PIL's bilinear resize, as the official `T.Resize((224, 224))` on the mask, and both masks are
-//!   binarised at value / 255 > 0.5; an image with both masks empty has IoU 1; the mean over images in
+//! - [`miou_over_split`]: mask mIoU as `inference.py::seg` / `compute_mask_miou`. The ground truth is
+//!   resized to the prediction's size with PIL's bilinear resize, as the official `T.Resize((224, 224))`,
+//!   in the official order for its `mask_rule`: gray CUB masks (`gray-gt-127`) and IN-9 `only_fg` images
+//!   (`rgb-all-positive`) are resized first and thresholded after (value / 255 > 0.5; every channel
+//!   positive); every other rule gives a binary foreground (instance masks united) that is resized and
+//!   binarised at value / 255 > 0.5. Predictions are binarised at value / 255 > 0.5; an image with both
+//!   masks empty has IoU 1; the mean over images in
 //!   numpy's summation order. A sample with no mask counts as an empty ground truth (COCO images without
 //!   annotations), but a split in which no sample has a mask is refused.
 //! - [`maxboxacc_over_split`]: MaxBoxAccV2 as wsolevaluation, with the metadata it would read
@@ -22,8 +25,9 @@ use super::maxboxacc::{
 use super::miou::{MaskPair, MiouResult};
 use super::EvalError;
 use crate::data::formats::npy::read_npy_2d;
+use crate::data::loader::decode::{decode, to_luma_pil, to_rgb};
 use crate::data::loader::transform::resize_pil;
-use crate::data::loader::{IndexSource, Source};
+use crate::data::loader::{IndexSource, MaskRule, Source};
 
 /// The predicted mask of sample `id` under `dir`: `<dir>/<id>.png` (the id keeps its own extension).
 pub fn mask_path(dir: &Path, id: &str) -> std::path::PathBuf {
@@ -51,6 +55,8 @@ pub fn miou_over_split(source: &IndexSource, masks_dir: &Path) -> Result<MiouRes
             "no sample of this split has a ground-truth mask; mask mIoU needs a split with masks",
         ));
     }
+    let rule = MaskRule::parse(source.index.header.mask_rule.as_deref())
+        .map_err(|m| EvalError::line(&source.index_file, 1, m))?;
     let per_image: Vec<MaskPair> = (0..n)
         .into_par_iter()
         .map(|i| {
@@ -58,14 +64,10 @@ pub fn miou_over_split(source: &IndexSource, masks_dir: &Path) -> Result<MiouRes
             let pp = mask_path(masks_dir, &id);
             let pred = load_gray8(&pp)?;
             let (w, h) = pred.dimensions();
-            let gt = match source.mask(i)? {
-                Some(g) => resize_gray_pil(&g, w, h),
-                None => vec![0; (w * h) as usize],
-            };
-            let fg = |v: u8| v as f64 / 255.0 > 0.5;
+            let gt = ground_truth_at(source, rule, i, w, h)?;
             let (mut inter, mut union) = (0u64, 0u64);
             for (&a, &b) in pred.as_raw().iter().zip(&gt) {
-                let (a, b) = (fg(a), fg(b));
+                let a = fg(a);
                 inter += (a && b) as u64;
                 union += (a || b) as u64;
             }
@@ -89,6 +91,69 @@ pub fn miou_over_split(source: &IndexSource, masks_dir: &Path) -> Result<MiouRes
         n: ious.len(),
         per_image,
     })
+}
+
+/// `compute_mask_miou`'s binarisation of a [0, 1] value stored as 8 bits: value / 255 > 0.5.
+fn fg(v: u8) -> bool {
+    v as f64 / 255.0 > 0.5
+}
+
+/// The ground-truth foreground of sample `i` at `w`×`h`, in the official order for `rule`. A sample
+/// without mask files has an empty foreground.
+pub fn ground_truth_at(
+    source: &IndexSource,
+    rule: MaskRule,
+    i: usize,
+    w: u32,
+    h: u32,
+) -> Result<Vec<bool>, EvalError> {
+    let resized_then_thresholded = match rule {
+        MaskRule::GrayGt127 | MaskRule::RgbAllPositive => true,
+        MaskRule::Binary
+        | MaskRule::FlowersNotBlue
+        | MaskRule::PetsTrimap
+        | MaskRule::VocPalette => false,
+    };
+    if !resized_then_thresholded {
+        return Ok(match source.mask(i)? {
+            Some(g) => resize_gray_pil(&g, w, h).into_iter().map(fg).collect(),
+            None => vec![false; (w * h) as usize],
+        });
+    }
+    let s = source.index.samples.get(i).ok_or_else(|| {
+        EvalError::format(&source.index_file, format!("no sample {i} in the split"))
+    })?;
+    let mut out = vec![false; (w * h) as usize];
+    // Several files (instance masks) are each resized and thresholded, then united.
+    for rel in s.mask.iter().chain(&s.instance_masks) {
+        let file = source.root.join(rel);
+        let bad = |msg: String| {
+            EvalError::line(
+                &source.index_file,
+                i + 2,
+                format!("mask {}: {msg}", file.display()),
+            )
+        };
+        let bytes = std::fs::read(&file).map_err(|e| bad(e.to_string()))?;
+        let img = decode(&bytes).map_err(bad)?;
+        let fgs: Vec<bool> = if rule == MaskRule::GrayGt127 {
+            resize_gray_pil(&to_luma_pil(img), w, h)
+                .into_iter()
+                .map(fg)
+                .collect()
+        } else {
+            // ToTensor's v / 255 > 0 is v ≥ 1 on every channel.
+            resize_pil(&to_rgb(img), w, h)
+                .as_raw()
+                .chunks_exact(3)
+                .map(|p| p.iter().all(|&c| c > 0))
+                .collect()
+        };
+        for (o, f) in out.iter_mut().zip(fgs) {
+            *o |= f;
+        }
+    }
+    Ok(out)
 }
 
 fn load_gray8(path: &Path) -> Result<image::GrayImage, EvalError> {
