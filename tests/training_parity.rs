@@ -1099,3 +1099,34 @@ fn mixup_and_cutmix_step_views_and_losses_match_the_official_code() {
         fixed.double_value(&[])
     );
 }
+
+#[test]
+fn bgmix_step_view_matches_the_official_step() {
+    let v = Vectors::open("mixcut.safetensors");
+    let img1 = step_vectors().get("views/step0/img1");
+    // The reference README (§6): the official defaults cam_thres 0.2 and aug_prob 0.4 for both methods,
+    // a fresh module (empty queue).
+    let mut module = BackgroundMixup::new(0.2, 0.4);
+    let mut draws = Recorded {
+        perm: perm_of(&v, "mixcut/perm"),
+        coins: v
+            .get("mixcut/bgmix_coins_drawn")
+            .to_kind(Kind::Double)
+            .try_into()
+            .map(|c: Vec<f64>| c.into())
+            .unwrap(),
+        choices: perm_of(&v, "mixcut/bgmix_choice_idx").into(),
+    };
+    let out = module.apply(&img1, &v.get("mixcut/bgmix_masks"), &mut draws);
+    assert!(
+        draws.coins.is_empty() && draws.choices.is_empty(),
+        "all recorded coins and choices used"
+    );
+    assert_close(
+        "bgmix img1",
+        &out.mixed,
+        &v.get("mixcut/bgmix_img1_mixed"),
+        0.0,
+        0.0,
+    );
+}
