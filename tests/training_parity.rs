@@ -1006,3 +1006,127 @@ fn cutmix_function_matches_the_official_code() {
         );
     }
 }
+
+// The Mixup/CutMix training steps (`mixcut/{moco,byol}_{mixup,cutmix}`): the mixed view 1 from the shared
+// injected draws (exact), then the losses from the recorded step outputs: MoCo logits recomputed from q,
+// k and the queue (README: ≤ 7e-7 against the recorded ones), the loss with the official weighting.
+
+use contracam::train::objective::mix_loss::{
+    byol_mix_loss, moco_mix_logits, moco_mix_loss, MixWeighting,
+};
+
+#[test]
+fn mixup_and_cutmix_step_views_and_losses_match_the_official_code() {
+    let v = Vectors::open("mixcut.safetensors");
+    let steps = step_vectors();
+    let img1 = steps.get("views/step0/img1");
+    let perm = perm_of(&v, "mixcut/perm");
+    let mut draws = RecordedMix {
+        perm: Some(perm.clone()),
+        lam_raw: Some(v.f32s("mixcut/mixup_lam_raw")),
+        centre: None,
+    };
+    let mix = mixup(&img1, 1.0, &mut draws);
+    assert_close("mixup lam", &mix.lam, &v.get("mixcut/mixup_lam"), 0.0, 0.0);
+    assert_close(
+        "mixup img1",
+        &mix.mixed,
+        &v.get("mixcut/mixup_img1_mixed"),
+        0.0,
+        0.0,
+    );
+    let mut draws = RecordedMix {
+        perm: Some(perm.clone()),
+        lam_raw: Some(v.f32s("mixcut/cutmix_lam_raw")),
+        centre: Some((v.i64s("mixcut/cutmix_cx")[0], v.i64s("mixcut/cutmix_cy")[0])),
+    };
+    let cut = cutmix(&img1, 1.0, &mut draws);
+    assert_eq!(cut.lam, v.f32s("mixcut/cutmix_lam")[0], "cutmix lam");
+    assert_close(
+        "cutmix img1",
+        &cut.mixed,
+        &v.get("mixcut/cutmix_img1_mixed"),
+        0.0,
+        0.0,
+    );
+
+    let losses = &manifest()["mixcut_losses"];
+    let want_loss = |name: &str| {
+        let l = v.get(&format!("mixcut/{name}/loss"));
+        let m = losses[name].as_f64().expect("manifest mixcut_losses entry");
+        assert_eq!(l.double_value(&[]), m, "{name}: tensor vs manifest loss");
+        l
+    };
+    let tau = manifest()["moco_hparams"]["temperature"]
+        .as_f64()
+        .expect("moco_hparams.temperature");
+    let queue = steps.get("moco/queue_init");
+    let cut_lam = Tensor::from(cut.lam);
+    for (name, lam, weighting) in [
+        ("moco_mixup", &mix.lam, MixWeighting::Official),
+        ("moco_cutmix", &cut_lam, MixWeighting::PerSample),
+    ] {
+        let key = |k: &str| format!("mixcut/{name}/{k}");
+        let logits = moco_mix_logits(&v.get(&key("q")), &v.get(&key("k")), &queue, tau);
+        for ce in ["ce0", "ce1"] {
+            assert_close(
+                &format!("{name}/{ce}/logits"),
+                &logits,
+                &v.get(&key(&format!("{ce}/logits"))),
+                1e-6,
+                1e-6,
+            );
+        }
+        let own: Vec<i64> = (0..perm.len() as i64).collect();
+        assert_eq!(v.i64s(&key("ce0/target")), own, "{name}: ce0 targets");
+        let partner: Vec<i64> = perm.iter().map(|&p| p as i64).collect();
+        assert_eq!(v.i64s(&key("ce1/target")), partner, "{name}: ce1 targets");
+        let loss = moco_mix_loss(&v.get(&key("ce0/logits")), lam, &perm, weighting);
+        assert_close(&key("loss"), &loss, &want_loss(name), 1e-6, 1e-6);
+    }
+    for (name, lam) in [("byol_mixup", &mix.lam), ("byol_cutmix", &cut_lam)] {
+        let key = |k: &str| v.get(&format!("mixcut/{name}/{k}"));
+        let loss = byol_mix_loss(&key("p1"), &key("p2"), &key("y1"), &key("y2"), lam, &perm);
+        assert_close(&format!("{name}/loss"), &loss, &want_loss(name), 1e-6, 1e-6);
+    }
+    // The official MoCoMixup weighting differs from the per-sample one on these draws.
+    let logits = v.get("mixcut/moco_mixup/ce0/logits");
+    let fixed = moco_mix_loss(&logits, &mix.lam, &perm, MixWeighting::PerSample);
+    let official = want_loss("moco_mixup");
+    eprintln!(
+        "moco_mixup loss: official {:.7} vs per-sample {:.7}",
+        official.double_value(&[]),
+        fixed.double_value(&[])
+    );
+}
+
+#[test]
+fn bgmix_step_view_matches_the_official_step() {
+    let v = Vectors::open("mixcut.safetensors");
+    let img1 = step_vectors().get("views/step0/img1");
+    // The reference README (§6): the official defaults cam_thres 0.2 and aug_prob 0.4 for both methods,
+    // a fresh module (empty queue).
+    let mut module = BackgroundMixup::new(0.2, 0.4);
+    let mut draws = Recorded {
+        perm: perm_of(&v, "mixcut/perm"),
+        coins: v
+            .get("mixcut/bgmix_coins_drawn")
+            .to_kind(Kind::Double)
+            .try_into()
+            .map(|c: Vec<f64>| c.into())
+            .unwrap(),
+        choices: perm_of(&v, "mixcut/bgmix_choice_idx").into(),
+    };
+    let out = module.apply(&img1, &v.get("mixcut/bgmix_masks"), &mut draws);
+    assert!(
+        draws.coins.is_empty() && draws.choices.is_empty(),
+        "all recorded coins and choices used"
+    );
+    assert_close(
+        "bgmix img1",
+        &out.mixed,
+        &v.get("mixcut/bgmix_img1_mixed"),
+        0.0,
+        0.0,
+    );
+}

@@ -1,6 +1,8 @@
 //! Training objectives: the loss of one step given the augmented views and the online and target
-//! networks. `moco`: MoCo v2 (queue of keys, one direction); `byol`: BYOL (symmetric cosine).
+//! networks. `moco`: MoCo v2 (queue of keys, one direction); `byol`: BYOL (symmetric cosine);
+//! `mix_loss`: their Mixup/CutMix variants.
 pub mod byol;
+pub mod mix_loss;
 pub mod moco;
 
 use tch::Tensor;
