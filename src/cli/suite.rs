@@ -20,8 +20,20 @@ pub enum SuiteCommand {
     /// tolerances, reasons and the note are kept; new metrics need --default-tolerance; the golden must be
     /// for the results' suite and version; the file is replaced atomically.
     Bless(BlessArgs),
+    /// Check a suite and its golden without running anything: the config, the golden's suite and version,
+    /// its tolerances, and that it names only metrics the suite emits. Exits 2 with the file and key at fault.
+    Validate(ValidateArgs),
     /// Render a results JSON as Markdown (for a person), JSON or JUnit XML (for CI).
     Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Suite file (TOML).
+    pub suite: PathBuf,
+    /// Check this golden instead of the suite's.
+    #[arg(long)]
+    pub golden: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -117,6 +129,7 @@ pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         SuiteCommand::Run(a) => run_cmd(a, global),
         SuiteCommand::Bless(a) => bless(a),
         SuiteCommand::Report(a) => report_cmd(a),
+        SuiteCommand::Validate(a) => validate_cmd(a),
     }
 }
 
@@ -260,5 +273,21 @@ fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
         Some(p) => write_text(p, &text)?,
         None => print!("{text}"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate_cmd(a: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let suite = config::load(&a.suite)?;
+    let v = contracam::suite::validate(&suite, a.golden.as_deref())?;
+    let golden = match &v.golden {
+        Some((p, n)) => format!("golden {} ({n} metrics) ok", p.display()),
+        None => "no golden".into(),
+    };
+    println!(
+        "suite {} v{} ok: {} metrics; {golden}",
+        suite.config.name,
+        suite.config.version,
+        v.metrics.len()
+    );
     Ok(ExitCode::SUCCESS)
 }

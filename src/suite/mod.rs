@@ -58,6 +58,42 @@ pub struct RunOptions {
     pub lock: LockPolicy,
 }
 
+/// What `suite validate` checked.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub metrics: Vec<String>,
+    pub golden: Option<(PathBuf, usize)>,
+}
+
+/// Checks a loaded suite and its golden without running anything: the golden reads (finite values,
+/// tolerances ≥ 0), is for this suite and version, and names only metrics the suite emits.
+pub fn validate(
+    suite: &LoadedSuite,
+    golden: Option<&std::path::Path>,
+) -> Result<Validated, SuiteError> {
+    let metrics = pipeline::metric_ids(&suite.config);
+    let path = golden.map(PathBuf::from).or_else(|| suite.golden_path());
+    let golden = match path {
+        None => None,
+        Some(p) => {
+            let g = Golden::read(&p)?;
+            g.check_suite(&p, &suite.config.name, suite.config.version)?;
+            for name in g.metrics.keys() {
+                if !metrics.contains(name) {
+                    return Err(SuiteError::Other(format!(
+                        "{}: key 'metrics.\"{name}\"': unknown metric; suite '{}' emits {}",
+                        p.display(),
+                        suite.config.name,
+                        metrics.join(", ")
+                    )));
+                }
+            }
+            Some((p, g.metrics.len()))
+        }
+    };
+    Ok(Validated { metrics, golden })
+}
+
 /// Runs every stage (reusing finished ones), compares with the golden, and returns the results.
 /// The golden is read before any work, so a missing or mismatched golden fails fast.
 pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, SuiteError> {
@@ -71,9 +107,8 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     };
     let golden = match &golden_path {
         Some(p) => {
-            let g = Golden::read(p)?;
-            g.check_suite(p, &cfg.name, cfg.version)?;
-            Some(g)
+            validate(suite, Some(p))?;
+            Some(Golden::read(p)?)
         }
         None => None,
     };

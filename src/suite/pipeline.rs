@@ -132,6 +132,25 @@ impl StageFingerprints {
     }
 }
 
+/// Every metric id the pipeline emits for `cfg`: what a golden may name.
+pub fn metric_ids(cfg: &SuiteConfig) -> Vec<String> {
+    let mut v = vec!["baseline.center_box_miou".to_string()];
+    let mut stages = vec!["vanilla"];
+    if cfg.retrain.oa_crop {
+        v.push("boxes.recall50".into());
+        v.push("boxes.per_image".into());
+        stages.push("oa_crop");
+    }
+    for s in stages {
+        for (_, m) in EVAL_RECORDED {
+            v.push(format!("{s}.{m}"));
+        }
+        v.push(format!("{s}.final_loss"));
+    }
+    v.sort();
+    v
+}
+
 /// Input side for evaluation and CAMs: `eval.input_size`, else the training view size.
 pub fn input_size(cfg: &SuiteConfig) -> i64 {
     cfg.eval.input_size.unwrap_or(cfg.train.augment.output_size)
