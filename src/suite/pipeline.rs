@@ -146,6 +146,7 @@ pub fn metric_ids(cfg: &SuiteConfig) -> Vec<String> {
             v.push(format!("{s}.{m}"));
         }
         v.push(format!("{s}.final_loss"));
+        v.push(format!("{s}.view_foreground"));
     }
     v.sort();
     v
