@@ -299,6 +299,8 @@ mod tests {
             seed: 0,
             synth: SynthConfig {
                 image_size: 16,
+                // Crops are cut from the images, so they are no larger.
+                crop_size: 16,
                 ..Default::default()
             },
         })
