@@ -5,35 +5,6 @@ use std::path::Path;
 
 use data_common::*;
 
-fn args<'a>(
-    cmd: &'a str,
-    name: &'a str,
-    manifest: &'a Path,
-    data: &'a Path,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut v = vec![
-        "--quiet",
-        "data",
-        cmd,
-        name,
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--retry-delay-ms",
-        "10",
-        "--timeout-s",
-        "10",
-    ];
-    v.extend_from_slice(extra);
-    v
-}
-
-fn downloads(data: &Path, ds: &str) -> std::path::PathBuf {
-    data.join(ds).join("downloads")
-}
-
 #[test]
 fn cut_connection_resumes_without_refetching() {
     let srv = Server::start();
@@ -53,7 +24,7 @@ fn cut_connection_resumes_without_refetching() {
     let data = tmp.path().join("data");
 
     // No retries: the process fails, but the 100000 bytes received are kept in .part.
-    let err = run_err(&args("fetch", "cut", &m, &data, &["--retries", "0"]));
+    let err = run_err(&data_args("fetch", "cut", &m, &data, &["--retries", "0"]));
     assert!(
         err.contains("blob.bin") || err.contains("/cut/blob.bin"),
         "{err}"
@@ -80,7 +51,7 @@ fn cut_connection_resumes_without_refetching() {
 
     // A new run resumes at byte 100000: the server sends only the rest.
     srv.clear_log();
-    run_ok(&args("fetch", "cut", &m, &data, &[]));
+    run_ok(&data_args("fetch", "cut", &m, &data, &[]));
     let log = srv.log();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].range.as_deref(), Some("bytes=100000-"));
@@ -115,7 +86,7 @@ fn cut_connection_resumes_without_refetching() {
     );
     let data2 = tmp.path().join("data2");
     srv.clear_log();
-    run_ok(&args("fetch", "cut", &m, &data2, &[]));
+    run_ok(&data_args("fetch", "cut", &m, &data2, &[]));
     let log = srv.log();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(log[1].range.as_deref(), Some("bytes=50000-"));
@@ -131,7 +102,7 @@ fn cut_connection_resumes_without_refetching() {
 
     // Fetching again does nothing (already verified).
     srv.clear_log();
-    let out = run_ok(&args("fetch", "cut", &m, &data2, &[]));
+    let out = run_ok(&data_args("fetch", "cut", &m, &data2, &[]));
     assert!(out.contains("already verified"), "{out}");
     assert!(srv.log().is_empty());
 }
@@ -156,7 +127,7 @@ fn complete_part_from_an_interrupted_run_is_verified_not_refetched() {
     let meta = serde_json::json!({"url": srv.url("/done/a.bin"), "etag": Served::file(body.clone()).etag,
         "last_modified": "Wed, 21 Oct 2015 07:28:00 GMT", "total": body.len()});
     std::fs::write(dl.join("a.bin.part.json"), meta.to_string()).unwrap();
-    run_ok(&args("fetch", "done", &m, &data, &[]));
+    run_ok(&data_args("fetch", "done", &m, &data, &[]));
     let log = srv.log();
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!((log[0].status, log[0].body_bytes_sent), (416, 0));
@@ -179,7 +150,7 @@ fn weak_etags_are_not_used_as_if_range_validators() {
     s.etag = Some("W/\"abc\"".into());
     srv.put("/weak/w.bin", s);
     let data = tmp.path().join("d");
-    run_ok(&args("fetch", "weak", &m, &data, &[]));
+    run_ok(&data_args("fetch", "weak", &m, &data, &[]));
     let log = srv.log();
     assert_eq!(log[1].range.as_deref(), Some("bytes=30000-"));
     assert_eq!(
@@ -209,13 +180,19 @@ fn server_ignoring_range_restarts_from_zero() {
         Served::file(body.clone()).with(Behavior::CutOnce(80_000)),
     );
     let data = tmp.path().join("d");
-    run_err(&args("fetch", "norange", &m, &data, &["--retries", "0"]));
+    run_err(&data_args(
+        "fetch",
+        "norange",
+        &m,
+        &data,
+        &["--retries", "0"],
+    ));
     srv.put(
         "/norange/a.bin",
         Served::file(body.clone()).with(Behavior::IgnoreRange),
     );
     srv.clear_log();
-    run_ok(&args("fetch", "norange", &m, &data, &[]));
+    run_ok(&data_args("fetch", "norange", &m, &data, &[]));
     let log = srv.log();
     assert_eq!(
         log[0].range.as_deref(),
@@ -249,12 +226,12 @@ fn changed_etag_restarts_from_zero() {
         let mut s1 = Served::file(v1.clone()).with(Behavior::CutOnce(60_000));
         s1.etag = Some("\"v1\"".into());
         srv.put("/etag/x.bin", s1);
-        run_err(&args("fetch", "etag", &m, &data, &["--retries", "0"]));
+        run_err(&data_args("fetch", "etag", &m, &data, &["--retries", "0"]));
         let mut s2 = Served::file(v2.clone()).with(behavior.clone());
         s2.etag = Some("\"v2\"".into());
         srv.put("/etag/x.bin", s2);
         srv.clear_log();
-        run_ok(&args("fetch", "etag", &m, &data, &[]));
+        run_ok(&data_args("fetch", "etag", &m, &data, &[]));
         let log = srv.log();
         assert_eq!(
             log[0].if_range.as_deref(),
@@ -294,7 +271,7 @@ fn checksum_mismatch_is_named_and_moved_aside() {
     let text = std::fs::read_to_string(&m).unwrap().replace(&real, &wrong);
     std::fs::write(&m, text).unwrap();
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "bad", &m, &data, &[]));
+    let err = run_err(&data_args("fetch", "bad", &m, &data, &[]));
     assert!(
         err.contains("f.tar") && err.contains(&wrong) && err.contains(&real),
         "{err}"
@@ -332,7 +309,7 @@ fn html_page_instead_of_archive_is_refused() {
     s.content_type = "text/html; charset=utf-8".into();
     srv.put("/html/data.zip", s);
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "html", &m, &data, &["--retries", "0"]));
+    let err = run_err(&data_args("fetch", "html", &m, &data, &["--retries", "0"]));
     assert!(
         err.contains("HTML") && err.contains("/html/data.zip"),
         "{err}"
@@ -340,7 +317,7 @@ fn html_page_instead_of_archive_is_refused() {
     assert!(!downloads(&data, "html").join("data.zip").exists());
     // Served as octet-stream but the bytes are HTML: sniffed.
     srv.put("/html/data.zip", Served::file(page));
-    let err = run_err(&args("fetch", "html", &m, &data, &["--retries", "0"]));
+    let err = run_err(&data_args("fetch", "html", &m, &data, &["--retries", "0"]));
     assert!(err.contains("HTML"), "{err}");
     assert!(!downloads(&data, "html").join("data.zip").exists());
     assert!(!downloads(&data, "html").join("data.zip.part").exists());
@@ -362,7 +339,7 @@ fn not_found_falls_back_to_the_next_mirror() {
     let m = tmp.path().join("mir.toml");
     std::fs::write(&m, toml).unwrap();
     let data = tmp.path().join("d");
-    run_ok(&args("fetch", "mir", &m, &data, &[]));
+    run_ok(&data_args("fetch", "mir", &m, &data, &[]));
     let log = srv.log();
     assert_eq!((log[0].path.as_str(), log[0].status), ("/gone/m.bin", 404));
     assert_eq!(
@@ -380,7 +357,13 @@ fn not_found_falls_back_to_the_next_mirror() {
     srv.clear_log();
     let data2 = tmp.path().join("d2");
     let prefix = srv.url("/private");
-    run_ok(&args("fetch", "mir", &m, &data2, &["--mirror", &prefix]));
+    run_ok(&data_args(
+        "fetch",
+        "mir",
+        &m,
+        &data2,
+        &["--mirror", &prefix],
+    ));
     assert_eq!(srv.log()[0].path, "/private/mir/m.bin");
     assert_eq!(srv.log().len(), 1);
 
@@ -388,7 +371,7 @@ fn not_found_falls_back_to_the_next_mirror() {
     let toml = format!("[dataset]\nname='none'\ntitle='t'\n[[files]]\nname='m.bin'\nurls=['{url_404}', '{}']\nsize=1\nsha256='{}'\n", srv.url("/also-gone"), sha256(b"x"));
     let m2 = tmp.path().join("none.toml");
     std::fs::write(&m2, toml).unwrap();
-    let err = run_err(&args("fetch", "none", &m2, &data, &[]));
+    let err = run_err(&data_args("fetch", "none", &m2, &data, &[]));
     assert!(
         err.contains("/gone/m.bin") && err.contains("/also-gone") && err.contains("404"),
         "{err}"
@@ -412,7 +395,7 @@ fn server_errors_are_retried() {
         Served::file(body.clone()).with(Behavior::Status(503)),
     );
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "flaky", &m, &data, &["--retries", "2"]));
+    let err = run_err(&data_args("fetch", "flaky", &m, &data, &["--retries", "2"]));
     assert!(
         err.contains("503") && err.contains("after 3 attempts"),
         "{err}"
@@ -437,7 +420,7 @@ fn size_mismatch_is_refused() {
         .replace("size = 4000", "size = 4001");
     std::fs::write(&m, text).unwrap();
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "sz", &m, &data, &[]));
+    let err = run_err(&data_args("fetch", "sz", &m, &data, &[]));
     assert!(
         err.contains("size mismatch") && err.contains("4001") && err.contains("4000"),
         "{err}"
@@ -457,7 +440,7 @@ fn not_enough_disk_is_refused_before_downloading() {
         .replace("size = 4000", "size = 4000000000000000000");
     std::fs::write(&m, text).unwrap();
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "huge", &m, &data, &[]));
+    let err = run_err(&data_args("fetch", "huge", &m, &data, &[]));
     assert!(
         err.contains("not enough disk space") && err.contains("4000000000000000000"),
         "{err}"
@@ -477,15 +460,15 @@ fn offline_with_a_missing_file_names_it() {
         vec![ff("a.bin", noise(100, 11))],
     );
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "off", &m, &data, &["--offline"]));
+    let err = run_err(&data_args("fetch", "off", &m, &data, &["--offline"]));
     assert!(
         err.contains("--offline") && err.contains("a.bin") && err.contains("downloads"),
         "{err}"
     );
     assert!(srv.log().is_empty());
     // Once fetched, --offline works.
-    run_ok(&args("fetch", "off", &m, &data, &[]));
-    run_ok(&args("fetch", "off", &m, &data, &["--offline"]));
+    run_ok(&data_args("fetch", "off", &m, &data, &[]));
+    run_ok(&data_args("fetch", "off", &m, &data, &["--offline"]));
 }
 
 #[test]
@@ -536,7 +519,7 @@ fn unverified_files_need_register_which_records_hashes() {
         }],
     );
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "tofu", &m, &data, &[]));
+    let err = run_err(&data_args("fetch", "tofu", &m, &data, &[]));
     assert!(
         err.contains("no published checksum") && err.contains("data register tofu"),
         "{err}"
@@ -545,7 +528,7 @@ fn unverified_files_need_register_which_records_hashes() {
         srv.log().is_empty(),
         "nothing downloaded without --register"
     );
-    let out = run_ok(&args("register", "tofu", &m, &data, &[]));
+    let out = run_ok(&data_args("register", "tofu", &m, &data, &[]));
     assert!(out.contains(&sha256(&body)), "{out}");
     let reg = std::fs::read_to_string(data.join("tofu").join("registered.toml")).unwrap();
     assert!(
@@ -553,7 +536,7 @@ fn unverified_files_need_register_which_records_hashes() {
         "{reg}"
     );
     // Now it verifies against the recorded hash, and a changed file is caught.
-    run_ok(&args("verify", "tofu", &m, &data, &[]));
+    run_ok(&data_args("verify", "tofu", &m, &data, &[]));
     let list = run_ok(&[
         "data",
         "list",
@@ -565,7 +548,7 @@ fn unverified_files_need_register_which_records_hashes() {
     let row = list.lines().find(|l| l.starts_with("tofu")).unwrap();
     assert!(row.contains("verified"), "{row}");
     std::fs::write(downloads(&data, "tofu").join("r.tar.gz"), b"tampered").unwrap();
-    let err = run_err(&args("verify", "tofu", &m, &data, &[]));
+    let err = run_err(&data_args("verify", "tofu", &m, &data, &[]));
     assert!(
         err.contains("r.tar.gz") && err.contains("mismatch"),
         "{err}"
@@ -582,7 +565,7 @@ fn several_files_at_once() {
     let bodies: Vec<Vec<u8>> = files.iter().map(|f| f.body.clone()).collect();
     let m = serve_dataset(&srv, tmp.path(), "multi", None, files);
     let data = tmp.path().join("d");
-    run_ok(&args("fetch", "multi", &m, &data, &["--jobs", "4"]));
+    run_ok(&data_args("fetch", "multi", &m, &data, &["--jobs", "4"]));
     for (i, b) in bodies.iter().enumerate() {
         assert_eq!(
             &std::fs::read(downloads(&data, "multi").join(format!("part{i}.bin"))).unwrap(),
@@ -610,7 +593,7 @@ fn a_second_process_waits_for_the_one_fetching_the_same_file() {
     let held = std::fs::File::create(dl.join("a.bin.lock")).unwrap();
     held.lock().unwrap();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("contracam"))
-        .args(args("fetch", "locked", &m, &data, &[]))
+        .args(data_args("fetch", "locked", &m, &data, &[]))
         .env("CONTRACAM_LOG", "error")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -5,6 +5,7 @@ mod harden_support;
 
 use std::path::{Path, PathBuf};
 
+use contracam::data::formats::npy::npy_v1;
 use harden_support::{bin, fails, snapshot};
 
 /// A wsolevaluation metadata folder and a score-map folder holding one map per id.
@@ -59,16 +60,8 @@ impl Wsol {
 
 /// A version-1 `.npy` with a `<f4` header for `shape` (a Python tuple literal) and `data` as payload.
 fn write_npy(path: &Path, shape: &str, data: &[f32]) {
-    let mut h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + h.len() + 1) % 64 != 0 {
-        h.push(' ');
-    }
-    h.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(h.len() as u16).to_le_bytes());
-    b.extend_from_slice(h.as_bytes());
-    b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, b).unwrap();
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, npy_v1("<f4", shape, &payload)).unwrap();
 }
 
 #[test]

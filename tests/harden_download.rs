@@ -9,33 +9,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use contracam::data::source::download::{retry_after, MAX_RETRY_AFTER};
 use data_common::*;
 
-fn args<'a>(
-    cmd: &'a str,
-    name: &'a str,
-    manifest: &'a Path,
-    data: &'a Path,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut v = vec![
-        "--quiet",
-        "--threads",
-        "1",
-        "data",
-        cmd,
-        name,
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--retry-delay-ms",
-        "10",
-        "--timeout-s",
-        "10",
-    ];
-    v.extend_from_slice(extra);
-    v
-}
-
 /// Runs contracam with warnings logged (the retry messages), returning (success, stderr).
 fn run_warn(a: &[&str]) -> (bool, String) {
     let out = assert_cmd::Command::cargo_bin("contracam")
@@ -48,10 +21,6 @@ fn run_warn(a: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn downloads(data: &Path, ds: &str) -> std::path::PathBuf {
-    data.join(ds).join("downloads")
 }
 
 #[test]
@@ -71,7 +40,13 @@ fn a_transient_html_page_from_the_only_source_is_retried() {
         Served::file(body.clone()).with(Behavior::HtmlOnce),
     );
     let data = tmp.path().join("d");
-    let (ok, err) = run_warn(&args("fetch", "portal", &m, &data, &["--retries", "2"]));
+    let (ok, err) = run_warn(&data_args(
+        "fetch",
+        "portal",
+        &m,
+        &data,
+        &["--retries", "2"],
+    ));
     assert!(ok, "{err}");
     assert!(
         err.contains("HTML") && err.contains("retry 1"),
@@ -100,7 +75,7 @@ fn an_html_page_every_time_fails_after_the_retries() {
     s.content_type = "text/html".into();
     srv.put("/login/a.bin", s);
     let data = tmp.path().join("d");
-    let err = run_err(&args("fetch", "login", &m, &data, &["--retries", "1"]));
+    let err = run_err(&data_args("fetch", "login", &m, &data, &["--retries", "1"]));
     assert!(
         err.contains("HTML") && err.contains("/login/a.bin") && err.contains("after 2 attempts"),
         "{err}"
@@ -128,7 +103,7 @@ fn retry_after_is_honoured() {
             Served::file(body.clone()).with(Behavior::StatusOnceRetryAfter(status, "1".into())),
         );
         let data = tmp.path().join("d");
-        let (ok, err) = run_warn(&args("fetch", "busy", &m, &data, &["--retries", "1"]));
+        let (ok, err) = run_warn(&data_args("fetch", "busy", &m, &data, &["--retries", "1"]));
         assert!(ok, "{err}");
         // The 10 ms backoff is replaced by the server's 1 s.
         assert!(
@@ -182,7 +157,7 @@ fn warnings_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
         Served::file(body).with(Behavior::Status(503)),
     );
     let data = tmp.path().join("d");
-    let (ok, err) = run_warn(&args("fetch", "flaky", &m, &data, &["--retries", "1"]));
+    let (ok, err) = run_warn(&data_args("fetch", "flaky", &m, &data, &["--retries", "1"]));
     assert!(!ok);
     assert!(
         err.contains("attempt 1 failed"),
@@ -201,7 +176,7 @@ fn verify_keeps_the_url_in_the_marker() {
     let body = noise(2000, 7);
     let m = serve_dataset(&srv, tmp.path(), "kept", None, vec![ff("a.bin", body)]);
     let data = tmp.path().join("d");
-    run_ok(&args("fetch", "kept", &m, &data, &[]));
+    run_ok(&data_args("fetch", "kept", &m, &data, &[]));
     let marker = downloads(&data, "kept").join("a.bin.verified.json");
     let url = |p: &Path| -> serde_json::Value {
         serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()["url"]
@@ -209,7 +184,7 @@ fn verify_keeps_the_url_in_the_marker() {
     };
     let fetched = url(&marker);
     assert_eq!(fetched, serde_json::json!(srv.url("/kept/a.bin")));
-    run_ok(&args("verify", "kept", &m, &data, &[]));
+    run_ok(&data_args("verify", "kept", &m, &data, &[]));
     assert_eq!(url(&marker), fetched, "verify rewrote the url");
 }
 
@@ -224,8 +199,8 @@ fn no_lock_files_stay_behind() {
     std::fs::create_dir_all(&dl).unwrap();
     // A zero-byte lock left by a process that was killed: used, then removed.
     std::fs::write(dl.join("a.bin.lock"), b"").unwrap();
-    run_ok(&args("fetch", "tidy", &m, &data, &[]));
-    run_ok(&args("verify", "tidy", &m, &data, &[]));
+    run_ok(&data_args("fetch", "tidy", &m, &data, &[]));
+    run_ok(&data_args("verify", "tidy", &m, &data, &[]));
     let locks: Vec<_> = walk(&data)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "lock"))
@@ -258,7 +233,7 @@ fn extract_without_a_builder_is_refused_when_the_manifest_is_read() {
     text.push_str("extract = true\n");
     std::fs::write(&m, &text).unwrap();
     let data = tmp.path().join("d");
-    let out = contracam(&args("fetch", "bare", &m, &data, &[]));
+    let out = contracam(&data_args("fetch", "bare", &m, &data, &[]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

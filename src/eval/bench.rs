@@ -184,21 +184,6 @@ pub fn generate_coco(
     Ok(())
 }
 
-fn npy_f32(h: usize, w: usize, data: &[f32]) -> Vec<u8> {
-    let mut hdr = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({h}, {w}), }}");
-    while (10 + hdr.len() + 1) % 64 != 0 {
-        hdr.push(' ');
-    }
-    hdr.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(hdr.len() as u16).to_le_bytes());
-    b.extend_from_slice(hdr.as_bytes());
-    for v in data {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b
-}
-
 /// Writes a wsolevaluation metadata folder (`metadata/`) and CAM-like float32 score maps (`scoremaps/`)
 /// at feature resolution (7, 14 or 28 px; evaluation resizes them to 224 with bicubic): Gaussian blobs
 /// over the GT boxes, distractor blobs and low-amplitude noise. Images are 224×224.
@@ -256,7 +241,7 @@ pub fn generate_wsol(dir: &Path, n: usize, seed: u64) -> Result<(), EvalError> {
         }
         write(
             &maxboxacc::scoremap_path(&dir.join("scoremaps"), &id),
-            &npy_f32(m, m, &map),
+            &crate::data::formats::npy::encode_npy_2d_f32(m, m, &map),
         )?;
     }
     let md = dir.join("metadata");

@@ -22,7 +22,7 @@ use super::maxboxacc::{
     prepare_scoremap, resize_bbox, scoremap_path, scoremap_to_u8, Box4, BoxAccumulator,
     MaxBoxAccConfig, MaxBoxAccResult, WsolMetadata, RESIZE_LENGTH,
 };
-use super::miou::{MaskPair, MiouResult};
+use super::miou::{pair_iou, MaskPair, MiouResult};
 use super::EvalError;
 use crate::data::formats::npy::read_npy_2d;
 use crate::data::loader::decode::{decode, to_luma_pil, to_rgb};
@@ -65,17 +65,8 @@ pub fn miou_over_split(source: &IndexSource, masks_dir: &Path) -> Result<MiouRes
             let pred = load_gray8(&pp)?;
             let (w, h) = pred.dimensions();
             let gt = ground_truth_at(source, rule, i, w, h)?;
-            let (mut inter, mut union) = (0u64, 0u64);
-            for (&a, &b) in pred.as_raw().iter().zip(&gt) {
-                let a = fg(a);
-                inter += (a && b) as u64;
-                union += (a || b) as u64;
-            }
-            let iou = if union == 0 {
-                1.0
-            } else {
-                inter as f64 / union as f64
-            };
+            let (inter, union, iou) =
+                pair_iou(pred.as_raw().iter().zip(&gt).map(|(&a, &b)| (fg(a), b)));
             Ok(MaskPair {
                 name: id,
                 iou,

@@ -34,6 +34,22 @@ where
     (if n == 0 { f64::NAN } else { sum / n as f64 }, n)
 }
 
+/// Intersection, union and IoU of two foreground masks given pixel by pixel as (prediction, ground truth);
+/// both empty counts as IoU 1, as the official evaluation does.
+pub fn pair_iou(pixels: impl Iterator<Item = (bool, bool)>) -> (u64, u64, f64) {
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (a, b) in pixels {
+        inter += (a && b) as u64;
+        union += (a || b) as u64;
+    }
+    let iou = if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    };
+    (inter, union, iou)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,17 +147,12 @@ pub fn evaluate_mask_dirs(
             ));
         }
         let fg = |v: u8| v as f64 / 255.0 > 0.5;
-        let (mut inter, mut union) = (0u64, 0u64);
-        for (&a, &b) in p.as_raw().iter().zip(g.as_raw()) {
-            let (a, b) = (fg(a), fg(b));
-            inter += (a && b) as u64;
-            union += (a || b) as u64;
-        }
-        let iou = if union == 0 {
-            1.0
-        } else {
-            inter as f64 / union as f64
-        };
+        let (inter, union, iou) = pair_iou(
+            p.as_raw()
+                .iter()
+                .zip(g.as_raw())
+                .map(|(&a, &b)| (fg(a), fg(b))),
+        );
         per_image.push(MaskPair {
             name,
             iou,

@@ -481,16 +481,21 @@ pub fn run_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn build_args<'a>(
+/// Arguments of `contracam data CMD NAME` on a fixture manifest: quiet, one thread, short retry delay and
+/// timeout, then `extra`.
+pub fn data_args<'a>(
+    cmd: &'a str,
+    name: &'a str,
     manifest: &'a Path,
     data_dir: &'a Path,
-    name: &'a str,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
     let mut args = vec![
         "--quiet",
+        "--threads",
+        "1",
         "data",
-        "build",
+        cmd,
         name,
         "--manifest",
         manifest.to_str().unwrap(),
@@ -498,19 +503,26 @@ fn build_args<'a>(
         data_dir.to_str().unwrap(),
         "--retry-delay-ms",
         "10",
+        "--timeout-s",
+        "10",
     ];
     args.extend_from_slice(extra);
     args
 }
 
+/// Where `data fetch` puts a dataset's downloads.
+pub fn downloads(data_dir: &Path, dataset: &str) -> PathBuf {
+    data_dir.join(dataset).join("downloads")
+}
+
 /// `data build` on a fixture manifest; returns stdout.
 pub fn build(manifest: &Path, data_dir: &Path, name: &str, extra: &[&str]) -> String {
-    run_ok(&build_args(manifest, data_dir, name, extra))
+    run_ok(&data_args("build", name, manifest, data_dir, extra))
 }
 
 /// `data build` that must fail; returns stderr.
 pub fn build_err(manifest: &Path, data_dir: &Path, name: &str) -> String {
-    run_err(&build_args(manifest, data_dir, name, &[]))
+    run_err(&data_args("build", name, manifest, data_dir, &[]))
 }
 
 /// Serve `files` as the fixture dataset `dataset` (built by the builder of the same name) and run a

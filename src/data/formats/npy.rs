@@ -109,8 +109,14 @@ pub fn encode_npy_2d_f32(height: usize, width: usize, data: &[f32]) -> Vec<u8> {
         height * width,
         "npy: data does not fit the shape"
     );
-    let mut h =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({height}, {width}), }}");
+    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy_v1("<f4", &format!("({height}, {width})"), &payload)
+}
+
+/// A version-1 `.npy` file: the header for `descr` and `shape` (a Python tuple literal), padded so the data
+/// starts at a multiple of 64 bytes as numpy writes it, then `payload` as given (not checked against the shape).
+pub fn npy_v1(descr: &str, shape: &str, payload: &[u8]) -> Vec<u8> {
+    let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + h.len() + 1) % 64 != 0 {
         h.push(' ');
     }
@@ -118,9 +124,7 @@ pub fn encode_npy_2d_f32(height: usize, width: usize, data: &[f32]) -> Vec<u8> {
     let mut b = b"\x93NUMPY\x01\x00".to_vec();
     b.extend_from_slice(&(h.len() as u16).to_le_bytes());
     b.extend_from_slice(h.as_bytes());
-    for v in data {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
+    b.extend_from_slice(payload);
     b
 }
 
@@ -129,16 +133,7 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, shape: &str, payload: &[u8]) -> Vec<u8> {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
-        b.extend_from_slice(h.as_bytes());
-        b.extend_from_slice(payload);
-        b
+        npy_v1(descr, shape, payload)
     }
 
     #[test]
