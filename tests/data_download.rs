@@ -1,8 +1,6 @@
 //! Downloader fault tests against a loopback server, through `contracam data … --manifest`.
 mod data_common;
 
-use std::path::Path;
-
 use data_common::*;
 
 #[test]
