@@ -2,12 +2,14 @@
 //! (capped), warnings carry no ANSI codes off a terminal, `data verify` keeps the marker's url, no lock
 //! files stay behind, and `extract = true` without a builder is refused when the manifest is read.
 mod data_common;
+mod harden_support;
 
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use contracam::data::source::download::{retry_after, MAX_RETRY_AFTER};
 use data_common::*;
+use harden_support::walk;
 
 /// Runs contracam with warnings logged (the retry messages), returning (success, stderr).
 fn run_warn(a: &[&str]) -> (bool, String) {
@@ -207,19 +209,6 @@ fn no_lock_files_stay_behind() {
         .collect();
     assert!(locks.is_empty(), "lock files left: {locks:?}");
     assert!(dl.join("a.bin").exists());
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -1,12 +1,14 @@
 //! `localize cam|crf|boxes` on hostile input: every case is a clear error naming the file, tensor or flag,
 //! exits with status 2, never panics, never overwrites an input, and never allocates past a bound.
 mod common;
+mod harden_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use contracam::data::formats::safetensors::{read_tensors, Dtype, SafetensorsWriter};
+use harden_support::fails;
 
 fn bin() -> Command {
     let mut c = Command::cargo_bin("contracam").unwrap();
@@ -30,24 +32,6 @@ fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
 
 fn f32s(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// Runs the command, expects exit status 2, no panic, and every needle in stderr; returns stderr.
-fn fails(cmd: &mut Command, needles: &[&str]) -> String {
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "status; stderr:\n{err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("frame #"),
-        "panic or libtorch dump:\n{err}"
-    );
-    for n in needles {
-        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
-    }
-    if !err.contains("try '--help'") {
-        assert_eq!(err.trim_end().lines().count(), 1, "one line:\n{err}");
-    }
-    err
 }
 
 struct Fixture {

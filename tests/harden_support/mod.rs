@@ -47,7 +47,8 @@ pub fn snapshot(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     v
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
