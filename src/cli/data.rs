@@ -67,6 +67,7 @@ pub enum DataCommand {
         /// Download files that have no published checksum and record the hashes computed.
         #[arg(long)]
         register: bool,
+        /// Dataset names from the manifest (`data list` shows them).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -74,6 +75,7 @@ pub enum DataCommand {
     Verify {
         #[command(flatten)]
         args: DataArgs,
+        /// Dataset names from the manifest (`data list` shows them).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -87,6 +89,7 @@ pub enum DataCommand {
         /// Download files that have no published checksum and record the hashes computed.
         #[arg(long)]
         register: bool,
+        /// Dataset names from the manifest (`data list` shows them).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -94,12 +97,14 @@ pub enum DataCommand {
     Instructions {
         #[command(flatten)]
         args: DataArgs,
+        /// Dataset name from the manifest (`data list` shows them).
         name: String,
     },
     /// Download (or hash, if already placed) the files that have no published checksum and record their hashes.
     Register {
         #[command(flatten)]
         args: DataArgs,
+        /// Dataset names from the manifest (`data list` shows them).
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -223,12 +228,16 @@ pub struct SynthArgs {
     /// A TOML file whose top-level keys are those of a suite's `[data]` table (no `[data]` header); defaults otherwise.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Multi-object training scenes to write.
     #[arg(long, default_value_t = 64)]
     pub train_scenes: usize,
+    /// Multi-object test scenes to write (with ground-truth masks and boxes).
     #[arg(long, default_value_t = 64)]
     pub test_scenes: usize,
+    /// Single-object crops per split (train, val, test) for linear evaluation.
     #[arg(long, default_value_t = 32)]
     pub crops: usize,
+    /// Images per Background Challenge variant (ORIGINAL, ONLY-BG-B, MIXED-RAND, ...).
     #[arg(long, default_value_t = 32)]
     pub bg_challenge: usize,
 }

@@ -38,6 +38,7 @@ pub enum EvalCommand {
         /// Also list per-image IoU, intersection and union (with --json).
         #[arg(long)]
         per_image: bool,
+        /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -67,6 +68,7 @@ pub enum EvalCommand {
         /// Write the per-threshold curves (num_correct per IoU threshold) to this JSON file.
         #[arg(long)]
         curves: Option<PathBuf>,
+        /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +80,7 @@ pub enum EvalCommand {
         /// Results JSON (a list of detections).
         #[arg(long)]
         dt: PathBuf,
+        /// What is matched: bbox (boxes) or segm (masks), as pycocotools' iouType.
         #[arg(long, default_value = "bbox")]
         iou_type: coco::IouType,
         /// Remove `bbox` from segm results before loading them, as detectron2's COCOEvaluator does
@@ -87,6 +90,7 @@ pub enum EvalCommand {
         /// Fix pycocotools' GT-annotation-id-0 bug (a GT with id 0 can never be a true positive).
         #[arg(long)]
         fix_gt_id_zero: bool,
+        /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -107,6 +111,7 @@ pub enum EvalCommand {
         /// Rust, one thread) or device (libtorch). The optimum is the same.
         #[arg(long, default_value = "auto")]
         backend: linear::LinearBackend,
+        /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -129,12 +134,16 @@ pub struct BenchArgs {
     /// Only the MaxBoxAccV2 benchmark.
     #[arg(long)]
     pub only_maxboxacc: bool,
+    /// Images of the generated COCO benchmark problem.
     #[arg(long, default_value_t = 5000)]
     pub coco_images: usize,
+    /// Ground-truth annotations of the COCO benchmark problem.
     #[arg(long, default_value_t = 30000)]
     pub coco_gt: usize,
+    /// Detections of the COCO benchmark problem.
     #[arg(long, default_value_t = 40000)]
     pub coco_dt: usize,
+    /// Score maps of the MaxBoxAccV2 benchmark problem.
     #[arg(long, default_value_t = 200)]
     pub wsol_maps: usize,
     /// Best of this many runs.

@@ -50,6 +50,7 @@ pub struct ImportArgs {
     /// Output safetensors checkpoint (written atomically, only if the import succeeds).
     #[arg(long)]
     pub out: PathBuf,
+    /// Checkpoint layout (auto: detected from the file's structure).
     #[arg(long, value_enum, default_value = "auto")]
     pub format: FormatArg,
 }
