@@ -2,7 +2,8 @@
 //! side with their ratio, at two scales:
 //!
 //! - **smoke**: the smoke suite's problem size (1 024 × 128 training features, 6 classes, 256 val, 512 test),
-//!   the whole official 45-point warm-started sweep, host objective against the libtorch objective;
+//!   the whole official 45-point warm-started sweep, host objective against the libtorch objective, and the
+//!   same number of L-BFGS iterations from one start on both (the like-for-like, per-iteration ratio);
 //! - **coco-crop**: COCO-Crop's size (118 287 × 512 features, 80 classes). The whole sweep is hours on a CPU,
 //!   so the bench times L-BFGS iterations (objective + gradient + two-loop recursion) on the libtorch backend
 //!   and prints the per-iteration cost and what the official sweep's worst case (45 × max_iter iterations)
@@ -76,7 +77,38 @@ fn smoke(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // Like for like: the same number of L-BFGS iterations from the same start on both backends (no early stop),
+    // so the ratio is per iteration, whatever path each sweep would take.
+    let theta0 = Tensor::randn([k * d + k], (Kind::Float, Device::Cpu)) * 0.01;
+    let mut g = c.benchmark_group("linear_eval/smoke_iterations");
+    g.sample_size(10);
+    for backend in [LinearBackend::Host, LinearBackend::Device] {
+        let name = format!("{backend:?}").to_lowercase();
+        let cfg = LinearEvalConfig {
+            backend,
+            max_iter: SMOKE_ITERS,
+            tolerance_grad: 0.0,
+            tolerance_change: 0.0,
+            ..Default::default()
+        };
+        g.bench_function(format!("{name}_{SMOKE_ITERS}_iterations"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    std::hint::black_box(fit_single(&tx, &ty, k, 1e-2, &cfg, &theta0));
+                }
+                let t = start.elapsed();
+                record(&format!("smoke_iter/{name}"), t, iters * SMOKE_ITERS as u64);
+                t
+            })
+        });
+    }
+    g.finish();
 }
+
+/// L-BFGS iterations per measured call in the per-iteration comparison.
+const SMOKE_ITERS: usize = 50;
 
 const COCO_N: i64 = 118_287;
 const COCO_D: i64 = 512;
@@ -122,6 +154,14 @@ fn summary() {
     if let (Some(h), Some(d)) = (mean_of("smoke/host"), mean_of("smoke/device")) {
         println!(
             "  smoke sweep (1024x128, 6 classes, 45 w): host {h:.3} s, libtorch {d:.3} s, ratio {:.2}x",
+            d / h
+        );
+    }
+    if let (Some(h), Some(d)) = (mean_of("smoke_iter/host"), mean_of("smoke_iter/device")) {
+        println!(
+            "  smoke size, per L-BFGS iteration: host {:.1} us, libtorch {:.1} us, ratio {:.2}x",
+            h * 1e6,
+            d * 1e6,
             d / h
         );
     }
