@@ -224,6 +224,31 @@ fn train_with_ten_million_scenes_is_refused_before_generating() {
 }
 
 #[test]
+fn suite_with_ten_million_scenes_is_refused_before_generating() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(&suite, suite_text(10_000_000)).unwrap();
+    let runs = dir.path().join("runs");
+    let before = snapshot(dir.path());
+    fails(
+        bin()
+            .env("CONTRACAM_MEMORY_LIMIT", (1u64 << 30).to_string())
+            .args(["suite", "run"])
+            .arg(&suite)
+            .arg("--runs-dir")
+            .arg(&runs),
+        &[
+            "10000000 training scenes",
+            "needs about",
+            "sizes",
+            "suite.toml",
+        ],
+    );
+    assert_eq!(snapshot(dir.path()), before);
+    assert!(!runs.exists(), "nothing written under --runs-dir");
+}
+
+#[test]
 fn training_box_files_with_bad_boxes() {
     let dir = tempfile::tempdir().unwrap();
     let suite = dir.path().join("suite.toml");

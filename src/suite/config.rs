@@ -166,6 +166,35 @@ pub fn load(path: &Path) -> Result<LoadedSuite, ConfigError> {
         .data
         .validate()
         .map_err(|e| v("data", e.to_string()))?;
+    // The synthetic sets are generated in memory before any stage runs: refuse sizes that cannot fit now,
+    // not after minutes of generation. The error names the key that asks for the most.
+    let d = &config.data;
+    let crops = s
+        .crops_train
+        .saturating_add(s.crops_val)
+        .saturating_add(s.crops_test);
+    let parts = [
+        ("sizes.train_scenes", d.train_tensor_bytes(s.train_scenes)),
+        (
+            "sizes.test_scenes",
+            d.set_bytes(d.image_size, s.test_scenes),
+        ),
+        ("sizes.crops_*", d.set_bytes(d.crop_size, crops)),
+    ];
+    let needed = parts.iter().fold(0u64, |a, (_, b)| a.saturating_add(*b));
+    let largest = parts
+        .iter()
+        .max_by_key(|(_, b)| *b)
+        .map_or("sizes", |(k, _)| k);
+    crate::util::memory::ensure_fits_with_hint(
+        needed,
+        &format!(
+            "the synthetic data ({} training scenes, {} test scenes, {crops} crops)",
+            s.train_scenes, s.test_scenes
+        ),
+        "; lower the [sizes] values",
+    )
+    .map_err(|e| v(largest, e.to_string()))?;
     if config.localize.batch_size < 2 {
         return Err(v(
             "localize.batch_size",
