@@ -463,3 +463,65 @@ fn a_supervised_classifier_localizes_its_ground_truth_class() {
     let e = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(e.contains("--weights"), "{e}");
 }
+
+/// `--preset bg-mixup`: one soft mask per sample under `soft_masks/<class>/<file>`, decoding as 8-bit gray
+/// at the sample's own size with graded values, byte-equal to the score map resized here independently (torch
+/// bilinear, ×255, truncated) and stored as a quality-75 JPEG like the source; a stopped run resumes byte-identically and a
+/// resume with another soft-mask setting or a conflicting preset is refused.
+#[test]
+fn bg_mixup_soft_masks_are_gray_at_each_samples_size_and_resume_byte_identically() {
+    let fx = fixture();
+    let full = fx.work.join("soft");
+    fx.run(&full, &["--preset", "bg-mixup"]);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(full.join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["soft_masks"], true);
+    assert_eq!(record["method"]["contrastive"]["iters"], 1);
+    assert_eq!(record["method"]["contrastive"]["expand_res"], 1);
+    let src = fx.source();
+    assert_eq!(tree(&full.join("soft_masks")).len(), src.len());
+    for i in 0..src.len() {
+        let meta = src.meta(i).unwrap();
+        let (w, h) = meta.size;
+        let img = image::open(full.join("soft_masks").join(&meta.id)).unwrap();
+        assert_eq!(img.color(), image::ColorType::L8, "{}", meta.id);
+        assert_eq!((img.width(), img.height()), (w, h), "{}", meta.id);
+        let px = img.into_luma8().into_raw();
+        let levels: std::collections::HashSet<u8> = px.iter().copied().collect();
+        assert!(levels.len() > 2, "{}: {} levels", meta.id, levels.len());
+        let map = read_npy_2d(&full.join("scoremaps").join(format!("{}.npy", meta.id))).unwrap();
+        let data: Vec<f32> = map.data.iter().map(|&v| v as f32).collect();
+        let want = (tch::Tensor::from_slice(&data)
+            .view([1, 1, map.height as i64, map.width as i64])
+            .upsample_bilinear2d([h as i64, w as i64], false, None, None)
+            * 255.0)
+            .to_kind(tch::Kind::Uint8)
+            .view([-1]);
+        let want = Vec::<u8>::try_from(want).unwrap();
+        // The fixture's images are .jpg, so the mask is those values as a quality-75 JPEG.
+        let mut jpeg = std::io::Cursor::new(Vec::new());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 75)
+            .encode_image(&image::GrayImage::from_raw(w, h, want).unwrap())
+            .unwrap();
+        let file = std::fs::read(full.join("soft_masks").join(&meta.id)).unwrap();
+        assert!(file == jpeg.into_inner(), "{}: other values", meta.id);
+    }
+
+    let part = fx.work.join("soft_part");
+    fx.run(&part, &["--preset", "bg-mixup", "--max-chunks", "1"]);
+    assert_eq!(tree(&part.join("soft_masks")).len(), 6);
+    assert!(!part.join("chunks/000001.done").exists());
+    fx.run(&part, &["--preset", "bg-mixup"]);
+    assert_eq!(tree(&part), tree(&full));
+
+    // The same CAM settings without soft masks are another run.
+    let args = fx.localize(&part, &["--expand-res", "1", "--iters", "1"]);
+    let e = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("other settings"), "{e}");
+    let args = fx.localize(
+        &fx.work.join("conflict"),
+        &["--preset", "bg-mixup", "--iters", "3"],
+    );
+    let e = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("--preset bg-mixup sets --iters 1"), "{e}");
+}

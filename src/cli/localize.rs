@@ -30,6 +30,13 @@ pub enum LocalizeCommand {
     Dataset(DatasetArgs),
 }
 
+/// `localize dataset --preset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PresetArg {
+    /// Expand 1, one iteration, soft masks.
+    BgMixup,
+}
+
 #[derive(Debug, Args)]
 pub struct DatasetArgs {
     /// Checkpoint: a contrastive model (ContraCAM), or a supervised classifier with --classifier-cam.
@@ -43,16 +50,28 @@ pub struct DatasetArgs {
     /// ~/.cache/contracam).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Output folder: masks/<id>.png, scoremaps/<id>.npy, boxes.txt, per-chunk markers, run.json, DONE.json.
-    /// A folder holding a run with the same settings is resumed; other settings are refused.
+    /// Output folder: masks/<id>.png, scoremaps/<id>.npy, boxes.txt, per-chunk markers, run.json, DONE.json
+    /// (and soft_masks/ with --soft-masks). A folder holding a run with the same settings is resumed; other
+    /// settings are refused.
     #[arg(long)]
     pub out: PathBuf,
-    /// Resolution expansion: 1, 2 (stride 1 in layer4[0]) or 4 (also layer3[0]).
-    #[arg(long, default_value_t = 2, value_parser = parse_expand_res)]
-    pub expand_res: u32,
-    /// ContraCAM iterations, at least 1 (official boxes and masks: 10).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub iters: u32,
+    /// Official settings for a purpose: `bg-mixup` = --expand-res 1 --iters 1 --soft-masks (the masks
+    /// BG-Mixup reads); explicit values that differ are refused.
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+    /// Resolution expansion: 1, 2 (stride 1 in layer4[0]) or 4 (also layer3[0]) [default: 2; 1 with
+    /// --preset bg-mixup].
+    #[arg(long, value_parser = parse_expand_res)]
+    pub expand_res: Option<u32>,
+    /// ContraCAM iterations, at least 1 (official boxes and masks: 10) [default: 10; 1 with --preset
+    /// bg-mixup].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub iters: Option<u32>,
+    /// Also write soft_masks/<class>/<file>: each CAM (not CRF'd, not binarised) resized back to the image's
+    /// size (torch bilinear), ×255 truncated to 8-bit gray, in the image's own format (JPEG quality 75 or
+    /// PNG), as the official save_masks writes BG-Mixup's masks.
+    #[arg(long)]
+    pub soft_masks: bool,
     /// Keep negative α (Table 1's "w/o negative signal removal").
     #[arg(long)]
     pub no_negative_removal: bool,
@@ -185,18 +204,26 @@ fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
     let source = open_split(&a.dataset, &data_dir)?;
     let index_file = source.index_file.clone();
     let device = global.device.resolve()?;
+    let (expand_res, iters) = match a.preset {
+        None => (a.expand_res.unwrap_or(2), a.iters.unwrap_or(10)),
+        Some(PresetArg::BgMixup) => {
+            for (flag, v) in [("--expand-res", a.expand_res), ("--iters", a.iters)] {
+                if v.is_some_and(|v| v != 1) {
+                    anyhow::bail!("--preset bg-mixup sets {flag} 1; drop {flag} or the preset");
+                }
+            }
+            (1, 1)
+        }
+    };
+    let soft_masks = a.soft_masks || a.preset == Some(PresetArg::BgMixup);
     let method = match a.classifier_cam {
         None => CamMethod::Contrastive(CamConfig {
-            expand_res: a.expand_res,
-            iters: a.iters as usize,
+            expand_res,
+            iters: iters as usize,
             negative_removal: !a.no_negative_removal,
         }),
-        Some(ClassifierCamArg::Cam) => CamMethod::ClassifierCam {
-            expand_res: a.expand_res,
-        },
-        Some(ClassifierCamArg::GradCam) => CamMethod::GradCam {
-            expand_res: a.expand_res,
-        },
+        Some(ClassifierCamArg::Cam) => CamMethod::ClassifierCam { expand_res },
+        Some(ClassifierCamArg::GradCam) => CamMethod::GradCam { expand_res },
     };
     let load_err = || format!("loading --weights {}", a.weights.display());
     let model = match method {
@@ -213,6 +240,7 @@ fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         image_size: a.image_size,
         workers: rayon::current_num_threads(),
         max_chunks: a.max_chunks,
+        soft_masks,
         ..Default::default()
     };
     if a.keep_first_component {

@@ -7,6 +7,7 @@
 //! <out>/scoremaps/<id>.npy       the CAM, float32 (S, S) in [0, 1] (wsolevaluation's `<image_id>.npy` layout)
 //! <out>/chunks/<NNNNNN>.boxes    the box-file lines of chunk N; <NNNNNN>.done marks the chunk complete
 //! <out>/boxes.txt                the official box file (ids in index order, normalised xyxy, 6 decimals)
+//! <out>/soft_masks/<class>/<file> with `soft_masks`: the CAM at the image's own size, 8-bit gray (BG-Mixup)
 //! <out>/DONE.json                the final marker
 //! ```
 //!
@@ -98,6 +99,8 @@ pub struct LocalizeOptions {
     pub boxes: BoxOptions,
     /// Decode/resize threads of the loader (0: on the calling thread).
     pub workers: usize,
+    /// Also write each CAM, resized back to the image's size, as a BG-Mixup mask (official `save_masks`).
+    pub soft_masks: bool,
     /// Process at most this many chunks in one call and return with `complete = false` (to split a run
     /// over several jobs); not part of the run's identity.
     pub max_chunks: Option<usize>,
@@ -118,6 +121,7 @@ impl Default for LocalizeOptions {
             box_clean: CleanOptions::boxes(),
             boxes: BoxOptions::default(),
             workers: 1,
+            soft_masks: false,
             max_chunks: None,
         }
     }
@@ -136,6 +140,9 @@ pub struct RunRecord {
     pub method: CamMethod,
     /// Every other option, as Rust prints it (deterministic).
     pub options: String,
+    /// Whether `soft_masks/` is written; absent in records from before the option (= false).
+    #[serde(default)]
+    pub soft_masks: bool,
     pub chunks: usize,
 }
 
@@ -334,6 +341,8 @@ fn start_or_resume(out: &Path, record: &RunRecord) -> Result<(), LocalizeError> 
 struct Outcome {
     mask_png: Vec<u8>,
     npy: Vec<u8>,
+    /// The encoded BG-Mixup mask, with `soft_masks`.
+    soft_mask: Option<Vec<u8>>,
     boxes: Vec<[f64; 4]>,
 }
 
@@ -381,6 +390,13 @@ pub fn localize_dataset(
         }
         ids.push(id);
     }
+    let soft_paths = if opts.soft_masks {
+        (0..n)
+            .map(|i| soft_mask_path(source.as_ref(), i, &ids[i]))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![]
+    };
     let record = RunRecord {
         format: FORMAT.into(),
         version: VERSION,
@@ -389,6 +405,7 @@ pub fn localize_dataset(
         samples: n,
         weights_sha256: sha256_of(weights)?,
         method: opts.method.clone(),
+        soft_masks: opts.soft_masks,
         options: format!(
             "batch_size={} image_size={} crf={:?} mask_clean={:?} box_clean={:?} boxes={:?}",
             opts.batch_size, opts.image_size, opts.crf, opts.mask_clean, opts.box_clean, opts.boxes
@@ -447,6 +464,9 @@ pub fn localize_dataset(
                 write_file(&mask, &o.mask_png)?;
                 let npy = output_path(&out.join("scoremaps"), id, "npy").expect("checked above");
                 write_file(&npy, &o.npy)?;
+                if let Some(soft) = &o.soft_mask {
+                    write_file(&out.join("soft_masks").join(&soft_paths[i]), soft)?;
+                }
                 lines.push_str(&format_box_line(id, &o.boxes));
                 lines.push('\n');
                 debug_assert_eq!(i, c * b + k);
@@ -558,10 +578,29 @@ fn process_batch(
         LocalizeError::Invalid(format!("{}: reading the images back: {e}", context()))
     })?;
     let px = s * s;
+    // The resizes run on torch (its bilinear kernel is the reference); encoding runs on all cores below.
+    let soft: Vec<Option<(u32, u32, Vec<u8>)>> = indices
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            if !opts.soft_masks {
+                return Ok(None);
+            }
+            let (w, h) = source.meta(i)?.size;
+            let px = soft_mask_pixels(&cam.get(k as i64), s, w, h).map_err(|e| {
+                LocalizeError::Invalid(format!("{}: soft mask: {e}", where_is(source, i)))
+            })?;
+            Ok(Some((w, h, px)))
+        })
+        .collect::<Result<_, LocalizeError>>()?;
     indices
         .par_iter()
         .enumerate()
         .map(|(k, &i)| {
+            let soft_mask = match &soft[k] {
+                Some((w, h, px)) => Some(encode_soft_mask(source, i, *w, *h, px)?),
+                None => None,
+            };
             let map = &cams[k * px..(k + 1) * px];
             let q = crf
                 .run(&images[k * px * 3..(k + 1) * px * 3], map)
@@ -575,9 +614,99 @@ fn process_batch(
                 mask_png: encode_mask_png(&mask, s)?,
                 npy: crate::data::formats::npy::encode_npy_2d_f32(s, s, map),
                 boxes: extract_boxes(&box_mask, s, s, &opts.boxes),
+                soft_mask,
             })
         })
         .collect()
+}
+
+/// Where sample `i`'s BG-Mixup mask goes under `soft_masks/`: the official `save_masks` layout
+/// `<class>/<file>` with the source's own file name and extension, which is the id of ImageFolder-style
+/// datasets; ids without the file's extension (COCO's numeric ids) get it appended.
+fn soft_mask_path(source: &dyn Source, i: usize, id: &str) -> Result<PathBuf, LocalizeError> {
+    let file = source.locate(i).map(|(f, _, _)| f).ok_or_else(|| {
+        LocalizeError::Invalid(format!(
+            "{}: --soft-masks needs samples stored as files",
+            where_is(source, i)
+        ))
+    })?;
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_string();
+    if soft_mask_format(&ext).is_none() {
+        return Err(LocalizeError::Invalid(format!(
+            "{}: --soft-masks writes each mask in its image's own format, which must be JPEG or PNG \
+             (extension {ext:?})",
+            where_is(source, i)
+        )));
+    }
+    let own_ext = Path::new(id).extension().and_then(|e| e.to_str()) == Some(ext.as_str());
+    let rel = if own_ext {
+        PathBuf::from(id)
+    } else {
+        PathBuf::from(format!("{id}.{ext}"))
+    };
+    Ok(rel)
+}
+
+fn soft_mask_format(ext: &str) -> Option<image::ImageFormat> {
+    match ext.to_ascii_lowercase().as_str() {
+        "jpg" | "jpeg" => Some(image::ImageFormat::Jpeg),
+        "png" => Some(image::ImageFormat::Png),
+        _ => None,
+    }
+}
+
+/// The official `save_masks` values: the (S, S) CAM resized to (h, w) with torch's bilinear
+/// (`T.Resize((h, w))` on the tensor, align_corners=False, no antialias), `* 255`, cast to uint8 (truncation).
+/// Antialias only matters when shrinking; originals are larger than S in the official datasets.
+/// `cam` holds the S×S map of one image.
+pub fn soft_mask_pixels(
+    cam: &Tensor,
+    side: usize,
+    w: u32,
+    h: u32,
+) -> Result<Vec<u8>, tch::TchError> {
+    let s = side as i64;
+    let up = cam
+        .to_kind(Kind::Float)
+        .f_view([1, 1, s, s])?
+        .f_upsample_bilinear2d([i64::from(h), i64::from(w)], false, None, None)?;
+    let px = (up * 255.0).to_kind(Kind::Uint8).contiguous().view([-1]);
+    Vec::<u8>::try_from(px)
+}
+
+/// A soft mask in its image's format: JPEG at PIL's default quality 75 (lossy, as the official masks of
+/// IN-9's `.JPEG` files), else PNG.
+fn encode_soft_mask(
+    source: &dyn Source,
+    i: usize,
+    w: u32,
+    h: u32,
+    px: &[u8],
+) -> Result<Vec<u8>, LocalizeError> {
+    let bad =
+        |e: String| LocalizeError::Invalid(format!("{}: soft mask: {e}", where_is(source, i)));
+    let ext = source
+        .locate(i)
+        .and_then(|(f, _, _)| f.extension().and_then(|e| e.to_str()).map(str::to_string))
+        .unwrap_or_default();
+    let img = image::GrayImage::from_raw(w, h, px.to_vec())
+        .ok_or_else(|| bad("wrong number of pixels".into()))?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    match soft_mask_format(&ext) {
+        Some(image::ImageFormat::Jpeg) => {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 75)
+                .encode_image(&img)
+                .map_err(|e| bad(format!("encoding JPEG: {e}")))?;
+        }
+        _ => img
+            .write_to(&mut bytes, image::ImageFormat::Png)
+            .map_err(|e| bad(format!("encoding PNG: {e}")))?,
+    }
+    Ok(bytes.into_inner())
 }
 
 /// A {0, 1} mask as an 8-bit grayscale PNG of 0/255.
