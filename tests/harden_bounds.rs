@@ -6,7 +6,7 @@ mod harden_support;
 use std::path::{Path, PathBuf};
 
 use contracam::data::formats::npy::npy_v1;
-use harden_support::{bin, fails, snapshot};
+use harden_support::{bin, fails, snapshot, SUITE};
 
 /// A wsolevaluation metadata folder and a score-map folder holding one map per id.
 struct Wsol {
@@ -155,47 +155,11 @@ fn synth_with_ten_million_scenes_is_refused_before_generating() {
     assert!(!out.exists(), "nothing written");
 }
 
-/// The harden_config suite shape with `train_scenes` scenes.
+/// The shared small suite with `train_scenes` scenes.
 fn suite_text(train_scenes: usize) -> String {
-    format!(
-        r#"
-name = "harden"
-version = 1
-seed = 0
-[data]
-image_size = 64
-num_classes = 6
-num_backgrounds = 6
-min_objects = 1
-max_objects = 2
-background_bias = 0.8
-context_bias = 0.5
-object_scale = [0.3, 0.55]
-crop_size = 48
-[sizes]
-train_scenes = {train_scenes}
-test_scenes = 16
-crops_train = 16
-crops_val = 16
-crops_test = 16
-[model]
-arch = "resnet18"
-width = 0.25
-stem = "small"
-method = "moco"
-[train]
-epochs = 1
-batch_size = 32
-queue_size = 64
-ema = 0.99
-[train.augment]
-output_size = 32
-[localize]
-batch_size = 32
-threshold = 0.5
-masks = {{ expand_res = 2, iters = 1, negative_removal = true }}
-boxes = {{ expand_res = 2, iters = 1, negative_removal = true }}
-"#
+    SUITE.replace(
+        "train_scenes = 64",
+        &format!("train_scenes = {train_scenes}"),
     )
 }
 

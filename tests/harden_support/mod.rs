@@ -60,3 +60,54 @@ pub fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A small valid suite (64 scenes, one epoch): `train ssl` runs it in about a second.
+pub const SUITE: &str = r#"
+name = "harden"
+version = 1
+seed = 0
+
+[data]
+image_size = 64
+num_classes = 6
+num_backgrounds = 6
+min_objects = 1
+max_objects = 2
+background_bias = 0.8
+context_bias = 0.5
+object_scale = [0.3, 0.55]
+crop_size = 48
+
+[sizes]
+train_scenes = 64
+test_scenes = 16
+crops_train = 16
+crops_val = 16
+crops_test = 16
+
+[model]
+arch = "resnet18"
+width = 0.25
+stem = "small"
+method = "moco"
+
+[train]
+epochs = 1
+batch_size = 32
+base_lr = 0.12
+final_lr = 0.001
+momentum = 0.9
+weight_decay = 1e-4
+ema = 0.99
+queue_size = 64
+temperature = 0.2
+
+[train.augment]
+output_size = 32
+
+[localize]
+batch_size = 32
+threshold = 0.5
+masks = { expand_res = 2, iters = 1, negative_removal = true }
+boxes = { expand_res = 2, iters = 1, negative_removal = true }
+"#;
