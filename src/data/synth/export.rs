@@ -1,8 +1,17 @@
 //! Writes the synthetic dataset to a folder a person can look at: PNG images and masks, `index.json` with
-//! every label and box, `index.html` showing them, and a `preview.png` montage.
+//! every label and box, `index.html` showing them, and a `preview.png` montage. For the scene splits it
+//! also writes what the other commands read, so they chain without glue: `scenes/<split>.safetensors`
+//! (the tensors `localize cam` and `localize crf` read) and `index/scenes_<split>.jsonl` (a sample index, so
+//! the folder is a dataset folder for `eval miou --dataset`, `eval maxboxacc --dataset` and
+//! `localize dataset`). Sample `i` has id `i` there, the row of the tensors.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tch::Tensor;
+
+use crate::data::formats::safetensors::write_tensors;
+use crate::data::index::{Sample, SplitIndex};
 
 use super::{self as synth, BgVariant, SynthConfig, SynthObject, SynthSet};
 
@@ -130,11 +139,100 @@ pub fn write_dir(
         sizes,
         splits,
     };
+    for (name, set) in &sets[..2] {
+        let split = name.trim_start_matches("scenes/");
+        write_tensors_of(&out.join(format!("{name}.safetensors")), set, seed)?;
+        write_sample_index(out, name, &format!("scenes_{split}"), set, cfg, seed)?;
+    }
     let json = serde_json::to_string_pretty(&index).expect("index serialises");
     write_file(&out.join("index.json"), json.as_bytes())?;
     write_file(&out.join("index.html"), html(&index, cfg).as_bytes())?;
     let preview = &sets[1].1;
     save_preview(&out.join("preview.png"), preview, 16)?;
+    Ok(())
+}
+
+/// Tensor names of `scenes/<split>.safetensors`.
+pub const IMAGES_KEY: &str = "images";
+pub const MASKS_KEY: &str = "masks";
+pub const LABELS_KEY: &str = "labels";
+pub const BOXES_KEY: &str = "boxes";
+
+/// `images` uint8 (N, H, W, 3) RGB, `masks` uint8 (N, H, W) foreground in {0, 1}, `labels` int64 (N,) and
+/// `boxes` float32 (M, 5): one row `[image, x1, y1, x2, y2]` (pixels) per object.
+fn write_tensors_of(path: &Path, set: &SynthSet, seed: u64) -> Result<(), ExportError> {
+    let (n, s) = (set.len() as i64, set.size as i64);
+    let images = Tensor::from_slice(&set.images.concat()).reshape([n, s, s, 3]);
+    let fg: Vec<u8> = set
+        .instance_masks
+        .iter()
+        .flat_map(|m| m.iter().map(|&v| (v != 0) as u8))
+        .collect();
+    let masks = Tensor::from_slice(&fg).reshape([n, s, s]);
+    let rows: Vec<f32> = set
+        .objects
+        .iter()
+        .enumerate()
+        .flat_map(|(i, objs)| {
+            objs.iter().flat_map(move |o| {
+                std::iter::once(i as f32).chain(o.bbox.iter().map(|&v| v as f32))
+            })
+        })
+        .collect();
+    let boxes = Tensor::from_slice(&rows).reshape([-1, 5]);
+    let meta = BTreeMap::from([
+        (
+            "contracam.generator".to_string(),
+            "contracam data synth".to_string(),
+        ),
+        ("contracam.version".to_string(), crate::VERSION.to_string()),
+        ("contracam.seed".to_string(), seed.to_string()),
+        (
+            "contracam.boxes".to_string(),
+            "one row per object: [image, x1, y1, x2, y2] in pixels".to_string(),
+        ),
+    ]);
+    let tensors = [
+        (IMAGES_KEY.to_string(), images),
+        (MASKS_KEY.to_string(), masks),
+        (LABELS_KEY.to_string(), set.labels_tensor()),
+        (BOXES_KEY.to_string(), boxes),
+    ];
+    write_tensors(path, &tensors, &meta).map_err(|e| werr(path, e))
+}
+
+/// `index/<split>.jsonl` over the PNGs of `name`: mask rule `binary` (the instance masks, 0 = background),
+/// every object's box, the image-level label. Ids are the file stems read as numbers, the tensor rows.
+fn write_sample_index(
+    out: &Path,
+    name: &str,
+    split: &str,
+    set: &SynthSet,
+    cfg: &SynthConfig,
+    seed: u64,
+) -> Result<(), ExportError> {
+    let size = set.size as u32;
+    let samples = (0..set.len())
+        .map(|i| Sample {
+            path: format!("{name}/{i:05}.png"),
+            labels: vec![set.labels[i] as i64],
+            boxes: set.objects[i]
+                .iter()
+                .map(|o| o.bbox.map(f64::from))
+                .collect(),
+            mask: Some(format!("{name}/{i:05}_mask.png")),
+            width: size,
+            height: size,
+            ..Default::default()
+        })
+        .collect();
+    let classes = (0..cfg.num_classes).map(|c| c.to_string()).collect();
+    let dir = out.join("index");
+    SplitIndex::new("synth", split, classes, "class", samples)
+        .with_mask_rule("binary")
+        .with_provenance(format!("contracam data synth, seed {seed}"))
+        .write(&dir)
+        .map_err(|e| werr(&dir, e))?;
     Ok(())
 }
 
