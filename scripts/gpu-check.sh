@@ -44,13 +44,13 @@ step() { # name, timeout seconds, command...: runs it, logs, times, records pass
 step nccl_data_parallel 180 "$pack/distributed" moco_and_byol_steps_over_nccl_on_cuda --exact \
   --include-ignored --nocapture --test-threads 1
 gunzip -c "$pack/weights.safetensors.gz" > "$tmp/weights.safetensors"
-step cam_on_gpu 120 "$pack/contracam" --quiet localize cam --device cuda --weights "$tmp/weights.safetensors" \
+step cam_on_gpu 120 "$pack/contracam" localize cam --quiet --device cuda --weights "$tmp/weights.safetensors" \
   --inputs "$pack/cam_parity.safetensors" --input-key images --out "$tmp/cam.safetensors"
 step cam_parity 60 "$py" scripts/gpu_check_tensors.py compare "$tmp/cam.safetensors" \
   "$pack/cam_parity.safetensors" cam 1e-4
-step train_smoke_gpu 240 "$pack/contracam" --quiet train ssl --device cuda --suite suites/smoke.toml \
+step train_smoke_gpu 240 "$pack/contracam" train ssl --quiet --device cuda --suite suites/smoke.toml \
   --out "$tmp/model.safetensors"
-step suite_smoke_gpu 300 "$pack/contracam" --quiet suite run suites/smoke.toml --device cuda \
+step suite_smoke_gpu 300 "$pack/contracam" suite run --quiet suites/smoke.toml --device cuda \
   --runs-dir "$tmp/runs" --out "$out/smoke.results.json"
 {
   echo

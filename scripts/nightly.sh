@@ -55,7 +55,7 @@ cases=()
 for suite in suites/*.toml; do
   name=$(basename "$suite" .toml)
   t0=$(date +%s)
-  "$bin" --quiet suite run "$suite" --device "$device" "${profile_args[@]}" \
+  "$bin" suite run "$suite" --quiet --device "$device" "${profile_args[@]}" \
     --runs-dir "$out/runs" --out "$out/$name.results.json" > "$out/$name.log" 2>&1
   rc=$?
   s=$(( $(date +%s) - t0 ))

@@ -10,7 +10,7 @@ use contracam::data::source::manifest::Registry;
 use contracam::data::synth::export::{write_dir, ExportSizes};
 use contracam::data::synth::SynthConfig;
 
-use super::GlobalArgs;
+use super::{GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
 /// Options shared by the dataset commands.
 #[derive(Debug, Clone, Args)]
@@ -50,7 +50,9 @@ pub struct DataArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
-    /// Write the built-in synthetic dataset as PNGs with index.json, index.html and preview.png.
+    /// Write the built-in synthetic dataset as PNGs with index.json, index.html and preview.png; the scene
+    /// splits also as `scenes/<split>.safetensors` (what `localize cam`/`crf` read) and
+    /// `index/scenes_<split>.jsonl` (ground truth for `eval miou`/`maxboxacc --dataset DIR:scenes_<split>`).
     Synth(SynthArgs),
     /// Every known dataset: files, bytes, checksum kind, status (absent/partial/downloaded/verified/built) and builder.
     List {
@@ -64,6 +66,8 @@ pub enum DataCommand {
     Fetch {
         #[command(flatten)]
         args: DataArgs,
+        #[command(flatten)]
+        quiet: QuietArg,
         /// Download files that have no published checksum and record the hashes computed.
         #[arg(long)]
         register: bool,
@@ -75,6 +79,8 @@ pub enum DataCommand {
     Verify {
         #[command(flatten)]
         args: DataArgs,
+        #[command(flatten)]
+        quiet: QuietArg,
         /// Dataset names from the manifest (`data list` shows them).
         #[arg(required = true)]
         names: Vec<String>,
@@ -83,6 +89,10 @@ pub enum DataCommand {
     Build {
         #[command(flatten)]
         args: DataArgs,
+        #[command(flatten)]
+        quiet: QuietArg,
+        #[command(flatten)]
+        threads: ThreadsArg,
         /// User-provided folder (ImageNet class folders for imagenet9, the Stylized-ImageNet output).
         #[arg(long)]
         source: Option<PathBuf>,
@@ -104,10 +114,30 @@ pub enum DataCommand {
     Register {
         #[command(flatten)]
         args: DataArgs,
+        #[command(flatten)]
+        quiet: QuietArg,
         /// Dataset names from the manifest (`data list` shows them).
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+impl DataCommand {
+    /// The run-wide options this command was given.
+    pub fn options(&self) -> GlobalArgs {
+        match self {
+            DataCommand::Synth(a) => {
+                GlobalArgs::of(None, Some(&a.seed), Some(&a.threads), Some(&a.quiet))
+            }
+            DataCommand::List { .. } | DataCommand::Instructions { .. } => GlobalArgs::default(),
+            DataCommand::Fetch { quiet, .. }
+            | DataCommand::Verify { quiet, .. }
+            | DataCommand::Register { quiet, .. } => GlobalArgs::of(None, None, None, Some(quiet)),
+            DataCommand::Build { quiet, threads, .. } => {
+                GlobalArgs::of(None, None, Some(threads), Some(quiet))
+            }
+        }
+    }
 }
 
 fn open(args: &DataArgs, global: &GlobalArgs) -> anyhow::Result<Data> {
@@ -186,12 +216,13 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             args,
             register,
             names,
+            ..
         } => {
             let mut d = open(&args, global)?;
             d.opts.register = register;
             print_reports(&d.fetch(&names)?);
         }
-        DataCommand::Verify { args, names } => {
+        DataCommand::Verify { args, names, .. } => {
             let d = open(&args, global)?;
             print_reports(&d.verify(&names)?);
         }
@@ -200,6 +231,7 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             source,
             register,
             names,
+            ..
         } => {
             let mut d = open(&args, global)?;
             d.opts.source = source;
@@ -212,7 +244,7 @@ pub fn run(cmd: DataCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             let d = open(&args, global)?;
             print!("{}", d.instructions(&name)?);
         }
-        DataCommand::Register { args, names } => {
+        DataCommand::Register { args, names, .. } => {
             let d = open(&args, global)?;
             print_reports(&d.register(&names)?);
         }
@@ -240,6 +272,12 @@ pub struct SynthArgs {
     /// Images per Background Challenge variant (ORIGINAL, ONLY-BG-B, MIXED-RAND, ...).
     #[arg(long, default_value_t = 32)]
     pub bg_challenge: usize,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 fn synth(a: SynthArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

@@ -1,13 +1,17 @@
 //! `contracam env`: what this build and this machine offer.
 use std::process::ExitCode;
 
-use super::GlobalArgs;
+use super::{DeviceArg, GlobalArgs, ThreadsArg};
 
 #[derive(Debug, clap::Args)]
 pub struct EnvArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 pub fn run(args: EnvArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

@@ -11,7 +11,7 @@ use contracam::localize::dataset::open_split;
 use contracam::util::progress::{Progress, Unit};
 use serde_json::json;
 
-use super::GlobalArgs;
+use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -29,7 +29,7 @@ pub enum EvalCommand {
         #[arg(long, conflicts_with_all = ["pred", "gt"], requires = "masks")]
         dataset: Option<String>,
         /// With --dataset: the predicted masks, `<id>.png` per sample (`localize dataset --out DIR` writes
-        /// them to DIR/masks).
+        /// them to DIR/masks, `localize crf --masks-dir DIR` to DIR).
         #[arg(long, requires = "dataset")]
         masks: Option<PathBuf>,
         /// With --dataset: where built datasets live (default as `data build`).
@@ -41,6 +41,8 @@ pub enum EvalCommand {
         /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        threads: ThreadsArg,
     },
     /// MaxBoxAccV2 (or v1 with --largest-contour) as clovaai/wsolevaluation, in percent.
     Maxboxacc {
@@ -56,7 +58,7 @@ pub enum EvalCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Folder of raw score maps `<image_id>.npy` (float32/64, any size; resized to 224 bicubic);
-        /// `localize dataset --out DIR` writes them to DIR/scoremaps.
+        /// `localize dataset --out DIR` writes them to DIR/scoremaps, `localize cam --scoremaps DIR` to DIR.
         #[arg(long, alias = "score-maps")]
         scoremaps: PathBuf,
         /// Largest contour only (`multi_contour_eval=False`, the v1 box rule).
@@ -71,6 +73,8 @@ pub enum EvalCommand {
         /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        threads: ThreadsArg,
     },
     /// COCO AP/AR (pycocotools COCOeval semantics) for bbox or segm.
     Coco {
@@ -93,6 +97,8 @@ pub enum EvalCommand {
         /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        threads: ThreadsArg,
     },
     /// Linear evaluation (official L-BFGS protocol) on cached features; see
     /// `contracam::eval::linear::FeatureSet` for the safetensors layout (`train.x`, `train.y`, `val.*`,
@@ -114,6 +120,14 @@ pub enum EvalCommand {
         /// Print the result as JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        device: DeviceArg,
+        #[command(flatten)]
+        seed: SeedArg,
+        #[command(flatten)]
+        threads: ThreadsArg,
+        #[command(flatten)]
+        quiet: QuietArg,
     },
     /// Timing against the reference implementations on generated data; prints time ratios.
     Bench(BenchArgs),
@@ -149,6 +163,29 @@ pub struct BenchArgs {
     /// Best of this many runs.
     #[arg(long, default_value_t = 3)]
     pub repeat: usize,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+}
+
+impl EvalCommand {
+    /// The run-wide options this command was given.
+    pub fn options(&self) -> GlobalArgs {
+        match self {
+            EvalCommand::Miou { threads, .. }
+            | EvalCommand::Maxboxacc { threads, .. }
+            | EvalCommand::Coco { threads, .. } => GlobalArgs::of(None, None, Some(threads), None),
+            EvalCommand::Linear {
+                device,
+                seed,
+                threads,
+                quiet,
+                ..
+            } => GlobalArgs::of(Some(device), Some(seed), Some(threads), Some(quiet)),
+            EvalCommand::Bench(a) => GlobalArgs::of(None, Some(&a.seed), Some(&a.threads), None),
+        }
+    }
 }
 
 pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -161,6 +198,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             data_dir,
             per_image,
             json,
+            ..
         } => {
             let r = match (dataset, masks, pred, gt) {
                 (Some(ds), Some(masks), _, _) => {
@@ -189,6 +227,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             interval,
             curves,
             json,
+            ..
         } => {
             if !(interval > 0.0 && interval <= 1.0) {
                 anyhow::bail!("--interval must be in (0, 1], got {interval}");
@@ -247,6 +286,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             drop_segm_bbox,
             fix_gt_id_zero,
             json,
+            ..
         } => {
             let gt_ds = coco::load_dataset(&gt)?;
             let mut results = coco::load_results(&dt)?;
@@ -273,6 +313,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             sweep,
             backend,
             json,
+            ..
         } => {
             let device = global.device.resolve()?;
             let fs = linear::FeatureSet::load(&features, device)?;

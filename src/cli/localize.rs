@@ -9,13 +9,15 @@ use contracam::data::formats::safetensors::{read_tensors, write_tensors, Safeten
 use contracam::localize::boxes::{format_box_line, BoxOptions};
 use contracam::localize::contrastive_cam::{cam_inputs, contrastive_cam_batched};
 use contracam::localize::mask_clean::CleanOptions;
-use contracam::localize::postprocess::{boxes_dataset, crf_dataset, CrfDatasetOptions, TensorRef};
+use contracam::localize::postprocess::{
+    boxes_dataset, crf_dataset, CrfDatasetOptions, TensorRef, CRF_KEY, MASK_KEY,
+};
 use contracam::localize::CamConfig;
 use contracam::model::{Classifier, ContrastiveModel};
 use contracam::util::output::{refuse_input_overwrite, write_atomic};
 use contracam::util::progress::{Progress, Unit};
 
-use super::GlobalArgs;
+use super::{per_image, DeviceArg, GlobalArgs, QuietArg, ThreadsArg};
 
 #[derive(Debug, Subcommand)]
 pub enum LocalizeCommand {
@@ -95,6 +97,12 @@ pub struct DatasetArgs {
     /// Stop after this many chunks (rerun to continue), to split a run over several jobs.
     #[arg(long)]
     pub max_chunks: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// `clean_mask` presets.
@@ -127,6 +135,11 @@ pub struct CrfArgs {
     /// Output safetensors: `crf` float32 (N, 1, H, W), and `mask` with --clean. Must not be an input file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write each mask (`mask` with --clean, else `crf`) as an 8-bit grayscale PNG `DIR/<row>.png`
+    /// (value × 255), what `eval miou --masks` and `--pred` read; row i is sample id i of the index `data
+    /// synth` writes.
+    #[arg(long, value_name = "DIR")]
+    pub masks_dir: Option<PathBuf>,
     /// Also clean the CRF output into a {0, 1} `mask`.
     #[arg(long, value_enum)]
     pub clean: Option<CleanMode>,
@@ -140,6 +153,10 @@ pub struct CrfArgs {
     /// Images held in memory at once (at least 1; memory is checked before work starts).
     #[arg(long, default_value_t = 256)]
     pub chunk: usize,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// Output formats of `localize boxes`.
@@ -181,6 +198,28 @@ pub struct BoxesArgs {
     /// Masks held in memory at once (at least 1).
     #[arg(long, default_value_t = 1024)]
     pub chunk: usize,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
+}
+
+impl LocalizeCommand {
+    /// The run-wide options this command was given.
+    pub fn options(&self) -> GlobalArgs {
+        match self {
+            LocalizeCommand::Cam(a) => {
+                GlobalArgs::of(Some(&a.device), None, Some(&a.threads), Some(&a.quiet))
+            }
+            LocalizeCommand::Crf(a) => GlobalArgs::of(None, None, Some(&a.threads), Some(&a.quiet)),
+            LocalizeCommand::Boxes(a) => {
+                GlobalArgs::of(None, None, Some(&a.threads), Some(&a.quiet))
+            }
+            LocalizeCommand::Dataset(a) => {
+                GlobalArgs::of(Some(&a.device), None, Some(&a.threads), Some(&a.quiet))
+            }
+        }
+    }
 }
 
 pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -295,6 +334,13 @@ fn run_crf(a: CrfArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         "--out",
         &[("--images", &a.images), ("--cams", &a.cams)],
     )?;
+    if let Some(d) = &a.masks_dir {
+        per_image::prepare_dir(
+            d,
+            "--masks-dir",
+            &[("--images", &a.images), ("--cams", &a.cams)],
+        )?;
+    }
     let clean = a.clean.map(|m| {
         let c = match m {
             CleanMode::Seg => CleanOptions::seg(),
@@ -324,14 +370,23 @@ fn run_crf(a: CrfArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     .inspect_err(|_| pb.abandon())
     .with_context(|| format!("CRF of {images} with {cams}"))?;
     pb.finish();
+    if let Some(d) = &a.masks_dir {
+        let key = if a.clean.is_some() { MASK_KEY } else { CRF_KEY };
+        per_image::write_mask_pngs(d, &a.out, key, a.chunk)
+            .with_context(|| format!("writing --masks-dir {}", d.display()))?;
+    }
     if !global.quiet {
         eprintln!(
-            "crf: {} images of {}×{} in {:.2} s → {}",
+            "crf: {} images of {}×{} in {:.2} s → {}{}",
             summary.images,
             summary.width,
             summary.height,
             t.elapsed().as_secs_f64(),
-            a.out.display()
+            a.out.display(),
+            a.masks_dir
+                .as_ref()
+                .map(|d| format!(" and {}/<row>.png", d.display()))
+                .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -400,9 +455,13 @@ pub struct CamArgs {
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// Output safetensors file; tensor `cam` (N, 1, H, W) float32 in [0, 1], what `localize crf --cams`
-    /// and `eval maxboxacc --scoremaps` read. Must not be an input file.
+    /// reads. Must not be an input file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write each CAM as `DIR/<row>.npy` (float32 H×W), the score maps `eval maxboxacc --scoremaps`
+    /// reads; row i is sample id i of the index `data synth` writes.
+    #[arg(long, value_name = "DIR")]
+    pub scoremaps: Option<PathBuf>,
     /// --weights is a supervised classifier (e.g. an imported torchvision ResNet): compute its class map
     /// instead of ContraCAM. `cam`: wsolevaluation's CAM (fc weights × layer4, resized with OpenCV's bicubic
     /// and min-max normalised as its score maps; expand-res 2 is its stride-1 layer4); `grad-cam`: the official
@@ -413,6 +472,12 @@ pub struct CamArgs {
     /// ground truth); without it, each image's arg-max class.
     #[arg(long)]
     pub labels_key: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// Classifier maps of `localize cam --classifier-cam`.
@@ -437,6 +502,13 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         "--out",
         &[("--inputs", &a.inputs), ("--weights", &a.weights)],
     )?;
+    if let Some(d) = &a.scoremaps {
+        per_image::prepare_dir(
+            d,
+            "--scoremaps",
+            &[("--inputs", &a.inputs), ("--weights", &a.weights)],
+        )?;
+    }
     if let Some(mode) = a.classifier_cam {
         return classifier_cam(a, mode, global);
     }
@@ -479,7 +551,8 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             contracam::VERSION.to_string(),
         ),
     ]);
-    write_tensors(&a.out, &[("cam".to_string(), cam)], &meta)?;
+    write_tensors(&a.out, &[("cam".to_string(), cam.shallow_clone())], &meta)?;
+    write_scoremaps_of(&a, &cam)?;
     if !global.quiet {
         eprintln!(
             "wrote {} (cam [{}, 1, {}, {}])",
@@ -553,9 +626,31 @@ fn classifier_cam(
             contracam::VERSION.to_string(),
         ),
     ]);
-    write_tensors(&a.out, &[("cam".to_string(), cam)], &meta)?;
+    write_tensors(&a.out, &[("cam".to_string(), cam.shallow_clone())], &meta)?;
+    write_scoremaps_of(&a, &cam)?;
     if !global.quiet {
         eprintln!("wrote {} ({mode:?} of {n} images)", a.out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--scoremaps`: each (…, H, W) map of `cam` as `<dir>/<row>.npy`.
+fn write_scoremaps_of(a: &CamArgs, cam: &tch::Tensor) -> anyhow::Result<()> {
+    let Some(dir) = &a.scoremaps else {
+        return Ok(());
+    };
+    let s = cam.size();
+    anyhow::ensure!(s.len() >= 3, "CAM of shape {s:?} has no (H, W) maps");
+    let (n, h, w) = (
+        s[0] as usize,
+        s[s.len() - 2] as usize,
+        s[s.len() - 1] as usize,
+    );
+    let values = Vec::<f32>::try_from(
+        cam.to_device(tch::Device::Cpu)
+            .to_kind(tch::Kind::Float)
+            .flatten(0, -1),
+    )?;
+    per_image::write_scoremaps(dir, &values, n, h, w)
+        .with_context(|| format!("writing --scoremaps {}", dir.display()))
 }

@@ -9,32 +9,73 @@ mod env;
 mod eval;
 mod localize;
 mod model;
+mod per_image;
 mod suite;
 mod train;
 
-/// Global options shared by every subcommand.
-#[derive(Debug, Clone, clap::Args)]
+/// What the run-wide options resolve to; each command takes only the options it uses (below) and fills the
+/// rest with their defaults, so `--device` on a command that runs no model is a parse error.
+#[derive(Debug, Clone, Default)]
 pub struct GlobalArgs {
-    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "auto")]
     pub device: contracam::device::DeviceSpec,
-    /// Seed for every random choice; recorded in results.
-    #[arg(long, global = true)]
     pub seed: Option<u64>,
+    pub threads: Option<usize>,
+    pub quiet: bool,
+}
+
+impl GlobalArgs {
+    /// The options of one command, each `None` where the command does not take it.
+    pub fn of(
+        device: Option<&DeviceArg>,
+        seed: Option<&SeedArg>,
+        threads: Option<&ThreadsArg>,
+        quiet: Option<&QuietArg>,
+    ) -> GlobalArgs {
+        GlobalArgs {
+            device: device.map(|d| d.device).unwrap_or_default(),
+            seed: seed.and_then(|s| s.seed),
+            threads: threads.and_then(|t| t.threads),
+            quiet: quiet.is_some_and(|q| q.quiet),
+        }
+    }
+}
+
+/// `--device`, on the commands that run a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArg {
+    /// Device: auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: contracam::device::DeviceSpec,
+}
+
+/// `--seed`, on the commands that make random choices.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SeedArg {
+    /// Seed for every random choice; recorded in results.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `--threads`, on the commands that compute in parallel.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ThreadsArg {
     /// Threads for libtorch and every Rust-side pool (default: the usable CPUs minus those other work
     /// keeps busy, from the affinity mask and the load; see README "Threads on a shared machine").
-    #[arg(long, global = true, value_parser = contracam::util::threads::parse_threads)]
+    #[arg(long, value_parser = contracam::util::threads::parse_threads)]
     pub threads: Option<usize>,
+}
+
+/// `--quiet`, on the commands that show progress or a summary line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuietArg {
     /// Hide progress bars.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub quiet: bool,
 }
 
 #[derive(Debug, Parser)]
 #[command(name = "contracam", version = contracam::VERSION, about = "Reproducibility harness for Object-aware Contrastive Learning (ContraCAM, OA-Crop, BG-Mixup)")]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -63,23 +104,39 @@ pub enum Command {
     Env(env::EnvArgs),
 }
 
+impl Command {
+    /// The run-wide options this command was given.
+    fn options(&self) -> GlobalArgs {
+        match self {
+            Command::Data(c) => c.options(),
+            Command::Train(c) => c.options(),
+            Command::Localize(c) => c.options(),
+            Command::Eval(c) => c.options(),
+            Command::Model(c) => c.options(),
+            Command::Suite(c) => c.options(),
+            Command::Env(a) => GlobalArgs::of(Some(&a.device), None, Some(&a.threads), None),
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let threads = contracam::util::threads::plan(cli.global.threads);
+    let global = cli.command.options();
+    let threads = contracam::util::threads::plan(global.threads);
     tracing::info!("threads: {threads}");
     if let Err(e) = contracam::util::threads::configure(threads.threads) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Data(c) => data::run(c, &cli.global),
-        Command::Train(c) => train::run(c, &cli.global),
-        Command::Localize(c) => localize::run(c, &cli.global),
-        Command::Eval(c) => eval::run(c, &cli.global),
-        Command::Model(c) => model::run(c, &cli.global),
-        Command::Suite(c) => suite::run(c, &cli.global),
-        Command::Env(a) => env::run(a, &cli.global),
+        Command::Data(c) => data::run(c, &global),
+        Command::Train(c) => train::run(c, &global),
+        Command::Localize(c) => localize::run(c, &global),
+        Command::Eval(c) => eval::run(c, &global),
+        Command::Model(c) => model::run(c, &global),
+        Command::Suite(c) => suite::run(c, &global),
+        Command::Env(a) => env::run(a, &global),
     };
     match result {
         Ok(code) => code,
@@ -118,6 +175,104 @@ fn init_logging() {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// `--device`, `--seed`, `--threads` and `--quiet` parse where they apply and reach the command; anywhere
+    /// else (before the subcommand included) they are a parse error naming the argument.
+    #[test]
+    fn run_wide_options_only_where_they_apply() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args);
+        let cli = parse(&[
+            "contracam",
+            "train",
+            "ssl",
+            "--suite",
+            "s",
+            "--out",
+            "o",
+            "--device",
+            "cpu",
+            "--seed",
+            "5",
+            "--threads",
+            "3",
+            "--quiet",
+        ])
+        .unwrap();
+        let g = cli.command.options();
+        assert_eq!(g.device, contracam::device::DeviceSpec::Cpu);
+        assert_eq!((g.seed, g.threads, g.quiet), (Some(5), Some(3), true));
+        let g = parse(&[
+            "contracam",
+            "eval",
+            "miou",
+            "--pred",
+            "p",
+            "--gt",
+            "g",
+            "--threads",
+            "2",
+        ])
+        .unwrap()
+        .command
+        .options();
+        assert_eq!((g.seed, g.threads, g.quiet), (None, Some(2), false));
+        for bad in [
+            &["contracam", "--quiet", "env"][..],
+            &["contracam", "--device", "cpu", "localize", "crf"],
+            &[
+                "contracam",
+                "data",
+                "synth",
+                "--out",
+                "d",
+                "--device",
+                "cpu",
+            ],
+            &[
+                "contracam",
+                "eval",
+                "coco",
+                "--gt",
+                "g",
+                "--dt",
+                "d",
+                "--device",
+                "cpu",
+            ],
+            &["contracam", "data", "list", "--threads", "2"],
+            &[
+                "contracam",
+                "eval",
+                "miou",
+                "--pred",
+                "p",
+                "--gt",
+                "g",
+                "--quiet",
+            ],
+            &["contracam", "suite", "validate", "s", "--seed", "1"],
+            &[
+                "contracam",
+                "localize",
+                "crf",
+                "--images",
+                "i",
+                "--cams",
+                "c",
+                "--out",
+                "o",
+                "--device",
+                "cpu",
+            ],
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("unexpected argument '--"),
+                "{bad:?} should be refused naming the option: {e}"
+            );
+        }
+    }
 
     /// Every flag and positional argument of every command says what it is for in `--help`.
     #[test]

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use contracam::model::export::export_detectron2;
 use contracam::model::import::{import_checkpoint, ImportedConfig, Layout};
 
-use super::GlobalArgs;
+use super::{GlobalArgs, QuietArg};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -28,6 +28,8 @@ pub struct ExportArgs {
     /// Output pickle for detectron2's MODEL.WEIGHTS.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 /// Source layouts of `model import`.
@@ -53,6 +55,18 @@ pub struct ImportArgs {
     /// Checkpoint layout (auto: detected from the file's structure).
     #[arg(long, value_enum, default_value = "auto")]
     pub format: FormatArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
+}
+
+impl ModelCommand {
+    /// The run-wide options this command was given.
+    pub fn options(&self) -> GlobalArgs {
+        match self {
+            ModelCommand::Import(a) => GlobalArgs::of(None, None, None, Some(&a.quiet)),
+            ModelCommand::ExportDetectron2(a) => GlobalArgs::of(None, None, None, Some(&a.quiet)),
+        }
+    }
 }
 
 pub fn run(cmd: ModelCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

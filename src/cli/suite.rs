@@ -9,7 +9,7 @@ use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::bless::{bless_file, BlessOptions};
 use contracam::suite::{config, report, run_suite, RunOptions};
 
-use super::GlobalArgs;
+use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
 #[derive(Debug, Subcommand)]
 pub enum SuiteCommand {
@@ -98,6 +98,14 @@ pub struct RunArgs {
     /// reported as "not checked" and the run exits 0 (1 when --golden names that golden explicitly).
     #[arg(long)]
     pub suite_seed: Option<u64>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -122,6 +130,23 @@ pub struct BlessArgs {
     /// with its old value and listed.
     #[arg(long, value_name = "METRIC")]
     pub drop: Vec<String>,
+}
+
+impl SuiteCommand {
+    /// The run-wide options this command was given.
+    pub fn options(&self) -> GlobalArgs {
+        match self {
+            SuiteCommand::Run(a) => GlobalArgs::of(
+                Some(&a.device),
+                Some(&a.seed),
+                Some(&a.threads),
+                Some(&a.quiet),
+            ),
+            SuiteCommand::Bless(_) | SuiteCommand::Validate(_) | SuiteCommand::Report(_) => {
+                GlobalArgs::default()
+            }
+        }
+    }
 }
 
 pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

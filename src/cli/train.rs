@@ -13,7 +13,7 @@ use contracam::train::{train, TrainData};
 use contracam::util::memory::ensure_fits_with_hint;
 use indicatif::ProgressBar;
 
-use super::GlobalArgs;
+use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
@@ -33,6 +33,28 @@ pub struct SslArgs {
     /// Checkpoint to write (safetensors; config and seed in its metadata).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
+}
+
+impl TrainCommand {
+    /// The run-wide options this command was given.
+    pub fn options(&self) -> GlobalArgs {
+        match self {
+            TrainCommand::Ssl(a) => GlobalArgs::of(
+                Some(&a.device),
+                Some(&a.seed),
+                Some(&a.threads),
+                Some(&a.quiet),
+            ),
+        }
+    }
 }
 
 pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
