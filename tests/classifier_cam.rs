@@ -160,7 +160,7 @@ fn localize_cam_cli_classifier_modes() {
     let run = |mode: &str, out: &Path| {
         let o = Command::cargo_bin("contracam")
             .unwrap()
-            .args(["--quiet", "--device", "cpu", "localize", "cam", "--weights"])
+            .args(["localize", "cam", "--quiet", "--device", "cpu", "--weights"])
             .arg(&f.weights)
             .arg("--inputs")
             .arg(&inputs)

@@ -20,7 +20,7 @@ fn unknown_flag_is_an_error() {
         .failure()
         .stderr(predicate::str::contains("--bogus"));
     bin()
-        .args(["--device", "tpu", "env"])
+        .args(["env", "--device", "tpu"])
         .assert()
         .failure()
         .stderr(predicate::str::contains("invalid device 'tpu'"));
@@ -119,7 +119,7 @@ fn localize_cam_cli_reproduces_setting_b() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().join("cam.safetensors");
     bin()
-        .args(["--device", "cpu", "localize", "cam", "--weights"])
+        .args(["localize", "cam", "--device", "cpu", "--weights"])
         .arg(r.join("contracam_r18_weights.safetensors"))
         .arg("--inputs")
         .arg(&v)
@@ -153,10 +153,10 @@ fn data_synth_writes_a_browsable_deterministic_dataset() {
     for sub in ["a", "b"] {
         bin()
             .args([
-                "--seed",
-                "4",
                 "data",
                 "synth",
+                "--seed",
+                "4",
                 "--train-scenes",
                 "6",
                 "--test-scenes",

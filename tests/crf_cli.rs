@@ -30,7 +30,7 @@ fn crf_then_boxes_on_setting_c() {
     let out = dir.path().join("crf.safetensors");
     Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "localize", "crf", "--images"])
+        .args(["localize", "crf", "--quiet", "--images"])
         .arg(&vectors)
         .args(["--images-key", "input_uint8", "--cams"])
         .arg(&vectors)
@@ -68,7 +68,7 @@ fn crf_then_boxes_on_setting_c() {
     let json = dir.path().join("boxes.json");
     Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "localize", "boxes", "--masks"])
+        .args(["localize", "boxes", "--quiet", "--masks"])
         .arg(&out)
         .args(["--masks-key", "mask", "--margin", "0.2", "--out"])
         .arg(&json)
@@ -80,7 +80,7 @@ fn crf_then_boxes_on_setting_c() {
     // Straight from the official seg masks (float32 {0, 1}).
     Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "localize", "boxes", "--masks"])
+        .args(["localize", "boxes", "--quiet", "--masks"])
         .arg(&vectors)
         .args(["--masks-key", "c_crf_clean_seg", "--out"])
         .arg(&json)
@@ -96,7 +96,7 @@ fn errors_name_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "localize", "crf", "--images"])
+        .args(["localize", "crf", "--quiet", "--images"])
         .arg(&vectors)
         .args(["--images-key", "no_such_tensor", "--cams"])
         .arg(&vectors)
@@ -110,7 +110,7 @@ fn errors_name_the_file_and_key() {
         ));
     Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "localize", "boxes", "--masks"])
+        .args(["localize", "boxes", "--quiet", "--masks"])
         .arg(&vectors)
         .args(["--masks-key", "input_normalized", "--out"])
         .arg(dir.path().join("b.json"))

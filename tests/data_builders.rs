@@ -299,9 +299,9 @@ fn background_challenge_variants_masks_and_original_train() {
     let data = tmp.path().join("d");
     // No published checksum: a plain build refuses, `--register` records the hashes.
     let err = run_err(&[
-        "--quiet",
         "data",
         "build",
+        "--quiet",
         "bg-challenge",
         "--manifest",
         m.to_str().unwrap(),
@@ -853,9 +853,9 @@ fn nine_class_shift_sets() {
     }
     let d = data.to_str().unwrap();
     run_ok(&[
-        "--quiet",
         "data",
         "build",
+        "--quiet",
         "imagenet9",
         "--data-dir",
         d,
@@ -881,9 +881,9 @@ fn nine_class_shift_sets() {
     )
     .unwrap();
     run_ok(&[
-        "--quiet",
         "data",
         "build",
+        "--quiet",
         "stylized-imagenet",
         "--data-dir",
         d,
@@ -893,9 +893,9 @@ fn nine_class_shift_sets() {
     let s = read_index(&data, "stylized-imagenet", "val-9");
     assert_eq!((s.samples[0].width, s.samples[0].labels[0]), (224, 8));
     let err = run_err(&[
-        "--quiet",
         "data",
         "build",
+        "--quiet",
         "stylized-imagenet",
         "--data-dir",
         d,

@@ -474,7 +474,7 @@ fn gated_imagenet_gives_instructions_and_checks_placed_files() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
     let d = data.to_str().unwrap();
-    let err = run_err(&["--quiet", "data", "fetch", "imagenet", "--data-dir", d]);
+    let err = run_err(&["data", "fetch", "--quiet", "imagenet", "--data-dir", d]);
     assert!(
         err.contains("gated")
             && err.contains("image-net.org")
@@ -491,7 +491,7 @@ fn gated_imagenet_gives_instructions_and_checks_placed_files() {
     let dl = data.join("imagenet").join("downloads");
     std::fs::create_dir_all(&dl).unwrap();
     std::fs::write(dl.join("ILSVRC2012_devkit_t12.tar.gz"), b"not the devkit").unwrap();
-    let err = run_err(&["--quiet", "data", "verify", "imagenet", "--data-dir", d]);
+    let err = run_err(&["data", "verify", "--quiet", "imagenet", "--data-dir", d]);
     assert!(
         err.contains("ILSVRC2012_devkit_t12.tar.gz")
             && err.contains("fa75699e90414af021442c21a62c3abf"),

@@ -162,9 +162,9 @@ fn unsafe_archive_in_a_build_keeps_the_download() {
     );
     let data = tmp.path().join("d");
     let o = contracam(&[
-        "--quiet",
         "data",
         "build",
+        "--quiet",
         "food101",
         "--manifest",
         m.to_str().unwrap(),

@@ -23,7 +23,7 @@ fn export_matches_the_official_converter() {
     let ours = dir.join("ours.pkl");
     let bin = || Command::cargo_bin("contracam").unwrap();
     let o = bin()
-        .args(["--quiet", "model", "import"])
+        .args(["model", "import", "--quiet"])
         .arg(dir.join("lit.ckpt"))
         .arg("--out")
         .arg(&weights)

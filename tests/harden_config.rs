@@ -42,7 +42,7 @@ fn the_base_suite_trains() {
     std::fs::write(&suite, SUITE).unwrap();
     let out = dir.path().join("model.safetensors");
     bin()
-        .args(["--quiet", "train", "ssl", "--suite"])
+        .args(["train", "ssl", "--quiet", "--suite"])
         .arg(&suite)
         .arg("--out")
         .arg(&out)
@@ -148,7 +148,7 @@ fn crop_larger_than_the_image() {
 fn threads_zero() {
     let mut c = assert_cmd::Command::cargo_bin("contracam").unwrap();
     fails(
-        c.args(["--threads", "0", "env"]),
+        c.args(["env", "--threads", "0"]),
         &["--threads", "'0' is not a thread count", "from 1 to"],
     );
 }

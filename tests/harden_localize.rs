@@ -295,7 +295,7 @@ fn cam_refuses_batches_without_negatives_empty_images_and_nan() {
     let out = f.p("cam.safetensors");
     let cam = |inputs: &Path| {
         let mut c = bin();
-        c.args(["--device", "cpu", "localize", "cam", "--weights"])
+        c.args(["localize", "cam", "--device", "cpu", "--weights"])
             .arg(&weights)
             .arg("--inputs")
             .arg(inputs)

@@ -10,7 +10,7 @@ use harden_support::{bin, fails};
 #[test]
 fn env_json_device_is_a_plain_string() {
     let out = bin()
-        .args(["--device", "cpu", "env", "--json"])
+        .args(["env", "--device", "cpu", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -26,7 +26,7 @@ fn env_json_device_is_a_plain_string() {
 #[test]
 fn env_json_unusable_device_is_null_with_the_reason() {
     let out = bin()
-        .args(["--device", "cuda:999", "env", "--json"])
+        .args(["env", "--device", "cuda:999", "--json"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -44,9 +44,9 @@ fn synth_html_and_json_have_no_rust_debug_output() {
     let out = dir.path().join("synth");
     bin()
         .args([
-            "--quiet",
             "data",
             "synth",
+            "--quiet",
             "--train-scenes",
             "4",
             "--test-scenes",

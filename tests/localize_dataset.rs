@@ -138,13 +138,13 @@ fn model_config() -> ModelConfig {
 impl Fixture {
     fn localize(&self, out: &Path, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
+            "localize",
+            "dataset",
             "--quiet",
             "--threads",
             "1",
             "--device",
             "cpu",
-            "localize",
-            "dataset",
             "--weights",
             self.weights.to_str().unwrap(),
             "--dataset",
@@ -271,11 +271,10 @@ fn outputs_box_file_and_metrics_match_the_tensor_level_functions() {
     // (c) mIoU over the dataset = the tensor-level mean_iou on GT masks resized with PIL bilinear.
     let data = fx.data.to_str().unwrap();
     let vm = json_of(&run_ok(&[
-        "--quiet",
-        "--threads",
-        "1",
         "eval",
         "miou",
+        "--threads",
+        "1",
         "--dataset",
         "cub200:test",
         "--data-dir",
@@ -329,11 +328,10 @@ fn outputs_box_file_and_metrics_match_the_tensor_level_functions() {
     std::fs::write(meta.join("localization.txt"), loc_txt).unwrap();
     let r = evaluate_wsol(&meta, &out.join("scoremaps"), &MaxBoxAccConfig::default()).unwrap();
     let v = json_of(&run_ok(&[
-        "--quiet",
-        "--threads",
-        "1",
         "eval",
         "maxboxacc",
+        "--threads",
+        "1",
         "--dataset",
         "cub200:test",
         "--data-dir",
@@ -351,7 +349,6 @@ fn outputs_box_file_and_metrics_match_the_tensor_level_functions() {
     // A dataset folder path works as well as NAME, and a missing prediction names its file.
     let dir_spec = format!("{}:test", fx.data.join("cub200").display());
     let v2 = json_of(&run_ok(&[
-        "--quiet",
         "eval",
         "miou",
         "--dataset",
@@ -363,7 +360,6 @@ fn outputs_box_file_and_metrics_match_the_tensor_level_functions() {
     assert_eq!(v2["mIoU"], vm["mIoU"]);
     std::fs::remove_file(out.join("masks").join(format!("{}.png", ids[3]))).unwrap();
     let e = run_err(&[
-        "--quiet",
         "eval",
         "miou",
         "--dataset",

@@ -315,7 +315,7 @@ fn imported_official_moco_drives_localize_cam_to_the_official_contracam() {
     let weights = t.path().join("moco.safetensors");
     let o = Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "model", "import", "--format", "lightning"])
+        .args(["model", "import", "--quiet", "--format", "lightning"])
         .arg(f.dir.join("lightning_moco_r18.legacy.pt"))
         .arg("--out")
         .arg(&weights)
@@ -335,7 +335,7 @@ fn imported_official_moco_drives_localize_cam_to_the_official_contracam() {
     let cams = t.path().join("cams.safetensors");
     let o = Command::cargo_bin("contracam")
         .unwrap()
-        .args(["--quiet", "--device", "cpu", "localize", "cam", "--weights"])
+        .args(["localize", "cam", "--quiet", "--device", "cpu", "--weights"])
         .arg(&weights)
         .arg("--inputs")
         .arg(&inputs)

@@ -6,19 +6,26 @@ use std::path::Path;
 use assert_cmd::Command;
 use suite_common::{golden_text, results_metrics, tiny_suite};
 
-fn contracam() -> Command {
+/// `contracam suite run` on one thread and the CPU.
+fn suite_run() -> Command {
     let mut c = Command::cargo_bin("contracam").unwrap();
-    c.args(["--threads", "1", "--device", "cpu", "--quiet"])
-        .env("RAYON_NUM_THREADS", "1")
-        .env("OMP_NUM_THREADS", "1");
+    c.args([
+        "suite",
+        "run",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+    ])
+    .env("RAYON_NUM_THREADS", "1")
+    .env("OMP_NUM_THREADS", "1");
     c
 }
 
 fn run(dir: &Path, extra: &[&str]) -> std::process::Output {
     let suite = tiny_suite(dir);
-    contracam()
-        .arg("suite")
-        .arg("run")
+    suite_run()
         .arg(&suite)
         .arg("--runs-dir")
         .arg(dir.join("runs"))
@@ -67,7 +74,7 @@ fn a_seed_override_is_not_checked_against_another_seeds_golden() {
         "another seed trains another model"
     );
 
-    // The global --seed is the same override.
+    // `suite run --seed` is the same override.
     let out = run(dir.path(), &["--seed", "3"]);
     assert!(out.status.success());
     assert!(text(&out.stderr).contains("no golden for seed 3"));
@@ -173,8 +180,7 @@ fn a_second_run_on_the_same_runs_dir_refuses_or_waits() {
     wait_for_line(holder.stdout.take().unwrap(), "LOCK HELD");
 
     // --no-wait: a clear error naming the folder and the holder, and nothing built.
-    let out = contracam()
-        .args(["suite", "run"])
+    let out = suite_run()
         .arg(&suite)
         .arg("--runs-dir")
         .arg(&runs)
@@ -198,13 +204,13 @@ fn a_second_run_on_the_same_runs_dir_refuses_or_waits() {
     // The default waits, says so, and runs once the first run is done.
     let mut waiter = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
         .args([
+            "suite",
+            "run",
             "--threads",
             "1",
             "--device",
             "cpu",
             "--quiet",
-            "suite",
-            "run",
         ])
         .arg(&suite)
         .arg("--runs-dir")

@@ -481,8 +481,8 @@ pub fn run_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Arguments of `contracam data CMD NAME` on a fixture manifest: quiet, one thread, short retry delay and
-/// timeout, then `extra`.
+/// Arguments of `contracam data CMD NAME` on a fixture manifest: quiet, one thread (`build`, the only one
+/// that takes `--threads`), short retry delay and timeout, then `extra`.
 pub fn data_args<'a>(
     cmd: &'a str,
     name: &'a str,
@@ -491,12 +491,10 @@ pub fn data_args<'a>(
     extra: &[&'a str],
 ) -> Vec<&'a str> {
     let mut args = vec![
-        "--quiet",
-        "--threads",
-        "1",
         "data",
         cmd,
         name,
+        "--quiet",
         "--manifest",
         manifest.to_str().unwrap(),
         "--data-dir",
@@ -506,6 +504,9 @@ pub fn data_args<'a>(
         "--timeout-s",
         "10",
     ];
+    if cmd == "build" {
+        args.extend_from_slice(&["--threads", "1"]);
+    }
     args.extend_from_slice(extra);
     args
 }
