@@ -188,3 +188,50 @@ fn readme_walkthrough_chains_synth_cam_crf_boxes_and_eval() {
         "MaxBoxAccV2 {v} is not above the whole-image box baseline {whole_image}"
     );
 }
+
+/// The per-image folders are outputs written file by file: one that holds an input is refused before any work.
+#[test]
+fn per_image_folders_that_hold_an_input_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let inputs = d.join("x.safetensors");
+    std::fs::write(&inputs, b"not read").unwrap();
+    for (args, flag) in [
+        (
+            vec![
+                "localize",
+                "crf",
+                "--images",
+                "x.safetensors",
+                "--cams",
+                "c.safetensors",
+            ],
+            "--masks-dir",
+        ),
+        (
+            vec![
+                "localize",
+                "cam",
+                "--weights",
+                "w.safetensors",
+                "--inputs",
+                "x.safetensors",
+            ],
+            "--scoremaps",
+        ),
+    ] {
+        let out = Command::cargo_bin("contracam")
+            .unwrap()
+            .current_dir(d)
+            .env("CONTRACAM_LOG", "error")
+            .args(&args)
+            .args(["--out", "o.safetensors", flag, "."])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag) && err.contains("x.safetensors"), "{err}");
+        assert!(!d.join("o.safetensors").exists());
+    }
+    assert_eq!(std::fs::read(&inputs).unwrap(), b"not read");
+}
