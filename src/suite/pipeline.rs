@@ -23,7 +23,6 @@ use crate::localize::mask_clean::{clean_mask, CleanOptions};
 use crate::localize::{contrastive_cam, CamConfig};
 use crate::model::ContrastiveModel;
 use crate::train::augment::eval_transform;
-use crate::train::diagnostics::view_foreground;
 use crate::train::{train, TrainData, TrainReport};
 
 /// The data every stage draws from, generated in memory from the suite's seed.
@@ -93,7 +92,8 @@ pub struct StageFingerprints {
 pub const PRECISION: Precision = Precision::Fp32;
 
 /// Bump a kind's version when the same parameters and inputs would give different outputs.
-const KIND_VERSION: u32 = 1;
+// 2: the train stages report `view_foreground`, measured inside the training loop.
+const KIND_VERSION: u32 = 2;
 
 impl StageFingerprints {
     pub fn new(cfg: &SuiteConfig, device: Device) -> Self {
@@ -142,11 +142,9 @@ pub fn metric_ids(cfg: &SuiteConfig) -> Vec<String> {
         stages.push("oa_crop");
     }
     for s in stages {
-        for (_, m) in EVAL_RECORDED {
+        for (_, m) in TRAIN_RECORDED.iter().chain(EVAL_RECORDED) {
             v.push(format!("{s}.{m}"));
         }
-        v.push(format!("{s}.final_loss"));
-        v.push(format!("{s}.view_foreground"));
     }
     v.sort();
     v
@@ -162,7 +160,12 @@ const TRAIN_OUT: &[Slot] = &[
     Slot::file("model", ArtefactKind::ModelCheckpoint, "model.safetensors"),
     Slot::file("report", ArtefactKind::Json, "train_report.json"),
 ];
-const TRAIN_METRICS: &[&str] = &["final_loss"];
+const TRAIN_METRICS: &[&str] = &["final_loss", "view_foreground"];
+/// (stage metric, suite metric suffix) of a train stage.
+const TRAIN_RECORDED: &[(&str, &str)] = &[
+    ("final_loss", "final_loss"),
+    ("view_foreground", "view_foreground"),
+];
 const EVAL_OUT: &[Slot] = &[Slot::file("metrics", ArtefactKind::Json, "metrics.json")];
 const EVAL_METRICS: &[&str] = &["cam_miou", "linear_acc", "linear_val_acc"];
 const BOXES_OUT: &[Slot] = &[Slot::file("boxes", ArtefactKind::BoxFile, "boxes.json")];
@@ -184,8 +187,7 @@ impl Pipeline<'_> {
             TRAIN_METRICS,
             |dir, p| p.train_stage(dir, None),
         )?;
-        self.record("vanilla", &pre, &[("final_loss", "final_loss")]);
-        self.record_view_foreground("vanilla", None)?;
+        self.record("vanilla", &pre, TRAIN_RECORDED);
 
         let ev = self.stage(
             "evaluate-vanilla",
@@ -216,8 +218,7 @@ impl Pipeline<'_> {
             TRAIN_METRICS,
             |dir, p| p.train_stage(dir, Some(&boxes.boxes)),
         )?;
-        self.record("oa_crop", &re, &[("final_loss", "final_loss")]);
-        self.record_view_foreground("oa_crop", Some(&boxes.boxes))?;
+        self.record("oa_crop", &re, TRAIN_RECORDED);
 
         let ev2 = self.stage(
             "evaluate-oa-crop",
@@ -298,37 +299,19 @@ impl Pipeline<'_> {
         bar
     }
 
-    /// `<prefix>.view_foreground`: the foreground fraction of the training views (no training; a second pass
-    /// over the same seeded crops). It tells whether retraining used its boxes: without them it equals the
-    /// vanilla value exactly.
-    fn record_view_foreground(
-        &mut self,
-        prefix: &str,
-        boxes: Option<&[Vec<[f64; 4]>]>,
-    ) -> Result<(), SuiteError> {
-        let set = &self.data.train_scenes;
-        let fg = set.foreground_tensor().squeeze_dim(1);
-        let v = view_foreground(
-            &set.images_tensor(),
-            &fg,
-            boxes,
-            &self.cfg.train,
-            self.cfg.seed,
-        )?;
-        self.metrics.insert(format!("{prefix}.view_foreground"), v);
-        Ok(())
-    }
-
     fn train_stage(
         &self,
         dir: &Path,
         boxes: Option<&[Vec<[f64; 4]>]>,
     ) -> Result<StageResult, SuiteError> {
         let images = self.data.train_scenes.images_tensor();
+        // The true foreground rides with view 1: `view_foreground` is what the trained views contained.
+        let foreground = self.data.train_scenes.foreground_tensor().squeeze_dim(1);
         let bar = self.bar(0, "train");
         let data = TrainData {
             images: &images,
             boxes,
+            masks: Some(&foreground),
         };
         let (model, report) = train(
             &self.cfg.model,
@@ -351,7 +334,10 @@ impl Pipeline<'_> {
         // Read back what a cached run would read: an output that does not parse is never published.
         let report: TrainReport = read_json(&dir.join("train_report.json"))?;
         let loss = *report.epoch_loss.last().unwrap_or(&f64::NAN);
-        Ok(StageResult::default().metric("final_loss", loss))
+        let fg = report.view_foreground.unwrap_or(f64::NAN);
+        Ok(StageResult::default()
+            .metric("final_loss", loss)
+            .metric("view_foreground", fg))
     }
 
     /// CAMs of `set` in batches of the configured size (the negatives of each image).
