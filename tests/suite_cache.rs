@@ -19,6 +19,7 @@ fn opts(runs: &Path) -> RunOptions {
         golden: None,
         skip_golden: true,
         lock: LockPolicy::Refuse,
+        fault: None,
     }
 }
 

@@ -154,6 +154,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         } else {
             LockPolicy::Wait
         },
+        fault: None,
     };
     eprintln!(
         "suite {} v{} on {} (seed {})",

@@ -18,6 +18,7 @@ use tch::Device;
 use cache::{CacheError, LockPolicy, StageCache};
 use config::{ConfigError, LoadedSuite};
 use golden::{Golden, GoldenError, Verdict};
+pub use pipeline::Fault;
 use pipeline::{Pipeline, SuiteData};
 use report::Results;
 
@@ -56,6 +57,10 @@ pub struct RunOptions {
     pub skip_golden: bool,
     /// What to do when another run holds `<runs_dir>/<suite>`.
     pub lock: LockPolicy,
+    /// A deliberate bug, for tests that prove a golden catches a broken pipeline (None in every real run;
+    /// the CLI cannot set it). Recorded in the results, part of the affected stages' fingerprints, and a
+    /// results file that carries one cannot be blessed.
+    pub fault: Option<Fault>,
 }
 
 /// What `suite validate` checked.
@@ -131,6 +136,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         refresh: opts.refresh,
         device: opts.device,
         progress: opts.progress,
+        fault: opts.fault,
         timings: Vec::new(),
         metrics: BTreeMap::new(),
     };
@@ -163,6 +169,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         passed,
         not_checked,
         precision: Some(pipeline::PRECISION.name().into()),
+        fault: opts.fault.map(|f| f.name().to_string()),
     })
 }
 

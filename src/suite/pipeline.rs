@@ -55,6 +55,7 @@ pub struct Pipeline<'a> {
     pub refresh: bool,
     pub device: Device,
     pub progress: bool,
+    pub fault: Option<Fault>,
     pub timings: Vec<StageTiming>,
     pub metrics: BTreeMap<String, f64>,
 }
@@ -74,6 +75,21 @@ struct BoxesOut {
     boxes: Vec<Vec<[f64; 4]>>,
     recall50: f64,
     per_image: f64,
+}
+
+/// Deliberate bugs, so a test can show that a golden tells a broken pipeline from a working one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Retraining receives the ContraCAM boxes and trains without them (plain random resized crops).
+    RetrainIgnoresBoxes,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::RetrainIgnoresBoxes => "retrain-ignores-boxes",
+        }
+    }
 }
 
 /// The fingerprints of the pipeline's stages, known before any stage runs: each covers the parameters the
@@ -96,7 +112,7 @@ pub const PRECISION: Precision = Precision::Fp32;
 const KIND_VERSION: u32 = 2;
 
 impl StageFingerprints {
-    pub fn new(cfg: &SuiteConfig, device: Device) -> Self {
+    pub fn new(cfg: &SuiteConfig, device: Device, fault: Option<Fault>) -> Self {
         let input = input_size(cfg);
         let fp = |kind: &str, params: &serde_json::Value, inputs: &[(&str, &str)]| {
             fingerprint(&FingerprintInput {
@@ -120,7 +136,12 @@ impl StageFingerprints {
         let pretrain = fp("pretrain", &train_params(false), &[]);
         let evaluate_vanilla = fp("evaluate", &eval_params, &[("model", &pretrain)]);
         let boxes = fp("boxes", &box_params, &[("model", &pretrain)]);
-        let retrain = fp("retrain", &train_params(true), &[("boxes", &boxes)]);
+        // A faulty retrain never shares a cache entry with a correct one.
+        let mut retrain_params = train_params(true);
+        if let Some(f) = fault {
+            retrain_params["fault"] = f.name().into();
+        }
+        let retrain = fp("retrain", &retrain_params, &[("boxes", &boxes)]);
         let evaluate_oa_crop = fp("evaluate", &eval_params, &[("model", &retrain)]);
         StageFingerprints {
             pretrain,
@@ -174,7 +195,7 @@ const BOXES_METRICS: &[&str] = &["recall50", "per_image"];
 impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
-        let fps = StageFingerprints::new(cfg, self.device);
+        let fps = StageFingerprints::new(cfg, self.device, self.fault);
         self.metrics.insert(
             "baseline.center_box_miou".into(),
             center_box_miou(&self.data.test_scenes),
@@ -216,7 +237,13 @@ impl Pipeline<'_> {
             &fps.retrain,
             TRAIN_OUT,
             TRAIN_METRICS,
-            |dir, p| p.train_stage(dir, Some(&boxes.boxes)),
+            |dir, p| {
+                let given = match p.fault {
+                    Some(Fault::RetrainIgnoresBoxes) => None,
+                    None => Some(boxes.boxes.as_slice()),
+                };
+                p.train_stage(dir, given)
+            },
         )?;
         self.record("oa_crop", &re, TRAIN_RECORDED);
 
@@ -517,9 +544,9 @@ mod tests {
     #[test]
     fn device_class_is_in_every_fingerprint() {
         let cfg = smoke();
-        let cpu = StageFingerprints::new(&cfg, Device::Cpu);
-        let gpu = StageFingerprints::new(&cfg, Device::Cuda(0));
-        let other_gpu = StageFingerprints::new(&cfg, Device::Cuda(1));
+        let cpu = StageFingerprints::new(&cfg, Device::Cpu, None);
+        let gpu = StageFingerprints::new(&cfg, Device::Cuda(0), None);
+        let other_gpu = StageFingerprints::new(&cfg, Device::Cuda(1), None);
         for (c, g) in [
             (&cpu.pretrain, &gpu.pretrain),
             (&cpu.evaluate_vanilla, &gpu.evaluate_vanilla),
@@ -531,7 +558,20 @@ mod tests {
         }
         // The class, not the ordinal: any GPU may reuse another GPU's stages.
         assert_eq!(gpu, other_gpu);
-        assert_eq!(cpu, StageFingerprints::new(&cfg, Device::Cpu));
+        assert_eq!(cpu, StageFingerprints::new(&cfg, Device::Cpu, None));
+    }
+
+    #[test]
+    fn a_fault_changes_only_the_stages_it_breaks() {
+        let cfg = smoke();
+        let ok = StageFingerprints::new(&cfg, Device::Cpu, None);
+        let bad = StageFingerprints::new(&cfg, Device::Cpu, Some(Fault::RetrainIgnoresBoxes));
+        assert_eq!(
+            (&ok.pretrain, &ok.evaluate_vanilla, &ok.boxes),
+            (&bad.pretrain, &bad.evaluate_vanilla, &bad.boxes)
+        );
+        assert_ne!(ok.retrain, bad.retrain);
+        assert_ne!(ok.evaluate_oa_crop, bad.evaluate_oa_crop);
     }
 
     #[test]
@@ -540,7 +580,7 @@ mod tests {
         let fp = |f: &dyn Fn(&mut SuiteConfig)| {
             let mut c = base.clone();
             f(&mut c);
-            StageFingerprints::new(&c, Device::Cpu)
+            StageFingerprints::new(&c, Device::Cpu, None)
         };
         let b = fp(&|_| {});
         // The CAM input size: boxes and evaluation change, training does not.

@@ -40,6 +40,9 @@ pub struct Results {
     /// Precision policy the stages computed with (part of every stage fingerprint).
     #[serde(default)]
     pub precision: Option<String>,
+    /// The deliberate bug this run was made with (tests only; see `RunOptions::fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -103,6 +106,9 @@ pub struct ReportView {
     pub device: String,
     #[serde(default)]
     pub precision: Option<String>,
+    /// The deliberate bug this run was made with (tests only; see `RunOptions::fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     #[serde(default)]
     pub started_at: String,
     #[serde(default)]

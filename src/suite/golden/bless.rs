@@ -123,6 +123,12 @@ pub fn bless(
             )
         })
     };
+    if let Some(f) = r.get("fault").and_then(|f| f.as_str()) {
+        return Err(invalid(
+            results,
+            format!("was made with the deliberate fault '{f}' (a test run); it cannot be blessed"),
+        ));
+    }
     let suite = text("suite")?;
     let suite_version = u32::try_from(int("suite_version")?)
         .map_err(|_| invalid(results, "field 'suite_version' is too large"))?;
