@@ -125,6 +125,7 @@ fn real_smoke_runs_pass_and_a_retrain_that_ignores_its_boxes_fails() {
         skip_golden: false,
         lock: LockPolicy::Refuse,
         fault,
+        claims: false,
     };
     let failed = |r: &contracam::suite::report::Results| -> Vec<String> {
         r.checks

@@ -20,6 +20,7 @@ fn opts(runs: &Path) -> RunOptions {
         skip_golden: true,
         lock: LockPolicy::Refuse,
         fault: None,
+        claims: false,
     }
 }
 

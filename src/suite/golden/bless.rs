@@ -226,6 +226,9 @@ pub fn bless(
             note,
         },
         metrics: out,
+        // Claims are measured over several seeds and recorded by hand with their evidence; a bless of one
+        // run's values keeps them as they are.
+        claims: old.map(|g| g.claims.clone()).unwrap_or_default(),
     };
     Ok(BlessOutcome {
         golden,
@@ -289,6 +292,7 @@ mod tests {
                 ("a".to_string(), m(1.0, 0.1, "why a")),
                 ("b".to_string(), m(2.0, 0.2, "why b")),
             ]),
+            claims: BTreeMap::new(),
         }
     }
 
