@@ -269,7 +269,7 @@ mod tests {
     #[test]
     fn paired_test_matches_the_closed_form_at_two_degrees_of_freedom() {
         for (d, t_want) in [
-            ([0.044, -0.066, -0.068], -0.810_712_117_996_762_5),
+            ([0.044, -0.066, -0.068], -0.810_712_117_996_762_5_f64),
             ([0.25, 0.2, 0.3], 8.660_254_037_844_387),
         ] {
             let (_, _, t, p) = paired_test(&d);
