@@ -12,11 +12,13 @@ build: setup
 run: build
 	./target/release/contracam suite run suites/smoke.toml
 
-# All tests (unit, integration, reference parity). Reference vectors are read from ../shared/reference
-# unless CONTRACAM_REFERENCE points elsewhere; a missing directory is a failure, not a skip.
+# All tests (unit, integration, reference parity, the smoke suite against its golden), then formatting and
+# clippy. Reference vectors are read from ../shared/reference unless CONTRACAM_REFERENCE points elsewhere; a
+# missing directory is a failure, not a skip.
 test: setup
 	@bash scripts/check-reference.sh
 	$(CARGO) test --locked --release
+	CARGO=$(CARGO) bash scripts/lint.sh
 
 bench: setup
 	$(CARGO) bench --locked

@@ -19,6 +19,8 @@ fn opts(runs: &Path) -> RunOptions {
         golden: None,
         skip_golden: true,
         lock: LockPolicy::Refuse,
+        fault: None,
+        claims: false,
     }
 }
 

@@ -21,6 +21,8 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
         golden: None,
         skip_golden: true,
         lock: LockPolicy::Refuse,
+        fault: None,
+        claims: false,
     };
     let first = run_suite(&suite, &opts(false)).unwrap();
     let names: Vec<&str> = first.metrics.keys().map(|s| s.as_str()).collect();

@@ -124,6 +124,7 @@ fn moco_and_byol_train_deterministically() {
         let data = TrainData {
             images: &x,
             boxes: None,
+            masks: None,
         };
         let (a, ra) = train(&m, &t, &data, 5, Device::Cpu, &bar).unwrap();
         assert_eq!(ra.steps, 4);
@@ -161,11 +162,13 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
     let plain = TrainData {
         images: &x,
         boxes: None,
+        masks: None,
     };
     let boxes = vec![vec![[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]]; 16];
     let oa = TrainData {
         images: &x,
         boxes: Some(&boxes),
+        masks: None,
     };
     let (a, _) = train(&m, &t, &plain, 1, Device::Cpu, &bar).unwrap();
     let (b, _) = train(&m, &t, &oa, 1, Device::Cpu, &bar).unwrap();
@@ -178,6 +181,7 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
         &TrainData {
             images: &x,
             boxes: Some(&empty),
+            masks: None,
         },
         1,
         Device::Cpu,
@@ -192,6 +196,7 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
         &TrainData {
             images: &x,
             boxes: Some(&short),
+            masks: None,
         },
         1,
         Device::Cpu,
@@ -213,4 +218,56 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
             && err.to_string().contains("16 training images"),
         "{err}"
     );
+}
+
+/// The report's view-1 foreground is measured on the batches the loop trains on: carrying the masks does
+/// not change a single weight, and boxes that surround the foreground raise it.
+#[test]
+fn view_foreground_is_measured_in_the_loop_without_changing_training() {
+    tch::set_num_threads(1);
+    let x = images(16, 24);
+    let bar = ProgressBar::hidden();
+    let (m, t) = tiny(Method::Moco);
+    // Foreground: the top-left quarter of every image.
+    let fg = Tensor::zeros([16, 24, 24], (Kind::Float, Device::Cpu));
+    let _ = fg.narrow(1, 0, 12).narrow(2, 0, 12).fill_(1.0);
+    let run = |boxes: Option<&[Vec<[f64; 4]>]>, masks: Option<&Tensor>| {
+        train(
+            &m,
+            &t,
+            &TrainData {
+                images: &x,
+                boxes,
+                masks,
+            },
+            1,
+            Device::Cpu,
+            &bar,
+        )
+        .unwrap()
+    };
+    let (plain, r_plain) = run(None, None);
+    let (observed, r_observed) = run(None, Some(&fg));
+    assert!(weights_equal(&plain, &observed), "masks changed training");
+    assert_eq!(r_plain.epoch_loss, r_observed.epoch_loss);
+    assert_eq!(r_plain.view_foreground, None);
+    let plain_fg = r_observed.view_foreground.expect("measured with masks");
+    // Random crops of the whole image see about a quarter of foreground.
+    assert!((0.1..0.45).contains(&plain_fg), "plain crops: {plain_fg}");
+    let boxes = vec![vec![[0.0, 0.0, 0.5, 0.5]]; 16];
+    let (_, r_oa) = run(Some(&boxes), Some(&fg));
+    let oa_fg = r_oa.view_foreground.expect("measured with masks");
+    // Crops inside the box see foreground only, up to bilinear blending at the box's border.
+    assert!(
+        oa_fg > 0.9 && oa_fg > plain_fg + 0.4,
+        "crops inside the box: {oa_fg}, plain crops: {plain_fg}"
+    );
+    // Serialised reports keep the value; old reports without it still read.
+    let back: contracam::train::TrainReport =
+        serde_json::from_str(&serde_json::to_string(&r_oa).unwrap()).unwrap();
+    assert_eq!(back.view_foreground, Some(oa_fg));
+    let mut old = serde_json::to_value(&r_plain).unwrap();
+    old.as_object_mut().unwrap().remove("view_foreground");
+    let old: contracam::train::TrainReport = serde_json::from_value(old).unwrap();
+    assert_eq!(old.view_foreground, None);
 }

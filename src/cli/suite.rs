@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// When another run holds this suite's folder in --runs-dir: exit with an error instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
+    /// Skip the golden's claims: the seeds they need besides the suite's are not run, and no claim is
+    /// checked (by default they are: each extra seed is a whole pipeline run, cached like any other).
+    #[arg(long)]
+    pub no_claims: bool,
     /// Override the suite's seed. A golden blessed at another seed is then not checked: the metrics are
     /// reported as "not checked" and the run exits 0 (1 when --golden names that golden explicitly).
     #[arg(long)]
@@ -179,6 +183,8 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         } else {
             LockPolicy::Wait
         },
+        fault: None,
+        claims: !a.no_claims,
     };
     eprintln!(
         "suite {} v{} on {} (seed {})",
@@ -216,6 +222,10 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     };
     if !a.no_golden {
         println!("{}", contracam::suite::report::table(&results.checks));
+        let claims = contracam::suite::report::claims_table(&results.claims);
+        if !claims.is_empty() {
+            println!("{claims}");
+        }
     }
     println!(
         "suite {}: {verdict} in {:.1} s; results {}",

@@ -104,6 +104,8 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let images = scenes.images_tensor();
+            // The scenes' true foreground rides with view 1 so the report says what the views contained.
+            let foreground = scenes.foreground_tensor().squeeze_dim(1);
             let bar = if !global.quiet && std::io::stderr().is_terminal() {
                 ProgressBar::new(0)
             } else {
@@ -112,6 +114,7 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             let data = TrainData {
                 images: &images,
                 boxes: boxes.as_deref(),
+                masks: Some(&foreground),
             };
             let (model, report) = train(&cfg.model, &cfg.train, &data, seed, device, &bar)?;
             bar.finish_and_clear();
@@ -128,10 +131,11 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             ]);
             model.save(&a.out, &meta)?;
             eprintln!(
-                "wrote {} ({} steps, final loss {:.4}, {:.1} s)",
+                "wrote {} ({} steps, final loss {:.4}, view-1 foreground {:.4}, {:.1} s)",
                 a.out.display(),
                 report.steps,
                 report.epoch_loss.last().copied().unwrap_or(f64::NAN),
+                report.view_foreground.unwrap_or(f64::NAN),
                 report.seconds
             );
             Ok(ExitCode::SUCCESS)

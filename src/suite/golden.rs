@@ -14,6 +14,9 @@ pub struct Golden {
     pub suite_version: u32,
     pub provenance: Provenance,
     pub metrics: BTreeMap<String, GoldenMetric>,
+    /// The paper's qualitative claims as relations checked over seeds, with the outcome measured here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, super::claims::Claim>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -231,6 +234,7 @@ mod tests {
                 note: String::new(),
             },
             metrics,
+            claims: BTreeMap::new(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Suites: declarative pipelines with stage caching, goldens and reports.
 pub mod cache;
+pub mod claims;
 pub mod config;
 pub mod dataset;
 pub mod golden;
@@ -18,6 +19,7 @@ use tch::Device;
 use cache::{CacheError, LockPolicy, StageCache};
 use config::{ConfigError, LoadedSuite};
 use golden::{Golden, GoldenError, Verdict};
+pub use pipeline::Fault;
 use pipeline::{Pipeline, SuiteData};
 use report::Results;
 
@@ -56,6 +58,13 @@ pub struct RunOptions {
     pub skip_golden: bool,
     /// What to do when another run holds `<runs_dir>/<suite>`.
     pub lock: LockPolicy,
+    /// A deliberate bug, for tests that prove a golden catches a broken pipeline (None in every real run;
+    /// the CLI cannot set it). Recorded in the results, part of the affected stages' fingerprints, and a
+    /// results file that carries one cannot be blessed.
+    pub fault: Option<Fault>,
+    /// Also run the seeds the golden's claims need and check the claims (each extra seed is a whole pipeline
+    /// run, cached like any other).
+    pub claims: bool,
 }
 
 /// What `suite validate` checked.
@@ -87,6 +96,10 @@ pub fn validate(
                         metrics.join(", ")
                     )));
                 }
+            }
+            for (id, c) in &g.claims {
+                c.validate(id, &metrics)
+                    .map_err(|e| SuiteError::Other(format!("{}: {e}", p.display())))?;
             }
             Some((p, g.metrics.len()))
         }
@@ -131,18 +144,27 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         refresh: opts.refresh,
         device: opts.device,
         progress: opts.progress,
+        fault: opts.fault,
         timings: Vec::new(),
         metrics: BTreeMap::new(),
     };
     p.run()?;
+    let (timings, metrics) = (p.timings, p.metrics);
+    let (seed_metrics, claim_checks) = match &golden {
+        Some(g) if opts.claims && !g.claims.is_empty() => {
+            run_claims(g, cfg, &metrics, &cache, opts)?
+        }
+        _ => (BTreeMap::new(), Vec::new()),
+    };
     let checks = match &golden {
-        Some(_) if not_checked.is_some() => golden::not_checked(&p.metrics),
-        Some(g) => golden::compare(&p.metrics, g),
+        Some(_) if not_checked.is_some() => golden::not_checked(&metrics),
+        Some(g) => golden::compare(&metrics, g),
         None => Vec::new(),
     };
     let passed = golden.is_some()
         && not_checked.is_none()
-        && checks.iter().all(|c| c.verdict == Verdict::Pass);
+        && checks.iter().all(|c| c.verdict == Verdict::Pass)
+        && claim_checks.iter().all(|c| c.verdict == Verdict::Pass);
     let env = crate::util::env_report();
     Ok(Results {
         suite: cfg.name.clone(),
@@ -156,14 +178,66 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         started_at,
         total_seconds: start.elapsed().as_secs_f64(),
         config: suite.resolved.clone(),
-        stages: p.timings,
-        metrics: p.metrics,
+        stages: timings,
+        metrics,
+        seed_metrics,
+        claims: claim_checks,
         golden_file: golden_path.map(|p| p.display().to_string()),
         checks,
         passed,
         not_checked,
         precision: Some(pipeline::PRECISION.name().into()),
+        fault: opts.fault.map(|f| f.name().to_string()),
     })
+}
+
+/// Runs the pipeline at every seed the golden's claims need (the run's own seed is reused) and checks each
+/// claim over its seeds. Returns the other seeds' metrics and the claim checks.
+#[allow(clippy::type_complexity)]
+fn run_claims(
+    g: &Golden,
+    cfg: &config::SuiteConfig,
+    main: &BTreeMap<String, f64>,
+    cache: &StageCache,
+    opts: &RunOptions,
+) -> Result<
+    (
+        BTreeMap<u64, BTreeMap<String, f64>>,
+        Vec<claims::ClaimCheck>,
+    ),
+    SuiteError,
+> {
+    let mut per_seed = BTreeMap::from([(cfg.seed, main.clone())]);
+    for seed in claims::seeds(&g.claims) {
+        if per_seed.contains_key(&seed) {
+            continue;
+        }
+        eprintln!("claims: running the pipeline at seed {seed}");
+        let mut c = cfg.clone();
+        c.seed = seed;
+        let data = SuiteData::generate(&c);
+        let mut p = Pipeline {
+            cfg: &c,
+            data: &data,
+            cache,
+            refresh: opts.refresh,
+            device: opts.device,
+            progress: opts.progress,
+            fault: opts.fault,
+            timings: Vec::new(),
+            metrics: BTreeMap::new(),
+        };
+        p.run()?;
+        per_seed.insert(seed, p.metrics);
+    }
+    let known = pipeline::metric_ids(cfg);
+    let mut checks = Vec::new();
+    for (id, claim) in &g.claims {
+        let rel = claim.validate(id, &known).map_err(SuiteError::Other)?;
+        checks.push(claims::check(id, claim, &rel, &per_seed));
+    }
+    per_seed.remove(&cfg.seed);
+    Ok((per_seed, checks))
 }
 
 /// RFC 3339 UTC timestamp without a date-time dependency.

@@ -23,7 +23,6 @@ use crate::localize::mask_clean::{clean_mask, CleanOptions};
 use crate::localize::{contrastive_cam, CamConfig};
 use crate::model::ContrastiveModel;
 use crate::train::augment::eval_transform;
-use crate::train::diagnostics::view_foreground;
 use crate::train::{train, TrainData, TrainReport};
 
 /// The data every stage draws from, generated in memory from the suite's seed.
@@ -56,6 +55,7 @@ pub struct Pipeline<'a> {
     pub refresh: bool,
     pub device: Device,
     pub progress: bool,
+    pub fault: Option<Fault>,
     pub timings: Vec<StageTiming>,
     pub metrics: BTreeMap<String, f64>,
 }
@@ -77,6 +77,21 @@ struct BoxesOut {
     per_image: f64,
 }
 
+/// Deliberate bugs, so a test can show that a golden tells a broken pipeline from a working one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Retraining receives the ContraCAM boxes and trains without them (plain random resized crops).
+    RetrainIgnoresBoxes,
+}
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::RetrainIgnoresBoxes => "retrain-ignores-boxes",
+        }
+    }
+}
+
 /// The fingerprints of the pipeline's stages, known before any stage runs: each covers the parameters the
 /// stage reads (and nothing it does not), its inputs' fingerprints, the seed, the device class and the
 /// precision policy, so a GPU run never reuses CPU stages and an `eval.input_size` change redoes the boxes.
@@ -93,10 +108,11 @@ pub struct StageFingerprints {
 pub const PRECISION: Precision = Precision::Fp32;
 
 /// Bump a kind's version when the same parameters and inputs would give different outputs.
-const KIND_VERSION: u32 = 1;
+// 2: the train stages report `view_foreground`, measured inside the training loop.
+const KIND_VERSION: u32 = 2;
 
 impl StageFingerprints {
-    pub fn new(cfg: &SuiteConfig, device: Device) -> Self {
+    pub fn new(cfg: &SuiteConfig, device: Device, fault: Option<Fault>) -> Self {
         let input = input_size(cfg);
         let fp = |kind: &str, params: &serde_json::Value, inputs: &[(&str, &str)]| {
             fingerprint(&FingerprintInput {
@@ -120,7 +136,12 @@ impl StageFingerprints {
         let pretrain = fp("pretrain", &train_params(false), &[]);
         let evaluate_vanilla = fp("evaluate", &eval_params, &[("model", &pretrain)]);
         let boxes = fp("boxes", &box_params, &[("model", &pretrain)]);
-        let retrain = fp("retrain", &train_params(true), &[("boxes", &boxes)]);
+        // A faulty retrain never shares a cache entry with a correct one.
+        let mut retrain_params = train_params(true);
+        if let Some(f) = fault {
+            retrain_params["fault"] = f.name().into();
+        }
+        let retrain = fp("retrain", &retrain_params, &[("boxes", &boxes)]);
         let evaluate_oa_crop = fp("evaluate", &eval_params, &[("model", &retrain)]);
         StageFingerprints {
             pretrain,
@@ -142,11 +163,9 @@ pub fn metric_ids(cfg: &SuiteConfig) -> Vec<String> {
         stages.push("oa_crop");
     }
     for s in stages {
-        for (_, m) in EVAL_RECORDED {
+        for (_, m) in TRAIN_RECORDED.iter().chain(EVAL_RECORDED) {
             v.push(format!("{s}.{m}"));
         }
-        v.push(format!("{s}.final_loss"));
-        v.push(format!("{s}.view_foreground"));
     }
     v.sort();
     v
@@ -162,7 +181,12 @@ const TRAIN_OUT: &[Slot] = &[
     Slot::file("model", ArtefactKind::ModelCheckpoint, "model.safetensors"),
     Slot::file("report", ArtefactKind::Json, "train_report.json"),
 ];
-const TRAIN_METRICS: &[&str] = &["final_loss"];
+const TRAIN_METRICS: &[&str] = &["final_loss", "view_foreground"];
+/// (stage metric, suite metric suffix) of a train stage.
+const TRAIN_RECORDED: &[(&str, &str)] = &[
+    ("final_loss", "final_loss"),
+    ("view_foreground", "view_foreground"),
+];
 const EVAL_OUT: &[Slot] = &[Slot::file("metrics", ArtefactKind::Json, "metrics.json")];
 const EVAL_METRICS: &[&str] = &["cam_miou", "linear_acc", "linear_val_acc"];
 const BOXES_OUT: &[Slot] = &[Slot::file("boxes", ArtefactKind::BoxFile, "boxes.json")];
@@ -171,7 +195,7 @@ const BOXES_METRICS: &[&str] = &["recall50", "per_image"];
 impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
-        let fps = StageFingerprints::new(cfg, self.device);
+        let fps = StageFingerprints::new(cfg, self.device, self.fault);
         self.metrics.insert(
             "baseline.center_box_miou".into(),
             center_box_miou(&self.data.test_scenes),
@@ -184,8 +208,7 @@ impl Pipeline<'_> {
             TRAIN_METRICS,
             |dir, p| p.train_stage(dir, None),
         )?;
-        self.record("vanilla", &pre, &[("final_loss", "final_loss")]);
-        self.record_view_foreground("vanilla", None)?;
+        self.record("vanilla", &pre, TRAIN_RECORDED);
 
         let ev = self.stage(
             "evaluate-vanilla",
@@ -214,10 +237,15 @@ impl Pipeline<'_> {
             &fps.retrain,
             TRAIN_OUT,
             TRAIN_METRICS,
-            |dir, p| p.train_stage(dir, Some(&boxes.boxes)),
+            |dir, p| {
+                let given = match p.fault {
+                    Some(Fault::RetrainIgnoresBoxes) => None,
+                    None => Some(boxes.boxes.as_slice()),
+                };
+                p.train_stage(dir, given)
+            },
         )?;
-        self.record("oa_crop", &re, &[("final_loss", "final_loss")]);
-        self.record_view_foreground("oa_crop", Some(&boxes.boxes))?;
+        self.record("oa_crop", &re, TRAIN_RECORDED);
 
         let ev2 = self.stage(
             "evaluate-oa-crop",
@@ -298,37 +326,19 @@ impl Pipeline<'_> {
         bar
     }
 
-    /// `<prefix>.view_foreground`: the foreground fraction of the training views (no training; a second pass
-    /// over the same seeded crops). It tells whether retraining used its boxes: without them it equals the
-    /// vanilla value exactly.
-    fn record_view_foreground(
-        &mut self,
-        prefix: &str,
-        boxes: Option<&[Vec<[f64; 4]>]>,
-    ) -> Result<(), SuiteError> {
-        let set = &self.data.train_scenes;
-        let fg = set.foreground_tensor().squeeze_dim(1);
-        let v = view_foreground(
-            &set.images_tensor(),
-            &fg,
-            boxes,
-            &self.cfg.train,
-            self.cfg.seed,
-        )?;
-        self.metrics.insert(format!("{prefix}.view_foreground"), v);
-        Ok(())
-    }
-
     fn train_stage(
         &self,
         dir: &Path,
         boxes: Option<&[Vec<[f64; 4]>]>,
     ) -> Result<StageResult, SuiteError> {
         let images = self.data.train_scenes.images_tensor();
+        // The true foreground rides with view 1: `view_foreground` is what the trained views contained.
+        let foreground = self.data.train_scenes.foreground_tensor().squeeze_dim(1);
         let bar = self.bar(0, "train");
         let data = TrainData {
             images: &images,
             boxes,
+            masks: Some(&foreground),
         };
         let (model, report) = train(
             &self.cfg.model,
@@ -351,7 +361,10 @@ impl Pipeline<'_> {
         // Read back what a cached run would read: an output that does not parse is never published.
         let report: TrainReport = read_json(&dir.join("train_report.json"))?;
         let loss = *report.epoch_loss.last().unwrap_or(&f64::NAN);
-        Ok(StageResult::default().metric("final_loss", loss))
+        let fg = report.view_foreground.unwrap_or(f64::NAN);
+        Ok(StageResult::default()
+            .metric("final_loss", loss)
+            .metric("view_foreground", fg))
     }
 
     /// CAMs of `set` in batches of the configured size (the negatives of each image).
@@ -531,9 +544,9 @@ mod tests {
     #[test]
     fn device_class_is_in_every_fingerprint() {
         let cfg = smoke();
-        let cpu = StageFingerprints::new(&cfg, Device::Cpu);
-        let gpu = StageFingerprints::new(&cfg, Device::Cuda(0));
-        let other_gpu = StageFingerprints::new(&cfg, Device::Cuda(1));
+        let cpu = StageFingerprints::new(&cfg, Device::Cpu, None);
+        let gpu = StageFingerprints::new(&cfg, Device::Cuda(0), None);
+        let other_gpu = StageFingerprints::new(&cfg, Device::Cuda(1), None);
         for (c, g) in [
             (&cpu.pretrain, &gpu.pretrain),
             (&cpu.evaluate_vanilla, &gpu.evaluate_vanilla),
@@ -545,7 +558,20 @@ mod tests {
         }
         // The class, not the ordinal: any GPU may reuse another GPU's stages.
         assert_eq!(gpu, other_gpu);
-        assert_eq!(cpu, StageFingerprints::new(&cfg, Device::Cpu));
+        assert_eq!(cpu, StageFingerprints::new(&cfg, Device::Cpu, None));
+    }
+
+    #[test]
+    fn a_fault_changes_only_the_stages_it_breaks() {
+        let cfg = smoke();
+        let ok = StageFingerprints::new(&cfg, Device::Cpu, None);
+        let bad = StageFingerprints::new(&cfg, Device::Cpu, Some(Fault::RetrainIgnoresBoxes));
+        assert_eq!(
+            (&ok.pretrain, &ok.evaluate_vanilla, &ok.boxes),
+            (&bad.pretrain, &bad.evaluate_vanilla, &bad.boxes)
+        );
+        assert_ne!(ok.retrain, bad.retrain);
+        assert_ne!(ok.evaluate_oa_crop, bad.evaluate_oa_crop);
     }
 
     #[test]
@@ -554,7 +580,7 @@ mod tests {
         let fp = |f: &dyn Fn(&mut SuiteConfig)| {
             let mut c = base.clone();
             f(&mut c);
-            StageFingerprints::new(&c, Device::Cpu)
+            StageFingerprints::new(&c, Device::Cpu, None)
         };
         let b = fp(&|_| {});
         // The CAM input size: boxes and evaluation change, training does not.

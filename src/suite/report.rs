@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::claims::ClaimCheck;
 use super::golden::MetricCheck;
 use crate::util::EnvReport;
 
@@ -40,6 +41,15 @@ pub struct Results {
     /// Precision policy the stages computed with (part of every stage fingerprint).
     #[serde(default)]
     pub precision: Option<String>,
+    /// The deliberate bug this run was made with (tests only; see `RunOptions::fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// Metrics of the other seeds the claims needed (the run's own seed is `metrics`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seed_metrics: BTreeMap<u64, BTreeMap<String, f64>>,
+    /// The golden's claims, checked over their seeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<ClaimCheck>,
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -77,6 +87,48 @@ pub fn table(checks: &[MetricCheck]) -> String {
     s
 }
 
+/// The claims table: claim, relation, mean difference over seeds, one-sided p, outcome, recorded outcome,
+/// verdict. Empty when no claim was checked.
+pub fn claims_table(claims: &[ClaimCheck]) -> String {
+    if claims.is_empty() {
+        return String::new();
+    }
+    let w = claims
+        .iter()
+        .map(|c| c.claim.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let r = claims
+        .iter()
+        .map(|c| c.relation.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let mut s = format!(
+        "{:<w$}  {:<r$}  {:>9}  {:>7}  {:<9}  {:<9}  verdict\n",
+        "claim", "relation", "mean Δ", "p", "outcome", "recorded"
+    );
+    s.push_str(&format!("{}\n", "-".repeat(w + r + 58)));
+    for c in claims {
+        s.push_str(&format!(
+            "{:<w$}  {:<r$}  {:>9}  {:>7}  {:<9}  {:<9}  {}\n",
+            c.claim,
+            c.relation,
+            c.mean_diff
+                .map(|d| format!("{d:+.4}"))
+                .unwrap_or_else(|| "—".into()),
+            c.p_value
+                .map(|p| format!("{p:.3}"))
+                .unwrap_or_else(|| "—".into()),
+            c.outcome.map(|o| o.label()).unwrap_or("—"),
+            c.expect.label(),
+            c.verdict.label()
+        ));
+    }
+    s
+}
+
 /// Whether the source tree the binary runs from has uncommitted changes to tracked files (None: not a git
 /// checkout, or git is unavailable). Recorded beside the commit so a dirty run is never mistaken for it.
 pub fn git_dirty() -> Option<bool> {
@@ -103,6 +155,9 @@ pub struct ReportView {
     pub device: String,
     #[serde(default)]
     pub precision: Option<String>,
+    /// The deliberate bug this run was made with (tests only; see `RunOptions::fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
     #[serde(default)]
     pub started_at: String,
     #[serde(default)]
@@ -116,6 +171,8 @@ pub struct ReportView {
     pub passed: bool,
     #[serde(default)]
     pub not_checked: Option<String>,
+    #[serde(default)]
+    pub claims: Vec<ClaimCheck>,
 }
 
 /// Report formats of `suite report` and `suite run --report/--junit`.
@@ -230,6 +287,29 @@ pub fn markdown(r: &ReportView) -> String {
             c.verdict.label()
         ));
     }
+    if !r.claims.is_empty() {
+        s.push_str("\n## Claims\n\nOne-sided paired t-test over seeds of the first metric exceeding the second; *outcome* is \
+                    what this run measured, *recorded* what the golden measured before.\n\n");
+        s.push_str("| claim | relation | seeds | mean Δ | p | α | outcome | recorded | verdict | paper |\n");
+        s.push_str("|---|---|---|---:|---:|---:|---|---|---|---|\n");
+        for c in &r.claims {
+            s.push_str(&format!(
+                "| `{}` | `{}` | {:?} | {} | {} | {} | {} | {} | {} | {} |\n",
+                c.claim,
+                c.relation,
+                c.seeds,
+                c.mean_diff
+                    .map(|d| format!("{d:+.6}"))
+                    .unwrap_or_else(|| "—".into()),
+                num(c.p_value),
+                c.alpha,
+                c.outcome.map(|o| o.label()).unwrap_or("—"),
+                c.expect.label(),
+                c.verdict.label(),
+                c.paper
+            ));
+        }
+    }
     s.push_str("\n## Environment\n\n| | |\n|---|---|\n");
     let rows = [
         (
@@ -293,7 +373,12 @@ pub fn junit(r: &ReportView) -> String {
                 Verdict::Fail | Verdict::Missing | Verdict::NoGolden
             )
         })
-        .count();
+        .count()
+        + r.claims
+            .iter()
+            .filter(|c| c.verdict != Verdict::Pass)
+            .count();
+    let tests = r.checks.len() + r.claims.len();
     let skipped = r
         .checks
         .iter()
@@ -303,12 +388,12 @@ pub fn junit(r: &ReportView) -> String {
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     s.push_str(&format!(
         "<testsuites name=\"contracam\" tests=\"{n}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{t:.3}\">\n",
-        n = r.checks.len(),
+        n = tests,
         t = r.total_seconds
     ));
     s.push_str(&format!(
         "  <testsuite name=\"{name}\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{t:.3}\" timestamp=\"{ts}\">\n",
-        n = r.checks.len(),
+        n = tests,
         t = r.total_seconds,
         ts = xml(&r.started_at)
     ));
@@ -380,6 +465,42 @@ pub fn junit(r: &ReportView) -> String {
         match body {
             None => s.push_str(&format!("{open}/>\n")),
             Some(b) => s.push_str(&format!("{open}>\n      {b}\n    </testcase>\n")),
+        }
+    }
+    let class = xml(&format!("suite.{}.claims", r.suite));
+    for c in &r.claims {
+        let open = format!(
+            "    <testcase classname=\"{class}\" name=\"{}\" time=\"0\"",
+            xml(&c.claim)
+        );
+        let numbers = format!(
+            "relation '{}' seeds {:?} values {:?} mean_diff={} p={} alpha={} outcome={} recorded={}",
+            c.relation,
+            c.seeds,
+            c.values,
+            num(c.mean_diff),
+            num(c.p_value),
+            c.alpha,
+            c.outcome.map(|o| o.label()).unwrap_or("none"),
+            c.expect.label()
+        );
+        let kind = match c.verdict {
+            Verdict::Pass => None,
+            Verdict::Missing => Some("missing"),
+            _ => Some("claim_outcome_changed"),
+        };
+        match kind {
+            None => s.push_str(&format!("{open}/>\n")),
+            Some(k) => s.push_str(&format!(
+                "{open}>\n      <failure type=\"{k}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                xml(&format!(
+                    "{}: {} (recorded: {})",
+                    c.claim,
+                    c.outcome.map(|o| o.label()).unwrap_or("a metric is missing at some seed"),
+                    c.expect.label()
+                )),
+                xml(&numbers)
+            )),
         }
     }
     s.push_str("  </testsuite>\n</testsuites>\n");

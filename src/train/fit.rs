@@ -6,7 +6,7 @@ use indicatif::ProgressBar;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Optimizer, OptimizerConfig, Sgd};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use super::augment::{color_blur_normalize, Region};
 use super::config::TrainConfig;
@@ -25,6 +25,11 @@ pub struct TrainReport {
     pub epoch_loss: Vec<f64>,
     pub seed: u64,
     pub seconds: f64,
+    /// Mean foreground fraction of view 1 over every step, measured on the batches the loop trained on
+    /// (present when the source carries foreground masks). Object-aware random crop exists to raise it; a
+    /// run that drops its boxes anywhere between the suite and the crop shows the plain-crop value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_foreground: Option<f64>,
 }
 
 /// A training run in progress: networks, optimiser, objective state, RNG streams and position.
@@ -46,6 +51,9 @@ pub struct Trainer<S: ExecutionStrategy> {
     steps: usize,
     epoch_loss: Vec<f64>,
     loss_sum: f64,
+    /// Sum over steps of the batch's mean view-1 foreground, and the steps that had masks.
+    fg_sum: f64,
+    fg_steps: usize,
 }
 
 impl<S: ExecutionStrategy> Trainer<S> {
@@ -104,6 +112,8 @@ impl<S: ExecutionStrategy> Trainer<S> {
             steps: 0,
             epoch_loss: Vec::new(),
             loss_sum: 0.0,
+            fg_sum: 0.0,
+            fg_steps: 0,
         })
     }
 
@@ -151,6 +161,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
             epoch_loss: self.epoch_loss.clone(),
             seed: self.seed,
             seconds: start.elapsed().as_secs_f64(),
+            view_foreground: self.view_foreground(),
         })
     }
 
@@ -171,7 +182,17 @@ impl<S: ExecutionStrategy> Trainer<S> {
                 color_blur_normalize(&v.to_device(dev), &mut self.color_rng, &self.cfg.augment)
             })
             .collect();
-        self.step_on_views(&views)
+        let loss = self.step_on_views(&views)?;
+        if let Some(m) = &batch.masks {
+            self.fg_sum += m.mean(Kind::Double).double_value(&[]);
+            self.fg_steps += 1;
+        }
+        Ok(loss)
+    }
+
+    /// Mean foreground fraction of view 1 over the steps so far whose batches carried masks.
+    pub fn view_foreground(&self) -> Option<f64> {
+        (self.fg_steps > 0).then(|| self.fg_sum / self.fg_steps as f64)
     }
 
     /// One optimisation step on views that are already augmented and normalised (the official
@@ -223,11 +244,14 @@ impl<S: ExecutionStrategy> Trainer<S> {
     }
 }
 
-/// What training needs from the synthetic in-memory path: images (N, 3, H, W) in [0, 1], and for
-/// object-aware crop the boxes of each image (normalised xyxy; an empty list means the whole image).
+/// What training needs from the synthetic in-memory path: images (N, 3, H, W) in [0, 1], for
+/// object-aware crop the boxes of each image (normalised xyxy; an empty list means the whole image), and
+/// optionally the foreground masks (N, H, W) in [0, 1], cropped with view 1 so that the report measures
+/// what the views contained (`TrainReport::view_foreground`).
 pub struct TrainData<'a> {
     pub images: &'a Tensor,
     pub boxes: Option<&'a [Vec<Region>]>,
+    pub masks: Option<&'a Tensor>,
 }
 
 /// Trains a fresh model from `seed` on in-memory images on one device and returns it with its loss curve.
@@ -251,6 +275,9 @@ pub fn train(
     )?;
     if let Some(b) = data.boxes {
         source = source.with_boxes(b.to_vec())?;
+    }
+    if let Some(m) = data.masks {
+        source = source.with_masks(m.shallow_clone())?;
     }
     let mut trainer = Trainer::new(model_cfg, cfg, seed, strategy)?;
     let report = trainer.fit(&mut source, progress)?;

@@ -1,10 +1,9 @@
 //! Training, split as the official code is: `objective` (MoCo v2, BYOL), `augment` (geometric views,
 //! object-aware crop, Kornia colour ops), `source` (what the loop consumes: batches of views), `fit` (the
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
-//! process groups, gradient reducer, SyncBN), `diagnostics` (what the views contain), `config`, `error`.
+//! process groups, gradient reducer, SyncBN), `config`, `error`.
 pub mod augment;
 pub mod config;
-pub mod diagnostics;
 pub mod distributed;
 pub mod error;
 pub mod fit;

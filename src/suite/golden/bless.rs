@@ -123,6 +123,12 @@ pub fn bless(
             )
         })
     };
+    if let Some(f) = r.get("fault").and_then(|f| f.as_str()) {
+        return Err(invalid(
+            results,
+            format!("was made with the deliberate fault '{f}' (a test run); it cannot be blessed"),
+        ));
+    }
     let suite = text("suite")?;
     let suite_version = u32::try_from(int("suite_version")?)
         .map_err(|_| invalid(results, "field 'suite_version' is too large"))?;
@@ -220,6 +226,9 @@ pub fn bless(
             note,
         },
         metrics: out,
+        // Claims are measured over several seeds and recorded by hand with their evidence; a bless of one
+        // run's values keeps them as they are.
+        claims: old.map(|g| g.claims.clone()).unwrap_or_default(),
     };
     Ok(BlessOutcome {
         golden,
@@ -283,6 +292,7 @@ mod tests {
                 ("a".to_string(), m(1.0, 0.1, "why a")),
                 ("b".to_string(), m(2.0, 0.2, "why b")),
             ]),
+            claims: BTreeMap::new(),
         }
     }
 
