@@ -370,3 +370,18 @@ proptest! {
 }
 
 // ---------------------------------------------------------------- regressions
+
+/// A miCOMPRESSED element of 65 MiB of zeros (65 KiB on disk) inflated without bound before the cap.
+#[test]
+fn mat_compressed_bomb_is_refused() {
+    let b = mat_compressed(&vec![0u8; 65 << 20]);
+    assert!(b.len() < 1 << 20);
+    let e = mat5::parse(&b).unwrap_err();
+    assert!(e.contains("inflates past 64 MiB") && e.contains("at byte 128"), "{e}");
+    // Through the file reader the message names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bomb.mat");
+    std::fs::write(&p, &b).unwrap();
+    let e = mat5::read(&p).unwrap_err().to_string();
+    assert!(e.contains("bomb.mat") && e.contains("inflates past"), "{e}");
+}
