@@ -13,6 +13,7 @@ use contracam::eval::coco::{self, IouType};
 use contracam::imgops::rle::Rle;
 use fuzz_support::{apply, bounded, bytes, config, mutations};
 use proptest::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{json, Value};
 
 #[global_allocator]
@@ -71,7 +72,10 @@ fn coco_check(gt: Vec<u8>, dt: Vec<u8>) {
         for t in [IouType::Bbox, IouType::Segm] {
             for drop in [false, true] {
                 match coco::evaluate_files(&gp, &dp, t, drop) {
-                    Ok(r) => assert!(r.stats.iter().all(|s| !s.is_nan()), "{:?}", r.stats),
+                    Ok(r) => {
+                        assert!(r.stats.iter().all(|s| !s.is_nan()), "{:?}", r.stats);
+                        EVALUATED.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(e) => {
                         let e = e.to_string();
                         assert!(names_a_file(&e), "error does not name a file: {e}");
@@ -81,6 +85,9 @@ fn coco_check(gt: Vec<u8>, dt: Vec<u8>) {
         }
     })
 }
+
+/// Evaluations that ran to the end (the properties must reach the matching, not stop at parse errors).
+static EVALUATED: AtomicUsize = AtomicUsize::new(0);
 
 fn to_bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
@@ -219,6 +226,15 @@ proptest! {
     fn coco_generated_annotations((gt, dt) in generated()) {
         coco_check(to_bytes(&gt), to_bytes(&dt));
     }
+}
+
+#[test]
+fn generated_annotations_reach_evaluation() {
+    EVALUATED.store(0, Ordering::Relaxed);
+    coco_generated_annotations();
+    let n = EVALUATED.load(Ordering::Relaxed);
+    println!("{n} generated evaluations ran to the end");
+    assert!(n > 100, "only {n} generated cases were evaluated");
 }
 
 // ---------------------------------------------------------------- regressions
