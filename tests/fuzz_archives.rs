@@ -177,7 +177,11 @@ fn extract_check(archive: Vec<u8>, name: &'static str) {
                 EXTRACTED.fetch_add(1, Ordering::Relaxed);
                 assert!(t.dest.join(MARKER).is_file());
                 for p in all.iter().filter(|p| p.starts_with(&t.dest)) {
-                    if std::fs::symlink_metadata(p).unwrap().file_type().is_symlink() {
+                    if std::fs::symlink_metadata(p)
+                        .unwrap()
+                        .file_type()
+                        .is_symlink()
+                    {
                         if let Some(real) = resolved(p) {
                             assert!(
                                 real.starts_with(&t.dest),
@@ -190,9 +194,16 @@ fn extract_check(archive: Vec<u8>, name: &'static str) {
                 }
             }
             Err(e) => {
-                assert!(!t.dest.exists(), "a failed extraction left {}", t.dest.display());
+                assert!(
+                    !t.dest.exists(),
+                    "a failed extraction left {}",
+                    t.dest.display()
+                );
                 let e = e.to_string();
-                assert!(e.contains(name) || e.contains("dest"), "error names neither file: {e}");
+                assert!(
+                    e.contains(name) || e.contains("dest"),
+                    "error names neither file: {e}"
+                );
             }
         }
     })
@@ -200,11 +211,26 @@ fn extract_check(archive: Vec<u8>, name: &'static str) {
 
 fn seed_entries() -> Vec<Entry> {
     vec![
-        Entry { path: "d/".into(), kind: Kind::Dir },
-        Entry { path: "d/a.txt".into(), kind: Kind::File(b"hello".to_vec()) },
-        Entry { path: "d/l".into(), kind: Kind::Symlink("a.txt".into()) },
-        Entry { path: "b/c.bin".into(), kind: Kind::File(vec![7; 700]) },
-        Entry { path: "b/h".into(), kind: Kind::HardLink("d/a.txt".into()) },
+        Entry {
+            path: "d/".into(),
+            kind: Kind::Dir,
+        },
+        Entry {
+            path: "d/a.txt".into(),
+            kind: Kind::File(b"hello".to_vec()),
+        },
+        Entry {
+            path: "d/l".into(),
+            kind: Kind::Symlink("a.txt".into()),
+        },
+        Entry {
+            path: "b/c.bin".into(),
+            kind: Kind::File(vec![7; 700]),
+        },
+        Entry {
+            path: "b/h".into(),
+            kind: Kind::HardLink("d/a.txt".into()),
+        },
     ]
 }
 
@@ -234,8 +260,24 @@ fn entry() -> impl Strategy<Value = Entry> {
         ]),
     ];
     let target = proptest::sample::select(vec![
-        ".", "..", "../..", "../../..", "q/..", "q/../evil", "q/../../evil", "a", "d", "../evil",
-        "/tmp/evil", "evil", "x/y", "d/q/..", "p/..", "r/../../evil", "l", "./a",
+        ".",
+        "..",
+        "../..",
+        "../../..",
+        "q/..",
+        "q/../evil",
+        "q/../../evil",
+        "a",
+        "d",
+        "../evil",
+        "/tmp/evil",
+        "evil",
+        "x/y",
+        "d/q/..",
+        "p/..",
+        "r/../../evil",
+        "l",
+        "./a",
     ]);
     prop_oneof![
         8 => (path.clone(), proptest::collection::vec(any::<u8>(), 0..20))
@@ -297,10 +339,17 @@ fn generated_archives_reach_extraction() {
 #[test]
 fn unrecognised_archive_leaves_nothing_behind() {
     let t = tree(b"this is not an archive at all", "x.tar");
-    let e = extract(&t.archive, &t.dest, &LIMITS).unwrap_err().to_string();
+    let e = extract(&t.archive, &t.dest, &LIMITS)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unrecognised magic bytes"), "{e}");
     let out = t.dest.parent().unwrap();
-    assert_eq!(std::fs::read_dir(out).unwrap().count(), 0, "{:?}", std::fs::read_dir(out).unwrap().collect::<Vec<_>>());
+    assert_eq!(
+        std::fs::read_dir(out).unwrap().count(),
+        0,
+        "{:?}",
+        std::fs::read_dir(out).unwrap().collect::<Vec<_>>()
+    );
 }
 
 /// Link chains: each target looks inside the tree when read alone (`d/q -> ..` is the root, `d/p ->
@@ -310,14 +359,31 @@ fn unrecognised_archive_leaves_nothing_behind() {
 #[test]
 fn link_through_link_cannot_leave_the_tree() {
     let entries = vec![
-        Entry { path: "d/q".into(), kind: Kind::Symlink("..".into()) },
-        Entry { path: "d/p".into(), kind: Kind::Symlink("q/../evil".into()) },
-        Entry { path: "d/p".into(), kind: Kind::File(b"x".to_vec()) },
+        Entry {
+            path: "d/q".into(),
+            kind: Kind::Symlink("..".into()),
+        },
+        Entry {
+            path: "d/p".into(),
+            kind: Kind::Symlink("q/../evil".into()),
+        },
+        Entry {
+            path: "d/p".into(),
+            kind: Kind::File(b"x".to_vec()),
+        },
     ];
-    for (bytes, name) in [(tar_of(&entries), "c.tar"), (zip_of(&entries[..2]), "c.zip")] {
+    for (bytes, name) in [
+        (tar_of(&entries), "c.tar"),
+        (zip_of(&entries[..2]), "c.zip"),
+    ] {
         let t = tree(&bytes, name);
-        let e = extract(&t.archive, &t.dest, &LIMITS).unwrap_err().to_string();
-        assert!(e.contains("q/../evil") && e.contains("follows a name"), "{e}");
+        let e = extract(&t.archive, &t.dest, &LIMITS)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("q/../evil") && e.contains("follows a name"),
+            "{e}"
+        );
         assert!(!t.dest.parent().unwrap().join("evil").exists());
         extract_check(bytes, name);
     }

@@ -13,8 +13,8 @@ use contracam::eval::coco::{self, IouType};
 use contracam::imgops::rle::Rle;
 use fuzz_support::{apply, bounded, bytes, config, mutations};
 use proptest::prelude::*;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[global_allocator]
 static ALLOC: fuzz_support::CapAlloc = fuzz_support::CapAlloc;
@@ -177,7 +177,8 @@ fn generated() -> impl Strategy<Value = (Value, Value)> {
         proptest::option::of(segmentation()),
     )
         .prop_map(|(im, cat, b, score, seg)| {
-            let mut r = json!({"image_id": im, "category_id": cat, "score": score, "id": 1, "area": 1.0});
+            let mut r =
+                json!({"image_id": im, "category_id": cat, "score": score, "id": 1, "area": 1.0});
             if let Some(b) = b {
                 r["bbox"] = b;
             }
@@ -268,8 +269,13 @@ fn rle_counts_not_covering_the_size_are_refused() {
         3,
         4,
     );
-    let e = bounded("short rle", move || eval_json(&gt, &dt, IouType::Segm).unwrap_err());
-    assert!(e.contains("RLE counts sum to 5 pixels but its size 3x4 has 12"), "{e}");
+    let e = bounded("short rle", move || {
+        eval_json(&gt, &dt, IouType::Segm).unwrap_err()
+    });
+    assert!(
+        e.contains("RLE counts sum to 5 pixels but its size 3x4 has 12"),
+        "{e}"
+    );
 }
 
 /// A polygon with a vertex at 1e9 was rasterised along its 5e9-point boundary (tens of GiB).
@@ -281,8 +287,13 @@ fn far_polygons_are_refused_not_rasterised() {
         10,
         10,
     );
-    let e = bounded("far polygon", move || eval_json(&gt, &dt, IouType::Segm).unwrap_err());
-    assert!(e.contains("upsampled boundary points in a 10x10 image"), "{e}");
+    let e = bounded("far polygon", move || {
+        eval_json(&gt, &dt, IouType::Segm).unwrap_err()
+    });
+    assert!(
+        e.contains("upsampled boundary points in a 10x10 image"),
+        "{e}"
+    );
 }
 
 /// Polygons in a 65536×65536 image: the 32-bit pixel count wraps, the per-polygon RLEs do not add up and
@@ -290,11 +301,16 @@ fn far_polygons_are_refused_not_rasterised() {
 #[test]
 fn polygons_in_an_image_past_32_bit_pixels_are_refused() {
     let (gt, dt) = one_pair(
-        json!([[0.0, 0.0, 5.0, 0.0, 5.0, 5.0], [1.0, 1.0, 2.0, 1.0, 2.0, 2.0]]),
+        json!([
+            [0.0, 0.0, 5.0, 0.0, 5.0, 5.0],
+            [1.0, 1.0, 2.0, 1.0, 2.0, 2.0]
+        ]),
         json!([[0.0, 0.0, 5.0, 0.0, 5.0, 5.0]]),
         65536,
         65536,
     );
-    let e = bounded("huge image", move || eval_json(&gt, &dt, IouType::Segm).unwrap_err());
+    let e = bounded("huge image", move || {
+        eval_json(&gt, &dt, IouType::Segm).unwrap_err()
+    });
     assert!(e.contains("more pixels than 32-bit RLE counts hold"), "{e}");
 }

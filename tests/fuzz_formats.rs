@@ -61,7 +61,7 @@ fn mat_seeds_parse() {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1200))]
 
     #[test]
     fn mat_arbitrary_bytes(tail in bytes(512), big_endian in any::<bool>()) {
@@ -144,7 +144,7 @@ fn npy_header() -> impl Strategy<Value = (String, String, String)> {
 }
 
 proptest! {
-    #![proptest_config(config(2000))]
+    #![proptest_config(config(1200))]
 
     #[test]
     fn npy_arbitrary_bytes(tail in bytes(256), version in 0u8..5) {
@@ -175,7 +175,7 @@ proptest! {
 /// A whole safetensors file from a JSON header and `data_len` data bytes.
 fn st_file(header: &serde_json::Value, data_len: usize) -> Vec<u8> {
     let mut text = header.to_string();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut b = (text.len() as u64).to_le_bytes().to_vec();
@@ -224,7 +224,11 @@ fn st_check(b: Vec<u8>) {
         let parsed = safetensors::parse_header(&b);
         match safetensors::SafetensorsReader::open(&p) {
             Ok(mut r) => {
-                assert_eq!(Ok(r.header().clone()), parsed, "file and memory parse differ");
+                assert_eq!(
+                    Ok(r.header().clone()),
+                    parsed,
+                    "file and memory parse differ"
+                );
                 let infos: Vec<_> = r
                     .header()
                     .tensors
@@ -238,7 +242,10 @@ fn st_check(b: Vec<u8>) {
                     let _ = r.read_tensor(&k);
                 }
             }
-            Err(_) => assert!(parsed.is_err(), "memory parse accepted what the file reader refused"),
+            Err(_) => assert!(
+                parsed.is_err(),
+                "memory parse accepted what the file reader refused"
+            ),
         }
     })
 }
@@ -279,7 +286,7 @@ fn st_entry() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn safetensors_arbitrary_bytes(json in bytes(256), data in 0usize..64, lie in any::<bool>(), len in any::<u64>()) {
@@ -350,7 +357,7 @@ fn box_seed_parses() {
 }
 
 proptest! {
-    #![proptest_config(config(1500))]
+    #![proptest_config(config(1000))]
 
     #[test]
     fn box_arbitrary_text(t in "[0-9a-zA-Z ,.\n\t+-]{0,200}") {
@@ -377,7 +384,10 @@ fn mat_compressed_bomb_is_refused() {
     let b = mat_compressed(&vec![0u8; 65 << 20]);
     assert!(b.len() < 1 << 20);
     let e = mat5::parse(&b).unwrap_err();
-    assert!(e.contains("inflates past 64 MiB") && e.contains("at byte 128"), "{e}");
+    assert!(
+        e.contains("inflates past 64 MiB") && e.contains("at byte 128"),
+        "{e}"
+    );
     // Through the file reader the message names the file.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bomb.mat");
