@@ -131,8 +131,12 @@ fn parse_matrix(payload: &[u8], le: bool, out: &mut BTreeMap<String, MatArray>) 
 /// Read every numeric variable of a level-5 MAT file.
 pub fn read(path: &Path) -> Result<BTreeMap<String, MatArray>> {
     let bytes = std::fs::read(path).at(path)?;
-    parse(&bytes)
-        .map_err(|why| format_err(path, format!("not a readable MATLAB level-5 .mat file: {why}")))
+    parse(&bytes).map_err(|why| {
+        format_err(
+            path,
+            format!("not a readable MATLAB level-5 .mat file: {why}"),
+        )
+    })
 }
 
 /// Every numeric variable of the bytes of a level-5 MAT file; the error says which element is malformed.
@@ -161,9 +165,8 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<BTreeMap<String, MatArray>, St
             .element()
             .ok_or_else(|| bad("data element runs past the end of the file"))?;
         match ty {
-            MI_MATRIX => {
-                parse_matrix(payload, le, &mut out).ok_or_else(|| bad("malformed miMATRIX element"))?
-            }
+            MI_MATRIX => parse_matrix(payload, le, &mut out)
+                .ok_or_else(|| bad("malformed miMATRIX element"))?,
             MI_COMPRESSED => {
                 let mut inner = vec![];
                 flate2::read::ZlibDecoder::new(payload)
@@ -186,8 +189,9 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<BTreeMap<String, MatArray>, St
                         .element()
                         .ok_or_else(|| bad("miCOMPRESSED element holds a truncated element"))?;
                     if ity == MI_MATRIX {
-                        parse_matrix(ip, le, &mut out)
-                            .ok_or_else(|| bad("miCOMPRESSED element holds a malformed miMATRIX"))?;
+                        parse_matrix(ip, le, &mut out).ok_or_else(|| {
+                            bad("miCOMPRESSED element holds a malformed miMATRIX")
+                        })?;
                     }
                 }
             }

@@ -296,8 +296,11 @@ pub fn to_rle(seg: &Segmentation, h: u32, w: u32) -> Result<Rle, String> {
                     "polygons in a {h}x{w} image: more pixels than 32-bit RLE counts hold"
                 ));
             }
-            let budget = MAX_POLYGON_POINTS
-                .min((polys.iter().map(|p| p.len() as u64 / 2 + 1).sum::<u64>()) * 5 * (h as u64 + w as u64 + 1024));
+            let budget = MAX_POLYGON_POINTS.min(
+                (polys.iter().map(|p| p.len() as u64 / 2 + 1).sum::<u64>())
+                    * 5
+                    * (h as u64 + w as u64 + 1024),
+            );
             let points: u64 = polys.iter().map(|p| polygon_points(p)).sum();
             if points > budget {
                 return Err(format!(
