@@ -130,7 +130,9 @@ impl SplitIndex {
         if header.format != FORMAT || header.version != VERSION {
             return Err(format_err(path, format!("not a {FORMAT} v{VERSION} file")));
         }
-        let mut samples = Vec::with_capacity(header.count);
+        // Not preallocated from `count`: it comes from the file, and a forged count must end as the count
+        // mismatch below, not as an allocation of `count` samples.
+        let mut samples = Vec::new();
         for (i, l) in lines.enumerate() {
             let l = l.at(path)?;
             let s: Sample = serde_json::from_str(&l)

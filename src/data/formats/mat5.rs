@@ -21,6 +21,11 @@ const MI_UINT64: u32 = 13;
 const MI_MATRIX: u32 = 14;
 const MI_COMPRESSED: u32 = 15;
 
+/// The most one miCOMPRESSED element may inflate to. A variable of the files read here is a few KiB
+/// (Flowers-102's `setid.mat` inflates to 64 KiB); zlib expands up to ~1000:1, so without a cap a small
+/// crafted file would allocate gigabytes.
+pub const MAX_INFLATED_BYTES: u64 = 64 << 20;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatArray {
     pub dims: Vec<usize>,
@@ -126,17 +131,26 @@ fn parse_matrix(payload: &[u8], le: bool, out: &mut BTreeMap<String, MatArray>) 
 /// Read every numeric variable of a level-5 MAT file.
 pub fn read(path: &Path) -> Result<BTreeMap<String, MatArray>> {
     let bytes = std::fs::read(path).at(path)?;
-    parse(&bytes).ok_or_else(|| format_err(path, "not a readable MATLAB level-5 .mat file"))
+    parse(&bytes).map_err(|why| {
+        format_err(
+            path,
+            format!("not a readable MATLAB level-5 .mat file: {why}"),
+        )
+    })
 }
 
-pub fn parse(bytes: &[u8]) -> Option<BTreeMap<String, MatArray>> {
+/// Every numeric variable of the bytes of a level-5 MAT file; the error says which element is malformed.
+pub fn parse(bytes: &[u8]) -> std::result::Result<BTreeMap<String, MatArray>, String> {
     if bytes.len() < 128 {
-        return None;
+        return Err(format!(
+            "{} bytes, shorter than the 128-byte header",
+            bytes.len()
+        ));
     }
     let le = match &bytes[126..128] {
         b"IM" => true,
         b"MI" => false,
-        _ => return None,
+        _ => return Err("no endian indicator (IM or MI) at bytes 126-127".into()),
     };
     let mut out = BTreeMap::new();
     let mut c = Cur {
@@ -145,30 +159,46 @@ pub fn parse(bytes: &[u8]) -> Option<BTreeMap<String, MatArray>> {
         le,
     };
     while c.p + 8 <= bytes.len() {
-        let (ty, payload) = c.element()?;
+        let at = c.p;
+        let bad = |what: &str| format!("{what} at byte {at}");
+        let (ty, payload) = c
+            .element()
+            .ok_or_else(|| bad("data element runs past the end of the file"))?;
         match ty {
-            MI_MATRIX => parse_matrix(payload, le, &mut out)?,
+            MI_MATRIX => parse_matrix(payload, le, &mut out)
+                .ok_or_else(|| bad("malformed miMATRIX element"))?,
             MI_COMPRESSED => {
                 let mut inner = vec![];
                 flate2::read::ZlibDecoder::new(payload)
+                    .take(MAX_INFLATED_BYTES + 1)
                     .read_to_end(&mut inner)
-                    .ok()?;
+                    .map_err(|e| bad(&format!("miCOMPRESSED element does not inflate ({e})")))?;
+                if inner.len() as u64 > MAX_INFLATED_BYTES {
+                    return Err(bad(&format!(
+                        "miCOMPRESSED element inflates past {} MiB",
+                        MAX_INFLATED_BYTES >> 20
+                    )));
+                }
                 let mut ic = Cur {
                     b: &inner,
                     p: 0,
                     le,
                 };
                 while ic.p + 8 <= inner.len() {
-                    let (ity, ip) = ic.element()?;
+                    let (ity, ip) = ic
+                        .element()
+                        .ok_or_else(|| bad("miCOMPRESSED element holds a truncated element"))?;
                     if ity == MI_MATRIX {
-                        parse_matrix(ip, le, &mut out)?;
+                        parse_matrix(ip, le, &mut out).ok_or_else(|| {
+                            bad("miCOMPRESSED element holds a malformed miMATRIX")
+                        })?;
                     }
                 }
             }
             _ => {}
         }
     }
-    Some(out)
+    Ok(out)
 }
 
 fn el(ty: u32, data: &[u8]) -> Vec<u8> {

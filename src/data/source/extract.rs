@@ -127,9 +127,10 @@ pub fn extract(archive: &Path, dest: &Path, limits: &ExtractLimits) -> Result<Ex
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).at(&tmp)?;
     }
-    std::fs::create_dir_all(&tmp).at(&tmp)?;
+    // Before the temporary tree exists, so that an unreadable or unknown archive leaves nothing behind.
     let archive_size = std::fs::metadata(archive).at(archive)?.len();
     let format = sniff_format(archive)?;
+    std::fs::create_dir_all(&tmp).at(&tmp)?;
     // The expanded tree is at least as large as a tar (a lower bound for compressed formats).
     if let Err(e) = super::download::ensure_space(&tmp, archive_size) {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -199,6 +200,7 @@ pub fn safe_relative(raw: &str) -> std::result::Result<PathBuf, String> {
 }
 
 /// Where a link at `link` (relative to the root) pointing to `target` ends up, if it stays in the tree.
+/// Lexical, so only sound for targets without a `..` after a name (see [`dotdot_after_name`]).
 fn link_stays_inside(link: &Path, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
@@ -220,6 +222,20 @@ fn link_stays_inside(link: &Path, target: &str) -> bool {
         }
     }
     true
+}
+
+/// A link target with `..` after a name (`q/../x`): if `q` is itself a link, the `..` climbs from where `q`
+/// points, which the lexical check cannot see (`d/q -> ..` then `d/p -> q/../x` leaves the tree).
+fn dotdot_after_name(target: &str) -> bool {
+    let mut named = false;
+    for c in Path::new(target).components() {
+        match c {
+            Component::Normal(_) => named = true,
+            Component::ParentDir if named => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 impl Ctx<'_> {
@@ -322,6 +338,15 @@ impl Ctx<'_> {
     }
 
     fn make_symlink(&mut self, rel: &Path, raw: &str, target: &str) -> Result<()> {
+        if dotdot_after_name(target) {
+            return Err(self.unsafe_entry(
+                raw,
+                format!(
+                    "is a link to `{target}`, whose `..` follows a name (through another link it could \
+                     leave the archive's tree)"
+                ),
+            ));
+        }
         if !link_stays_inside(rel, target) {
             return Err(self.unsafe_entry(
                 raw,
@@ -491,5 +516,7 @@ mod tests {
         assert!(link_stays_inside(Path::new("a/b/l"), "../c"));
         assert!(!link_stays_inside(Path::new("a/l"), "../../c"));
         assert!(!link_stays_inside(Path::new("l"), "/etc"));
+        assert!(dotdot_after_name("q/../x") && dotdot_after_name("../a/.."));
+        assert!(!dotdot_after_name("../../a/b") && !dotdot_after_name("./a"));
     }
 }
