@@ -3,10 +3,12 @@
 //!
 //! Inputs: the 8 setting-(c) images and CAMs of the ContraCAM reference set when available
 //! (`$CONTRACAM_REFERENCE` or `../shared/reference`), else synthetic ones.
-//! Baseline: `$PYDENSECRF_MS_PER_IMAGE` (and `$PYDENSECRF_CPU_MS_PER_IMAGE`,
-//! `$PYDENSECRF_MS_PER_IMAGE_ALL_CORES`) as printed by `scripts/bench_pydensecrf.py` on the same machine,
-//! else 62 ms, the single-thread figure measured for issue 5. On a shared machine wall time depends on the
-//! load; the thread CPU time (Linux) is printed too, and the ratios of both are comparable.
+//! Baseline: with `$PYDENSECRF_PYTHON` (a Python with pydensecrf2, numpy and safetensors), each round runs
+//! `scripts/bench_pydensecrf.py --reps 1` right after contracam's round, so both sides see the same load,
+//! and the best of each is kept. Otherwise `$PYDENSECRF_MS_PER_IMAGE` (and `$PYDENSECRF_CPU_MS_PER_IMAGE`,
+//! `$PYDENSECRF_MS_PER_IMAGE_ALL_CORES`) as printed by that script on the same machine, else 62 ms, the
+//! single-thread figure measured for issue 5. On a shared machine wall time depends on the load; CPU time
+//! (getrusage: this thread; the Python process) is printed too and is the steadier ratio.
 //!
 //! `cargo bench --bench crf [-- --reps N]`
 use std::time::Instant;
@@ -57,12 +59,47 @@ fn load_inputs() -> (Vec<u8>, Vec<f32>, &'static str) {
     (img, cam, "synthetic images")
 }
 
-/// This thread's user+system CPU time in ms (Linux; 10 ms ticks), if available.
+/// This thread's user+system CPU time in ms (getrusage), if available.
 fn thread_cpu_ms() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    let v: Vec<&str> = s.rsplit(')').next()?.split_whitespace().collect();
-    let ticks: f64 = v.get(11)?.parse::<f64>().ok()? + v.get(12)?.parse::<f64>().ok()?;
-    Some(ticks * 10.0)
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return None;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 * 1e-3;
+    Some(ms(ru.ru_utime) + ms(ru.ru_stime))
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// One round of `scripts/bench_pydensecrf.py --reps 1`: (wall, CPU, all-core throughput) ms per image.
+fn pydensecrf_round(python: &str) -> Option<(f64, f64, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench_pydensecrf.py");
+    let o = std::process::Command::new(python)
+        .args([script, "--reps", "1"])
+        .output()
+        .ok()?;
+    if !o.status.success() {
+        eprintln!(
+            "pydensecrf baseline failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let value = |key: &str| -> Option<f64> {
+        text.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    Some((
+        value("PYDENSECRF_MS_PER_IMAGE")?,
+        value("PYDENSECRF_CPU_MS_PER_IMAGE")?,
+        value("PYDENSECRF_MS_PER_IMAGE_ALL_CORES")?,
+    ))
 }
 
 fn main() {
@@ -88,8 +125,13 @@ fn main() {
     };
     run(0).expect("warm-up");
 
-    // One thread: the best of `reps` passes over the images (wall and thread CPU time).
-    let (mut single, mut single_cpu) = (f64::INFINITY, f64::INFINITY);
+    let python = std::env::var("PYDENSECRF_PYTHON").ok();
+    let load_before = load_average();
+    let threads = rayon::current_num_threads();
+    let batch: Vec<usize> = (0..n * threads.max(1) * 4).map(|i| i % n).collect();
+    // Rounds: contracam on one thread, contracam on all cores, then (given a Python) pydensecrf2.
+    let (mut single, mut single_cpu, mut multi) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
+    let (mut py_wall, mut py_cpu, mut py_multi) = (f64::INFINITY, f64::INFINITY, f64::INFINITY);
     for _ in 0..reps {
         let (t, c) = (Instant::now(), thread_cpu_ms());
         for _ in 0..4 {
@@ -101,24 +143,36 @@ fn main() {
         if let (Some(c0), Some(c1)) = (c, thread_cpu_ms()) {
             single_cpu = single_cpu.min((c1 - c0) / (4 * n) as f64);
         }
-    }
-    // All cores: images spread over rayon's pool, throughput per image.
-    let threads = rayon::current_num_threads();
-    let batch: Vec<usize> = (0..n * threads.max(1) * 4).map(|i| i % n).collect();
-    let mut multi = f64::INFINITY;
-    for _ in 0..reps {
+        // All cores: images spread over rayon's pool, throughput per image.
         let t = Instant::now();
         batch.par_iter().for_each(|&b| {
             std::hint::black_box(run(b).expect("crf"));
         });
         multi = multi.min(t.elapsed().as_secs_f64() * 1e3 / batch.len() as f64);
+        if let Some((w, c, m)) = python.as_deref().and_then(pydensecrf_round) {
+            (py_wall, py_cpu, py_multi) = (py_wall.min(w), py_cpu.min(c), py_multi.min(m));
+        }
     }
-    println!("dense CRF, official recipe, {W}x{H}, {n} {source}");
+    let env_ms = |key: &str| std::env::var(key).ok().and_then(|v| v.parse::<f64>().ok());
+    let measured = py_wall.is_finite();
+    let baseline = if measured { py_wall } else { baseline };
+    let cpu_base = if measured {
+        Some(py_cpu)
+    } else {
+        env_ms("PYDENSECRF_CPU_MS_PER_IMAGE")
+    };
+    let multi_base = if measured {
+        Some(py_multi)
+    } else {
+        env_ms("PYDENSECRF_MS_PER_IMAGE_ALL_CORES")
+    };
+    println!(
+        "dense CRF, official recipe, {W}x{H}, {n} {source}; best of {reps} rounds{}; load average {load_before} -> {}",
+        if py_wall.is_finite() { " alternating with pydensecrf2" } else { "" },
+        load_average()
+    );
     println!("  1 thread : {single:8.3} ms/image wall   speed-up vs pydensecrf ({baseline:.1} ms): {:6.2}x", baseline / single);
     if single_cpu.is_finite() {
-        let cpu_base: Option<f64> = std::env::var("PYDENSECRF_CPU_MS_PER_IMAGE")
-            .ok()
-            .and_then(|v| v.parse().ok());
         match cpu_base {
             Some(b) => println!("  1 thread : {single_cpu:8.3} ms/image CPU    speed-up vs pydensecrf ({b:.1} ms CPU): {:6.2}x", b / single_cpu),
             None => println!("  1 thread : {single_cpu:8.3} ms/image CPU"),
@@ -129,12 +183,10 @@ fn main() {
         baseline / multi,
         100.0 * single / (multi * threads as f64)
     );
-    if let Ok(v) = std::env::var("PYDENSECRF_MS_PER_IMAGE_ALL_CORES") {
-        if let Ok(b) = v.parse::<f64>() {
-            println!(
-                "  all cores vs pydensecrf, one process per core ({b:.2} ms/image): {:6.2}x",
-                b / multi
-            );
-        }
+    if let Some(b) = multi_base {
+        println!(
+            "  all cores vs pydensecrf, one process per core ({b:.2} ms/image): {:6.2}x",
+            b / multi
+        );
     }
 }

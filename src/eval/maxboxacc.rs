@@ -16,8 +16,10 @@
 //! falls; 4-connected background components grow as it rises, and an enclosed one is a hole whose
 //! border box is the hole box plus one pixel), because the RETR_TREE borders are exactly the outer
 //! borders of the 8-connected foreground components and the borders of the enclosed 4-connected
-//! background components. The literal contour path ([`cut_flags_contours`]) is kept for v1 and as the
-//! cross-check in the tests.
+//! background components. A new pixel is attached to its first neighbour group's component directly
+//! (one find, a box test only when it extends the extent), the other groups are unions; the buffers
+//! are kept per thread and never cleared (whether a pixel is already in follows from its value). The
+//! literal contour path ([`cut_flags_contours`]) is kept for v1 and as the cross-check in the tests.
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -158,6 +160,9 @@ struct Judge<'a> {
     /// Smallest threshold, reduced by a relative 1e-12 so the area bound below never rejects a box
     /// whose IoU could reach it.
     t_min: f64,
+    /// Every box with `0 < area < small_below` is skipped against every GT (so scores no δ): the
+    /// smallest `t_min·area(gt)`, or −∞ when the bound is off (δ = 0 or a GT of area ≤ 0).
+    small_below: f64,
 }
 
 impl Judge<'_> {
@@ -166,17 +171,31 @@ impl Judge<'_> {
         let thresholds: Vec<f64> = iou_thresholds.iter().map(|&d| d as f64 / 100.0).collect();
         let t_min = thresholds.iter().copied().fold(f64::INFINITY, f64::min) * (1.0 - 1e-12);
         let area = |r: &Box4| (r[2] - r[0] + 1) as f64 * (r[3] - r[1] + 1) as f64;
+        let gt_area: Vec<f64> = gt.iter().map(area).collect();
+        let small_below = if t_min > 0.0 && gt_area.iter().all(|&a| a > 0.0) {
+            gt_area
+                .iter()
+                .map(|&a| t_min * a)
+                .fold(f64::INFINITY, f64::min)
+        } else {
+            f64::NEG_INFINITY
+        };
         Judge {
             gt,
-            gt_area: gt.iter().map(area).collect(),
+            gt_area,
             thresholds,
             t_min,
+            small_below,
         }
     }
     #[inline]
     fn bits(&self, b: Box4) -> u8 {
         // IoU <= min(area)/max(area): boxes far smaller or larger than every GT cannot pass any δ.
         let ab = (b[2] - b[0] + 1) as f64 * (b[3] - b[1] + 1) as f64;
+        // ab < t_min·ag ≤ ag for every GT: the loop below would skip them all (no δ is 0 here).
+        if ab > 0.0 && ab < self.small_below {
+            return 0;
+        }
         let mut best = f64::NEG_INFINITY;
         for (&g, &ag) in self.gt.iter().zip(&self.gt_area) {
             if self.t_min > 0.0 && ab > 0.0 && ag > 0.0 && ab.min(ag) < self.t_min * ab.max(ag) {
@@ -249,8 +268,6 @@ pub fn cut_flags_contours(
     flags
 }
 
-const NONE: u32 = u32::MAX;
-
 /// Change of 4·(Euler number) of the 8-connected foreground when a pixel is set, indexed by which of
 /// its 8 neighbours are foreground (bit i = neighbour i in the order W, E, N, S, NW, NE, SW, SE).
 /// Gray's bit quads: 4·E = #Q1 − #Q3 − 2·#QD over all 2×2 quads.
@@ -281,50 +298,90 @@ fn euler_delta_table() -> &'static [i64; 256] {
     })
 }
 
-/// Union–find over a padded grid with per-root extents and per-root δ bits.
-struct Forest {
+/// For each set of foreground neighbours (bits as in [`euler_delta_table`]), one neighbour per group of
+/// them that touch each other: two foreground pixels that touch are already in one component, so only
+/// these few need a union. Around the pixel, ring-consecutive neighbours touch, and so do the edge
+/// neighbours W–N, N–E, E–S and S–W (diagonally).
+fn neighbour_groups_table() -> &'static [u8; 256] {
+    static TABLE: std::sync::OnceLock<[u8; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        // Ring order W, NW, N, NE, E, SE, S, SW as bit indices.
+        const RING: [usize; 8] = [0, 4, 2, 5, 1, 7, 3, 6];
+        const EDGE_PAIRS: [(usize, usize); 4] = [(0, 2), (2, 1), (1, 3), (3, 0)];
+        let mut t = [0u8; 256];
+        for (mask, out) in t.iter_mut().enumerate() {
+            let on = |i: usize| (mask >> i) & 1 == 1;
+            let mut group: [usize; 8] = std::array::from_fn(|i| i);
+            fn root(g: &mut [usize; 8], mut i: usize) -> usize {
+                while g[i] != i {
+                    i = g[i];
+                }
+                i
+            }
+            let pairs = (0..8)
+                .map(|k| (RING[k], RING[(k + 1) % 8]))
+                .chain(EDGE_PAIRS);
+            for (a, b) in pairs {
+                if on(a) && on(b) {
+                    let (ra, rb) = (root(&mut group, a), root(&mut group, b));
+                    group[ra.max(rb)] = ra.min(rb);
+                }
+            }
+            for i in 0..8 {
+                if on(i) && root(&mut group, i) == i {
+                    *out |= 1 << i;
+                }
+            }
+        }
+        t
+    })
+}
+
+/// Buffers of [`cut_flags_sweep`], kept per thread between maps. Nothing is cleared: a call reads only
+/// the union–find entries of pixels it has already added (which pixels those are follows from the
+/// padded value grid), so no per-map fill of the ~25 bytes per pixel is needed.
+#[derive(Default)]
+struct SweepBuffers {
+    /// Values on the padded grid; the ring is −1 (never foreground, always background).
+    value: Vec<i16>,
+    /// Padded index and (x, y) of every pixel, bucketed by value in raster order.
+    order: Vec<[u32; 3]>,
     parent: Vec<u32>,
     /// Component size at roots (union by size keeps finds short).
     size: Vec<u32>,
     ext: Vec<[i32; 4]>,
+    /// δ bits of a root's box.
     bits: Vec<u8>,
-    /// Background sweep only: the root is connected to the outside of the image.
-    outside: Vec<bool>,
-    counts: [u32; 8],
 }
 
-impl Forest {
-    fn new(n: usize) -> Self {
-        Forest {
-            parent: vec![NONE; n],
-            size: vec![1; n],
-            ext: vec![[0; 4]; n],
-            bits: vec![0; n],
-            outside: vec![false; n],
-            counts: [0; 8],
-        }
-    }
+thread_local! {
+    static SWEEP_BUFFERS: std::cell::RefCell<SweepBuffers> = std::cell::RefCell::new(SweepBuffers::default());
+}
+
+/// Number of live components scoring each δ, so "any component scores δ_k" is `counts[k] > 0`.
+#[derive(Default)]
+struct Tally([u32; 8]);
+
+impl Tally {
     #[inline]
-    fn find(&mut self, mut i: u32) -> u32 {
-        while self.parent[i as usize] != i {
-            let p = self.parent[i as usize];
-            self.parent[i as usize] = self.parent[p as usize];
-            i = p;
-        }
-        i
-    }
-    #[inline]
-    fn count(&mut self, bits: u8, sign: i32) {
+    fn add(&mut self, bits: u8) {
         let mut b = bits;
         while b != 0 {
-            let k = b.trailing_zeros() as usize;
-            self.counts[k] = (self.counts[k] as i32 + sign) as u32;
+            self.0[b.trailing_zeros() as usize] += 1;
             b &= b - 1;
         }
     }
-    fn any_bits(&self) -> u8 {
+    #[inline]
+    fn remove(&mut self, bits: u8) {
+        let mut b = bits;
+        while b != 0 {
+            self.0[b.trailing_zeros() as usize] -= 1;
+            b &= b - 1;
+        }
+    }
+    fn any(&self) -> u8 {
         let mut out = 0u8;
-        for (k, &c) in self.counts.iter().enumerate() {
+        for (k, &c) in self.0.iter().enumerate() {
             if c > 0 {
                 out |= 1 << k;
             }
@@ -333,8 +390,29 @@ impl Forest {
     }
 }
 
+#[inline]
+fn find(parent: &mut [u32], mut i: u32) -> u32 {
+    while parent[i as usize] != i {
+        let p = parent[i as usize];
+        parent[i as usize] = parent[p as usize];
+        i = p;
+    }
+    i
+}
+
 /// Same result as [`cut_flags_contours`] with `multi = true`, in O(pixels) for all cuts together.
 pub fn cut_flags_sweep(
+    img8: &[u8],
+    w: usize,
+    h: usize,
+    gt: &[Box4],
+    iou_thresholds: &[u32],
+) -> [u8; 256] {
+    SWEEP_BUFFERS.with(|b| sweep_with(&mut b.borrow_mut(), img8, w, h, gt, iou_thresholds))
+}
+
+fn sweep_with(
+    buf: &mut SweepBuffers,
     img8: &[u8],
     w: usize,
     h: usize,
@@ -346,7 +424,19 @@ pub fn cut_flags_sweep(
     let zero_bits = judge.bits([0, 0, 0, 0]);
     let pw = w + 2;
     let ph = h + 2;
-    // Pixels bucketed by value (counting sort), as padded-grid indices.
+    let n = pw * ph;
+    assert!(
+        n <= u32::MAX as usize,
+        "cut_flags_sweep: a {w}x{h} map has too many pixels for u32 indices"
+    );
+    for v in [&mut buf.parent, &mut buf.size] {
+        v.resize(n, 0);
+    }
+    buf.ext.resize(n, [0; 4]);
+    buf.bits.resize(n, 0);
+    buf.value.clear();
+    buf.value.resize(n, -1);
+    // Pixels bucketed by value (counting sort), in raster order within a value.
     let mut start = [0usize; 257];
     for &v in img8 {
         start[v as usize + 1] += 1;
@@ -355,24 +445,35 @@ pub fn cut_flags_sweep(
         start[v + 1] += start[v];
     }
     let mut fill = start;
-    let mut order = vec![0u32; img8.len()];
+    buf.order.resize(img8.len(), [0; 3]);
     for y in 0..h {
-        for x in 0..w {
-            let v = img8[y * w + x] as usize;
-            order[fill[v]] = ((y + 1) * pw + x + 1) as u32;
-            fill[v] += 1;
+        let row = &img8[y * w..(y + 1) * w];
+        let vrow = &mut buf.value[(y + 1) * pw + 1..(y + 1) * pw + 1 + w];
+        for (x, (&v, pv)) in row.iter().zip(vrow).enumerate() {
+            *pv = v as i16;
+            buf.order[fill[v as usize]] = [((y + 1) * pw + x + 1) as u32, x as u32, y as u32];
+            fill[v as usize] += 1;
         }
     }
-    let coords =
-        |p: u32| -> (i32, i32) { ((p as usize % pw) as i32 - 1, (p as usize / pw) as i32 - 1) };
+    let SweepBuffers {
+        value,
+        order,
+        parent,
+        size,
+        ext,
+        bits,
+    } = buf;
+    let value: &[i16] = value;
 
-    // Foreground sweep: cut c from 254 down to 0 adds the pixels of value c + 1 (8-connected).
+    // Foreground sweep: cut c from 254 down to 0 adds the pixels of value c + 1 (8-connected). A
+    // neighbour is already in the foreground when its value is above c + 1, or equal to it and earlier
+    // in raster order (W, N, NW, NE come before the pixel; E, S, SW, SE after it).
     let mut fg_bits = [0u8; 256];
     // Highest cut at which a hole exists (the background sweep can stop there).
     let mut last_hole_cut: Option<usize> = None;
     let mut fg_empty = [true; 256];
     {
-        let mut f = Forest::new(pw * ph);
+        let mut tally = Tally::default();
         let nb: [isize; 8] = [
             -1,
             1,
@@ -388,53 +489,80 @@ pub fn cut_flags_sweep(
         // 4·E = Q1 − Q3 − 2·QD, updated on the 4 quads a new pixel touches): holes = components − E.
         // The background sweep then stops at the highest cut that has a hole (often a low one).
         let euler = euler_delta_table();
+        let groups = neighbour_groups_table();
         let (mut comps, mut euler4) = (0i64, 0i64);
         for c in (0..255usize).rev() {
-            for &p in &order[start[c + 1]..start[c + 2]] {
+            let level = (c + 1) as i16;
+            for &[p, x, y] in &order[start[c + 1]..start[c + 2]] {
                 any = true;
-                let (x, y) = coords(p);
-                let mut mask = 0usize;
-                for (i, d) in nb.iter().enumerate() {
-                    mask |= ((f.parent[(p as isize + d) as usize] != NONE) as usize) << i;
-                }
+                let (x, y) = (x as i32, y as i32);
+                let at = |d: isize| value[(p as isize + d) as usize];
+                let mask = (at(nb[0]) >= level) as usize
+                    | ((at(nb[1]) > level) as usize) << 1
+                    | ((at(nb[2]) >= level) as usize) << 2
+                    | ((at(nb[3]) > level) as usize) << 3
+                    | ((at(nb[4]) >= level) as usize) << 4
+                    | ((at(nb[5]) >= level) as usize) << 5
+                    | ((at(nb[6]) > level) as usize) << 6
+                    | ((at(nb[7]) > level) as usize) << 7;
                 euler4 += euler[mask];
-                f.parent[p as usize] = p;
-                comps += 1;
-                f.ext[p as usize] = [x, y, x, y];
-                let b = judge.bits(border_box(x, y, x, y, w, h));
-                f.bits[p as usize] = b;
-                f.count(b, 1);
-                let mut ra = p;
-                let mut m = mask;
+                let mut m = groups[mask];
+                if m == 0 {
+                    // A new component of one pixel.
+                    parent[p as usize] = p;
+                    size[p as usize] = 1;
+                    comps += 1;
+                    ext[p as usize] = [x, y, x, y];
+                    let b = judge.bits(border_box(x, y, x, y, w, h));
+                    bits[p as usize] = b;
+                    tally.add(b);
+                    continue;
+                }
+                // Joins the component of its first neighbour group; its box changes only when the pixel
+                // lies outside the component's extent.
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut ra = find(parent, (p as isize + nb[i]) as u32);
+                parent[p as usize] = ra;
+                size[ra as usize] += 1;
+                let ea = ext[ra as usize];
+                let e = [ea[0].min(x), ea[1].min(y), ea[2].max(x), ea[3].max(y)];
+                if e != ea {
+                    ext[ra as usize] = e;
+                    tally.remove(bits[ra as usize]);
+                    let nbits = judge.bits(border_box(e[0], e[1], e[2], e[3], w, h));
+                    bits[ra as usize] = nbits;
+                    tally.add(nbits);
+                }
                 while m != 0 {
                     let i = m.trailing_zeros() as usize;
                     m &= m - 1;
                     let q = (p as isize + nb[i]) as u32;
-                    if f.parent[q as usize] == ra {
+                    if parent[q as usize] == ra {
                         continue;
                     }
-                    let rb = f.find(q);
+                    let rb = find(parent, q);
                     if ra == rb {
                         continue;
                     }
-                    let (ea, eb) = (f.ext[ra as usize], f.ext[rb as usize]);
+                    let (ea, eb) = (ext[ra as usize], ext[rb as usize]);
                     let e = [
                         ea[0].min(eb[0]),
                         ea[1].min(eb[1]),
                         ea[2].max(eb[2]),
                         ea[3].max(eb[3]),
                     ];
-                    let (ba, bb) = (f.bits[ra as usize], f.bits[rb as usize]);
-                    f.count(ba, -1);
-                    f.count(bb, -1);
-                    let (keep, gone) = if f.size[ra as usize] >= f.size[rb as usize] {
+                    let (ba, bb) = (bits[ra as usize], bits[rb as usize]);
+                    tally.remove(ba);
+                    tally.remove(bb);
+                    let (keep, gone) = if size[ra as usize] >= size[rb as usize] {
                         (ra, rb)
                     } else {
                         (rb, ra)
                     };
-                    f.parent[gone as usize] = keep;
-                    f.size[keep as usize] += f.size[gone as usize];
-                    f.ext[keep as usize] = e;
+                    parent[gone as usize] = keep;
+                    size[keep as usize] += size[gone as usize];
+                    ext[keep as usize] = e;
                     let nbits = if e == ea {
                         ba
                     } else if e == eb {
@@ -442,14 +570,14 @@ pub fn cut_flags_sweep(
                     } else {
                         judge.bits(border_box(e[0], e[1], e[2], e[3], w, h))
                     };
-                    f.bits[keep as usize] = nbits;
-                    f.count(nbits, 1);
+                    bits[keep as usize] = nbits;
+                    tally.add(nbits);
                     ra = keep;
                     comps -= 1;
                 }
             }
             fg_empty[c] = !any;
-            fg_bits[c] = f.any_bits();
+            fg_bits[c] = tally.any();
             debug_assert_eq!(euler4 % 4, 0);
             if comps != euler4 / 4 && last_hole_cut.is_none() {
                 last_hole_cut = Some(c);
@@ -458,74 +586,105 @@ pub fn cut_flags_sweep(
     }
 
     // Background sweep: cut c from 0 up to 254 adds the pixels of value c (4-connected). The padding
-    // ring is one component marked `outside`; the other components are holes.
+    // ring is one component, rooted at index 0, outside the image; the other components are holes. A
+    // neighbour is already background when its value is below c, or equal to it and earlier in raster
+    // order (W, N).
     let mut hole_bits = [0u8; 256];
     if let Some(last) = last_hole_cut {
-        let mut f = Forest::new(pw * ph);
-        let ring: Vec<u32> = (0..pw * ph)
-            .filter(|&i| i % pw == 0 || i % pw == pw - 1 || i / pw == 0 || i / pw == ph - 1)
-            .map(|i| i as u32)
-            .collect();
-        let root = ring[0];
-        for &i in &ring {
-            f.parent[i as usize] = root;
+        let mut tally = Tally::default();
+        const OUTSIDE: u32 = 0;
+        for i in (0..pw).chain(n - pw..n) {
+            parent[i] = OUTSIDE;
         }
-        f.outside[root as usize] = true;
-        f.size[root as usize] = u32::MAX / 2;
+        for y in 1..ph - 1 {
+            parent[y * pw] = OUTSIDE;
+            parent[y * pw + pw - 1] = OUTSIDE;
+        }
+        // Larger than any component, so the outside root stays a root.
+        size[OUTSIDE as usize] = u32::MAX / 2;
+        bits[OUTSIDE as usize] = 0;
         let nb: [isize; 4] = [-1, 1, -(pw as isize), pw as isize];
         for c in 0..=last {
-            for &p in &order[start[c]..start[c + 1]] {
-                let (x, y) = coords(p);
-                f.parent[p as usize] = p;
-                f.ext[p as usize] = [x, y, x, y];
-                let b = judge.bits(border_box(x - 1, y - 1, x + 1, y + 1, w, h));
-                f.bits[p as usize] = b;
-                f.count(b, 1);
-                let mut ra = p;
-                for d in nb {
-                    let q = (p as isize + d) as u32;
-                    if f.parent[q as usize] == NONE {
+            let level = c as i16;
+            for &[p, x, y] in &order[start[c]..start[c + 1]] {
+                let (x, y) = (x as i32, y as i32);
+                let at = |d: isize| value[(p as isize + d) as usize];
+                // W and N come earlier in raster order.
+                let mask = (at(nb[0]) <= level) as u8
+                    | ((at(nb[1]) < level) as u8) << 1
+                    | ((at(nb[2]) <= level) as u8) << 2
+                    | ((at(nb[3]) < level) as u8) << 3;
+                if mask == 0 {
+                    // A new component of one pixel.
+                    parent[p as usize] = p;
+                    size[p as usize] = 1;
+                    ext[p as usize] = [x, y, x, y];
+                    let b = judge.bits(border_box(x - 1, y - 1, x + 1, y + 1, w, h));
+                    bits[p as usize] = b;
+                    tally.add(b);
+                    continue;
+                }
+                // Joins the component of its first background neighbour; a hole's box changes only when
+                // the pixel lies outside the hole's extent.
+                let mut m = mask;
+                let i = m.trailing_zeros() as usize;
+                m &= m - 1;
+                let mut ra = find(parent, (p as isize + nb[i]) as u32);
+                parent[p as usize] = ra;
+                if ra != OUTSIDE {
+                    size[ra as usize] += 1;
+                    let ea = ext[ra as usize];
+                    let e = [ea[0].min(x), ea[1].min(y), ea[2].max(x), ea[3].max(y)];
+                    if e != ea {
+                        ext[ra as usize] = e;
+                        tally.remove(bits[ra as usize]);
+                        let nbits =
+                            judge.bits(border_box(e[0] - 1, e[1] - 1, e[2] + 1, e[3] + 1, w, h));
+                        bits[ra as usize] = nbits;
+                        tally.add(nbits);
+                    }
+                }
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    let q = (p as isize + nb[i]) as u32;
+                    if parent[q as usize] == ra {
                         continue;
                     }
-                    if f.parent[q as usize] == ra {
-                        continue;
-                    }
-                    let rb = f.find(q);
+                    let rb = find(parent, q);
                     if ra == rb {
                         continue;
                     }
-                    let (ba, bb) = (f.bits[ra as usize], f.bits[rb as usize]);
-                    f.count(ba, -1);
-                    f.count(bb, -1);
-                    // The outside root stays a root (its size is larger than any component).
-                    let (keep, gone) = if f.size[ra as usize] >= f.size[rb as usize] {
+                    let (ba, bb) = (bits[ra as usize], bits[rb as usize]);
+                    tally.remove(ba);
+                    tally.remove(bb);
+                    let (keep, gone) = if size[ra as usize] >= size[rb as usize] {
                         (ra, rb)
                     } else {
                         (rb, ra)
                     };
-                    f.parent[gone as usize] = keep;
-                    f.size[keep as usize] =
-                        f.size[keep as usize].saturating_add(f.size[gone as usize]);
+                    parent[gone as usize] = keep;
+                    size[keep as usize] = size[keep as usize].saturating_add(size[gone as usize]);
                     ra = keep;
-                    if f.outside[keep as usize] {
-                        f.bits[keep as usize] = 0;
+                    if keep == OUTSIDE {
+                        bits[keep as usize] = 0;
                         continue;
                     }
-                    let (ea, eb) = (f.ext[keep as usize], f.ext[gone as usize]);
+                    let (ea, eb) = (ext[keep as usize], ext[gone as usize]);
                     let e = [
                         ea[0].min(eb[0]),
                         ea[1].min(eb[1]),
                         ea[2].max(eb[2]),
                         ea[3].max(eb[3]),
                     ];
-                    f.ext[keep as usize] = e;
+                    ext[keep as usize] = e;
                     let nbits =
                         judge.bits(border_box(e[0] - 1, e[1] - 1, e[2] + 1, e[3] + 1, w, h));
-                    f.bits[keep as usize] = nbits;
-                    f.count(nbits, 1);
+                    bits[keep as usize] = nbits;
+                    tally.add(nbits);
                 }
             }
-            hole_bits[c] = f.any_bits();
+            hole_bits[c] = tally.any();
         }
     }
 
