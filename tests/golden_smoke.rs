@@ -7,14 +7,15 @@
 //!
 //! `real_smoke_runs_pass_and_a_retrain_that_ignores_its_boxes_fails` shows the same on real runs: the smoke
 //! suite as committed passes its golden, and the same suite with retraining made to drop its boxes fails it.
+mod suite_common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::bless::{bless, BlessOptions};
 use contracam::suite::golden::{compare, Golden, Verdict};
 use contracam::suite::{config, run_suite, Fault, RunOptions};
-use tch::Device;
+use suite_common::run_options;
 
 fn golden() -> Golden {
     Golden::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/smoke.toml"))
@@ -117,15 +118,8 @@ fn real_smoke_runs_pass_and_a_retrain_that_ignores_its_boxes_fails() {
     let suite = config::load(&root.join("suites/smoke.toml")).expect("suites/smoke.toml loads");
     let dir = tempfile::tempdir().unwrap();
     let opts = |fault| RunOptions {
-        runs_dir: dir.path().join("runs"),
-        device: Device::Cpu,
-        refresh: false,
-        progress: false,
-        golden: None,
-        skip_golden: false,
-        lock: LockPolicy::Refuse,
         fault,
-        claims: false,
+        ..run_options(&dir.path().join("runs"))
     };
     let failed = |r: &contracam::suite::report::Results| -> Vec<String> {
         r.checks

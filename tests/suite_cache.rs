@@ -5,22 +5,13 @@ mod suite_common;
 
 use std::path::Path;
 
-use contracam::suite::cache::LockPolicy;
 use contracam::suite::{config, run_suite, RunOptions};
-use suite_common::tiny_suite;
-use tch::Device;
+use suite_common::{run_options, tiny_suite};
 
 fn opts(runs: &Path) -> RunOptions {
     RunOptions {
-        runs_dir: runs.into(),
-        device: Device::Cpu,
-        refresh: false,
-        progress: false,
-        golden: None,
         skip_golden: true,
-        lock: LockPolicy::Refuse,
-        fault: None,
-        claims: false,
+        ..run_options(runs)
     }
 }
 

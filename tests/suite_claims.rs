@@ -3,13 +3,11 @@
 //! results and reports carry the claims. A claim naming an unknown metric is refused before any work.
 mod suite_common;
 
-use contracam::suite::cache::LockPolicy;
 use contracam::suite::claims::Outcome;
 use contracam::suite::golden::Verdict;
 use contracam::suite::report::{self, Format};
 use contracam::suite::{config, run_suite, RunOptions};
-use suite_common::{golden_text, tiny_suite};
-use tch::Device;
+use suite_common::{golden_text, run_options, tiny_suite};
 
 fn claim(id: &str, relation: &str, seeds: &[u64], expect: &str) -> String {
     format!(
@@ -23,15 +21,8 @@ fn claims_run_their_seeds_and_follow_the_recorded_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let suite = config::load(&tiny_suite(dir.path())).unwrap();
     let opts = |claims| RunOptions {
-        runs_dir: dir.path().join("runs"),
-        device: Device::Cpu,
-        refresh: false,
-        progress: false,
-        golden: None,
-        skip_golden: false,
-        lock: LockPolicy::Refuse,
-        fault: None,
         claims,
+        ..run_options(&dir.path().join("runs"))
     };
     let golden = dir.path().join("tiny-golden.toml");
     // First the seed-0 values, for a golden whose metric checks pass.

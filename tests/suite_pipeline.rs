@@ -2,11 +2,9 @@
 //! every stage and gives identical numbers, and goldens decide the verdict.
 mod suite_common;
 
-use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::Verdict;
 use contracam::suite::{config, run_suite, RunOptions};
-use suite_common::tiny_suite;
-use tch::Device;
+use suite_common::{run_options, tiny_suite};
 
 #[test]
 fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
@@ -14,15 +12,9 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
     let dir = tempfile::tempdir().unwrap();
     let suite = config::load(&tiny_suite(dir.path())).unwrap();
     let opts = |refresh| RunOptions {
-        runs_dir: dir.path().join("runs"),
-        device: Device::Cpu,
         refresh,
-        progress: false,
-        golden: None,
         skip_golden: true,
-        lock: LockPolicy::Refuse,
-        fault: None,
-        claims: false,
+        ..run_options(&dir.path().join("runs"))
     };
     let first = run_suite(&suite, &opts(false)).unwrap();
     let names: Vec<&str> = first.metrics.keys().map(|s| s.as_str()).collect();

@@ -3,6 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use contracam::suite::cache::LockPolicy;
+use contracam::suite::RunOptions;
+use tch::Device;
+
 /// Writes `tiny.toml` (the smoke suite at a tiny size, golden `tiny-golden.toml`) into `dir`.
 pub fn tiny_suite(dir: &Path) -> PathBuf {
     let smoke = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("suites/smoke.toml");
@@ -61,4 +65,20 @@ pub fn results_metrics(path: &Path) -> BTreeMap<String, f64> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     serde_json::from_value(v["metrics"].clone()).unwrap()
+}
+
+/// Options of a test run into `runs_dir`: CPU, no progress, the suite's golden, refuse a held lock, no fault,
+/// no claims. Tests change what they exercise with `RunOptions { .., ..run_options(dir) }`.
+pub fn run_options(runs_dir: &Path) -> RunOptions {
+    RunOptions {
+        runs_dir: runs_dir.into(),
+        device: Device::Cpu,
+        refresh: false,
+        progress: false,
+        golden: None,
+        skip_golden: false,
+        lock: LockPolicy::Refuse,
+        fault: None,
+        claims: false,
+    }
 }
