@@ -120,6 +120,7 @@ fn real_smoke_runs_pass_and_a_retrain_that_ignores_its_boxes_fails() {
         runs_dir: dir.path().join("runs"),
         device: Device::Cpu,
         refresh: false,
+        refresh_stages: Vec::new(),
         progress: false,
         golden: None,
         skip_golden: false,

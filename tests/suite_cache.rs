@@ -15,6 +15,7 @@ fn opts(runs: &Path) -> RunOptions {
         runs_dir: runs.into(),
         device: Device::Cpu,
         refresh: false,
+        refresh_stages: Vec::new(),
         progress: false,
         golden: None,
         skip_golden: true,

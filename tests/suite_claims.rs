@@ -26,6 +26,7 @@ fn claims_run_their_seeds_and_follow_the_recorded_outcome() {
         runs_dir: dir.path().join("runs"),
         device: Device::Cpu,
         refresh: false,
+        refresh_stages: Vec::new(),
         progress: false,
         golden: None,
         skip_golden: false,

@@ -17,6 +17,7 @@ fn tiny_smoke_pipeline_runs_caches_and_checks_goldens() {
         runs_dir: dir.path().join("runs"),
         device: Device::Cpu,
         refresh,
+        refresh_stages: Vec::new(),
         progress: false,
         golden: None,
         skip_golden: true,
