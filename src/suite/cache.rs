@@ -520,6 +520,54 @@ mod tests {
     }
 
     #[test]
+    fn a_refresh_replaces_in_place_and_the_read_only_view_touches_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("suite");
+        let view = StageCache::read_only(&dir);
+        assert!(view.lookup("s", &fp(1)).is_none() && view.latest_marker("s").is_none());
+        assert!(!dir.exists(), "the read-only view created its folder");
+
+        let cache = StageCache::open(&dir, LockPolicy::Refuse).unwrap();
+        let write = |v: &'static str| {
+            move |d: &Path| {
+                std::fs::write(d.join("x.json"), v).unwrap();
+                Ok(StageResult::default())
+            }
+        };
+        let first = cache.build("s", "k", &fp(1), OUT, &[], write("1")).unwrap();
+        // The same fingerprint again (a refresh): replaced, nothing left aside.
+        let second = cache.build("s", "k", &fp(1), OUT, &[], write("2")).unwrap();
+        assert_eq!(first.dir, second.dir);
+        assert_eq!(
+            std::fs::read_to_string(second.dir.join("x.json")).unwrap(),
+            "2"
+        );
+        assert_ne!(first.marker.outputs, second.marker.outputs);
+        // A view reads what the lock holder published, while it holds the lock.
+        let seen = view.lookup("s", &fp(1)).unwrap();
+        assert_eq!(seen.marker, second.marker);
+        assert!(StageCache::verify(&seen, OUT).is_ok());
+        std::fs::write(second.dir.join("x.json"), "3").unwrap();
+        assert_eq!(StageCache::verify(&seen, OUT), Err("x"));
+        // The latest marker of a stage at any fingerprint; another stage's name never matches.
+        cache.build("s", "k", &fp(2), OUT, &[], write("4")).unwrap();
+        // (Markers record whole seconds, so either may be the latest.)
+        let latest = view.latest_marker("s").unwrap();
+        assert!([fp(1), fp(2)].contains(&latest.fingerprint), "{latest:?}");
+        assert!(view.latest_marker("t").is_none());
+        cache
+            .build("s-t", "k", &fp(3), OUT, &[], write("5"))
+            .unwrap();
+        assert_eq!(view.latest_marker("s").unwrap().stage, "s");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TMP_PREFIX))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
     fn a_second_opener_is_refused_or_waits_and_stale_temps_are_removed() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join(".tmp-s-0123-abc/sub")).unwrap();
