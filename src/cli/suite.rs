@@ -25,6 +25,61 @@ pub enum SuiteCommand {
     Validate(ValidateArgs),
     /// Render a results JSON as Markdown (for a person), JSON or JUnit XML (for CI).
     Report(ReportArgs),
+    /// Show what `suite run` would do, without doing it: each stage in order with its fingerprint, whether
+    /// it is cached or runs, and its last duration; then the seeds the golden's claims add. Takes no lock.
+    Plan(PlanArgs),
+    /// Compare two results JSONs metric by metric: both values, Δ = new − base, and a verdict (same, within
+    /// tolerance, changed, missing on one side). Exits 1 when a metric changed beyond its tolerance (0
+    /// without --tolerance-from) or is missing on one side.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Suite file (TOML).
+    pub suite: PathBuf,
+    /// Where stage outputs are cached (one folder per suite).
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Plan with this golden (for its claims) instead of the suite's.
+    #[arg(long)]
+    pub golden: Option<PathBuf>,
+    /// Plan a run without any golden (so without claims).
+    #[arg(long, conflicts_with = "golden")]
+    pub no_golden: bool,
+    /// Plan a run that skips the golden's claims.
+    #[arg(long)]
+    pub no_claims: bool,
+    /// Plan a run that recomputes every stage.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Plan a run that recomputes this stage and every stage depending on it (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub refresh_stage: Vec<String>,
+    /// Plan a run at this seed instead of the suite's.
+    #[arg(long)]
+    pub suite_seed: Option<u64>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub seed: SeedArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Results JSON to compare against.
+    pub base: PathBuf,
+    /// Results JSON to judge.
+    pub new: PathBuf,
+    /// Allow each metric to move by its tolerance in this golden (metrics it lacks must be identical).
+    #[arg(long, value_name = "GOLDEN")]
+    pub tolerance_from: Option<PathBuf>,
+    /// Print the comparison as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +140,10 @@ pub struct RunArgs {
     /// Recompute every stage even when cached.
     #[arg(long)]
     pub refresh: bool,
+    /// Recompute this stage (a name as printed, e.g. boxes) and every stage that depends on it; reuse the
+    /// others (repeatable).
+    #[arg(long, value_name = "STAGE")]
+    pub refresh_stage: Vec<String>,
     /// Also write a JUnit XML report here (one testcase per golden check).
     #[arg(long, value_name = "J.xml")]
     pub junit: Option<PathBuf>,
@@ -146,9 +205,11 @@ impl SuiteCommand {
                 Some(&a.threads),
                 Some(&a.quiet),
             ),
-            SuiteCommand::Bless(_) | SuiteCommand::Validate(_) | SuiteCommand::Report(_) => {
-                GlobalArgs::default()
-            }
+            SuiteCommand::Plan(a) => GlobalArgs::of(Some(&a.device), Some(&a.seed), None, None),
+            SuiteCommand::Bless(_)
+            | SuiteCommand::Validate(_)
+            | SuiteCommand::Report(_)
+            | SuiteCommand::Compare(_) => GlobalArgs::default(),
         }
     }
 }
@@ -159,22 +220,31 @@ pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         SuiteCommand::Bless(a) => bless(a),
         SuiteCommand::Report(a) => report_cmd(a),
         SuiteCommand::Validate(a) => validate_cmd(a),
+        SuiteCommand::Plan(a) => plan_cmd(a, global),
+        SuiteCommand::Compare(a) => compare_cmd(a),
     }
 }
 
-fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let mut suite = config::load(&a.suite)?;
-    if let Some(s) = a.suite_seed.or(global.seed) {
+/// Loads the suite with a seed override (`--suite-seed`, else `--seed`) applied.
+fn load_suite(path: &std::path::Path, seed: Option<u64>) -> anyhow::Result<config::LoadedSuite> {
+    let mut suite = config::load(path)?;
+    if let Some(s) = seed {
         suite.config.seed = s;
         suite
             .resolved
             .insert("seed".into(), toml::Value::Integer(s as i64));
     }
+    Ok(suite)
+}
+
+fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
     let device = global.device.resolve()?;
     let opts = RunOptions {
         runs_dir: a.runs_dir.clone(),
         device,
         refresh: a.refresh,
+        refresh_stages: a.refresh_stage.clone(),
         progress: !global.quiet && std::io::stderr().is_terminal(),
         golden: a.golden.clone(),
         skip_golden: a.no_golden,
@@ -201,8 +271,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let json = serde_json::to_value(&results)?;
-    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", out.display()))?;
+    write_atomic(&out, &serde_json::to_string_pretty(&json)?)?;
     for (path, format) in [
         (&a.junit, report::Format::Junit),
         (&a.report, report::Format::Markdown),
@@ -291,6 +360,22 @@ fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes through a temporary sibling and a rename: a run killed while writing leaves the previous file (or
+/// none), never a truncated one.
+fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 fn write_text(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -325,4 +410,41 @@ fn validate_cmd(a: ValidateArgs) -> anyhow::Result<ExitCode> {
         v.metrics.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn plan_cmd(a: PlanArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
+    let opts = RunOptions {
+        runs_dir: a.runs_dir,
+        device: global.device.resolve()?,
+        refresh: a.refresh,
+        refresh_stages: a.refresh_stage,
+        progress: false,
+        golden: a.golden,
+        skip_golden: a.no_golden,
+        lock: LockPolicy::Refuse,
+        fault: None,
+        claims: !a.no_claims,
+    };
+    let plan = contracam::suite::plan::plan(&suite, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compare_cmd(a: CompareArgs) -> anyhow::Result<ExitCode> {
+    let c = contracam::suite::compare::compare_files(&a.base, &a.new, a.tolerance_from.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        print!("{}", c.text());
+    }
+    Ok(if c.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -103,11 +103,12 @@ pub struct Published {
     pub marker: DoneMarker,
 }
 
-/// The cache of one suite's stages, held under the runs dir's lock.
+/// The cache of one suite's stages, held under the runs dir's lock (or read without it, see
+/// [`StageCache::read_only`]).
 #[derive(Debug)]
 pub struct StageCache {
     pub root: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 /// How to react to another run holding the lock.
@@ -163,10 +164,38 @@ impl StageCache {
         );
         let cache = StageCache {
             root: root.into(),
-            _lock: file,
+            _lock: Some(file),
         };
         cache.clean_stale()?;
         Ok(cache)
+    }
+
+    /// A view of `root` for looking only (`suite plan`): creates nothing, takes no lock and removes nothing.
+    /// Lookups stay sound while a run holds the lock because a stage directory is published by one rename:
+    /// it is complete or absent.
+    pub fn read_only(root: &Path) -> Self {
+        StageCache {
+            root: root.into(),
+            _lock: None,
+        }
+    }
+
+    /// The marker of the most recently finished published directory of `stage`, whatever its fingerprint:
+    /// how long the stage took last time, as a rough cost for a stage that has to run again.
+    pub fn latest_marker(&self, stage: &str) -> Option<DoneMarker> {
+        let prefix = format!("{stage}-");
+        std::fs::read_dir(&self.root)
+            .ok()?
+            .flatten()
+            .filter(|e| {
+                // `<stage>-<16 hex>`: the exact length keeps `evaluate-` from matching `evaluate-vanilla-…`.
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix(&prefix)
+                    .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+            .filter_map(|e| read_json::<DoneMarker>(&e.path().join(DONE_FILE)).ok())
+            .filter(|m| m.stage == stage)
+            .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
     }
 
     /// Removes every temporary stage directory: with the lock held, none belongs to a live run.
@@ -207,20 +236,28 @@ impl StageCache {
     /// hash its marker recorded: a damaged stage directory is rebuilt, never reused.
     pub fn lookup_verified(&self, stage: &str, fp: &str, outputs: &[Slot]) -> Option<Published> {
         let p = self.lookup(stage, fp)?;
+        if let Err(slot) = Self::verify(&p, outputs) {
+            eprintln!(
+                "{}: output '{slot}' is missing or changed since it was published; rebuilding the stage",
+                p.dir.display(),
+            );
+            return None;
+        }
+        Some(p)
+    }
+
+    /// Checks that every declared output of a published stage is there with the content hash its marker
+    /// recorded; the first slot that is not.
+    pub fn verify<'s>(p: &Published, outputs: &'s [Slot]) -> Result<(), &'s str> {
         for slot in outputs {
             let ok = validate_output(&p.dir.join(slot.file), slot.kind)
                 .ok()
                 .is_some_and(|h| p.marker.outputs.get(slot.name) == Some(&h));
             if !ok {
-                eprintln!(
-                    "{}: output '{}' is missing or changed since it was published; rebuilding the stage",
-                    p.dir.display(),
-                    slot.name
-                );
-                return None;
+                return Err(slot.name);
             }
         }
-        Some(p)
+        Ok(())
     }
 
     /// Builds the stage into a fresh temporary directory with `build`, validates what it wrote against
@@ -279,7 +316,17 @@ impl StageCache {
         write_json_file(&tmp.path().join(DONE_FILE), &marker)?;
         let dir = self.stage_dir(stage, fp);
         if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+            // Out of the way in one rename, then deleted: a run killed while deleting leaves a temporary
+            // directory (removed by the next run), never a half-deleted stage under its published name.
+            let old = self.root.join(format!(
+                "{TMP_PREFIX}old-{}",
+                dir.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            if old.exists() {
+                std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+            }
+            std::fs::rename(&dir, &old).map_err(|e| io(&dir, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
         }
         let tmp_path = tmp.keep();
         std::fs::rename(&tmp_path, &dir).map_err(|e| io(&dir, e))?;
@@ -470,6 +517,54 @@ mod tests {
                 .unwrap()
                 .to_string_lossy()]
         );
+    }
+
+    #[test]
+    fn a_refresh_replaces_in_place_and_the_read_only_view_touches_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("suite");
+        let view = StageCache::read_only(&dir);
+        assert!(view.lookup("s", &fp(1)).is_none() && view.latest_marker("s").is_none());
+        assert!(!dir.exists(), "the read-only view created its folder");
+
+        let cache = StageCache::open(&dir, LockPolicy::Refuse).unwrap();
+        let write = |v: &'static str| {
+            move |d: &Path| {
+                std::fs::write(d.join("x.json"), v).unwrap();
+                Ok(StageResult::default())
+            }
+        };
+        let first = cache.build("s", "k", &fp(1), OUT, &[], write("1")).unwrap();
+        // The same fingerprint again (a refresh): replaced, nothing left aside.
+        let second = cache.build("s", "k", &fp(1), OUT, &[], write("2")).unwrap();
+        assert_eq!(first.dir, second.dir);
+        assert_eq!(
+            std::fs::read_to_string(second.dir.join("x.json")).unwrap(),
+            "2"
+        );
+        assert_ne!(first.marker.outputs, second.marker.outputs);
+        // A view reads what the lock holder published, while it holds the lock.
+        let seen = view.lookup("s", &fp(1)).unwrap();
+        assert_eq!(seen.marker, second.marker);
+        assert!(StageCache::verify(&seen, OUT).is_ok());
+        std::fs::write(second.dir.join("x.json"), "3").unwrap();
+        assert_eq!(StageCache::verify(&seen, OUT), Err("x"));
+        // The latest marker of a stage at any fingerprint; another stage's name never matches.
+        cache.build("s", "k", &fp(2), OUT, &[], write("4")).unwrap();
+        // (Markers record whole seconds, so either may be the latest.)
+        let latest = view.latest_marker("s").unwrap();
+        assert!([fp(1), fp(2)].contains(&latest.fingerprint), "{latest:?}");
+        assert!(view.latest_marker("t").is_none());
+        cache
+            .build("s-t", "k", &fp(3), OUT, &[], write("5"))
+            .unwrap();
+        assert_eq!(view.latest_marker("s").unwrap().stage, "s");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TMP_PREFIX))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Suites: declarative pipelines with stage caching, goldens and reports.
 pub mod cache;
 pub mod claims;
+pub mod compare;
 pub mod config;
 pub mod dataset;
 pub mod golden;
 pub mod pipeline;
+pub mod plan;
 pub mod registry;
 pub mod report;
 pub mod stage;
@@ -51,6 +53,9 @@ pub struct RunOptions {
     pub device: Device,
     /// Recompute every stage.
     pub refresh: bool,
+    /// Recompute these stages (names as printed, e.g. `boxes`) and every stage that depends on them; reuse
+    /// the others. An unknown name is an error listing the suite's stages.
+    pub refresh_stages: Vec<String>,
     pub progress: bool,
     /// Use this golden instead of the suite's.
     pub golden: Option<PathBuf>,
@@ -113,6 +118,12 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     let started_at = now_utc();
     let start = Instant::now();
     let cfg = &suite.config;
+    // Checked before anything else, so a misspelt stage name costs nothing.
+    let refresh = plan::refresh_set(
+        &plan::stages(cfg, opts.device, opts.fault),
+        opts.refresh,
+        &opts.refresh_stages,
+    )?;
     let golden_path = if opts.skip_golden {
         None
     } else {
@@ -141,7 +152,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         cfg,
         data: &data,
         cache: &cache,
-        refresh: opts.refresh,
+        refresh: refresh.clone(),
         device: opts.device,
         progress: opts.progress,
         fault: opts.fault,
@@ -152,7 +163,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     let (timings, metrics) = (p.timings, p.metrics);
     let (seed_metrics, claim_checks) = match &golden {
         Some(g) if opts.claims && !g.claims.is_empty() => {
-            run_claims(g, cfg, &metrics, &cache, opts)?
+            run_claims(g, cfg, &metrics, &cache, opts, &refresh)?
         }
         _ => (BTreeMap::new(), Vec::new()),
     };
@@ -200,6 +211,7 @@ fn run_claims(
     main: &BTreeMap<String, f64>,
     cache: &StageCache,
     opts: &RunOptions,
+    refresh: &std::collections::BTreeSet<String>,
 ) -> Result<
     (
         BTreeMap<u64, BTreeMap<String, f64>>,
@@ -220,7 +232,7 @@ fn run_claims(
             cfg: &c,
             data: &data,
             cache,
-            refresh: opts.refresh,
+            refresh: refresh.clone(),
             device: opts.device,
             progress: opts.progress,
             fault: opts.fault,

@@ -51,8 +51,8 @@ pub struct Pipeline<'a> {
     pub cfg: &'a SuiteConfig,
     pub data: &'a SuiteData,
     pub cache: &'a StageCache,
-    /// Recompute every stage even when a published one matches.
-    pub refresh: bool,
+    /// Stages (names as printed) to recompute even when a published one matches.
+    pub refresh: std::collections::BTreeSet<String>,
     pub device: Device,
     pub progress: bool,
     pub fault: Option<Fault>,
@@ -177,7 +177,7 @@ pub fn input_size(cfg: &SuiteConfig) -> i64 {
 }
 
 /// What each stage kind writes and reports: the cache checks these before it publishes a stage.
-const TRAIN_OUT: &[Slot] = &[
+pub(super) const TRAIN_OUT: &[Slot] = &[
     Slot::file("model", ArtefactKind::ModelCheckpoint, "model.safetensors"),
     Slot::file("report", ArtefactKind::Json, "train_report.json"),
 ];
@@ -187,9 +187,9 @@ const TRAIN_RECORDED: &[(&str, &str)] = &[
     ("final_loss", "final_loss"),
     ("view_foreground", "view_foreground"),
 ];
-const EVAL_OUT: &[Slot] = &[Slot::file("metrics", ArtefactKind::Json, "metrics.json")];
+pub(super) const EVAL_OUT: &[Slot] = &[Slot::file("metrics", ArtefactKind::Json, "metrics.json")];
 const EVAL_METRICS: &[&str] = &["cam_miou", "linear_acc", "linear_val_acc"];
-const BOXES_OUT: &[Slot] = &[Slot::file("boxes", ArtefactKind::BoxFile, "boxes.json")];
+pub(super) const BOXES_OUT: &[Slot] = &[Slot::file("boxes", ArtefactKind::BoxFile, "boxes.json")];
 const BOXES_METRICS: &[&str] = &["recall50", "per_image"];
 
 impl Pipeline<'_> {
@@ -276,7 +276,7 @@ impl Pipeline<'_> {
         let start = Instant::now();
         eprintln!("[stage {n}] {name} ({})", &fp[..12]);
         let this: &Self = self;
-        let cached = if self.refresh {
+        let cached = if self.refresh.contains(name) {
             None
         } else {
             self.cache.lookup_verified(name, fp, outputs)

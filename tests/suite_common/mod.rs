@@ -74,6 +74,7 @@ pub fn run_options(runs_dir: &Path) -> RunOptions {
         runs_dir: runs_dir.into(),
         device: Device::Cpu,
         refresh: false,
+        refresh_stages: Vec::new(),
         progress: false,
         golden: None,
         skip_golden: false,

@@ -1,0 +1,357 @@
+//! What a `suite run` would do, without doing it: each stage in order with its fingerprint, whether a
+//! published directory will be reused or the stage runs, how long it took last time, and the seeds the
+//! golden's claims add. Also the stage graph that `--refresh-stage` walks.
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use tch::Device;
+
+use super::cache::StageCache;
+use super::config::{LoadedSuite, SuiteConfig};
+use super::golden::Golden;
+use super::pipeline::{Fault, StageFingerprints, BOXES_OUT, EVAL_OUT, TRAIN_OUT};
+use super::stage::{device_class, Slot};
+use super::{RunOptions, SuiteError};
+
+/// One stage of the pipeline as [`super::pipeline::Pipeline::run`] names and fingerprints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStage {
+    pub name: &'static str,
+    pub fingerprint: String,
+    /// The stages whose outputs it reads.
+    pub depends_on: &'static [&'static str],
+    pub outputs: &'static [Slot],
+}
+
+/// The pipeline's stages in the order it runs them (dependencies first). Mirrors `Pipeline::run`;
+/// `tests/suite_plan.rs` checks the names and fingerprints against what a run records.
+pub fn stages(cfg: &SuiteConfig, device: Device, fault: Option<Fault>) -> Vec<PlannedStage> {
+    let f = StageFingerprints::new(cfg, device, fault);
+    let s = |name, fingerprint: &String, depends_on, outputs| PlannedStage {
+        name,
+        fingerprint: fingerprint.clone(),
+        depends_on,
+        outputs,
+    };
+    let mut v = vec![
+        s("pretrain", &f.pretrain, &[][..], TRAIN_OUT),
+        s(
+            "evaluate-vanilla",
+            &f.evaluate_vanilla,
+            &["pretrain"],
+            EVAL_OUT,
+        ),
+    ];
+    if cfg.retrain.oa_crop {
+        v.push(s("boxes", &f.boxes, &["pretrain"], BOXES_OUT));
+        v.push(s("retrain-oa-crop", &f.retrain, &["boxes"], TRAIN_OUT));
+        v.push(s(
+            "evaluate-oa-crop",
+            &f.evaluate_oa_crop,
+            &["retrain-oa-crop"],
+            EVAL_OUT,
+        ));
+    }
+    v
+}
+
+/// The stages to recompute: every stage when `all`, else the `named` ones and every stage that depends on
+/// them, directly or not. A name that is not a stage of this pipeline is an error listing the stages.
+pub fn refresh_set(
+    stages: &[PlannedStage],
+    all: bool,
+    named: &[String],
+) -> Result<BTreeSet<String>, SuiteError> {
+    if all {
+        return Ok(stages.iter().map(|s| s.name.to_string()).collect());
+    }
+    for n in named {
+        if !stages.iter().any(|s| s.name == n) {
+            let names: Vec<&str> = stages.iter().map(|s| s.name).collect();
+            return Err(SuiteError::Other(format!(
+                "--refresh-stage {n}: the suite has no stage of that name; its stages are {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let mut set = BTreeSet::new();
+    // In run order, so a stage's dependencies are decided before it.
+    for s in stages {
+        if named.iter().any(|n| n == s.name) || s.depends_on.iter().any(|d| set.contains(*d)) {
+            set.insert(s.name.to_string());
+        }
+    }
+    Ok(set)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A published directory with this fingerprint and intact outputs is reused.
+    Cached,
+    /// Nothing usable is published: the stage runs.
+    Run,
+    /// Published, but `--refresh`/`--refresh-stage` recomputes it.
+    Refresh,
+}
+
+impl Action {
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Cached => "cached",
+            Action::Run => "to run",
+            Action::Refresh => "refresh",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StagePlan {
+    pub stage: String,
+    pub fingerprint: String,
+    pub action: Action,
+    /// How long the stage took when it was last published: with this fingerprint when there is one, else
+    /// with another (a rough cost; see `same_fingerprint`).
+    pub last_seconds: Option<f64>,
+    /// Whether `last_seconds` is of this very fingerprint.
+    pub same_fingerprint: bool,
+}
+
+/// An extra seed the golden's claims need: each is a whole pipeline run, cached like any other.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedPlan {
+    pub seed: u64,
+    pub stages: Vec<StagePlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub suite: String,
+    pub suite_version: u32,
+    pub seed: u64,
+    pub device_class: String,
+    /// `<runs-dir>/<suite>`.
+    pub stage_dir: PathBuf,
+    pub stages: Vec<StagePlan>,
+    pub golden: Option<String>,
+    /// Why the golden (and so the claims) could not be read: `suite run` would stop there.
+    pub golden_problem: Option<String>,
+    pub claim_seeds: Vec<SeedPlan>,
+}
+
+impl Plan {
+    /// Every stage plan, the suite's seed first.
+    fn all(&self) -> impl Iterator<Item = &StagePlan> {
+        self.stages
+            .iter()
+            .chain(self.claim_seeds.iter().flat_map(|s| &s.stages))
+    }
+
+    /// Stages that will run, and the sum of their last known durations (None when none is known).
+    pub fn to_run(&self) -> (usize, Option<f64>) {
+        let run: Vec<&StagePlan> = self.all().filter(|s| s.action != Action::Cached).collect();
+        let known: Vec<f64> = run.iter().filter_map(|s| s.last_seconds).collect();
+        (run.len(), (!known.is_empty()).then(|| known.iter().sum()))
+    }
+
+    /// The plan as a person reads it.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "suite {} v{} (seed {}, device class {}), stages in {}\n",
+            self.suite,
+            self.suite_version,
+            self.seed,
+            self.device_class,
+            self.stage_dir.display()
+        );
+        out.push_str(&stage_table(&self.stages));
+        match (&self.golden, &self.golden_problem) {
+            (_, Some(why)) => out.push_str(&format!("golden: {why}\n")),
+            (Some(g), None) => out.push_str(&format!("golden: {g}\n")),
+            (None, None) => out.push_str("golden: none\n"),
+        }
+        if self.claim_seeds.is_empty() {
+            out.push_str("claims add no seeds\n");
+        }
+        for s in &self.claim_seeds {
+            out.push_str(&format!("claims add seed {}:\n", s.seed));
+            out.push_str(&stage_table(&s.stages));
+        }
+        let (n, secs) = self.to_run();
+        out.push_str(&match secs {
+            Some(t) => format!("{n} stage(s) to run; their last known durations sum to {t:.1} s\n"),
+            None => format!("{n} stage(s) to run; no duration known\n"),
+        });
+        out
+    }
+}
+
+fn stage_table(stages: &[StagePlan]) -> String {
+    let mut out = format!(
+        "  {:>2}  {:<18} {:<12}  {:<8} {}\n",
+        "#", "stage", "fingerprint", "status", "last duration"
+    );
+    for (i, s) in stages.iter().enumerate() {
+        let last = match (s.last_seconds, s.same_fingerprint) {
+            (Some(t), true) => format!("{t:.1} s"),
+            (Some(t), false) => format!("{t:.1} s (another fingerprint)"),
+            (None, _) => "—".into(),
+        };
+        out.push_str(&format!(
+            "  {:>2}  {:<18} {:<12}  {:<8} {last}\n",
+            i + 1,
+            s.stage,
+            &s.fingerprint[..12.min(s.fingerprint.len())],
+            s.action.label()
+        ));
+    }
+    out
+}
+
+/// What `run_suite(suite, opts)` would do. Reads stage markers and hashes published outputs; writes
+/// nothing, creates no folder and takes no lock (a run in progress neither blocks nor is disturbed).
+pub fn plan(suite: &LoadedSuite, opts: &RunOptions) -> Result<Plan, SuiteError> {
+    let cfg = &suite.config;
+    let root = opts.runs_dir.join(&cfg.name);
+    let cache = StageCache::read_only(&root);
+    let planned = stages(cfg, opts.device, opts.fault);
+    let refresh = refresh_set(&planned, opts.refresh, &opts.refresh_stages)?;
+    let golden_path = if opts.skip_golden {
+        None
+    } else {
+        opts.golden.clone().or_else(|| suite.golden_path())
+    };
+    let (golden, golden_problem) = match &golden_path {
+        None => (None, None),
+        Some(p) => match super::validate(suite, Some(p)).and_then(|_| Ok(Golden::read(p)?)) {
+            Ok(g) => (Some(g), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "{e} (`suite run` stops here; --no-golden runs without one)"
+                )),
+            ),
+        },
+    };
+    let mut claim_seeds = Vec::new();
+    if let Some(g) = golden.as_ref().filter(|_| opts.claims) {
+        for seed in super::claims::seeds(&g.claims) {
+            if seed == cfg.seed {
+                continue;
+            }
+            let mut c = cfg.clone();
+            c.seed = seed;
+            let st = stages(&c, opts.device, opts.fault);
+            claim_seeds.push(SeedPlan {
+                seed,
+                stages: stage_plans(&cache, &st, &refresh),
+            });
+        }
+    }
+    Ok(Plan {
+        suite: cfg.name.clone(),
+        suite_version: cfg.version,
+        seed: cfg.seed,
+        device_class: device_class(opts.device).into(),
+        stage_dir: root,
+        stages: stage_plans(&cache, &planned, &refresh),
+        golden: golden_path.map(|p| display(&p)),
+        golden_problem,
+        claim_seeds,
+    })
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn stage_plans(
+    cache: &StageCache,
+    stages: &[PlannedStage],
+    refresh: &BTreeSet<String>,
+) -> Vec<StagePlan> {
+    stages
+        .iter()
+        .map(|s| {
+            let published = cache
+                .lookup(s.name, &s.fingerprint)
+                .filter(|p| StageCache::verify(p, s.outputs).is_ok());
+            let (action, last, same) = match published {
+                Some(p) if refresh.contains(s.name) => {
+                    (Action::Refresh, Some(p.marker.seconds), true)
+                }
+                Some(p) => (Action::Cached, Some(p.marker.seconds), true),
+                None => (
+                    Action::Run,
+                    cache.latest_marker(s.name).map(|m| m.seconds),
+                    false,
+                ),
+            };
+            StagePlan {
+                stage: s.name.into(),
+                fingerprint: s.fingerprint.clone(),
+                action,
+                last_seconds: last,
+                same_fingerprint: same,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smoke() -> SuiteConfig {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("suites/smoke.toml");
+        super::super::config::load(&p).unwrap().config
+    }
+
+    fn names(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn refresh_takes_the_named_stages_and_everything_downstream() {
+        let st = stages(&smoke(), Device::Cpu, None);
+        let r = |n: &[&str]| {
+            let n: Vec<String> = n.iter().map(|s| s.to_string()).collect();
+            refresh_set(&st, false, &n).unwrap()
+        };
+        assert_eq!(
+            names(&r(&["boxes"])),
+            ["boxes", "evaluate-oa-crop", "retrain-oa-crop"]
+        );
+        assert_eq!(names(&r(&["evaluate-vanilla"])), ["evaluate-vanilla"]);
+        assert_eq!(r(&["pretrain"]).len(), 5);
+        assert_eq!(
+            names(&r(&["evaluate-vanilla", "retrain-oa-crop"])),
+            ["evaluate-oa-crop", "evaluate-vanilla", "retrain-oa-crop"]
+        );
+        assert!(r(&[]).is_empty());
+        assert_eq!(refresh_set(&st, true, &[]).unwrap().len(), 5);
+        let e = refresh_set(&st, false, &["box".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--refresh-stage box")
+                && e.contains(
+                    "pretrain, evaluate-vanilla, boxes, retrain-oa-crop, evaluate-oa-crop"
+                ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn without_oa_crop_there_are_two_stages() {
+        let mut cfg = smoke();
+        cfg.retrain.oa_crop = false;
+        let st = stages(&cfg, Device::Cpu, None);
+        assert_eq!(
+            st.iter().map(|s| s.name).collect::<Vec<_>>(),
+            ["pretrain", "evaluate-vanilla"]
+        );
+        assert!(refresh_set(&st, false, &["boxes".into()]).is_err());
+    }
+}
