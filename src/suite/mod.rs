@@ -146,21 +146,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     // The name was checked to be a plain directory name when the suite was loaded; the lock is taken before
     // any work so two runs never build the same stage at once.
     let cache = StageCache::open(&opts.runs_dir.join(&cfg.name), opts.lock)?;
-    eprintln!("generating synthetic data (seed {})", cfg.seed);
-    let data = SuiteData::generate(cfg);
-    let mut p = Pipeline {
-        cfg,
-        data: &data,
-        cache: &cache,
-        refresh: refresh.clone(),
-        device: opts.device,
-        progress: opts.progress,
-        fault: opts.fault,
-        timings: Vec::new(),
-        metrics: BTreeMap::new(),
-    };
-    p.run()?;
-    let (timings, metrics) = (p.timings, p.metrics);
+    let (timings, metrics) = run_pipeline(cfg, &cache, opts, &refresh)?;
     let (seed_metrics, claim_checks) = match &golden {
         Some(g) if opts.claims && !g.claims.is_empty() => {
             run_claims(g, cfg, &metrics, &cache, opts, &refresh)?
@@ -202,6 +188,30 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
     })
 }
 
+/// Generates the suite's data for `cfg.seed` and runs (or reuses) every stage: the stage timings and metrics.
+fn run_pipeline(
+    cfg: &config::SuiteConfig,
+    cache: &StageCache,
+    opts: &RunOptions,
+    refresh: &std::collections::BTreeSet<String>,
+) -> Result<(Vec<report::StageTiming>, BTreeMap<String, f64>), SuiteError> {
+    eprintln!("generating synthetic data (seed {})", cfg.seed);
+    let data = SuiteData::generate(cfg);
+    let mut p = Pipeline {
+        cfg,
+        data: &data,
+        cache,
+        refresh: refresh.clone(),
+        device: opts.device,
+        progress: opts.progress,
+        fault: opts.fault,
+        timings: Vec::new(),
+        metrics: BTreeMap::new(),
+    };
+    p.run()?;
+    Ok((p.timings, p.metrics))
+}
+
 /// Runs the pipeline at every seed the golden's claims need (the run's own seed is reused) and checks each
 /// claim over its seeds. Returns the other seeds' metrics and the claim checks.
 #[allow(clippy::type_complexity)]
@@ -227,20 +237,8 @@ fn run_claims(
         eprintln!("claims: running the pipeline at seed {seed}");
         let mut c = cfg.clone();
         c.seed = seed;
-        let data = SuiteData::generate(&c);
-        let mut p = Pipeline {
-            cfg: &c,
-            data: &data,
-            cache,
-            refresh: refresh.clone(),
-            device: opts.device,
-            progress: opts.progress,
-            fault: opts.fault,
-            timings: Vec::new(),
-            metrics: BTreeMap::new(),
-        };
-        p.run()?;
-        per_seed.insert(seed, p.metrics);
+        let (_, metrics) = run_pipeline(&c, cache, opts, refresh)?;
+        per_seed.insert(seed, metrics);
     }
     let known = pipeline::metric_ids(cfg);
     let mut checks = Vec::new();
