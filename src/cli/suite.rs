@@ -1,5 +1,4 @@
 //! `contracam suite ...`
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -175,7 +174,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         runs_dir: a.runs_dir.clone(),
         device,
         refresh: a.refresh,
-        progress: !global.quiet && std::io::stderr().is_terminal(),
+        progress: !global.quiet,
         golden: a.golden.clone(),
         skip_golden: a.no_golden,
         lock: if a.no_wait {

@@ -2,7 +2,6 @@
 //! epoch the cosine lr is set, then for each batch of the source: colour augmentations on the device, the
 //! momentum update of the target (at the start of the step), the objective's loss, backward, the
 //! strategy's gradient reduction, SGD (momentum 0.9, weight decay on all parameters).
-use indicatif::ProgressBar;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Optimizer, OptimizerConfig, Sgd};
@@ -15,6 +14,7 @@ use super::objective::{Byol, Moco, Networks, Objective};
 use super::source::{Batch, BatchSource, InMemorySource};
 use super::strategy::{ExecutionStrategy, SingleDevice};
 use crate::model::{ContrastiveModel, Method, ModelConfig};
+use crate::util::progress::Progress;
 use crate::util::rng::{rng_for, seed_torch};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,7 +125,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
     pub fn fit(
         &mut self,
         source: &mut dyn BatchSource,
-        progress: &ProgressBar,
+        progress: &Progress,
     ) -> Result<TrainReport, TrainError> {
         let start = std::time::Instant::now();
         self.cfg
@@ -261,7 +261,7 @@ pub fn train(
     data: &TrainData,
     seed: u64,
     device: Device,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<(ContrastiveModel, TrainReport), TrainError> {
     model_cfg.validate()?;
     cfg.validate(model_cfg.method, Some(data.images.size()[0] as usize))?;
