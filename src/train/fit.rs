@@ -143,12 +143,13 @@ impl<S: ExecutionStrategy> Trainer<S> {
             }
             while let Some(batch) = source.next_batch()? {
                 let loss = self.step(batch)?;
-                progress.inc(1);
+                // The message first: a log line printed by `inc` then names this step's loss.
                 progress.set_message(format!(
                     "epoch {}/{} loss {loss:.3}",
                     epoch + 1,
                     self.cfg.epochs
                 ));
+                progress.inc(1);
             }
             self.epoch_loss
                 .push(self.loss_sum / self.step_in_epoch.max(1) as f64);
