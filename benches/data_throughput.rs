@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use contracam::data::source::download::{
-    download_file, http_client, DownloadOptions, FileJob, Progress,
+    download_file, http_client, DownloadOptions, DownloadProgress, FileJob,
 };
 use contracam::data::source::hash::{hash_file, StreamHasher};
 use contracam::data::source::manifest::ChecksumKind;
@@ -295,7 +295,7 @@ fn main() {
             register: false,
         };
         let t = Instant::now();
-        download_file(&client, &job, &opts, &Progress::hidden()).expect("download");
+        download_file(&client, &job, &opts, &DownloadProgress::hidden()).expect("download");
         t.elapsed().as_secs_f64()
     });
     println!(

@@ -639,7 +639,7 @@ fn run_trainer_role(role: &str) {
             left: 0,
         };
         let report = trainer
-            .fit(&mut source, &indicatif::ProgressBar::hidden())
+            .fit(&mut source, &contracam::util::progress::Progress::hidden())
             .unwrap();
         let mut named = Vec::new();
         for (prefix, vs) in [

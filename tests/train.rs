@@ -2,8 +2,8 @@
 use contracam::model::{Arch, Method, ModelConfig, ResNetConfig, Stem};
 use contracam::train::augment::{self, AugmentConfig};
 use contracam::train::{train, TrainConfig, TrainData};
+use contracam::util::progress::Progress;
 use contracam::util::rng::rng_for;
-use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
 fn images(n: i64, s: i64) -> Tensor {
@@ -118,7 +118,7 @@ fn weights_equal(
 fn moco_and_byol_train_deterministically() {
     tch::set_num_threads(1);
     let x = images(16, 24);
-    let bar = ProgressBar::hidden();
+    let bar = Progress::hidden();
     for method in [Method::Moco, Method::Byol] {
         let (m, t) = tiny(method);
         let data = TrainData {
@@ -157,7 +157,7 @@ fn moco_and_byol_train_deterministically() {
 fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
     tch::set_num_threads(1);
     let x = images(16, 24);
-    let bar = ProgressBar::hidden();
+    let bar = Progress::hidden();
     let (m, t) = tiny(Method::Moco);
     let plain = TrainData {
         images: &x,
@@ -226,7 +226,7 @@ fn object_aware_crop_changes_training_and_bad_inputs_are_refused() {
 fn view_foreground_is_measured_in_the_loop_without_changing_training() {
     tch::set_num_threads(1);
     let x = images(16, 24);
-    let bar = ProgressBar::hidden();
+    let bar = Progress::hidden();
     let (m, t) = tiny(Method::Moco);
     // Foreground: the top-left quarter of every image.
     let fg = Tensor::zeros([16, 24, 24], (Kind::Float, Device::Cpu));

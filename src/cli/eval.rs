@@ -338,13 +338,8 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 &fs.test.1,
                 &cfg,
                 &mut |_, _, p| {
-                    progress.set_message(format!(
-                        "w {:.2e}: objective {:.6}, val {:.2} %, {} L-BFGS iterations",
-                        p.weight_decay,
-                        p.objective,
-                        100.0 * p.val_accuracy,
-                        p.iterations
-                    ));
+                    // One line per regularisation value, whatever the rate limit of status lines.
+                    progress.println(&p.describe());
                     progress.inc(1);
                 },
             )?;

@@ -1,5 +1,4 @@
 //! `contracam suite ...`
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -245,7 +244,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         device,
         refresh: a.refresh,
         refresh_stages: a.refresh_stage.clone(),
-        progress: !global.quiet && std::io::stderr().is_terminal(),
+        progress: !global.quiet,
         golden: a.golden.clone(),
         skip_golden: a.no_golden,
         lock: if a.no_wait {

@@ -1,6 +1,5 @@
 //! `contracam train ...`
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +10,7 @@ use contracam::suite::config;
 use contracam::train::augment::object_aware_crop::validate_regions;
 use contracam::train::{train, TrainData};
 use contracam::util::memory::ensure_fits_with_hint;
-use indicatif::ProgressBar;
+use contracam::util::progress::{Progress, Unit};
 
 use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
@@ -106,18 +105,14 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             let images = scenes.images_tensor();
             // The scenes' true foreground rides with view 1 so the report says what the views contained.
             let foreground = scenes.foreground_tensor().squeeze_dim(1);
-            let bar = if !global.quiet && std::io::stderr().is_terminal() {
-                ProgressBar::new(0)
-            } else {
-                ProgressBar::hidden()
-            };
+            let bar = Progress::new("train", None, Unit::Items("steps"), global.quiet);
             let data = TrainData {
                 images: &images,
                 boxes: boxes.as_deref(),
                 masks: Some(&foreground),
             };
             let (model, report) = train(&cfg.model, &cfg.train, &data, seed, device, &bar)?;
-            bar.finish_and_clear();
+            bar.finish();
             let meta = HashMap::from([
                 ("contracam.seed".to_string(), seed.to_string()),
                 (

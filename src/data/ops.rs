@@ -6,11 +6,14 @@ use serde::Serialize;
 
 use super::builders::{self, BuildContext};
 use super::error::{DataError, IoContext, Result};
-use crate::data::source::download::{self, http_client, DownloadOptions, FileJob, Progress};
+use crate::data::source::download::{
+    self, http_client, DownloadOptions, DownloadProgress, FileJob,
+};
 use crate::data::source::extract::{self, ExtractLimits};
 use crate::data::source::lock;
 use crate::data::source::manifest::{ChecksumKind, FileSpec, Manifest, Registry};
 use crate::data::source::store::{self, expected_for, DatasetDir, Registered, Status};
+use crate::util::progress::{Progress, Unit};
 
 #[derive(Debug, Clone)]
 pub struct DataOptions {
@@ -205,7 +208,7 @@ impl Data {
             }
         }
         let total: u64 = jobs.iter().filter_map(|(_, f)| f.size).sum();
-        let progress = Progress::new(self.opts.quiet, total);
+        let progress = DownloadProgress::new(self.opts.quiet, total);
         let client = http_client(&self.opts.download)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.opts.jobs.max(1))
@@ -219,7 +222,7 @@ impl Data {
                 .map(|(m, f)| self.fetch_one(&client, m, f, &progress))
                 .collect()
         });
-        progress.overall.finish_and_clear();
+        progress.overall.finish();
         let (ok, errs): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
         let errs: Vec<DataError> = errs.into_iter().filter_map(|r| r.err()).collect();
         if !errs.is_empty() {
@@ -233,7 +236,7 @@ impl Data {
         client: &reqwest::blocking::Client,
         m: &Manifest,
         f: &FileSpec,
-        progress: &Progress,
+        progress: &DownloadProgress,
     ) -> Result<FileReport> {
         let name = m.name();
         let dir = DatasetDir::new(&self.opts.data_dir, name);
@@ -311,7 +314,7 @@ impl Data {
 
     /// Re-hash every present file of the named datasets against its checksum.
     pub fn verify(&self, names: &[String]) -> Result<Vec<FileReport>> {
-        let progress = Progress::new(self.opts.quiet, 0);
+        let progress = DownloadProgress::new(self.opts.quiet, 0);
         let mut out = vec![];
         let mut errs = vec![];
         for n in names {
@@ -391,14 +394,30 @@ impl Data {
             if !m.files.is_empty() {
                 self.fetch(std::slice::from_ref(n))?;
             }
-            for f in self.wanted(m).into_iter().filter(|f| f.should_extract()) {
+            let archives: Vec<&FileSpec> = self
+                .wanted(m)
+                .into_iter()
+                .filter(|f| f.should_extract())
+                .collect();
+            // Extraction and indexing take minutes on the large sets: one line per step, plus a bar.
+            let steps = Progress::new(
+                &format!("build {n}"),
+                Some(archives.len() as u64 + 1),
+                Unit::Items("steps"),
+                self.opts.quiet,
+            );
+            for f in archives {
+                steps.println(&format!("extracting {}", f.name));
                 extract::extract(
                     &dir.file(&f.name),
                     &dir.extracted(&f.name),
                     &self.opts.limits,
-                )?;
+                )
+                .inspect_err(|_| steps.abandon())?;
+                steps.inc(1);
             }
-            let progress = Progress::new(self.opts.quiet, 0);
+            steps.println("indexing");
+            let progress = DownloadProgress::new(self.opts.quiet, 0);
             let ctx = BuildContext {
                 dataset: n,
                 dir: &dir,
@@ -407,8 +426,10 @@ impl Data {
                 progress: &progress,
                 include_optional: self.opts.include_optional,
             };
-            let splits = build(&ctx)?;
+            let splits = build(&ctx).inspect_err(|_| steps.abandon())?;
             written.extend(publish_index(&dir, &splits)?);
+            steps.inc(1);
+            steps.finish();
         }
         Ok(written)
     }

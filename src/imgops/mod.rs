@@ -4,3 +4,4 @@ pub mod components;
 pub mod contours;
 pub mod resize;
 pub mod rle;
+pub mod segmentation;

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -16,7 +15,7 @@ use super::SuiteError;
 use crate::data::synth::{self, SynthSet};
 use crate::eval::box_recall::box_recall;
 use crate::eval::encode::encode;
-use crate::eval::linear::linear_eval;
+use crate::eval::linear::linear_eval_observed;
 use crate::eval::miou::mask_iou;
 use crate::localize::boxes::{extract_boxes, BoxOptions};
 use crate::localize::mask_clean::{clean_mask, CleanOptions};
@@ -24,6 +23,7 @@ use crate::localize::{contrastive_cam, CamConfig};
 use crate::model::ContrastiveModel;
 use crate::train::augment::eval_transform;
 use crate::train::{train, TrainData, TrainReport};
+use crate::util::progress::{Progress, Unit};
 
 /// The data every stage draws from, generated in memory from the suite's seed.
 pub struct SuiteData {
@@ -310,20 +310,10 @@ impl Pipeline<'_> {
         }
     }
 
-    fn bar(&self, len: u64, what: &str) -> ProgressBar {
-        if !self.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(len);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "  {prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(what.to_string());
-        bar
+    /// Progress for part of a stage: a bar on a terminal, log lines with rate and ETA otherwise (the
+    /// stages run for minutes), nothing when the run is quiet.
+    fn bar(&self, len: Option<u64>, what: &str, unit: &'static str) -> Progress {
+        Progress::new(what, len, Unit::Items(unit), !self.progress)
     }
 
     fn train_stage(
@@ -334,7 +324,7 @@ impl Pipeline<'_> {
         let images = self.data.train_scenes.images_tensor();
         // The true foreground rides with view 1: `view_foreground` is what the trained views contained.
         let foreground = self.data.train_scenes.foreground_tensor().squeeze_dim(1);
-        let bar = self.bar(0, "train");
+        let bar = self.bar(None, "train", "steps");
         let data = TrainData {
             images: &images,
             boxes,
@@ -348,7 +338,7 @@ impl Pipeline<'_> {
             self.device,
             &bar,
         )?;
-        bar.finish_and_clear();
+        bar.finish();
         let meta = std::collections::HashMap::from([
             ("contracam.seed".to_string(), self.cfg.seed.to_string()),
             (
@@ -377,7 +367,7 @@ impl Pipeline<'_> {
     ) -> Result<Tensor, SuiteError> {
         let images = set.images_tensor();
         let b = self.cfg.localize.batch_size as i64;
-        let bar = self.bar(set.len() as u64, what);
+        let bar = self.bar(Some(set.len() as u64), what, "images");
         let mut outs = Vec::new();
         for chunk in images.split(b, 0) {
             let x = eval_transform(&chunk, self.input_size());
@@ -387,7 +377,7 @@ impl Pipeline<'_> {
             outs.push(c.to_device(Device::Cpu));
             bar.inc(chunk.size()[0] as u64);
         }
-        bar.finish_and_clear();
+        bar.finish();
         Ok(Tensor::cat(&outs, 0))
     }
 
@@ -403,7 +393,12 @@ impl Pipeline<'_> {
         let size = self.input_size();
         let f = |s: &SynthSet| encode(&model, &s.images_tensor(), size, 256);
         let (ftr, fva, fte) = (f(tr), f(va), f(te));
-        let lin = linear_eval(
+        let sweep = self.bar(
+            Some(self.cfg.eval.linear.weight_decays.len() as u64),
+            "linear eval",
+            "weight decays",
+        );
+        let lin = linear_eval_observed(
             &ftr,
             &tr.labels_tensor(),
             &fva,
@@ -411,7 +406,12 @@ impl Pipeline<'_> {
             &fte,
             &te.labels_tensor(),
             &self.cfg.eval.linear,
+            &mut |_, _, p| {
+                sweep.println(&p.describe());
+                sweep.inc(1);
+            },
         )?;
+        sweep.finish();
         let m = EvalMetrics {
             cam_miou,
             linear_acc: lin.test_accuracy,

@@ -59,17 +59,15 @@
 //! `ctx.output(slot)`: the cache checks that every declared output exists before it publishes the stage
 //! directory atomically, and publishes nothing when `run` fails.
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::dataset::DatasetHandle;
+use crate::util::progress::{Mode, Progress, Unit as ProgressUnit};
 
 /// What an input or output of a stage is. Outputs are files or directories in the stage's directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -383,10 +381,22 @@ pub struct StageContext<'a> {
     pub data_dir: &'a Path,
     /// Torch intra-op threads in effect.
     pub threads: usize,
-    pub progress: &'a Progress,
+    /// How progress is shown (a bar, log lines, nothing); make indicators with [`StageContext::progress`].
+    pub progress: Mode,
 }
 
 impl StageContext<'_> {
+    /// A progress indicator for part of this stage, labelled `<stage> <what>` (e.g. `vanilla train`), for
+    /// the library functions that take a `&Progress`. Call `finish` on it when the part is done.
+    pub fn progress(&self, what: &str, total: Option<u64>, unit: ProgressUnit) -> Progress {
+        Progress::with_mode(
+            &format!("{} {what}", self.stage),
+            total,
+            unit,
+            self.progress,
+        )
+    }
+
     /// The path of output `slot` (inside the temporary stage directory).
     pub fn output(&self, slot: &str) -> Result<PathBuf, StageError> {
         let s = self
@@ -585,169 +595,9 @@ impl<S: Stage> DynStage for Registered<S> {
     }
 }
 
-/// Progress for a person: a bar on a terminal, a plain line every `interval` otherwise (CI logs), nothing
-/// when quiet. Stages make bars with [`Progress::bar`] and pass them to the library functions that take one.
-#[derive(Debug, Clone)]
-pub struct Progress {
-    mode: ProgressMode,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum ProgressMode {
-    Hidden,
-    Terminal,
-    Lines(Duration),
-}
-
-impl Progress {
-    /// A bar on a terminal stderr, periodic lines otherwise; hidden when `quiet`.
-    pub fn auto(quiet: bool) -> Self {
-        let mode = if quiet {
-            ProgressMode::Hidden
-        } else if std::io::stderr().is_terminal() {
-            ProgressMode::Terminal
-        } else {
-            ProgressMode::Lines(Duration::from_secs(30))
-        };
-        Progress { mode }
-    }
-    pub fn hidden() -> Self {
-        Progress {
-            mode: ProgressMode::Hidden,
-        }
-    }
-    /// Plain lines at most every `interval`, whatever stderr is.
-    pub fn lines(interval: Duration) -> Self {
-        Progress {
-            mode: ProgressMode::Lines(interval),
-        }
-    }
-
-    /// A bar of `len` steps (0: set later by the callee) labelled `what`.
-    pub fn bar(&self, len: u64, what: &str) -> ProgressBar {
-        let target = match self.mode {
-            ProgressMode::Hidden => return ProgressBar::hidden(),
-            ProgressMode::Terminal => ProgressDrawTarget::stderr(),
-            ProgressMode::Lines(interval) => ProgressDrawTarget::term_like_with_hz(
-                Box::new(LineTerm::new(interval, std::io::stderr())),
-                1,
-            ),
-        };
-        let bar = ProgressBar::with_draw_target(Some(len), target);
-        let template = match self.mode {
-            ProgressMode::Terminal => {
-                "  {prefix} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}"
-            }
-            _ => "  {prefix} {pos}/{len} ({percent}%) {per_sec} elapsed {elapsed} eta {eta} {msg}",
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(what.to_string());
-        bar
-    }
-}
-
-/// An indicatif terminal that prints each drawn state as one line, at most every `interval`, so logs without a TTY get periodic progress instead of silence or control codes.
-struct LineTerm<W: std::io::Write + Send + Sync> {
-    interval: Duration,
-    state: std::sync::Mutex<(Option<Instant>, String, W)>,
-}
-
-impl<W: std::io::Write + Send + Sync> LineTerm<W> {
-    fn new(interval: Duration, w: W) -> Self {
-        LineTerm {
-            interval,
-            state: std::sync::Mutex::new((None, String::new(), w)),
-        }
-    }
-    fn emit(&self, s: &str) -> std::io::Result<()> {
-        let Ok(mut st) = self.state.lock() else {
-            return Ok(());
-        };
-        let line = s.trim_end().to_string();
-        if line.is_empty() || line == st.1 {
-            return Ok(());
-        }
-        if st.0.is_none_or(|t| t.elapsed() >= self.interval) {
-            st.0 = Some(Instant::now());
-            st.1 = line.clone();
-            writeln!(st.2, "{line}")?;
-        }
-        Ok(())
-    }
-}
-
-impl<W: std::io::Write + Send + Sync> std::fmt::Debug for LineTerm<W> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LineTerm")
-            .field("interval", &self.interval)
-            .finish()
-    }
-}
-
-impl<W: std::io::Write + Send + Sync> TermLike for LineTerm<W> {
-    fn width(&self) -> u16 {
-        160
-    }
-    fn move_cursor_up(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_down(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_right(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn move_cursor_left(&self, _n: usize) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn write_line(&self, s: &str) -> std::io::Result<()> {
-        self.emit(s)
-    }
-    fn write_str(&self, s: &str) -> std::io::Result<()> {
-        self.emit(s)
-    }
-    fn clear_line(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn flush(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn line_progress_is_rate_limited_and_plain() {
-        let out = Shared::default();
-        let term = LineTerm::new(Duration::from_secs(3600), out.clone());
-        term.write_line("train 1/10").unwrap();
-        term.write_line("train 2/10").unwrap(); // within the interval: dropped
-        term.write_line("train 2/10").unwrap();
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text, "train 1/10\n");
-        assert!(!text.contains('\u{1b}'));
-        let term = LineTerm::new(Duration::ZERO, out.clone());
-        term.write_line("a").unwrap();
-        term.write_line("b").unwrap();
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text, "train 1/10\na\nb\n");
-    }
 
     #[test]
     fn param_error_paths_nest() {

@@ -2,7 +2,6 @@
 //! epoch the cosine lr is set, then for each batch of the source: colour augmentations on the device, the
 //! momentum update of the target (at the start of the step), the objective's loss, backward, the
 //! strategy's gradient reduction, SGD (momentum 0.9, weight decay on all parameters).
-use indicatif::ProgressBar;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Optimizer, OptimizerConfig, Sgd};
@@ -15,6 +14,7 @@ use super::objective::{Byol, Moco, Networks, Objective};
 use super::source::{Batch, BatchSource, InMemorySource};
 use super::strategy::{ExecutionStrategy, SingleDevice};
 use crate::model::{ContrastiveModel, Method, ModelConfig};
+use crate::util::progress::Progress;
 use crate::util::rng::{rng_for, seed_torch};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,7 +125,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
     pub fn fit(
         &mut self,
         source: &mut dyn BatchSource,
-        progress: &ProgressBar,
+        progress: &Progress,
     ) -> Result<TrainReport, TrainError> {
         let start = std::time::Instant::now();
         self.cfg
@@ -143,12 +143,13 @@ impl<S: ExecutionStrategy> Trainer<S> {
             }
             while let Some(batch) = source.next_batch()? {
                 let loss = self.step(batch)?;
-                progress.inc(1);
+                // The message first: a log line printed by `inc` then names this step's loss.
                 progress.set_message(format!(
                     "epoch {}/{} loss {loss:.3}",
                     epoch + 1,
                     self.cfg.epochs
                 ));
+                progress.inc(1);
             }
             self.epoch_loss
                 .push(self.loss_sum / self.step_in_epoch.max(1) as f64);
@@ -261,7 +262,7 @@ pub fn train(
     data: &TrainData,
     seed: u64,
     device: Device,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<(ContrastiveModel, TrainReport), TrainError> {
     model_cfg.validate()?;
     cfg.validate(model_cfg.method, Some(data.images.size()[0] as usize))?;

@@ -18,10 +18,13 @@
 //!   "retry 2 in 4 s") to the bar and the next log line.
 //! - Several bars at once (downloads): [`ProgressGroup`] stacks them on a terminal; in log mode each logs
 //!   on its own.
+//! - [`Progress::println`] prints a line that must always reach the log (one per point of a sweep, a
+//!   retry) without tearing the bar; hidden indicators print nothing.
+//! - Lower layers take a `&Progress` (or a [`Mode`] to make their own) and never look at the terminal.
 //! - The mode comes from [`Mode::detect`]: `--quiet` → hidden, else `CONTRACAM_PROGRESS=bar|log|off` when set,
 //!   else a bar on a terminal and log lines otherwise. Log lines come at most every
 //!   `CONTRACAM_PROGRESS_INTERVAL_S` seconds (default 10; 0 logs every update, for tests).
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -93,6 +96,19 @@ struct LogState {
     last: Instant,
     message: String,
     finished: bool,
+    /// Where log lines go; `None`: stderr.
+    sink: Option<Box<dyn Write + Send>>,
+}
+
+impl LogState {
+    fn emit(&mut self, line: &str) {
+        match &mut self.sink {
+            Some(w) => {
+                let _ = writeln!(w, "{line}");
+            }
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 impl Progress {
@@ -111,6 +127,21 @@ impl Progress {
     /// Shown nowhere.
     pub fn hidden() -> Self {
         Self::with_mode("", None, Unit::Items("items"), Mode::Hidden)
+    }
+
+    /// Log lines at most every `interval`, written to `sink` instead of stderr (tests, a log file).
+    pub fn to_writer(
+        stage: &str,
+        total: Option<u64>,
+        unit: Unit,
+        interval: Duration,
+        sink: Box<dyn Write + Send>,
+    ) -> Self {
+        let p = Self::from_parts(stage, total, unit, Mode::Log { interval }, None);
+        if let Ok(mut s) = p.inner.log.lock() {
+            s.sink = Some(sink);
+        }
+        p
     }
 
     fn from_parts(
@@ -134,6 +165,7 @@ impl Progress {
                     last: now,
                     message: String::new(),
                     finished: false,
+                    sink: None,
                 }),
             }),
         }
@@ -190,7 +222,8 @@ impl Progress {
             };
             if !s.finished {
                 s.finished = true;
-                eprintln!("{}", self.done_line());
+                let line = self.done_line();
+                s.emit(&line);
             }
         }
     }
@@ -221,7 +254,25 @@ impl Progress {
             return;
         }
         s.last = now;
-        eprintln!("{}", self.status_line(pos, &s.message));
+        let line = self.status_line(pos, &s.message);
+        s.emit(&line);
+    }
+
+    /// A line that always reaches the log (e.g. one per point of a sweep): above the bar on a terminal,
+    /// prefixed with the stage in log mode, nowhere when hidden. Does not count as a status line.
+    pub fn println(&self, line: &str) {
+        if let Some(b) = &self.inner.bar {
+            b.println(format!("{}: {line}", self.inner.stage));
+            return;
+        }
+        if let Mode::Log { .. } = self.inner.mode {
+            let mut s = match self.inner.log.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            let line = format!("{}: {line}", self.inner.stage);
+            s.emit(&line);
+        }
     }
 
     /// `crf: 1200/5000 images (24.0%), 310.2 images/s, ETA 12 s`.
@@ -429,6 +480,94 @@ mod tests {
         assert!(!line.contains("ETA"), "{line}");
         assert!(line.ends_with("[retry 1]"), "{line}");
         assert!(p.done_line().starts_with("crf: done, 4 images in "));
+    }
+
+    /// A sink the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn log_lines_are_rate_limited_plain_and_end_with_one_done_line() {
+        // An interval no test reaches: no status line, only the closing one (printed once).
+        let out = Shared::default();
+        let p = Progress::to_writer(
+            "train",
+            Some(10),
+            Unit::Items("steps"),
+            Duration::from_secs(3600),
+            Box::new(out.clone()),
+        );
+        (0..10).for_each(|_| p.inc(1));
+        assert_eq!(out.text(), "");
+        p.finish();
+        p.finish();
+        let text = out.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.starts_with("train: done, 10 steps in "), "{text}");
+        assert!(text.contains("steps/s"), "{text}");
+
+        // Interval zero: one line per update, each with count, rate and ETA, and no control codes.
+        let out = Shared::default();
+        let p = Progress::to_writer(
+            "train",
+            Some(4),
+            Unit::Items("steps"),
+            Duration::ZERO,
+            Box::new(out.clone()),
+        );
+        p.set_message("epoch 1/2 loss 0.500");
+        (0..3).for_each(|_| p.inc(1));
+        let text = out.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (i, l) in lines.iter().enumerate() {
+            assert!(l.starts_with(&format!("train: {}/4 steps (", i + 1)), "{l}");
+            assert!(l.contains(" steps/s, ETA "), "{l}");
+            assert!(l.ends_with("[epoch 1/2 loss 0.500]"), "{l}");
+        }
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        // A line printed after `finish` or `abandon` never follows the closing line.
+        p.abandon();
+        p.inc(1);
+        assert_eq!(out.text().lines().count(), 3);
+    }
+
+    #[test]
+    fn println_always_reaches_the_log_and_hidden_prints_nothing() {
+        let out = Shared::default();
+        let p = Progress::to_writer(
+            "linear eval",
+            Some(2),
+            Unit::Items("weight decays"),
+            Duration::from_secs(3600),
+            Box::new(out.clone()),
+        );
+        p.println("weight decay 1.00e-4: val 50.00 %");
+        p.println("weight decay 1.00e-3: val 60.00 %");
+        assert_eq!(
+            out.text(),
+            "linear eval: weight decay 1.00e-4: val 50.00 %\n\
+             linear eval: weight decay 1.00e-3: val 60.00 %\n"
+        );
+        let h = Progress::hidden();
+        h.println("nothing");
+        h.inc(1);
+        h.finish();
+        assert_eq!(h.position(), 1);
     }
 
     #[test]

@@ -52,38 +52,27 @@ pub struct CocoAnn {
     pub segmentation: Option<Segmentation>,
 }
 
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
-pub enum Segmentation {
-    Polygons(Vec<Vec<f64>>),
-    Rle { counts: RleCounts, size: [u32; 2] },
-}
+pub use crate::imgops::segmentation::{RleCounts, Segmentation};
 
-#[derive(Debug, Deserialize, Clone)]
-#[serde(untagged)]
-pub enum RleCounts {
-    Uncompressed(Vec<u32>),
-    Compressed(String),
-}
+/// Masks decoded per image are `h × w` bytes; more than this is not a COCO-like image but a corrupt or
+/// hostile `images` entry (COCO's largest is 640×640).
+pub const MAX_MASK_PIXELS: u64 = 1 << 28;
 
-/// pycocotools `annToRLE` for an image of `h`×`w`. An RLE that does not parse or whose `size` is not the
-/// image's is an error (pycocotools would raise or decode a mask of the wrong shape).
+/// pycocotools `annToRLE` for an image of `h`×`w`, through the one checked conversion
+/// [`crate::imgops::segmentation::to_rle`] (a polygon far outside the image or RLE counts that do not sum to
+/// the mask's pixels are errors, not an unbounded allocation). An RLE whose `size` is not the image's is an
+/// error too (pycocotools would decode a mask of the wrong shape).
 pub fn ann_to_rle(seg: &Segmentation, h: u32, w: u32) -> std::result::Result<Rle, String> {
-    let rle = match seg {
-        Segmentation::Polygons(p) => return Ok(Rle::from_polygons(p, h, w)),
-        Segmentation::Rle {
-            counts: RleCounts::Uncompressed(c),
-            size,
-        } => Rle {
-            h: size[0],
-            w: size[1],
-            counts: c.clone(),
-        },
-        Segmentation::Rle {
-            counts: RleCounts::Compressed(s),
-            size,
-        } => Rle::from_compressed(s, size[0], size[1]).map_err(|e| e.to_string())?,
-    };
+    if h as u64 * w as u64 > MAX_MASK_PIXELS {
+        return Err(format!(
+            "image of {h}x{w} pixels: more than {MAX_MASK_PIXELS} for one mask"
+        ));
+    }
+    let rle = crate::imgops::segmentation::to_rle(seg, h, w)?;
+    // An empty polygon list merges to an empty 0x0 RLE: an all-zero mask of the image's size.
+    if let Segmentation::Polygons(_) = seg {
+        return Ok(rle);
+    }
     if (rle.h, rle.w) != (h, w) {
         return Err(format!(
             "RLE size [{}, {}] is not the image's [{h}, {w}]",
@@ -298,6 +287,13 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                     boxes.push([x, y, x + w, y + h]);
                 }
                 let mask = if with_masks {
+                    if img.height as u64 * img.width as u64 > MAX_MASK_PIXELS {
+                        return Err(ctx.err(format!(
+                            "instances_{}2017.json: image {} of {}x{} pixels: more than \
+                             {MAX_MASK_PIXELS} for one mask",
+                            sp.name, img.id, img.width, img.height
+                        )));
+                    }
                     let rles: Vec<Rle> = anns
                         .iter()
                         .filter_map(|a| a.segmentation.as_ref().map(|s| (a, s)))
@@ -311,7 +307,7 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
                         })
                         .collect::<Result<_>>()?;
                     let m = if rles.is_empty() {
-                        vec![0u8; (img.width * img.height) as usize]
+                        vec![0u8; img.width as usize * img.height as usize]
                     } else {
                         Rle::merge(&rles, false).decode_row_major()
                     };

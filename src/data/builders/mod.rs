@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use super::error::{DataError, Result};
 use super::index::SplitIndex;
-use crate::data::source::download::Progress;
+use crate::data::source::download::DownloadProgress;
 use crate::data::source::manifest::Manifest;
 use crate::data::source::store::DatasetDir;
 
@@ -30,7 +30,7 @@ pub struct BuildContext<'a> {
     pub dir: &'a DatasetDir,
     pub manifest: &'a Manifest,
     pub source: Option<&'a Path>,
-    pub progress: &'a Progress,
+    pub progress: &'a DownloadProgress,
     pub include_optional: bool,
 }
 

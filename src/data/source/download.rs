@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::hash::{hash_file, Digests, StreamHasher};
@@ -26,6 +25,7 @@ use super::store::{
     VerifiedMarker,
 };
 use crate::data::error::{DataError, IoContext, Result};
+use crate::util::progress::{Mode, Progress, ProgressGroup, Unit};
 
 pub const USER_AGENT: &str = concat!(
     "contracam/",
@@ -33,49 +33,35 @@ pub const USER_AGENT: &str = concat!(
     " (dataset downloader)"
 );
 
-/// Progress bars: one per file and one overall, drawn only on a terminal.
+/// Download progress: one indicator per file and one overall; stacked bars on a terminal, plain log lines
+/// (bytes, rate, ETA) otherwise, nothing when quiet.
 #[derive(Clone)]
-pub struct Progress {
-    pub multi: MultiProgress,
-    pub overall: ProgressBar,
+pub struct DownloadProgress {
+    pub group: ProgressGroup,
+    pub overall: Progress,
 }
 
-impl Progress {
+impl DownloadProgress {
+    /// `total`: the bytes all files add up to (0 when unknown).
     pub fn new(quiet: bool, total: u64) -> Self {
-        let target = if quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        };
-        let multi = MultiProgress::with_draw_target(target);
-        let overall = multi.add(ProgressBar::new(total));
-        overall.set_style(bytes_style(
-            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        ));
-        overall.set_prefix("overall");
-        Progress { multi, overall }
+        Self::with_mode(Mode::detect(quiet), total)
+    }
+
+    pub fn with_mode(mode: Mode, total: u64) -> Self {
+        let group = ProgressGroup::with_mode(mode);
+        let overall = group.add("overall", (total > 0).then_some(total), Unit::Bytes);
+        DownloadProgress { group, overall }
     }
 
     pub fn hidden() -> Self {
-        Self::new(true, 0)
+        Self::with_mode(Mode::Hidden, 0)
     }
 
-    pub fn file_bar(&self, name: &str, len: Option<u64>) -> ProgressBar {
-        let pb = self
-            .multi
-            .insert_before(&self.overall, ProgressBar::new(len.unwrap_or(0)));
-        pb.set_style(bytes_style(
-            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
-        ));
-        pb.set_prefix(name.chars().take(12).collect::<String>());
-        pb
+    /// An indicator for one file, above the overall one.
+    pub fn file_bar(&self, name: &str, len: Option<u64>) -> Progress {
+        self.group
+            .insert_before(&self.overall, name, len, Unit::Bytes)
     }
-}
-
-fn bytes_style(t: &str) -> ProgressStyle {
-    ProgressStyle::with_template(t)
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
 }
 
 /// Validators of a partial download, saved when the transfer starts.
@@ -280,7 +266,7 @@ pub fn download_file(
     client: &reqwest::blocking::Client,
     job: &FileJob,
     opts: &DownloadOptions,
-    progress: &Progress,
+    progress: &DownloadProgress,
 ) -> Result<Digests> {
     let downloads = job.dir.downloads();
     std::fs::create_dir_all(&downloads).at(&downloads)?;
@@ -307,7 +293,7 @@ pub fn download_file(
             match attempt_download(client, job, url, &bar, progress) {
                 Ok(d) => match finish(job, url, d) {
                     Ok(d) => {
-                        bar.finish_and_clear();
+                        bar.finish();
                         return Ok(d);
                     }
                     Err(e) => {
@@ -408,8 +394,8 @@ fn attempt_download(
     client: &reqwest::blocking::Client,
     job: &FileJob,
     url: &str,
-    bar: &ProgressBar,
-    progress: &Progress,
+    bar: &Progress,
+    progress: &DownloadProgress,
 ) -> std::result::Result<Digests, Failure> {
     let part = job.dir.part(job.name);
     let meta_path = job.dir.part_meta(job.name);
@@ -787,14 +773,14 @@ pub fn verify_in_place(
     dir: &DatasetDir,
     name: &str,
     exp: &Expected,
-    progress: &Progress,
+    progress: &DownloadProgress,
 ) -> Result<Digests> {
     let path = dir.file(name);
     let len = std::fs::metadata(&path).at(&path)?.len();
     let bar = progress.file_bar(name, Some(len));
     bar.set_message("verifying");
     let d = hash_file(&path, exp.md5.is_some(), |n| bar.inc(n))?;
-    bar.finish_and_clear();
+    bar.finish();
     if exp.kind == ChecksumKind::None {
         return Err(DataError::Unverified {
             dataset: dir_name(dir),

@@ -125,6 +125,21 @@ pub struct SweepPoint {
     pub iterations: usize,
 }
 
+impl SweepPoint {
+    /// One line for a progress log: `weight decay 1.00e-4: val 61.25 %, train 70.00 %, objective 0.123456,
+    /// 12 L-BFGS iterations`.
+    pub fn describe(&self) -> String {
+        format!(
+            "weight decay {:.2e}: val {:.2} %, train {:.2} %, objective {:.6}, {} L-BFGS iterations",
+            self.weight_decay,
+            100.0 * self.val_accuracy,
+            100.0 * self.train_accuracy,
+            self.objective,
+            self.iterations
+        )
+    }
+}
+
 /// Result of [`linear_eval`]. Accuracies are fractions in [0, 1] (the paper prints 100×).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinearEvalResult {

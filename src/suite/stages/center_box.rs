@@ -98,7 +98,6 @@ mod tests {
             Arc::new(DatasetHandle::resolve("scenes", spec, std::path::Path::new(".")).unwrap());
         let inputs = BTreeMap::from([("data".to_string(), Input::Dataset(h.clone()))]);
         let dir = tempfile::tempdir().unwrap();
-        let progress = Progress::hidden();
         let mut ctx = StageContext {
             stage: "baseline",
             out_dir: dir.path(),
@@ -109,7 +108,7 @@ mod tests {
             precision: Precision::Fp32,
             data_dir: std::path::Path::new("."),
             threads: 1,
-            progress: &progress,
+            progress: crate::util::progress::Mode::Hidden,
         };
         let res = k.run(&params, &mut ctx).unwrap();
         let want = center_box_miou(&h.synth().unwrap(), 0.5);
