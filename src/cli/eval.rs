@@ -232,6 +232,13 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             if !(interval > 0.0 && interval <= 1.0) {
                 anyhow::bail!("--interval must be in (0, 1], got {interval}");
             }
+            if let Some(p) = &curves {
+                let mut dirs: Vec<(&str, &std::path::Path)> = vec![("--scoremaps", &scoremaps)];
+                if let Some(m) = &metadata {
+                    dirs.push(("--metadata", m));
+                }
+                contracam::util::output::refuse_output_in_input_dirs(p, "--curves", &dirs)?;
+            }
             let cfg = maxboxacc::MaxBoxAccConfig {
                 cam_curve_interval: interval,
                 multi_contour_eval: !largest_contour,
@@ -256,8 +263,8 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                     "description": "num_correct[iou_threshold][cam_threshold_index]; threshold i is np.arange(0,1,interval)[i]; accuracy = 100*num_correct/num_images",
                     "num_images": r.num_images, "cam_curve_interval": interval, "multi_contour_eval": !largest_contour, "curves": c,
                 });
-                std::fs::write(&p, serde_json::to_string(&v)?)
-                    .with_context(|| format!("writing {}", p.display()))?;
+                contracam::util::output::write_atomic(&p, serde_json::to_string(&v)?.as_bytes())
+                    .with_context(|| format!("writing --curves {}", p.display()))?;
             }
             let mut v = json!({"MaxBoxAccV2": r.mean});
             for (d, a) in r.iou_thresholds.iter().zip(&r.max_box_acc) {

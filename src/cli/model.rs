@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use contracam::model::export::export_detectron2;
 use contracam::model::import::{import_checkpoint, ImportedConfig, Layout};
+use contracam::util::output::refuse_input_overwrite;
 
 use super::{GlobalArgs, QuietArg};
 
@@ -73,6 +74,7 @@ pub fn run(cmd: ModelCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         ModelCommand::Import(a) => import(a, global),
         ModelCommand::ExportDetectron2(a) => {
+            refuse_input_overwrite(&a.out, "--out", &[("SRC", &a.src)])?;
             let r = export_detectron2(&a.src, &a.out)
                 .with_context(|| format!("exporting {}", a.src.display()))?;
             if !global.quiet {
@@ -94,6 +96,7 @@ fn import(a: ImportArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         FormatArg::MocoV2 => Some(Layout::MocoV2),
         FormatArg::Torchvision => Some(Layout::Torchvision),
     };
+    refuse_input_overwrite(&a.out, "--out", &[("SRC", &a.src)])?;
     let r = import_checkpoint(&a.src, &a.out, layout)
         .with_context(|| format!("importing {}", a.src.display()))?;
     if !global.quiet {

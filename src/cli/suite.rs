@@ -236,8 +236,38 @@ fn load_suite(path: &std::path::Path, seed: Option<u64>) -> anyhow::Result<confi
     Ok(suite)
 }
 
+/// `--out`, `--report` and `--junit` may not be the suite file, the golden, or one another.
+fn refuse_outputs_over_inputs(a: &RunArgs, suite: &config::LoadedSuite) -> anyhow::Result<()> {
+    let golden = a.golden.clone().or_else(|| suite.golden_path());
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![("SUITE", &a.suite)];
+    if let Some(g) = &golden {
+        inputs.push(("the golden", g));
+    }
+    let outputs = [
+        ("--out", a.out.as_deref()),
+        ("--report", a.report.as_deref()),
+        ("--junit", a.junit.as_deref()),
+    ];
+    for (i, (flag, out)) in outputs.iter().enumerate() {
+        let Some(out) = out else { continue };
+        let mut against = inputs.clone();
+        against.extend(outputs[..i].iter().filter_map(|(f, o)| o.map(|o| (*f, o))));
+        contracam::util::output::refuse_input_overwrite(out, flag, &against)?;
+        for (f, o) in &outputs[..i] {
+            if o.is_some_and(|o| o == *out) {
+                anyhow::bail!(
+                    "{flag} {} is also {f}; give each output its own path",
+                    out.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
+    refuse_outputs_over_inputs(&a, &suite)?;
     let device = global.device.resolve()?;
     let opts = RunOptions {
         runs_dir: a.runs_dir.clone(),

@@ -35,6 +35,16 @@ pub enum OutputError {
         in_flag: String,
         input: PathBuf,
     },
+    #[error(
+        "{out_flag} {out} lies inside {in_flag} {dir}, whose files are inputs; refusing to write there \
+         (choose a path outside it)"
+    )]
+    InsideInputDir {
+        out_flag: String,
+        out: PathBuf,
+        in_flag: String,
+        dir: PathBuf,
+    },
     #[error("{out_flag} {out} is a directory; give a file path")]
     IsDirectory { out_flag: String, out: PathBuf },
     #[error("{out_flag} {out} exists and is not a directory")]
@@ -102,6 +112,43 @@ pub fn refuse_inputs_inside(
                     out: out.into(),
                     in_flag: flag.to_string(),
                     input: input.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an output file `out` that lies inside any of the input directories `dirs` (`(flag, dir)`: folders
+/// whose files a command reads, such as score maps), through symlinks and `..`, and an output that is an
+/// existing directory. An output whose folder does not exist yet lies in no input directory.
+pub fn refuse_output_in_input_dirs(
+    out: &Path,
+    out_flag: &str,
+    dirs: &[(&str, &Path)],
+) -> Result<(), OutputError> {
+    refuse_input_overwrite(out, out_flag, &[])?;
+    let resolved = match out.canonicalize() {
+        Ok(p) => p,
+        Err(_) => {
+            let parent = match out.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            match (parent.canonicalize(), out.file_name()) {
+                (Ok(p), Some(name)) => p.join(name),
+                _ => return Ok(()),
+            }
+        }
+    };
+    for (flag, dir) in dirs {
+        if let Ok(d) = dir.canonicalize() {
+            if d.is_dir() && resolved.starts_with(&d) {
+                return Err(OutputError::InsideInputDir {
+                    out_flag: out_flag.into(),
+                    out: out.into(),
+                    in_flag: flag.to_string(),
+                    dir: dir.to_path_buf(),
                 });
             }
         }
@@ -194,6 +241,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_output_inside_an_input_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let maps = d.path().join("maps");
+        std::fs::create_dir(&maps).unwrap();
+        std::fs::write(maps.join("a.npy"), b"x").unwrap();
+        std::os::unix::fs::symlink(&maps, d.path().join("alias")).unwrap();
+        for out in [
+            maps.join("a.npy"),
+            maps.join("new.json"),
+            d.path().join("alias/new.json"),
+            d.path().join("maps/../maps/new.json"),
+        ] {
+            let e = refuse_output_in_input_dirs(&out, "--curves", &[("--scoremaps", &maps)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--curves") && e.contains("--scoremaps"), "{e}");
+        }
+        for out in [
+            d.path().join("curves.json"),
+            d.path().join("nodir/curves.json"),
+        ] {
+            refuse_output_in_input_dirs(&out, "--curves", &[("--scoremaps", &maps)]).unwrap();
+        }
+    }
 
     #[test]
     fn the_same_file_however_spelled_is_refused() {
