@@ -14,8 +14,8 @@ use contracam::data::loader::{IndexSource, MaskInput, ObjectBoxes};
 use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
 use contracam::train::source::index::check_files;
 use contracam::train::{
-    BatchSource, ExecutionStrategy, IndexBatchSource, IndexSourceOptions, SingleDevice, TrainConfig, TrainReport,
-    Trainer,
+    BatchSource, ExecutionStrategy, IndexBatchSource, IndexSourceOptions, SingleDevice,
+    TrainConfig, TrainReport, Trainer,
 };
 use harden_support::{bin, fails, SUITE};
 use image::{GrayImage, RgbImage};
@@ -70,7 +70,9 @@ fn fixture() -> Fixture {
         let class = i % 2;
         let rel = format!("c{class}/s{i:02}.png");
         write(&root.join("img").join(&rel), &png(img.into()));
-        let mask = GrayImage::from_fn(w, h, |x, y| image::Luma([if inside(x, y) { 255 } else { 0 }]));
+        let mask = GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([if inside(x, y) { 255 } else { 0 }])
+        });
         write(&soft.join(&rel), &png(mask.into()));
         samples.push(Sample {
             path: format!("img/{rel}"),
@@ -234,12 +236,18 @@ fn a_box_file_changes_the_views_and_raises_the_foreground() {
     assert_eq!(plain.views[0].size(), [4, 3, 16, 16]);
     assert_eq!(plain.masks.as_ref().unwrap().size(), [4, 16, 16]);
     for k in 0..2 {
-        assert!(!plain.views[k].equal(&oa.views[k]), "view {k} ignores the boxes");
+        assert!(
+            !plain.views[k].equal(&oa.views[k]),
+            "view {k} ignores the boxes"
+        );
     }
     // Crops inside the object's box see the object: red-dominant pixels everywhere in both views.
     for v in &oa.views {
         let red_minus_blue = (v.select(1, 0) - v.select(1, 2)).min().double_value(&[]);
-        assert!(red_minus_blue > 0.3, "background inside an OA crop: {red_minus_blue}");
+        assert!(
+            red_minus_blue > 0.3,
+            "background inside an OA crop: {red_minus_blue}"
+        );
     }
     let (m_plain, r_plain) = fit(
         &f,
@@ -283,7 +291,9 @@ fn bad_box_files_and_missing_files_name_the_file_and_line() {
         e.contains("boxes.txt: line 17: id \"c9/zzzz.png\" is no sample of toy:train"),
         "{e}"
     );
-    let e = bad(&f.box_text.replace("c1/s03.png ", "c1/s03.png 0.5,0.5,0.4,0.9 "));
+    let e = bad(&f
+        .box_text
+        .replace("c1/s03.png ", "c1/s03.png 0.5,0.5,0.4,0.9 "));
     assert!(e.contains("line 4") && e.contains("inverted"), "{e}");
     let e = bad(&f.box_text.replace("c1/s05.png", "c1/s05.jpg"));
     assert!(e.contains("line 6") && e.contains("c1/s05.jpg"), "{e}");
@@ -375,7 +385,10 @@ fn state_and_restore_continue_with_the_same_batches() {
         .restore(&state)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("batches of 4") && e.contains("batches of 8"), "{e}");
+    assert!(
+        e.contains("batches of 4") && e.contains("batches of 8"),
+        "{e}"
+    );
     let e = batches(&f, &t, 9, &inp)
         .restore(&serde_json::json!({"kind": "in-memory"}))
         .unwrap_err()
@@ -404,13 +417,21 @@ fn train_ssl_on_a_dataset_writes_the_checkpoint_and_refuses_bad_input() {
     let out = dir.path().join("m.safetensors");
     let run = |extra: &[&std::ffi::OsStr]| {
         let mut c = bin();
-        c.args(["train", "ssl", "--quiet", "--threads", "1", "--device", "cpu"])
-            .arg("--suite")
-            .arg(&suite)
-            .args(["--dataset", &spec, "--seed", "3"])
-            .arg("--out")
-            .arg(&out)
-            .args(extra);
+        c.args([
+            "train",
+            "ssl",
+            "--quiet",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .arg("--suite")
+        .arg(&suite)
+        .args(["--dataset", &spec, "--seed", "3"])
+        .arg("--out")
+        .arg(&out)
+        .args(extra);
         c
     };
     run(&[

@@ -208,9 +208,8 @@ fn train_on_dataset(
         .data_dir
         .clone()
         .unwrap_or_else(contracam::data::source::store::default_data_dir);
-    let source: Arc<dyn Source> = Arc::new(
-        open_split(spec, &data_dir).with_context(|| format!("--dataset {spec}"))?,
-    );
+    let source: Arc<dyn Source> =
+        Arc::new(open_split(spec, &data_dir).with_context(|| format!("--dataset {spec}"))?);
     cfg.train
         .validate(cfg.model.method, Some(source.len()))
         .with_context(|| format!("suite {} on {}", a.suite.display(), source.name()))?;

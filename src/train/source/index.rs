@@ -97,9 +97,9 @@ pub fn check_files(source: &dyn Source, masks: &MaskInput) -> Result<(), TrainEr
         };
         // The loader reads a folder mask at `<dir>/<class>/<file>` of the image (the save_masks layout).
         let mask = match masks {
-            MaskInput::Folder(dir) => {
-                Some(dir.join(id_of(IdScheme::ImageFolder, &file.to_string_lossy()).unwrap_or_default()))
-            }
+            MaskInput::Folder(dir) => Some(
+                dir.join(id_of(IdScheme::ImageFolder, &file.to_string_lossy()).unwrap_or_default()),
+            ),
             _ => None,
         };
         let absent = if !file.is_file() {
