@@ -331,8 +331,7 @@ fn bad_box_files_and_missing_files_name_the_file_and_line() {
     let mut trainer = Trainer::new(&m, &t, 5, SingleDevice::new(Device::Cpu)).unwrap();
     let e = trainer
         .fit(&mut s, &ProgressBar::hidden())
-        .err()
-        .expect("a missing image stops training")
+        .expect_err("a missing image stops training")
         .to_string();
     assert!(e.contains("img/c1/s09.png") && e.contains("line 11"), "{e}");
 }
