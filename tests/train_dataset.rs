@@ -494,3 +494,63 @@ fn train_ssl_on_a_dataset_writes_the_checkpoint_and_refuses_bad_input() {
     fails(&mut run(&[]), &["img/c0/s02.png", "train.jsonl line 4"]);
     assert!(!out.exists());
 }
+
+/// Soft masks of a COCO-style split (numeric ids) lie where `localize dataset --soft-masks` writes them,
+/// `<dir>/<id>.<ext>`; the loader and the pre-flight check find them there.
+#[test]
+fn soft_masks_of_numeric_ids_are_found_by_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data/cocoish");
+    let soft = tmp.path().join("soft_masks");
+    let mut samples = vec![];
+    for i in 0..4u32 {
+        let rel = format!("train2017/{:012}.png", 100 + i);
+        write(
+            &root.join(&rel),
+            &png(RgbImage::from_pixel(20, 16, image::Rgb([9, 9, 9])).into()),
+        );
+        // The left half is foreground.
+        let m = GrayImage::from_fn(20, 16, |x, _| image::Luma([if x < 10 { 255 } else { 0 }]));
+        write(&soft.join(format!("{}.png", 100 + i)), &png(m.into()));
+        samples.push(Sample {
+            path: rel,
+            labels: vec![0],
+            width: 20,
+            height: 16,
+            ..Default::default()
+        });
+    }
+    SplitIndex::new("cocoish", "train", vec!["x".into()], "class", samples)
+        .write(&root.join("index"))
+        .unwrap();
+    let src = Arc::new(IndexSource::open(&tmp.path().join("data"), "cocoish", "train").unwrap());
+    assert_eq!(src.ids.name(), "coco-image-id");
+    let masks = MaskInput::Folder(soft.clone());
+    check_files(src.as_ref(), &masks).unwrap();
+    let (_, t) = tiny();
+    let mut s = IndexBatchSource::new(
+        src.clone(),
+        4,
+        &t.augment,
+        1,
+        SingleDevice::new(Device::Cpu).shard(),
+        IndexSourceOptions {
+            masks: masks.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    s.start_epoch(0).unwrap();
+    let fg = s
+        .next_batch()
+        .unwrap()
+        .unwrap()
+        .masks
+        .unwrap()
+        .mean(tch::Kind::Double);
+    let fg = fg.double_value(&[]);
+    assert!(fg > 0.05 && fg < 0.95, "half-foreground masks read as {fg}");
+    std::fs::remove_file(soft.join("102.png")).unwrap();
+    let e = check_files(src.as_ref(), &masks).unwrap_err().to_string();
+    assert!(e.contains("mask") && e.contains("line 4"), "{e}");
+}

@@ -14,7 +14,7 @@ use tch::Device;
 use super::{Batch, BatchSource};
 use crate::data::error::DataError;
 use crate::data::loader::{
-    id_of, EpochBatches, IdScheme, Loader, LoaderConfig, MaskInput, ObjectBoxes, Plan,
+    folder_mask_path, EpochBatches, Loader, LoaderConfig, MaskInput, ObjectBoxes, Plan,
     RandomResizedCrop, Skipped, Source,
 };
 use crate::train::augment::AugmentConfig;
@@ -95,11 +95,8 @@ pub fn check_files(source: &dyn Source, masks: &MaskInput) -> Result<(), TrainEr
         let Some((file, index, line)) = source.locate(i) else {
             continue;
         };
-        // The loader reads a folder mask at `<dir>/<class>/<file>` of the image (the save_masks layout).
         let mask = match masks {
-            MaskInput::Folder(dir) => Some(
-                dir.join(id_of(IdScheme::ImageFolder, &file.to_string_lossy()).unwrap_or_default()),
-            ),
+            MaskInput::Folder(dir) => Some(folder_mask_path(source, dir, i)?),
             _ => None,
         };
         let absent = if !file.is_file() {
