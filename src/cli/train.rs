@@ -2,14 +2,23 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
+use contracam::data::loader::{MaskInput, ObjectBoxes, Source};
 use contracam::data::synth;
-use contracam::suite::config;
+use contracam::localize::dataset::open_split;
+use contracam::model::ContrastiveModel;
+use contracam::suite::config::{self, SuiteConfig};
 use contracam::train::augment::object_aware_crop::validate_regions;
-use contracam::train::{train, TrainData};
+use contracam::train::source::index::check_files;
+use contracam::train::{
+    train, ExecutionStrategy, IndexBatchSource, IndexSourceOptions, SingleDevice, TrainData,
+    TrainReport, Trainer,
+};
 use contracam::util::memory::ensure_fits_with_hint;
+use contracam::util::output::{refuse_input_overwrite, refuse_output_in_input_dirs};
 use contracam::util::progress::{Progress, Unit};
 
 use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
@@ -17,18 +26,40 @@ use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 #[derive(Debug, Subcommand)]
 pub enum TrainCommand {
     /// Self-supervised training (the suite's `[model]` method: MoCo v2 or BYOL) on the suite's synthetic
-    /// training scenes, optionally with object-aware random crop from a box file.
+    /// training scenes or on a built dataset (--dataset), optionally with object-aware random crop from a
+    /// box file and soft masks riding with view 1.
     Ssl(SslArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SslArgs {
-    /// Suite file whose [data], [sizes], [model] and [train] tables are used.
+    /// Suite file whose [model] and [train] tables are used (and [data], [sizes] without --dataset).
     #[arg(long)]
     pub suite: PathBuf,
-    /// Object-aware random crop boxes: JSON list per training image of normalised [x1, y1, x2, y2].
+    /// Train on NAME[:SPLIT] of a dataset built under --data-dir, or DIR[:SPLIT] of a dataset folder
+    /// holding `index/<split>.jsonl` (split default: train), instead of the suite's synthetic scenes.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Where built datasets live (default $CONTRACAM_DATA, else $XDG_CACHE_HOME/contracam, else
+    /// ~/.cache/contracam).
+    #[arg(long, requires = "dataset")]
+    pub data_dir: Option<PathBuf>,
+    /// Object-aware random crop boxes. With --dataset: a box file in the official format (`<id>
+    /// x1,y1,x2,y2 ...` normalised, one line per image, as `localize dataset` writes boxes.txt). Without:
+    /// a JSON list per synthetic training image of normalised [x1, y1, x2, y2].
     #[arg(long)]
     pub boxes: Option<PathBuf>,
+    /// Soft masks in the `localize dataset --soft-masks` layout (DIR/<class>/<file>, or a run folder
+    /// holding soft_masks/), cropped and flipped with view 1; the report measures view 1's foreground.
+    #[arg(long, requires = "dataset")]
+    pub masks: Option<PathBuf>,
+    /// Loader threads decoding and cropping images (default: --threads).
+    #[arg(long, requires = "dataset")]
+    pub workers: Option<usize>,
+    /// Skip images that cannot be read or decoded (listed in the checkpoint's metadata and counted)
+    /// instead of stopping.
+    #[arg(long, requires = "dataset")]
+    pub skip_bad: bool,
     /// Checkpoint to write (safetensors; config and seed in its metadata).
     #[arg(long)]
     pub out: PathBuf,
@@ -59,61 +90,28 @@ impl TrainCommand {
 pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         TrainCommand::Ssl(a) => {
+            let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--suite", &a.suite)];
+            if let Some(b) = &a.boxes {
+                inputs.push(("--boxes", b));
+            }
+            refuse_input_overwrite(&a.out, "--out", &inputs)?;
+            if let Some(m) = &a.masks {
+                refuse_output_in_input_dirs(&a.out, "--out", &[("--masks", m)])?;
+            }
             let suite = config::load(&a.suite)?;
             let cfg = &suite.config;
             let seed = global.seed.unwrap_or(cfg.seed);
-            // Every value is checked before scenes are generated or a model is allocated; errors name the
-            // suite file and the key.
+            // Every value is checked before data is read or a model is allocated; errors name the suite
+            // file and the key.
             let in_suite = || format!("suite {}", a.suite.display());
             cfg.model.validate().with_context(in_suite)?;
-            cfg.train
-                .validate(cfg.model.method, Some(cfg.sizes.train_scenes))
-                .with_context(in_suite)?;
-            ensure_fits_with_hint(
-                cfg.data.train_tensor_bytes(cfg.sizes.train_scenes),
-                &format!(
-                    "{} training scenes of {}x{} (sizes.train_scenes)",
-                    cfg.sizes.train_scenes, cfg.data.image_size, cfg.data.image_size
-                ),
-                &format!(", lower sizes.train_scenes in {}", a.suite.display()),
-            )?;
-            let device = global.device.resolve()?;
-            let scenes = synth::scenes(&cfg.data, seed, "train", cfg.sizes.train_scenes);
-            let boxes: Option<Vec<Vec<[f64; 4]>>> = match &a.boxes {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .with_context(|| format!("reading --boxes {}", p.display()))?;
-                    let b: Vec<Vec<[f64; 4]>> = serde_json::from_str(&text).with_context(|| {
-                        format!(
-                            "{}: expected a JSON list per image of [x1, y1, x2, y2]",
-                            p.display()
-                        )
-                    })?;
-                    anyhow::ensure!(
-                        b.len() == scenes.len(),
-                        "{}: {} box lists for {} training images",
-                        p.display(),
-                        b.len(),
-                        scenes.len()
-                    );
-                    validate_regions(&b)
-                        .map_err(|e| anyhow::anyhow!("--boxes {}: {e}", p.display()))?;
-                    Some(b)
-                }
-                None => None,
-            };
-            let images = scenes.images_tensor();
-            // The scenes' true foreground rides with view 1 so the report says what the views contained.
-            let foreground = scenes.foreground_tensor().squeeze_dim(1);
             let bar = Progress::new("train", None, Unit::Items("steps"), global.quiet);
-            let data = TrainData {
-                images: &images,
-                boxes: boxes.as_deref(),
-                masks: Some(&foreground),
+            let (model, report, data_meta) = match &a.dataset {
+                Some(spec) => train_on_dataset(&a, spec, cfg, seed, global, &bar)?,
+                None => train_on_scenes(&a, cfg, seed, global, &bar)?,
             };
-            let (model, report) = train(&cfg.model, &cfg.train, &data, seed, device, &bar)?;
             bar.finish();
-            let meta = HashMap::from([
+            let mut meta = HashMap::from([
                 ("contracam.seed".to_string(), seed.to_string()),
                 (
                     "contracam.train".to_string(),
@@ -124,6 +122,9 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                     serde_json::to_string(&report)?,
                 ),
             ]);
+            if let Some(d) = data_meta {
+                meta.insert("contracam.train_data".to_string(), d.to_string());
+            }
             model.save(&a.out, &meta)?;
             eprintln!(
                 "wrote {} ({} steps, final loss {:.4}, view-1 foreground {:.4}, {:.1} s)",
@@ -136,4 +137,141 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+type Trained = (ContrastiveModel, TrainReport, Option<serde_json::Value>);
+
+/// The suite's synthetic training scenes, held in memory, with their true foreground riding with view 1.
+fn train_on_scenes(
+    a: &SslArgs,
+    cfg: &SuiteConfig,
+    seed: u64,
+    global: &GlobalArgs,
+    bar: &Progress,
+) -> anyhow::Result<Trained> {
+    let in_suite = || format!("suite {}", a.suite.display());
+    cfg.train
+        .validate(cfg.model.method, Some(cfg.sizes.train_scenes))
+        .with_context(in_suite)?;
+    ensure_fits_with_hint(
+        cfg.data.train_tensor_bytes(cfg.sizes.train_scenes),
+        &format!(
+            "{} training scenes of {}x{} (sizes.train_scenes)",
+            cfg.sizes.train_scenes, cfg.data.image_size, cfg.data.image_size
+        ),
+        &format!(", lower sizes.train_scenes in {}", a.suite.display()),
+    )?;
+    let device = global.device.resolve()?;
+    let scenes = synth::scenes(&cfg.data, seed, "train", cfg.sizes.train_scenes);
+    let boxes: Option<Vec<Vec<[f64; 4]>>> = match &a.boxes {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading --boxes {}", p.display()))?;
+            let b: Vec<Vec<[f64; 4]>> = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: expected a JSON list per image of [x1, y1, x2, y2] (a box file in the official \
+                     text format goes with --dataset)",
+                    p.display()
+                )
+            })?;
+            anyhow::ensure!(
+                b.len() == scenes.len(),
+                "{}: {} box lists for {} training images",
+                p.display(),
+                b.len(),
+                scenes.len()
+            );
+            validate_regions(&b).map_err(|e| anyhow::anyhow!("--boxes {}: {e}", p.display()))?;
+            Some(b)
+        }
+        None => None,
+    };
+    let images = scenes.images_tensor();
+    // The scenes' true foreground rides with view 1 so the report says what the views contained.
+    let foreground = scenes.foreground_tensor().squeeze_dim(1);
+    let data = TrainData {
+        images: &images,
+        boxes: boxes.as_deref(),
+        masks: Some(&foreground),
+    };
+    let (model, report) = train(&cfg.model, &cfg.train, &data, seed, device, bar)?;
+    Ok((model, report, None))
+}
+
+/// A split of a built dataset through the loader: images decoded and cropped by worker threads, OA-Crop
+/// boxes from an official box file, soft masks from a folder.
+fn train_on_dataset(
+    a: &SslArgs,
+    spec: &str,
+    cfg: &SuiteConfig,
+    seed: u64,
+    global: &GlobalArgs,
+    bar: &Progress,
+) -> anyhow::Result<Trained> {
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(contracam::data::source::store::default_data_dir);
+    let source: Arc<dyn Source> =
+        Arc::new(open_split(spec, &data_dir).with_context(|| format!("--dataset {spec}"))?);
+    cfg.train
+        .validate(cfg.model.method, Some(source.len()))
+        .with_context(|| format!("suite {} on {}", a.suite.display(), source.name()))?;
+    let boxes = a
+        .boxes
+        .as_deref()
+        .map(|p| ObjectBoxes::load(p, source.as_ref()).context("--boxes"))
+        .transpose()?;
+    let masks = match &a.masks {
+        None => MaskInput::None,
+        Some(d) => {
+            // A `localize dataset` run folder holds the masks under soft_masks/.
+            let inner = d.join("soft_masks");
+            let dir = if inner.is_dir() { inner } else { d.clone() };
+            anyhow::ensure!(
+                dir.is_dir(),
+                "--masks {}: no such folder (expected the soft_masks/ of a `localize dataset --soft-masks` run)",
+                d.display()
+            );
+            MaskInput::Folder(dir)
+        }
+    };
+    if !a.skip_bad {
+        check_files(source.as_ref(), &masks)?;
+    }
+    let device = global.device.resolve()?;
+    let strategy = SingleDevice::new(device);
+    let opts = IndexSourceOptions {
+        boxes,
+        masks: masks.clone(),
+        workers: a.workers.unwrap_or_else(rayon::current_num_threads),
+        prefetch: 0,
+        skip_bad: a.skip_bad,
+        device,
+    };
+    let mut batches = IndexBatchSource::new(
+        source.clone(),
+        cfg.train.batch_size,
+        &cfg.train.augment,
+        seed,
+        strategy.shard(),
+        opts,
+    )?;
+    let mut trainer = Trainer::new(&cfg.model, &cfg.train, seed, strategy)?;
+    let report = trainer.fit(&mut batches, bar)?;
+    let skipped = batches.skipped();
+    if !skipped.is_empty() {
+        eprintln!(
+            "skipped {} unreadable sample(s) (listed in the checkpoint's contracam.train_data)",
+            skipped.len()
+        );
+    }
+    let meta = serde_json::json!({
+        "dataset": source.name(),
+        "images": source.len(),
+        "boxes": a.boxes,
+        "masks": match &masks { MaskInput::Folder(d) => Some(d.clone()), _ => None },
+        "skipped": skipped,
+    });
+    Ok((trainer.into_model(), report, Some(meta)))
 }

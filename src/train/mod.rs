@@ -15,5 +15,5 @@ pub mod strategy;
 pub use config::TrainConfig;
 pub use error::TrainError;
 pub use fit::{train, TrainData, TrainReport, Trainer};
-pub use source::{Batch, BatchSource, InMemorySource};
+pub use source::{Batch, BatchSource, InMemorySource, IndexBatchSource, IndexSourceOptions};
 pub use strategy::{ExecutionStrategy, Shard, SingleDevice};

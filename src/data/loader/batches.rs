@@ -36,9 +36,11 @@ pub enum MaskInput {
     /// The source's ground-truth foreground (BG-HardMix(GT); the synthetic scenes' object masks).
     GroundTruth,
     /// Soft masks in the official `save_masks` layout: for an image `.../<class>/<file>`, the grayscale
-    /// file `<dir>/<class>/<file>` of the same size, read as value / 255. The official `IN9WithMask` pairs
-    /// the two sorted ImageFolders by position; pairing by `<class>/<file>` is the same pairing whenever
-    /// the folders hold the same files, and an error naming the file when they do not.
+    /// file `<dir>/<class>/<file>` of the same size, read as value / 255 (or `<dir>/<id>[.<ext>]`, as
+    /// `localize dataset --soft-masks` writes ids that are not `<class>/<file>`; see
+    /// [`folder_mask_path`]). The official `IN9WithMask` pairs the two sorted ImageFolders by position;
+    /// pairing by `<class>/<file>` is the same pairing whenever the folders hold the same files, and an
+    /// error naming the file when they do not.
     Folder(PathBuf),
 }
 
@@ -364,6 +366,43 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where sample `index`'s mask lies in a [`MaskInput::Folder`]: `<dir>/<class>/<file>` of its image (the
+/// official `save_masks` layout, which `localize dataset --soft-masks` also writes for ImageFolder ids);
+/// failing that, `<dir>/<id>` or `<dir>/<id>.<ext>` when that file exists (what `localize dataset` writes
+/// for other ids, e.g. COCO's numeric ones). A mask in neither place is reported at the first.
+pub fn folder_mask_path(
+    source: &dyn Source,
+    dir: &std::path::Path,
+    index: usize,
+) -> Result<PathBuf> {
+    let file = source.locate(index).map(|l| l.0).unwrap_or_default();
+    let primary = dir.join(
+        super::dataset::id_of(
+            super::dataset::IdScheme::ImageFolder,
+            &file.to_string_lossy(),
+        )
+        .unwrap_or_default(),
+    );
+    if primary.is_file() {
+        return Ok(primary);
+    }
+    let id = source.meta(index)?.id;
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    let own_ext = std::path::Path::new(&id)
+        .extension()
+        .and_then(|e| e.to_str())
+        == Some(ext);
+    let by_id = if own_ext || ext.is_empty() {
+        dir.join(&id)
+    } else {
+        dir.join(format!("{id}.{ext}"))
+    };
+    Ok(if by_id.is_file() { by_id } else { primary })
+}
+
 impl Inner {
     fn order(&self, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.source.len()).collect();
@@ -381,18 +420,13 @@ impl Inner {
     }
 
     fn folder_mask(&self, dir: &std::path::Path, index: usize) -> Result<GrayImage> {
-        let Some((file, index_file, line)) = self.source.locate(index) else {
+        let Some((_, index_file, line)) = self.source.locate(index) else {
             return Err(DataError::Loader(format!(
                 "{} has no files, so masks cannot come from a folder",
                 self.source.name()
             )));
         };
-        let rel = super::dataset::id_of(
-            super::dataset::IdScheme::ImageFolder,
-            &file.to_string_lossy(),
-        )
-        .unwrap_or_default();
-        let path = dir.join(&rel);
+        let path = folder_mask_path(self.source.as_ref(), dir, index)?;
         let bad = |msg: String| DataError::BadSample {
             what: "mask",
             file: path.clone(),

@@ -30,7 +30,8 @@ pub mod object_crop;
 pub mod transform;
 
 pub use batches::{
-    Batch, EpochBatches, Loader, LoaderConfig, MaskInput, Pixels, Plan, SampleViews, Skipped, Views,
+    folder_mask_path, Batch, EpochBatches, Loader, LoaderConfig, MaskInput, Pixels, Plan,
+    SampleViews, Skipped, Views,
 };
 pub use dataset::{
     id_of, DatasetRef, IdScheme, IndexSource, SampleMeta, Source, SynthKind, SynthSource,

@@ -3,14 +3,16 @@
 //! supervised training. A source knows its epoch order (from the seed) and can report and restore its
 //! position, so a checkpoint resumes mid-run exactly.
 //!
-//! `memory` holds the in-memory source of the synthetic scenes; the index-backed loader of real datasets
-//! implements the same trait.
+//! `memory` holds the in-memory source of the synthetic scenes; `index` the loader-backed source of real
+//! datasets (a split written by `data build`, with OA-Crop boxes and soft masks).
+pub mod index;
 pub mod memory;
 
 use tch::Tensor;
 
 use super::error::TrainError;
 
+pub use index::{IndexBatchSource, IndexSourceOptions};
 pub use memory::InMemorySource;
 
 /// One batch as the data side delivers it (on any device; the loop moves it).
