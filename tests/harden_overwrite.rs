@@ -129,3 +129,25 @@ fn model_import_and_export_out_is_not_the_source() {
     }
     assert_eq!(snapshot(f.root()), before);
 }
+
+#[test]
+fn cam_out_inside_its_scoremaps_folder_is_refused_before_anything_is_made() {
+    let f = Fixture::new();
+    let before = snapshot(f.root());
+    for out in ["maps2", "maps2/cams.safetensors"] {
+        fails(
+            bin()
+                .args(["localize", "cam", "--inputs"])
+                .arg(f.p("ck.safetensors"))
+                .arg("--weights")
+                .arg(f.p("ck.safetensors"))
+                .arg("--out")
+                .arg(f.p(out))
+                .arg("--scoremaps")
+                .arg(f.p("maps2")),
+            &["--out", "--scoremaps"],
+        );
+    }
+    assert_eq!(snapshot(f.root()), before);
+    assert!(!f.p("maps2").exists(), "the folder was made");
+}

@@ -137,9 +137,12 @@ pub fn http_client(opts: &DownloadOptions) -> Result<reqwest::blocking::Client> 
 
 /// Free bytes for an unprivileged user on the file system holding `dir` (its nearest existing ancestor).
 pub fn free_space(dir: &Path) -> Result<u64> {
+    // The nearest existing ancestor; a relative path whose folders do not exist yet ends at "." (popping it
+    // leaves "", which statvfs cannot stat).
     let mut p = dir.to_path_buf();
     while !p.exists() {
-        if !p.pop() {
+        if !p.pop() || p.as_os_str().is_empty() {
+            p = PathBuf::from(".");
             break;
         }
     }
@@ -804,6 +807,15 @@ fn dir_name(dir: &DatasetDir) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_space_of_a_relative_folder_that_does_not_exist_yet_is_that_of_the_working_folder() {
+        let here = free_space(Path::new(".")).unwrap();
+        let there = free_space(Path::new("no-such-folder/deeper")).unwrap();
+        // Other processes write meanwhile: the same filesystem, not the same byte count.
+        assert!(here > 0 && there > 0);
+        assert!(here.abs_diff(there) < (1 << 30), "{here} vs {there}");
+    }
 
     #[test]
     fn html_sniffing() {
