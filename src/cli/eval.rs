@@ -229,9 +229,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             json,
             ..
         } => {
-            if !(interval > 0.0 && interval <= 1.0) {
-                anyhow::bail!("--interval must be in (0, 1], got {interval}");
-            }
+            // The range of --interval (NaN included) is checked with the other settings, in one message.
             if let Some(p) = &curves {
                 let mut dirs: Vec<(&str, &std::path::Path)> = vec![("--scoremaps", &scoremaps)];
                 if let Some(m) = &metadata {
