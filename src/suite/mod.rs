@@ -4,6 +4,7 @@ pub mod claims;
 pub mod config;
 pub mod dataset;
 pub mod golden;
+pub mod graph;
 pub mod pipeline;
 pub mod registry;
 pub mod report;
