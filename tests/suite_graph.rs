@@ -291,3 +291,60 @@ fn a_file_that_cannot_be_read_names_itself() {
     let e = load(&missing, &registry, &paper).unwrap_err().to_string();
     assert!(e.contains("table0.toml"), "{e}");
 }
+
+#[test]
+fn suite_validate_dispatches_a_graph_suite_and_names_the_missing_kinds() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
+        .args(["suite", "validate"])
+        .arg(paper_suite(4))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("suite table4 v1 ok:") && stdout.contains("84 paper cells bound"),
+        "{stdout}"
+    );
+    let order = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("order: "))
+        .unwrap_or_else(|| panic!("no order line: {stdout}"));
+    assert_eq!(order.split(", ").count(), 101, "{order}");
+    assert!(order.starts_with("byol_r18, byol_r50, cam_byol_r18, "), "{order}");
+    assert!(
+        stdout.contains("missing kinds (not implemented yet): ground-truth, linear-eval, localize, pretrain"),
+        "{stdout}"
+    );
+    // A broken graph suite fails with the file and key; --golden is refused for a graph suite.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, BASE.replace("stages.ev.miou", "stages.ev.mIoU")).unwrap();
+    let validate = |cwd: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
+            .current_dir(cwd)
+            .args(["suite", "validate"])
+            .arg(&broken)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // From the repository root its paper goldens are found; from elsewhere there are none.
+    let stderr = validate(root());
+    assert!(
+        stderr.contains(&format!("{}: bind[0].metric: ", broken.display()))
+            && stderr.contains("no metric 'mIoU'"),
+        "{stderr}"
+    );
+    let stderr = validate(dir.path());
+    assert!(stderr.contains("no golden/paper directory"), "{stderr}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
+        .current_dir(root())
+        .args(["suite", "validate", "--golden", "golden/smoke.toml"])
+        .arg(paper_suite(1))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--golden does not apply"));
+}

@@ -48,7 +48,7 @@ pub enum GraphError {
         key: String,
         msg: String,
     },
-    #[error("{path}: no golden/paper directory in any folder above it (the paper cells `[[bind]]` names)")]
+    #[error("{path}: no golden/paper directory above it or the working directory (the paper cells `[[bind]]` names)")]
     NoPaperGoldens { path: PathBuf },
     #[error(transparent)]
     PaperGoldens(#[from] super::golden::paper::PaperGoldenError),
@@ -206,9 +206,10 @@ pub fn is_graph_suite(text: &str) -> bool {
 }
 
 /// Validates a graph suite file against the built-in stage kinds and manifests and the paper goldens of the
-/// repository it lives in (see [`super::golden::paper::find_dir`]).
+/// repository it lives in (see [`super::golden::paper::find_dir`]), else those of the working directory.
 pub fn validate_file(path: &Path) -> Result<GraphSuite, GraphError> {
     let dir = super::golden::paper::find_dir(path)
+        .or_else(|| super::golden::paper::find_dir(Path::new(".")))
         .ok_or_else(|| GraphError::NoPaperGoldens { path: path.into() })?;
     let paper = PaperGoldens::load_dir(&dir)?;
     let registry = Registry::builtin();
