@@ -30,12 +30,26 @@ fn paper_suite(n: u32) -> PathBuf {
 /// disappears from a suite, or lands, shows here).
 const MISSING: [(u32, &[&str]); 8] = [
     (1, &["eval-masks", "localize", "pretrain", "redo-masks"]),
-    (2, &["eval-masks", "localize", "pretrain", "train-classifier"]),
+    (
+        2,
+        &["eval-masks", "localize", "pretrain", "train-classifier"],
+    ),
     (3, &["eval-maxboxacc", "import", "localize"]),
     (4, &["ground-truth", "linear-eval", "localize", "pretrain"]),
-    (5, &["detectron2-finetune", "ground-truth", "localize", "pretrain"]),
+    (
+        5,
+        &[
+            "detectron2-finetune",
+            "ground-truth",
+            "localize",
+            "pretrain",
+        ],
+    ),
     (6, &["eval-shift", "ground-truth", "localize", "pretrain"]),
-    (7, &["eval-bg-challenge", "ground-truth", "localize", "pretrain"]),
+    (
+        7,
+        &["eval-bg-challenge", "ground-truth", "localize", "pretrain"],
+    ),
     (8, &["eval-shift", "localize", "pretrain"]),
 ];
 
@@ -59,7 +73,10 @@ fn every_paper_suite_validates_and_binds_each_cell_of_its_table_once() {
         let suite = load(&path, &registry, &paper).unwrap_or_else(|e| panic!("{e}"));
         let table = paper.table(n).unwrap();
         // Exactly once: duplicates are refused at load, so the counts and the empty remainder say it.
-        assert!(suite.binds.iter().all(|b| b.table == n), "table{n}: binds another table");
+        assert!(
+            suite.binds.iter().all(|b| b.table == n),
+            "table{n}: binds another table"
+        );
         assert_eq!(suite.binds.len(), table.cells.len(), "table{n}");
         let unbound: Vec<_> = suite
             .unbound_cells(&paper, n)
@@ -193,12 +210,18 @@ fn a_dangling_reference_is_refused() {
 #[test]
 fn an_input_of_the_wrong_artefact_kind_is_refused() {
     refused(
-        &BASE.replace(r#"masks = "stages.loc.masks""#, r#"masks = "stages.loc.boxes""#),
+        &BASE.replace(
+            r#"masks = "stages.loc.masks""#,
+            r#"masks = "stages.loc.boxes""#,
+        ),
         "stages.ev.inputs.masks",
         &["box-file", "masks-dir"],
     );
     refused(
-        &BASE.replace(r#"masks = "stages.loc.masks""#, r#"masks = "datasets.coco_val""#),
+        &BASE.replace(
+            r#"masks = "stages.loc.masks""#,
+            r#"masks = "datasets.coco_val""#,
+        ),
         "stages.ev.inputs.masks",
         &["dataset", "masks-dir"],
     );
@@ -259,7 +282,11 @@ fn unknown_keys_and_bad_params_are_refused() {
         "stages.pre.parms",
         &["unknown field `parms`"],
     );
-    refused(&format!("colour = 1\n{BASE}"), "colour", &["unknown field `colour`"]);
+    refused(
+        &format!("colour = 1\n{BASE}"),
+        "colour",
+        &["unknown field `colour`"],
+    );
     // Implemented kinds read their params with the kind's typed parameters.
     refused(
         &BASE.replace("side = 0.5", "sides = 0.5"),
@@ -311,9 +338,14 @@ fn suite_validate_dispatches_a_graph_suite_and_names_the_missing_kinds() {
         .find_map(|l| l.strip_prefix("order: "))
         .unwrap_or_else(|| panic!("no order line: {stdout}"));
     assert_eq!(order.split(", ").count(), 101, "{order}");
-    assert!(order.starts_with("byol_r18, byol_r50, cam_byol_r18, "), "{order}");
     assert!(
-        stdout.contains("missing kinds (not implemented yet): ground-truth, linear-eval, localize, pretrain"),
+        order.starts_with("byol_r18, byol_r50, cam_byol_r18, "),
+        "{order}"
+    );
+    assert!(
+        stdout.contains(
+            "missing kinds (not implemented yet): ground-truth, linear-eval, localize, pretrain"
+        ),
         "{stdout}"
     );
     // A broken graph suite fails with the file and key; --golden is refused for a graph suite.

@@ -354,7 +354,10 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
     if missing.is_empty() {
         println!("missing kinds: none");
     } else {
-        println!("missing kinds (not implemented yet): {}", missing.join(", "));
+        println!(
+            "missing kinds (not implemented yet): {}",
+            missing.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

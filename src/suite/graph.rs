@@ -213,7 +213,10 @@ pub fn validate_file(path: &Path) -> Result<GraphSuite, GraphError> {
         .ok_or_else(|| GraphError::NoPaperGoldens { path: path.into() })?;
     let paper = PaperGoldens::load_dir(&dir)?;
     let registry = Registry::builtin();
-    GraphSuite::load(path, &GraphContext::with_builtin_manifests(&registry, &paper))
+    GraphSuite::load(
+        path,
+        &GraphContext::with_builtin_manifests(&registry, &paper),
+    )
 }
 
 impl GraphSuite {
@@ -407,10 +410,7 @@ impl Validator<'_> {
             }
             (None, None, Some(s)) => DatasetSpec::Synth(s.clone()),
             (Some(_), None, None) => {
-                return Err(self.err(
-                    &format!("{key}.split"),
-                    "a manifest dataset needs a split",
-                ))
+                return Err(self.err(&format!("{key}.split"), "a manifest dataset needs a split"))
             }
             (None, Some(_), None) => {
                 return Err(self.err(
@@ -610,10 +610,7 @@ impl Validator<'_> {
             stages.iter().map(|(k, s)| (k.as_str(), deps(s))).collect();
         let mut order = Vec::new();
         loop {
-            let ready: Option<&str> = waiting
-                .iter()
-                .find(|(_, d)| d.is_empty())
-                .map(|(k, _)| *k);
+            let ready: Option<&str> = waiting.iter().find(|(_, d)| d.is_empty()).map(|(k, _)| *k);
             let Some(next) = ready else { break };
             waiting.remove(next);
             for d in waiting.values_mut() {
@@ -642,10 +639,7 @@ impl Validator<'_> {
         cycle.push(cycle[0]);
         Err(self.err(
             &format!("stages.{}.inputs", cycle[0]),
-            format!(
-                "the stages form a cycle: {}",
-                cycle.join(" → ")
-            ),
+            format!("the stages form a cycle: {}", cycle.join(" → ")),
         ))
     }
 

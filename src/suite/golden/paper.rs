@@ -14,9 +14,7 @@ pub const DIR: &str = "golden/paper";
 /// ancestor that has one, so a suite validates from any working directory.
 pub fn find_dir(start: &Path) -> Option<PathBuf> {
     let abs = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
-    abs.ancestors()
-        .map(|a| a.join(DIR))
-        .find(|d| d.is_dir())
+    abs.ancestors().map(|a| a.join(DIR)).find(|d| d.is_dir())
 }
 
 /// Units as the paper prints them.
