@@ -380,3 +380,14 @@ fn suite_validate_dispatches_a_graph_suite_and_names_the_missing_kinds() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--golden does not apply"));
 }
+
+#[test]
+fn every_planned_declaration_passes_the_registry_checks() {
+    // `Registry::builtin` takes the plans as they are; `plan` checks slot, output and metric names.
+    for p in contracam::suite::stages::planned() {
+        let kind = p.kind;
+        if let Err(e) = Registry::default().plan(p) {
+            panic!("{kind}: {e}");
+        }
+    }
+}
