@@ -391,3 +391,24 @@ fn every_planned_declaration_passes_the_registry_checks() {
         }
     }
 }
+
+#[test]
+fn synthetic_datasets_are_read_as_the_dataset_layer_does() {
+    let synth = BASE.replace(
+        "[datasets.coco_val]\nmanifest = \"coco2017\"\nsplit = \"val\"\n",
+        "[datasets.coco_val]\nsynth = { form = \"scenes\", split = \"test\", count = 16 }\n",
+    );
+    assert_ne!(synth, BASE);
+    let s = parse(&synth).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.datasets["coco_val"].declared_len(), Some(16));
+    refused(
+        &synth.replace("count = 16", "count = 0"),
+        "datasets.coco_val.synth.count",
+        &["at least 1"],
+    );
+    refused(
+        &synth.replace("synth = {", "manifest = \"coco2017\"\nsynth = {"),
+        "datasets.coco_val.synth",
+        &["not both"],
+    );
+}
