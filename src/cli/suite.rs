@@ -426,6 +426,12 @@ fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn validate_cmd(a: ValidateArgs) -> anyhow::Result<ExitCode> {
+    // A file with `[stages]` is a graph suite (suites/paper/*); the smoke form has none.
+    let text = std::fs::read_to_string(&a.suite)
+        .with_context(|| format!("reading {}", a.suite.display()))?;
+    if contracam::suite::graph::is_graph_suite(&text) {
+        return validate_graph(&a);
+    }
     let suite = config::load(&a.suite)?;
     let v = contracam::suite::validate(&suite, a.golden.as_deref())?;
     let golden = match &v.golden {
@@ -476,4 +482,33 @@ fn compare_cmd(a: CompareArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    if a.golden.is_some() {
+        anyhow::bail!(
+            "{}: --golden does not apply to a graph suite (its [[bind]] entries name paper cells)",
+            a.suite.display()
+        );
+    }
+    let g = contracam::suite::graph::validate_file(&a.suite)?;
+    println!(
+        "suite {} v{} ok: {} datasets, {} stages, {} paper cells bound",
+        g.name,
+        g.version,
+        g.datasets.len(),
+        g.stages.len(),
+        g.binds.len()
+    );
+    println!("order: {}", g.order.join(", "));
+    let missing = g.missing_kinds();
+    if missing.is_empty() {
+        println!("missing kinds: none");
+    } else {
+        println!(
+            "missing kinds (not implemented yet): {}",
+            missing.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

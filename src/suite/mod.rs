@@ -5,6 +5,7 @@ pub mod compare;
 pub mod config;
 pub mod dataset;
 pub mod golden;
+pub mod graph;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;

@@ -10,6 +10,13 @@ use serde::{Deserialize, Serialize};
 /// Where the paper goldens live, relative to the repository root.
 pub const DIR: &str = "golden/paper";
 
+/// The paper goldens of the repository holding `start` (a suite file or folder): `golden/paper` under the first
+/// ancestor that has one, so a suite validates from any working directory.
+pub fn find_dir(start: &Path) -> Option<PathBuf> {
+    let abs = std::fs::canonicalize(start).unwrap_or_else(|_| start.to_path_buf());
+    abs.ancestors().map(|a| a.join(DIR)).find(|d| d.is_dir())
+}
+
 /// Units as the paper prints them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

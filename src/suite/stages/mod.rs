@@ -101,6 +101,30 @@ const PLANNED: &[PlannedKind] = &[
             }],
         },
         PlannedKind {
+            kind: "redo-masks",
+            issue: 11,
+            about: "masks of the ReDO baseline (Table 1), the official `--model redo` path: 128 px input, mean/std 0.5, a ReDO mask network checkpoint",
+            inputs: &[Slot::required("data", A::Dataset)],
+            outputs: &[Slot::file("masks", A::MasksDir, "masks")],
+            metrics: &[],
+        },
+        PlannedKind {
+            kind: "ground-truth",
+            issue: 10,
+            about: "a dataset's ground-truth boxes (OA-Crop (GT), the official text format) and foreground masks as soft masks (BG-HardMix (GT))",
+            inputs: &[Slot::required("data", A::Dataset)],
+            outputs: &[
+                Slot::file("boxes", A::BoxFile, "boxes.txt"),
+                Slot::file("soft_masks", A::SoftMasks, "soft_masks"),
+            ],
+            metrics: &[MetricSpec {
+                name: "boxes_per_image",
+                unit: Unit::Count,
+                direction: Direction::Neutral,
+                about: "ground-truth boxes per image",
+            }],
+        },
+        PlannedKind {
             kind: "eval-masks",
             issue: 11,
             about: "mask mIoU against the dataset's ground truth (Tables 1–2)",
@@ -147,10 +171,18 @@ const PLANNED: &[PlannedKind] = &[
             kind: "eval-bg-challenge",
             issue: 11,
             about: "Background Challenge: a linear classifier trained on ORIGINAL, tested on every variant (Table 7)",
+            // One test slot per variant: the release has one split per variant (`test-<variant>`).
             inputs: &[
                 Slot::required("model", A::ModelCheckpoint),
                 Slot::required("train", A::Dataset),
-                Slot::required("test", A::Dataset),
+                Slot::optional("val", A::Dataset),
+                Slot::required("test_original", A::Dataset),
+                Slot::required("test_only_bg_b", A::Dataset),
+                Slot::required("test_only_bg_t", A::Dataset),
+                Slot::required("test_only_fg", A::Dataset),
+                Slot::required("test_mixed_same", A::Dataset),
+                Slot::required("test_mixed_rand", A::Dataset),
+                Slot::required("test_mixed_next", A::Dataset),
             ],
             outputs: &[Slot::file("report", A::Json, "bg_challenge.json")],
             metrics: &[
@@ -171,6 +203,7 @@ const PLANNED: &[PlannedKind] = &[
             inputs: &[
                 Slot::required("model", A::ModelCheckpoint),
                 Slot::required("train", A::Dataset),
+                Slot::optional("val", A::Dataset),
                 Slot::optional("imagenet_9", A::Dataset),
                 Slot::optional("imagenet_sketch_9", A::Dataset),
                 Slot::optional("stylized_imagenet_9", A::Dataset),
