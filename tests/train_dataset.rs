@@ -17,9 +17,9 @@ use contracam::train::{
     BatchSource, ExecutionStrategy, IndexBatchSource, IndexSourceOptions, SingleDevice,
     TrainConfig, TrainReport, Trainer,
 };
+use contracam::util::progress::Progress;
 use harden_support::{bin, fails, SUITE};
 use image::{GrayImage, RgbImage};
-use indicatif::ProgressBar;
 use tch::Device;
 
 const N: usize = 16;
@@ -179,7 +179,7 @@ fn fit(f: &Fixture, seed: u64, inp: &Inputs) -> (ContrastiveModel, TrainReport) 
     let (m, t) = tiny();
     let mut src = batches(f, &t, seed, inp);
     let mut trainer = Trainer::new(&m, &t, seed, SingleDevice::new(Device::Cpu)).unwrap();
-    let report = trainer.fit(&mut src, &ProgressBar::hidden()).unwrap();
+    let report = trainer.fit(&mut src, &Progress::hidden()).unwrap();
     (trainer.into_model(), report)
 }
 
@@ -330,7 +330,7 @@ fn bad_box_files_and_missing_files_name_the_file_and_line() {
     );
     let mut trainer = Trainer::new(&m, &t, 5, SingleDevice::new(Device::Cpu)).unwrap();
     let e = trainer
-        .fit(&mut s, &ProgressBar::hidden())
+        .fit(&mut s, &Progress::hidden())
         .expect_err("a missing image stops training")
         .to_string();
     assert!(e.contains("img/c1/s09.png") && e.contains("line 11"), "{e}");
