@@ -30,6 +30,18 @@ impl Fixture {
     fn root(&self) -> &Path {
         self.dir.path()
     }
+    /// Runs `contracam ARGS` (an argument `@name` is the fixture's path `name`) and expects a clear refusal
+    /// naming every needle.
+    fn refused(&self, args: &[&str], needles: &[&str]) {
+        let args: Vec<std::ffi::OsString> = args
+            .iter()
+            .map(|a| match a.strip_prefix('@') {
+                Some(name) => self.p(name).into_os_string(),
+                None => a.into(),
+            })
+            .collect();
+        fails(bin().args(args), needles);
+    }
 }
 
 #[test]
@@ -37,22 +49,21 @@ fn train_ssl_out_is_not_the_suite_or_the_box_file() {
     let f = Fixture::new();
     std::fs::create_dir(f.p("sub")).unwrap();
     let before = snapshot(f.root());
-    fails(
-        bin()
-            .args(["train", "ssl", "--suite"])
-            .arg(f.p("s.toml"))
-            .arg("--out")
-            .arg(f.p("s.toml")),
+    f.refused(
+        &["train", "ssl", "--suite", "@s.toml", "--out", "@s.toml"],
         &["--out", "--suite", "same file"],
     );
-    fails(
-        bin()
-            .args(["train", "ssl", "--suite"])
-            .arg(f.p("s.toml"))
-            .arg("--boxes")
-            .arg(f.p("b.json"))
-            .arg("--out")
-            .arg(f.p("sub/../b.json")),
+    f.refused(
+        &[
+            "train",
+            "ssl",
+            "--suite",
+            "@s.toml",
+            "--boxes",
+            "@b.json",
+            "--out",
+            "@sub/../b.json",
+        ],
         &["--out", "--boxes", "same file"],
     );
     assert_eq!(snapshot(f.root()), before);
@@ -64,18 +75,21 @@ fn maxboxacc_curves_stay_out_of_the_input_folders() {
     std::fs::create_dir(f.p("sub")).unwrap();
     let before = snapshot(f.root());
     for (curves, flag) in [
-        (f.p("meta/image_ids.txt"), "--metadata"),
-        (f.p("maps/a.jpg.npy"), "--scoremaps"),
-        (f.p("sub/../maps/new.json"), "--scoremaps"),
+        ("@meta/image_ids.txt", "--metadata"),
+        ("@maps/a.jpg.npy", "--scoremaps"),
+        ("@sub/../maps/new.json", "--scoremaps"),
     ] {
-        fails(
-            bin()
-                .args(["eval", "maxboxacc", "--metadata"])
-                .arg(f.p("meta"))
-                .arg("--scoremaps")
-                .arg(f.p("maps"))
-                .arg("--curves")
-                .arg(&curves),
+        f.refused(
+            &[
+                "eval",
+                "maxboxacc",
+                "--metadata",
+                "@meta",
+                "--scoremaps",
+                "@maps",
+                "--curves",
+                curves,
+            ],
             &["--curves", flag, "inputs"],
         );
     }
@@ -86,28 +100,22 @@ fn maxboxacc_curves_stay_out_of_the_input_folders() {
 fn suite_run_outputs_are_not_the_suite_or_each_other() {
     let f = Fixture::new();
     let before = snapshot(f.root());
+    let run = [
+        "suite",
+        "run",
+        "--no-golden",
+        "@s.toml",
+        "--runs-dir",
+        "@runs",
+    ];
     for flag in ["--out", "--report", "--junit"] {
-        fails(
-            bin()
-                .args(["suite", "run", "--no-golden"])
-                .arg(f.p("s.toml"))
-                .arg("--runs-dir")
-                .arg(f.p("runs"))
-                .arg(flag)
-                .arg(f.p("s.toml")),
+        f.refused(
+            &[&run[..], &[flag, "@s.toml"]].concat(),
             &[flag, "SUITE", "same file"],
         );
     }
-    fails(
-        bin()
-            .args(["suite", "run", "--no-golden"])
-            .arg(f.p("s.toml"))
-            .arg("--runs-dir")
-            .arg(f.p("runs"))
-            .arg("--report")
-            .arg(f.p("r.out"))
-            .arg("--junit")
-            .arg(f.p("r.out")),
+    f.refused(
+        &[&run[..], &["--report", "@r.out", "--junit", "@r.out"]].concat(),
         &["--junit", "--report"],
     );
     assert_eq!(snapshot(f.root()), before, "nothing written, no runs dir");
@@ -117,13 +125,9 @@ fn suite_run_outputs_are_not_the_suite_or_each_other() {
 fn model_import_and_export_out_is_not_the_source() {
     let f = Fixture::new();
     let before = snapshot(f.root());
-    for cmd in [["model", "export-detectron2"], ["model", "import"]] {
-        fails(
-            bin()
-                .args(cmd)
-                .arg(f.p("ck.safetensors"))
-                .arg("--out")
-                .arg(f.p("ck.safetensors")),
+    for cmd in ["export-detectron2", "import"] {
+        f.refused(
+            &["model", cmd, "@ck.safetensors", "--out", "@ck.safetensors"],
             &["--out", "SRC", "same file"],
         );
     }
@@ -134,17 +138,20 @@ fn model_import_and_export_out_is_not_the_source() {
 fn cam_out_inside_its_scoremaps_folder_is_refused_before_anything_is_made() {
     let f = Fixture::new();
     let before = snapshot(f.root());
-    for out in ["maps2", "maps2/cams.safetensors"] {
-        fails(
-            bin()
-                .args(["localize", "cam", "--inputs"])
-                .arg(f.p("ck.safetensors"))
-                .arg("--weights")
-                .arg(f.p("ck.safetensors"))
-                .arg("--out")
-                .arg(f.p(out))
-                .arg("--scoremaps")
-                .arg(f.p("maps2")),
+    for out in ["@maps2", "@maps2/cams.safetensors"] {
+        f.refused(
+            &[
+                "localize",
+                "cam",
+                "--inputs",
+                "@ck.safetensors",
+                "--weights",
+                "@ck.safetensors",
+                "--out",
+                out,
+                "--scoremaps",
+                "@maps2",
+            ],
             &["--out", "--scoremaps"],
         );
     }
