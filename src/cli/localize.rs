@@ -339,6 +339,7 @@ fn run_crf(a: CrfArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             d,
             "--masks-dir",
             &[("--images", &a.images), ("--cams", &a.cams)],
+            &[("--out", &a.out)],
         )?;
     }
     let clean = a.clean.map(|m| {
@@ -503,20 +504,11 @@ fn cam(a: CamArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         &[("--inputs", &a.inputs), ("--weights", &a.weights)],
     )?;
     if let Some(d) = &a.scoremaps {
-        // Checked before the folder is made: --out inside (or as) it would fail only after the CAMs ran.
-        let lexical =
-            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        if lexical(&a.out).starts_with(lexical(d)) {
-            anyhow::bail!(
-                "--out {} lies in the --scoremaps folder {}; give them separate paths",
-                a.out.display(),
-                d.display()
-            );
-        }
         per_image::prepare_dir(
             d,
             "--scoremaps",
             &[("--inputs", &a.inputs), ("--weights", &a.weights)],
+            &[("--out", &a.out)],
         )?;
     }
     if let Some(mode) = a.classifier_cam {

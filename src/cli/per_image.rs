@@ -9,8 +9,24 @@ use contracam::data::formats::safetensors::{Dtype, SafetensorsReader};
 use contracam::util::output::{refuse_inputs_inside, write_atomic};
 
 /// Creates the output folder `dir` (flag `flag`) after refusing one that holds any of `inputs`.
-pub fn prepare_dir(dir: &Path, flag: &str, inputs: &[(&str, &Path)]) -> anyhow::Result<()> {
+pub fn prepare_dir(
+    dir: &Path,
+    flag: &str,
+    inputs: &[(&str, &Path)],
+    outputs: &[(&str, &Path)],
+) -> anyhow::Result<()> {
     refuse_inputs_inside(dir, flag, inputs)?;
+    // Another output inside (or as) the folder would fail only after the work ran.
+    let lexical = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    for (out_flag, out) in outputs {
+        if lexical(out).starts_with(lexical(dir)) {
+            anyhow::bail!(
+                "{out_flag} {} lies in the {flag} folder {}; give them separate paths",
+                out.display(),
+                dir.display()
+            );
+        }
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {flag} {}", dir.display()))
 }
 
