@@ -31,6 +31,38 @@ pub enum SuiteCommand {
     /// tolerance, changed, missing on one side). Exits 1 when a metric changed beyond its tolerance (0
     /// without --tolerance-from) or is missing on one side.
     Compare(CompareArgs),
+    /// List the suite files under a folder: each one's form (smoke or graph), its stages, the datasets it
+    /// needs and whether each is built under --data-dir, and the stage kinds it still misses.
+    Ls(LsArgs),
+}
+
+/// Where built datasets live, for graph suites (`[datasets.*] manifest = ...`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataDirArg {
+    /// Where built datasets live, for graph suites (default $CONTRACAM_DATA, else $XDG_CACHE_HOME/contracam,
+    /// else ~/.cache/contracam).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    fn resolve(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(contracam::data::source::store::default_data_dir)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Folder of suite files (searched recursively for *.toml).
+    #[arg(default_value = "suites")]
+    pub dir: PathBuf,
+    /// Print the listing as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +93,8 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
     #[command(flatten)]
     pub device: DeviceArg,
     #[command(flatten)]
@@ -161,6 +195,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub suite_seed: Option<u64>,
     #[command(flatten)]
+    pub data_dir: DataDirArg,
+    #[command(flatten)]
     pub device: DeviceArg,
     #[command(flatten)]
     pub seed: SeedArg,
@@ -208,7 +244,8 @@ impl SuiteCommand {
             SuiteCommand::Bless(_)
             | SuiteCommand::Validate(_)
             | SuiteCommand::Report(_)
-            | SuiteCommand::Compare(_) => GlobalArgs::default(),
+            | SuiteCommand::Compare(_)
+            | SuiteCommand::Ls(_) => GlobalArgs::default(),
         }
     }
 }
@@ -221,6 +258,7 @@ pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         SuiteCommand::Validate(a) => validate_cmd(a),
         SuiteCommand::Plan(a) => plan_cmd(a, global),
         SuiteCommand::Compare(a) => compare_cmd(a),
+        SuiteCommand::Ls(a) => ls_cmd(a),
     }
 }
 
@@ -237,8 +275,7 @@ fn load_suite(path: &std::path::Path, seed: Option<u64>) -> anyhow::Result<confi
 }
 
 /// `--out`, `--report` and `--junit` may not be the suite file, the golden, or one another.
-fn refuse_outputs_over_inputs(a: &RunArgs, suite: &config::LoadedSuite) -> anyhow::Result<()> {
-    let golden = a.golden.clone().or_else(|| suite.golden_path());
+fn refuse_outputs_over_inputs(a: &RunArgs, golden: Option<PathBuf>) -> anyhow::Result<()> {
     let mut inputs: Vec<(&str, &std::path::Path)> = vec![("SUITE", &a.suite)];
     if let Some(g) = &golden {
         inputs.push(("the golden", g));
@@ -265,9 +302,19 @@ fn refuse_outputs_over_inputs(a: &RunArgs, suite: &config::LoadedSuite) -> anyho
     Ok(())
 }
 
+/// Whether the file at `path` is a graph suite (`[stages]`), read once for the dispatch.
+fn is_graph(path: &std::path::Path) -> anyhow::Result<bool> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(contracam::suite::graph::is_graph_suite(&text))
+}
+
 fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if is_graph(&a.suite)? {
+        return run_graph_cmd(a, global);
+    }
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
-    refuse_outputs_over_inputs(&a, &suite)?;
+    refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden_path()))?;
     let device = global.device.resolve()?;
     let opts = RunOptions {
         runs_dir: a.runs_dir.clone(),
@@ -448,6 +495,9 @@ fn validate_cmd(a: ValidateArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn plan_cmd(a: PlanArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if is_graph(&a.suite)? {
+        return plan_graph_cmd(a, global);
+    }
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
     let opts = RunOptions {
         runs_dir: a.runs_dir,
@@ -509,6 +559,145 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
             "missing kinds (not implemented yet): {}",
             missing.join(", ")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `suite run` of a graph suite: the stages through the graph runner, then the same outputs as the smoke form.
+fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    use contracam::suite::graph_run::{run_graph, GraphOptions};
+    let suite = contracam::suite::graph::validate_file(&a.suite)?;
+    refuse_outputs_over_inputs(&a, a.golden.clone())?;
+    let device = global.device.resolve()?;
+    let opts = RunOptions {
+        runs_dir: a.runs_dir.clone(),
+        device,
+        refresh: a.refresh,
+        refresh_stages: a.refresh_stage.clone(),
+        progress: !global.quiet,
+        golden: a.golden.clone(),
+        skip_golden: a.no_golden,
+        lock: if a.no_wait {
+            LockPolicy::Refuse
+        } else {
+            LockPolicy::Wait
+        },
+        fault: None,
+        claims: false,
+    };
+    let gopts = GraphOptions {
+        data_dir: a.data_dir.resolve(),
+        seed: a.suite_seed.or(global.seed),
+    };
+    eprintln!(
+        "suite {} v{} (graph, {} stages) on {}",
+        suite.name,
+        suite.version,
+        suite.stages.len(),
+        contracam::device::describe(device)
+    );
+    let registry = contracam::suite::registry::Registry::builtin();
+    let results = run_graph(&suite, &registry, &opts, &gopts)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.runs_dir.join(&suite.name).join("results.json"));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_value(&results)?;
+    write_atomic(&out, &serde_json::to_string_pretty(&json)?)?;
+    for (path, format) in [
+        (&a.junit, report::Format::Junit),
+        (&a.report, report::Format::Markdown),
+    ] {
+        if let Some(p) = path {
+            write_text(p, &report::render(&json, &out, format)?)?;
+        }
+    }
+    if results.golden_file.is_some() {
+        println!("{}", report::table(&results.checks));
+    } else {
+        for (k, v) in &results.metrics {
+            println!("{k:<28} {v:.4}");
+        }
+    }
+    if !results.paper_cells.is_empty() {
+        println!("paper cells (information, not pass/fail):");
+        for c in &results.paper_cells {
+            let value = c
+                .value
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "—".into());
+            println!(
+                "  table {} {} / {}: {} = {value} vs paper {} (±{})",
+                c.table, c.row, c.column, c.metric, c.paper, c.tolerance
+            );
+        }
+    }
+    let verdict = if results.golden_file.is_none() {
+        "COMPLETED (no golden checked)"
+    } else if results.not_checked.is_some() {
+        "NOT CHECKED"
+    } else if results.passed {
+        "PASSED"
+    } else {
+        "FAILED"
+    };
+    println!(
+        "suite {}: {verdict} in {:.1} s; results {}",
+        results.suite,
+        results.total_seconds,
+        out.display()
+    );
+    if let Some(why) = &results.not_checked {
+        eprintln!("{why}");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(if results.golden_file.is_none() || results.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn plan_graph_cmd(a: PlanArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    use contracam::suite::graph_run::GraphOptions;
+    let suite = contracam::suite::graph::validate_file(&a.suite)?;
+    let opts = RunOptions {
+        runs_dir: a.runs_dir,
+        device: global.device.resolve()?,
+        refresh: a.refresh,
+        refresh_stages: a.refresh_stage,
+        progress: false,
+        golden: a.golden,
+        skip_golden: a.no_golden,
+        lock: LockPolicy::Refuse,
+        fault: None,
+        claims: false,
+    };
+    let gopts = GraphOptions {
+        data_dir: a.data_dir.resolve(),
+        seed: a.suite_seed.or(global.seed),
+    };
+    let registry = contracam::suite::registry::Registry::builtin();
+    let plan = contracam::suite::plan::plan_graph(&suite, &registry, &opts, &gopts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        print!("{}", plan.text());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls_cmd(a: LsArgs) -> anyhow::Result<ExitCode> {
+    use contracam::suite::graph_run::listing;
+    let data_dir = a.data_dir.resolve();
+    let items = listing::list(&a.dir, &data_dir)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+    } else {
+        print!("{}", listing::text(&items, &data_dir));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dataset;
 pub mod golden;
 pub mod graph;
+pub mod graph_run;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
@@ -34,6 +35,8 @@ pub enum SuiteError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Golden(#[from] GoldenError),
+    #[error(transparent)]
+    Graph(#[from] graph_run::GraphRunError),
     #[error(transparent)]
     Train(#[from] crate::train::TrainError),
     #[error(transparent)]
@@ -186,6 +189,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         not_checked,
         precision: Some(pipeline::PRECISION.name().into()),
         fault: opts.fault.map(|f| f.name().to_string()),
+        paper_cells: Vec::new(),
     })
 }
 

@@ -1,7 +1,7 @@
 //! What a `suite run` would do, without doing it: each stage in order with its fingerprint, whether a
 //! published directory will be reused or the stage runs, how long it took last time, and the seeds the
 //! golden's claims add. Also the stage graph that `--refresh-stage` walks.
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,8 +9,12 @@ use tch::Device;
 
 use super::cache::StageCache;
 use super::config::{LoadedSuite, SuiteConfig};
+use super::dataset::DatasetHandle;
 use super::golden::Golden;
+use super::graph::{GraphSuite, InputRef};
+use super::graph_run::{self, GraphOptions};
 use super::pipeline::{Fault, StageFingerprints, BOXES_OUT, EVAL_OUT, TRAIN_OUT};
+use super::registry::Registry;
 use super::stage::{device_class, Slot};
 use super::{RunOptions, SuiteError};
 
@@ -297,6 +301,243 @@ fn stage_plans(
             }
         })
         .collect()
+}
+
+/// One stage of a graph suite's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphStagePlan {
+    pub stage: String,
+    pub kind: String,
+    /// None when the stage cannot be fingerprinted (see `blocked`).
+    pub fingerprint: Option<String>,
+    /// None when the stage cannot run (see `blocked`).
+    pub action: Option<Action>,
+    /// Why the stage cannot run: its kind is not implemented, a dataset is not built, or it reads from a
+    /// stage that cannot run.
+    pub blocked: Option<String>,
+    pub last_seconds: Option<f64>,
+    pub same_fingerprint: bool,
+}
+
+/// A dataset a graph suite's stages read.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphDatasetPlan {
+    pub id: String,
+    /// None when it resolves; else why not (not built, unreadable index).
+    pub problem: Option<String>,
+}
+
+/// What `suite run` of a graph suite would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphPlan {
+    pub suite: String,
+    pub suite_version: u32,
+    pub device_class: String,
+    /// `<runs-dir>/<suite>`.
+    pub stage_dir: PathBuf,
+    pub stages: Vec<GraphStagePlan>,
+    pub datasets: Vec<GraphDatasetPlan>,
+    /// Kinds not implemented yet, each with the stages that use it: `suite run` refuses while any is left.
+    pub missing_kinds: Vec<(String, Vec<String>)>,
+    pub golden: Option<String>,
+    pub golden_problem: Option<String>,
+}
+
+impl GraphPlan {
+    /// The plan as a person reads it.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "suite {} v{} (graph, device class {}), stages in {}\n",
+            self.suite,
+            self.suite_version,
+            self.device_class,
+            self.stage_dir.display()
+        );
+        let w = self
+            .stages
+            .iter()
+            .map(|s| s.stage.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let k = self
+            .stages
+            .iter()
+            .map(|s| s.kind.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        out.push_str(&format!(
+            "  {:>2}  {:<w$}  {:<k$}  {:<12}  {:<8} {}\n",
+            "#", "stage", "kind", "fingerprint", "status", "last duration"
+        ));
+        for (i, s) in self.stages.iter().enumerate() {
+            let fp = s
+                .fingerprint
+                .as_deref()
+                .map(|f| &f[..12.min(f.len())])
+                .unwrap_or("—");
+            let status = s.action.map(|a| a.label()).unwrap_or("blocked");
+            let last = match (&s.blocked, s.last_seconds, s.same_fingerprint) {
+                (Some(why), _, _) => why.clone(),
+                (None, Some(t), true) => format!("{t:.1} s"),
+                (None, Some(t), false) => format!("{t:.1} s (another fingerprint)"),
+                (None, None, _) => "—".into(),
+            };
+            out.push_str(&format!(
+                "  {:>2}  {:<w$}  {:<k$}  {fp:<12}  {status:<8} {last}\n",
+                i + 1,
+                s.stage,
+                s.kind
+            ));
+        }
+        for d in &self.datasets {
+            if let Some(p) = &d.problem {
+                out.push_str(&format!("dataset {}: {p}\n", d.id));
+            }
+        }
+        if self.missing_kinds.is_empty() {
+            out.push_str("missing kinds: none\n");
+        } else {
+            let m: Vec<String> = self
+                .missing_kinds
+                .iter()
+                .map(|(k, st)| format!("{k} ({})", st.join(", ")))
+                .collect();
+            out.push_str(&format!(
+                "missing kinds (not implemented yet; `suite run` refuses): {}\n",
+                m.join(", ")
+            ));
+        }
+        match (&self.golden, &self.golden_problem) {
+            (_, Some(why)) => out.push_str(&format!("golden: {why}\n")),
+            (Some(g), None) => out.push_str(&format!("golden: {g}\n")),
+            (None, None) => out.push_str("golden: none (pass --golden FILE to check metrics)\n"),
+        }
+        let run: Vec<&GraphStagePlan> = self
+            .stages
+            .iter()
+            .filter(|s| matches!(s.action, Some(Action::Run | Action::Refresh)))
+            .collect();
+        let known: Vec<f64> = run.iter().filter_map(|s| s.last_seconds).collect();
+        let blocked = self.stages.iter().filter(|s| s.blocked.is_some()).count();
+        out.push_str(&format!("{} stage(s) to run", run.len()));
+        if !known.is_empty() {
+            out.push_str(&format!(
+                "; their last known durations sum to {:.1} s",
+                known.iter().sum::<f64>()
+            ));
+        }
+        if blocked > 0 {
+            out.push_str(&format!("; {blocked} blocked"));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// What `graph_run::run_graph(suite, registry, opts, gopts)` would do. Like [`plan`], reads stage markers and
+/// writes nothing; a stage that cannot run is listed with the reason instead of failing the plan.
+pub fn plan_graph(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+) -> Result<GraphPlan, SuiteError> {
+    let root = opts.runs_dir.join(&suite.name);
+    let cache = StageCache::read_only(&root);
+    let refresh = graph_run::refresh_set(suite, opts.refresh, &opts.refresh_stages)?;
+    let mut datasets = Vec::new();
+    let mut dataset_fps = BTreeMap::new();
+    for (id, spec) in &suite.datasets {
+        let used = suite.stages.values().any(|s| {
+            s.inputs
+                .values()
+                .any(|r| *r == InputRef::Dataset(id.clone()))
+        });
+        if !used {
+            continue;
+        }
+        match DatasetHandle::resolve(id, spec.clone(), &gopts.data_dir) {
+            Ok(h) => {
+                dataset_fps.insert(id.clone(), h.fingerprint);
+                datasets.push(GraphDatasetPlan {
+                    id: id.clone(),
+                    problem: None,
+                });
+            }
+            Err(e) => datasets.push(GraphDatasetPlan {
+                id: id.clone(),
+                problem: Some(e.to_string()),
+            }),
+        }
+    }
+    let fps = graph_run::fingerprints(suite, registry, &dataset_fps, gopts.seed, opts.device);
+    let mut stages: Vec<GraphStagePlan> = Vec::new();
+    for name in &suite.order {
+        let st = &suite.stages[name];
+        let kind = graph_run::stage_kind(registry, st).filter(|_| st.implemented);
+        let blocked = if kind.is_none() {
+            Some(format!("kind '{}' is not implemented yet", st.kind))
+        } else {
+            st.inputs.values().find_map(|r| match r {
+                InputRef::Dataset(d) if !dataset_fps.contains_key(d) => {
+                    Some(format!("dataset '{d}' is not available"))
+                }
+                InputRef::Stage { stage, .. } if fps[stage].is_none() => {
+                    Some(format!("reads from '{stage}', which cannot run"))
+                }
+                _ => None,
+            })
+        };
+        let (action, last, same) = match (&fps[name], kind, &blocked) {
+            (Some(fp), Some(k), None) => {
+                let published = cache
+                    .lookup(name, fp)
+                    .filter(|p| StageCache::verify(p, k.outputs()).is_ok());
+                match published {
+                    Some(p) if refresh.contains(name) => {
+                        (Some(Action::Refresh), Some(p.marker.seconds), true)
+                    }
+                    Some(p) => (Some(Action::Cached), Some(p.marker.seconds), true),
+                    None => (
+                        Some(Action::Run),
+                        cache.latest_marker(name).map(|m| m.seconds),
+                        false,
+                    ),
+                }
+            }
+            _ => (None, None, false),
+        };
+        stages.push(GraphStagePlan {
+            stage: name.clone(),
+            kind: st.kind.clone(),
+            fingerprint: fps[name].clone(),
+            action,
+            blocked,
+            last_seconds: last,
+            same_fingerprint: same,
+        });
+    }
+    let golden_path = opts.golden.clone().filter(|_| !opts.skip_golden);
+    let golden_problem = golden_path.as_ref().and_then(|p| {
+        graph_run::read_golden(suite, registry, p)
+            .err()
+            .map(|e| format!("{e} (`suite run` stops here)"))
+    });
+    Ok(GraphPlan {
+        suite: suite.name.clone(),
+        suite_version: suite.version,
+        device_class: device_class(opts.device).into(),
+        stage_dir: root,
+        stages,
+        datasets,
+        missing_kinds: graph_run::missing_kinds(suite, registry)
+            .into_iter()
+            .collect(),
+        golden: golden_path.map(|p| display(&p)),
+        golden_problem,
+    })
 }
 
 #[cfg(test)]

@@ -50,6 +50,27 @@ pub struct Results {
     /// The golden's claims, checked over their seeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<ClaimCheck>,
+    /// Paper cells a graph suite binds, beside the measured values (information, not pass/fail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paper_cells: Vec<PaperCellCheck>,
+}
+
+/// A paper cell bound by a graph suite's `[[bind]]`, with what the run measured. Information only: it does
+/// not enter `passed` (the paper tolerances are provisional and a reduced profile is not meant to meet them).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PaperCellCheck {
+    pub table: u32,
+    pub row: String,
+    pub column: String,
+    /// `<stage>.<metric>`.
+    pub metric: String,
+    /// None when the run did not emit the metric.
+    pub value: Option<f64>,
+    pub paper: f64,
+    pub std: Option<f64>,
+    pub tolerance: f64,
+    /// Whether |value − paper| ≤ tolerance.
+    pub within: Option<bool>,
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -173,6 +194,8 @@ pub struct ReportView {
     pub not_checked: Option<String>,
     #[serde(default)]
     pub claims: Vec<ClaimCheck>,
+    #[serde(default)]
+    pub paper_cells: Vec<PaperCellCheck>,
 }
 
 /// Report formats of `suite report` and `suite run --report/--junit`.
@@ -244,6 +267,39 @@ fn num(v: Option<f64>) -> String {
     }
 }
 
+/// The paper cells section: information, not pass/fail.
+fn paper_cells_markdown(cells: &[PaperCellCheck]) -> String {
+    let mut s = String::from(
+        "\n## Paper cells (information, not pass/fail)\n\nThe cells the suite's `[[bind]]` entries name, beside \
+         this run's value. They do not decide the verdict: the paper's tolerances are provisional and a reduced \
+         profile is not meant to reach the paper's numbers.\n\n",
+    );
+    s.push_str("| table | row | column | metric | value | paper | tolerance | Δ | within |\n");
+    s.push_str("|---:|---|---|---|---:|---:|---:|---:|---|\n");
+    for c in cells {
+        s.push_str(&format!(
+            "| {} | {} | {} | `{}` | {} | {}{} | ±{} | {} | {} |\n",
+            c.table,
+            c.row,
+            c.column,
+            c.metric,
+            num(c.value),
+            c.paper,
+            c.std.map(|d| format!(" ± {d}")).unwrap_or_default(),
+            c.tolerance,
+            c.value
+                .map(|v| format!("{:+.6}", v - c.paper))
+                .unwrap_or_else(|| "—".into()),
+            match c.within {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "missing",
+            }
+        ));
+    }
+    s
+}
+
 /// The Markdown report: a verdict per metric and the environment, for a person.
 pub fn markdown(r: &ReportView) -> String {
     let mut s = format!(
@@ -309,6 +365,9 @@ pub fn markdown(r: &ReportView) -> String {
                 c.paper
             ));
         }
+    }
+    if !r.paper_cells.is_empty() {
+        s.push_str(&paper_cells_markdown(&r.paper_cells));
     }
     s.push_str("\n## Environment\n\n| | |\n|---|---|\n");
     let rows = [

@@ -1,0 +1,600 @@
+//! Runs a validated graph suite: resolves its datasets, fingerprints every stage before any work (so a plan
+//! predicts the same fingerprints), and runs the stages in graph order through the stage cache: a stage
+//! whose fingerprint is published with intact outputs is reused, any other is built in a temporary directory
+//! and published atomically. A stage's inputs are the datasets it names and the published output paths of
+//! the stages it reads from; its metrics are collected as `<stage>.<metric>`.
+//!
+//! The fingerprint of a stage is [`cache::fingerprint`] of its kind and kind version, its canonical resolved
+//! parameters, its inputs' fingerprints by slot (a dataset's own, or [`cache::artefact_fingerprint`] of the
+//! producing stage and slot), the seed, the device class and the precision policy (the code version is
+//! added by the cache).
+//!
+//! One seed per run: `--seed`/`--suite-seed` when given, else each stage's first seed (a stage's `seeds`,
+//! else the suite's, else 0). Golden claims over seeds are not checked for graph suites yet.
+pub mod listing;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tch::Device;
+
+use super::cache::{self, CacheError, FingerprintInput, Published, StageCache};
+use super::dataset::DatasetHandle;
+use super::golden::paper::{PaperGoldenError, PaperGoldens};
+use super::golden::{self, Golden, GoldenError, Verdict};
+use super::graph::{GraphStage, GraphSuite, InputRef};
+use super::registry::Registry;
+use super::report::{PaperCellCheck, Results, StageTiming};
+use super::stage::{device_class, Artefact, DynStage, Input, Precision, StageContext, StageError};
+use super::RunOptions;
+use crate::util::progress::Mode;
+
+/// The precision policy graph stages compute with (part of every fingerprint, recorded in the results).
+pub const PRECISION: Precision = Precision::Fp32;
+
+/// What a graph run needs besides [`RunOptions`].
+#[derive(Debug, Clone)]
+pub struct GraphOptions {
+    /// Where built datasets live (`<data-dir>/<name>/index/<split>.jsonl`).
+    pub data_dir: PathBuf,
+    /// Run every stage at this seed instead of its own first seed.
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphRunError {
+    #[error("{path}: cannot run: stage kinds not implemented yet: {}; nothing was run", missing_list(.missing))]
+    MissingKinds {
+        path: PathBuf,
+        /// Kind → the stages that use it.
+        missing: BTreeMap<String, Vec<String>>,
+    },
+    #[error("{path}: datasets.{dataset}: {msg}")]
+    Dataset {
+        path: PathBuf,
+        dataset: String,
+        msg: String,
+    },
+    #[error("{path}: stage '{stage}' (kind '{kind}') failed, nothing was published: {msg}")]
+    Stage {
+        path: PathBuf,
+        stage: String,
+        kind: String,
+        msg: String,
+    },
+    #[error("{path}: stage '{stage}' (kind '{kind}'): published result lacks declared metric '{metric}'")]
+    MissingMetric {
+        path: PathBuf,
+        stage: String,
+        kind: String,
+        metric: String,
+    },
+    #[error("--refresh-stage {name}: {path} has no stage of that name; its stages are {stages}")]
+    UnknownStage {
+        path: PathBuf,
+        name: String,
+        stages: String,
+    },
+    #[error(
+        "{path}: key 'metrics.\"{metric}\"': not a metric of suite '{suite}'; it emits {known}"
+    )]
+    GoldenMetric {
+        path: PathBuf,
+        metric: String,
+        suite: String,
+        known: String,
+    },
+    #[error("{path}: no golden/paper directory above it or in the working directory (the paper cells its [[bind]] entries name)")]
+    NoPaperGoldens { path: PathBuf },
+    #[error(transparent)]
+    Paper(#[from] PaperGoldenError),
+    #[error(transparent)]
+    Golden(#[from] GoldenError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+fn missing_list(m: &BTreeMap<String, Vec<String>>) -> String {
+    m.iter()
+        .map(|(k, st)| format!("'{k}' (stages {})", st.join(", ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The implementation of a stage's kind in `registry`, if it has one.
+pub fn stage_kind<'r>(registry: &'r Registry, st: &GraphStage) -> Option<&'r dyn DynStage> {
+    registry.get(&st.kind).and_then(|k| k.implemented())
+}
+
+/// Kind → stages, for every stage whose kind `registry` does not implement.
+pub fn missing_kinds(suite: &GraphSuite, registry: &Registry) -> BTreeMap<String, Vec<String>> {
+    let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in &suite.order {
+        let st = &suite.stages[name];
+        // A kind validated as planned kept its params as written: it cannot run even if implemented now.
+        if !st.implemented || stage_kind(registry, st).is_none() {
+            m.entry(st.kind.clone()).or_default().push(name.clone());
+        }
+    }
+    m
+}
+
+/// The seed a stage runs at.
+pub fn stage_seed(st: &GraphStage, seed: Option<u64>) -> u64 {
+    seed.or_else(|| st.seeds.first().copied()).unwrap_or(0)
+}
+
+/// Every metric id the suite emits, `<stage>.<metric>`, in stage order (planned kinds' declared metrics too).
+pub fn metric_ids(suite: &GraphSuite, registry: &Registry) -> Vec<String> {
+    suite
+        .order
+        .iter()
+        .flat_map(|name| {
+            let metrics = registry
+                .get(&suite.stages[name].kind)
+                .map(|k| k.metrics())
+                .unwrap_or(&[]);
+            metrics.iter().map(move |m| format!("{name}.{}", m.name))
+        })
+        .collect()
+}
+
+/// Fingerprints of every stage, computed before anything runs. `datasets` holds the fingerprints of the
+/// datasets that resolved; a stage whose kind is not implemented, whose dataset is missing, or that reads
+/// from such a stage has none.
+pub fn fingerprints(
+    suite: &GraphSuite,
+    registry: &Registry,
+    datasets: &BTreeMap<String, String>,
+    seed: Option<u64>,
+    device: Device,
+) -> BTreeMap<String, Option<String>> {
+    let mut fps: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for name in &suite.order {
+        let st = &suite.stages[name];
+        let fp = (|| {
+            let kind = stage_kind(registry, st).filter(|_| st.implemented)?;
+            let mut inputs: BTreeMap<&str, String> = BTreeMap::new();
+            for (slot, r) in &st.inputs {
+                let fp = match r {
+                    InputRef::Dataset(d) => datasets.get(d)?.clone(),
+                    InputRef::Stage { stage, output } => {
+                        cache::artefact_fingerprint(fps.get(stage)?.as_deref()?, output)
+                    }
+                };
+                inputs.insert(slot, fp);
+            }
+            Some(cache::fingerprint(&FingerprintInput {
+                kind: &st.kind,
+                kind_version: kind.version(),
+                params: &st.params,
+                inputs: inputs.iter().map(|(k, v)| (*k, v.as_str())).collect(),
+                seed: stage_seed(st, seed),
+                device_class: device_class(device),
+                precision: PRECISION,
+            }))
+        })();
+        fps.insert(name.clone(), fp);
+    }
+    fps
+}
+
+/// The stages to recompute: all when `all`, else the named ones and every stage that reads from them,
+/// directly or not. An unknown name is an error listing the suite's stages.
+pub fn refresh_set(
+    suite: &GraphSuite,
+    all: bool,
+    named: &[String],
+) -> Result<BTreeSet<String>, GraphRunError> {
+    if all {
+        return Ok(suite.order.iter().cloned().collect());
+    }
+    for n in named {
+        if !suite.stages.contains_key(n) {
+            return Err(GraphRunError::UnknownStage {
+                path: suite.path.clone(),
+                name: n.clone(),
+                stages: suite.order.join(", "),
+            });
+        }
+    }
+    let mut set = BTreeSet::new();
+    // In graph order, so a stage's producers are decided before it.
+    for name in &suite.order {
+        let reads_refreshed = suite.stages[name].inputs.values().any(|r| match r {
+            InputRef::Stage { stage, .. } => set.contains(stage),
+            InputRef::Dataset(_) => false,
+        });
+        if reads_refreshed || named.contains(name) {
+            set.insert(name.clone());
+        }
+    }
+    Ok(set)
+}
+
+/// Resolves the datasets the stages read (declared but unused ones are not needed). A split that is not
+/// built is an error naming the dataset and the `data build` command.
+pub fn resolve_datasets(
+    suite: &GraphSuite,
+    data_dir: &Path,
+) -> Result<BTreeMap<String, Arc<DatasetHandle>>, GraphRunError> {
+    let used: BTreeSet<&str> = suite
+        .stages
+        .values()
+        .flat_map(|s| s.inputs.values())
+        .filter_map(|r| match r {
+            InputRef::Dataset(d) => Some(d.as_str()),
+            InputRef::Stage { .. } => None,
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for id in used {
+        let spec = suite.datasets[id].clone();
+        let h = DatasetHandle::resolve(id, spec, data_dir).map_err(|e| GraphRunError::Dataset {
+            path: suite.path.clone(),
+            dataset: id.into(),
+            msg: e.to_string(),
+        })?;
+        out.insert(id.to_string(), Arc::new(h));
+    }
+    Ok(out)
+}
+
+/// Reads the golden a graph run checks (`--golden FILE`, the usual golden format with metric ids
+/// `<stage>.<metric>`): it must be for this suite and version and name only metrics the suite emits.
+pub fn read_golden(
+    suite: &GraphSuite,
+    registry: &Registry,
+    path: &Path,
+) -> Result<Golden, GraphRunError> {
+    let g = Golden::read(path)?;
+    g.check_suite(path, &suite.name, suite.version)?;
+    let known = metric_ids(suite, registry);
+    for name in g.metrics.keys() {
+        if !known.contains(name) {
+            return Err(GraphRunError::GoldenMetric {
+                path: path.into(),
+                metric: name.clone(),
+                suite: suite.name.clone(),
+                known: known.join(", "),
+            });
+        }
+    }
+    Ok(g)
+}
+
+/// The paper goldens of the repository holding the suite (else of the working directory).
+pub fn paper_goldens(suite: &GraphSuite) -> Result<PaperGoldens, GraphRunError> {
+    let dir = golden::paper::find_dir(&suite.path)
+        .or_else(|| golden::paper::find_dir(Path::new(".")))
+        .ok_or_else(|| GraphRunError::NoPaperGoldens {
+            path: suite.path.clone(),
+        })?;
+    Ok(PaperGoldens::load_dir(&dir)?)
+}
+
+/// Each `[[bind]]` cell beside what this run measured. Information only: the paper's tolerances are
+/// provisional (no seed spread is printed for most cells) and reduced profiles are not expected to meet them.
+pub fn paper_cells(
+    suite: &GraphSuite,
+    paper: &PaperGoldens,
+    metrics: &BTreeMap<String, f64>,
+) -> Vec<PaperCellCheck> {
+    suite
+        .binds
+        .iter()
+        .filter_map(|b| {
+            let cell = paper.cell(b.table, &b.row, &b.column)?;
+            let metric = format!("{}.{}", b.stage, b.metric);
+            let value = metrics.get(&metric).copied();
+            Some(PaperCellCheck {
+                table: b.table,
+                row: b.row.clone(),
+                column: b.column.clone(),
+                metric,
+                value,
+                paper: cell.value,
+                std: cell.std,
+                tolerance: cell.tolerance,
+                within: value.map(|v| cell.admits(v)),
+            })
+        })
+        .collect()
+}
+
+/// Runs `suite` with the stage kinds of `registry`. Everything that can be refused is refused before any
+/// stage runs: kinds not implemented, an unknown `--refresh-stage`, a golden that does not fit, a dataset
+/// that is not built, a runs dir held by another run (per `opts.lock`).
+pub fn run_graph(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+) -> Result<Results, GraphRunError> {
+    let started_at = super::now_utc();
+    let start = Instant::now();
+    let missing = missing_kinds(suite, registry);
+    if !missing.is_empty() {
+        return Err(GraphRunError::MissingKinds {
+            path: suite.path.clone(),
+            missing,
+        });
+    }
+    let refresh = refresh_set(suite, opts.refresh, &opts.refresh_stages)?;
+    let golden_path = opts.golden.clone().filter(|_| !opts.skip_golden);
+    let golden = match &golden_path {
+        Some(p) => Some(read_golden(suite, registry, p)?),
+        None => None,
+    };
+    let paper = if suite.binds.is_empty() {
+        None
+    } else {
+        Some(paper_goldens(suite)?)
+    };
+    let datasets = resolve_datasets(suite, &gopts.data_dir)?;
+    let dataset_fps = datasets
+        .iter()
+        .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
+        .collect();
+    let fps = fingerprints(suite, registry, &dataset_fps, gopts.seed, opts.device);
+    let run_seed = suite
+        .order
+        .first()
+        .map(|n| stage_seed(&suite.stages[n], gopts.seed))
+        .unwrap_or(0);
+    let not_checked = match (&golden, &golden_path) {
+        (Some(g), Some(p)) => golden::seed_mismatch(g, p, run_seed),
+        _ => None,
+    };
+    if let Some(why) = &not_checked {
+        eprintln!("NOTE: {why}");
+    }
+    if golden.as_ref().is_some_and(|g| !g.claims.is_empty()) {
+        eprintln!(
+            "NOTE: the golden's claims are not checked for graph suites yet (one seed per run)"
+        );
+    }
+    let cache = StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?;
+    let mode = if opts.progress {
+        Mode::detect(false)
+    } else {
+        Mode::Hidden
+    };
+    let runner = Runner {
+        suite,
+        registry,
+        cache: &cache,
+        datasets: &datasets,
+        fps: &fps,
+        device: opts.device,
+        data_dir: &gopts.data_dir,
+        seed: gopts.seed,
+        mode,
+    };
+    let mut published: BTreeMap<String, Published> = BTreeMap::new();
+    let mut timings = Vec::new();
+    let mut metrics = BTreeMap::new();
+    for (i, name) in suite.order.iter().enumerate() {
+        let (p, timing) = runner.stage(i + 1, name, refresh.contains(name), &published)?;
+        let kind = stage_kind(registry, &suite.stages[name]).map(|k| k.metrics());
+        for m in kind.unwrap_or(&[]) {
+            if let Some(v) = p.result.metrics.get(m.name) {
+                metrics.insert(format!("{name}.{}", m.name), *v);
+            }
+        }
+        timings.push(timing);
+        published.insert(name.clone(), p);
+    }
+    let checks = match &golden {
+        Some(_) if not_checked.is_some() => golden::not_checked(&metrics),
+        Some(g) => golden::compare(&metrics, g),
+        None => Vec::new(),
+    };
+    let passed = golden.is_some()
+        && not_checked.is_none()
+        && checks.iter().all(|c| c.verdict == Verdict::Pass);
+    let paper_cells = paper
+        .map(|p| paper_cells(suite, &p, &metrics))
+        .unwrap_or_default();
+    let config = std::fs::read_to_string(&suite.path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .unwrap_or_default();
+    let env = crate::util::env_report();
+    Ok(Results {
+        suite: suite.name.clone(),
+        suite_version: suite.version,
+        suite_file: suite.path.display().to_string(),
+        seed: run_seed,
+        git_hash: env.git_hash.clone(),
+        git_dirty: super::report::git_dirty(),
+        env,
+        device: crate::device::describe(opts.device),
+        started_at,
+        total_seconds: start.elapsed().as_secs_f64(),
+        config,
+        stages: timings,
+        metrics,
+        seed_metrics: BTreeMap::new(),
+        claims: Vec::new(),
+        golden_file: golden_path.map(|p| p.display().to_string()),
+        checks,
+        passed,
+        not_checked,
+        precision: Some(PRECISION.name().into()),
+        fault: None,
+        paper_cells,
+    })
+}
+
+/// What every stage of one run shares.
+struct Runner<'a> {
+    suite: &'a GraphSuite,
+    registry: &'a Registry,
+    cache: &'a StageCache,
+    datasets: &'a BTreeMap<String, Arc<DatasetHandle>>,
+    fps: &'a BTreeMap<String, Option<String>>,
+    device: Device,
+    data_dir: &'a Path,
+    seed: Option<u64>,
+    mode: Mode,
+}
+
+impl Runner<'_> {
+    fn stage_error(&self, name: &str, kind: &str, msg: String) -> GraphRunError {
+        GraphRunError::Stage {
+            path: self.suite.path.clone(),
+            stage: name.into(),
+            kind: kind.into(),
+            msg,
+        }
+    }
+
+    /// Reuses or builds stage number `n`; prints `[stage N] name (fp)` as it starts and `[stage N] name:
+    /// cached|done in S s` once it is published (the lines `tests/suite_kill.rs`-style tests wait for).
+    fn stage(
+        &self,
+        n: usize,
+        name: &str,
+        refresh: bool,
+        published: &BTreeMap<String, Published>,
+    ) -> Result<(Published, StageTiming), GraphRunError> {
+        let st = &self.suite.stages[name];
+        let err = |msg: String| self.stage_error(name, &st.kind, msg);
+        let kind =
+            stage_kind(self.registry, st).ok_or_else(|| err("kind not implemented".into()))?;
+        let fp = self.fps[name]
+            .clone()
+            .ok_or_else(|| err("no fingerprint (an input did not resolve)".into()))?;
+        let start = Instant::now();
+        eprintln!("[stage {n}] {name} ({})", &fp[..12]);
+        let inputs = self.inputs(st, published)?;
+        let cached = if refresh {
+            None
+        } else {
+            self.cache.lookup_verified(name, &fp, kind.outputs())
+        };
+        let was_cached = cached.is_some();
+        let out = match cached {
+            Some(p) => {
+                // A published result lacking a declared metric cannot come from this kind version.
+                if let Some(m) = kind
+                    .metrics()
+                    .iter()
+                    .find(|m| !p.result.metrics.contains_key(m.name))
+                {
+                    return Err(GraphRunError::MissingMetric {
+                        path: self.suite.path.clone(),
+                        stage: name.into(),
+                        kind: st.kind.clone(),
+                        metric: m.name.into(),
+                    });
+                }
+                p
+            }
+            None => self.build(name, st, kind, &fp, &inputs)?,
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        eprintln!(
+            "[stage {n}] {name}: {} in {seconds:.1} s",
+            if was_cached { "cached" } else { "done" }
+        );
+        Ok((
+            out,
+            StageTiming {
+                stage: name.into(),
+                fingerprint: fp,
+                cached: was_cached,
+                seconds,
+            },
+        ))
+    }
+
+    /// Binds each input slot: a dataset handle, or the producing stage's published output.
+    fn inputs(
+        &self,
+        st: &GraphStage,
+        published: &BTreeMap<String, Published>,
+    ) -> Result<BTreeMap<String, Input>, GraphRunError> {
+        let mut inputs = BTreeMap::new();
+        for (slot, r) in &st.inputs {
+            let input = match r {
+                InputRef::Dataset(d) => Input::Dataset(self.datasets[d].clone()),
+                InputRef::Stage { stage, output } => {
+                    let producer = &self.suite.stages[stage];
+                    let p = &published[stage];
+                    let out_slot = stage_kind(self.registry, producer)
+                        .and_then(|k| k.outputs().iter().find(|o| o.name == output))
+                        .ok_or_else(|| {
+                            self.stage_error(
+                                stage,
+                                &producer.kind,
+                                format!("has no output '{output}'"),
+                            )
+                        })?;
+                    let producer_fp = self.fps[stage].as_deref().unwrap_or_default();
+                    Input::Artefact(Artefact {
+                        kind: out_slot.kind,
+                        path: p.dir.join(out_slot.file),
+                        fingerprint: cache::artefact_fingerprint(producer_fp, output),
+                        producer: format!("{stage}.{output}"),
+                    })
+                }
+            };
+            inputs.insert(slot.clone(), input);
+        }
+        Ok(inputs)
+    }
+
+    /// Runs the kind into a temporary directory and publishes it; a declared metric it did not emit fails
+    /// the stage before anything is published (one it did not declare is refused by the cache).
+    fn build(
+        &self,
+        name: &str,
+        st: &GraphStage,
+        kind: &dyn DynStage,
+        fp: &str,
+        inputs: &BTreeMap<String, Input>,
+    ) -> Result<Published, GraphRunError> {
+        let metric_names: Vec<&str> = kind.metrics().iter().map(|m| m.name).collect();
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+        let seed = stage_seed(st, self.seed);
+        let built = self
+            .cache
+            .build(name, &st.kind, fp, kind.outputs(), &metric_names, |dir| {
+                let mut ctx = StageContext {
+                    stage: name,
+                    out_dir: dir,
+                    outputs: kind.outputs(),
+                    inputs,
+                    seed,
+                    device: self.device,
+                    precision: PRECISION,
+                    data_dir: self.data_dir,
+                    threads,
+                    progress: self.mode,
+                };
+                let result = kind.run(&st.params, &mut ctx)?;
+                if let Some(m) = metric_names
+                    .iter()
+                    .find(|m| !result.metrics.contains_key(**m))
+                {
+                    return Err(StageError::Failed(format!(
+                        "declared metric '{m}' was not emitted"
+                    )));
+                }
+                Ok(result)
+            });
+        built.map_err(|e| match e {
+            CacheError::Stage { source, .. } => {
+                self.stage_error(name, &st.kind, source.to_string())
+            }
+            CacheError::InvalidOutput { msg, .. } => {
+                self.stage_error(name, &st.kind, format!("invalid output: {msg}"))
+            }
+            other => GraphRunError::Cache(other),
+        })
+    }
+}
