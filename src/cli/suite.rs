@@ -13,7 +13,10 @@ use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 #[derive(Debug, Subcommand)]
 pub enum SuiteCommand {
     /// Run a suite (reusing finished stages), compare every metric with its golden, print the table and
-    /// write results JSON. Exits 1 when a metric is outside its tolerance or has no golden.
+    /// write results JSON. Exits 1 when a metric is outside its tolerance or has no golden. A graph suite
+    /// (with [stages]) runs its stage graph: metrics are <stage>.<metric>, checked only against --golden;
+    /// the paper cells its [[bind]] entries name are reported beside the values, not judged; a suite naming
+    /// kinds not implemented yet is refused before any work.
     Run(RunArgs),
     /// Write a golden from a results JSON: an explicit act that records who, when and from what. Existing
     /// tolerances, reasons and the note are kept; new metrics need --default-tolerance; the golden must be
@@ -26,6 +29,8 @@ pub enum SuiteCommand {
     Report(ReportArgs),
     /// Show what `suite run` would do, without doing it: each stage in order with its fingerprint, whether
     /// it is cached or runs, and its last duration; then the seeds the golden's claims add. Takes no lock.
+    /// For a graph suite, stages that cannot run yet are listed as blocked, with why (kind not implemented,
+    /// dataset not built).
     Plan(PlanArgs),
     /// Compare two results JSONs metric by metric: both values, Δ = new − base, and a verdict (same, within
     /// tolerance, changed, missing on one side). Exits 1 when a metric changed beyond its tolerance (0
