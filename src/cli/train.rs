@@ -12,11 +12,7 @@ use contracam::localize::dataset::open_split;
 use contracam::model::ContrastiveModel;
 use contracam::suite::config::{self, SuiteConfig};
 use contracam::train::augment::object_aware_crop::validate_regions;
-use contracam::train::source::index::check_files;
-use contracam::train::{
-    train, ExecutionStrategy, IndexBatchSource, IndexSourceOptions, SingleDevice, TrainData,
-    TrainReport, Trainer,
-};
+use contracam::train::{train, train_on_index, IndexSourceOptions, TrainData, TrainReport};
 use contracam::util::memory::ensure_fits_with_hint;
 use contracam::util::output::{refuse_input_overwrite, refuse_output_in_input_dirs};
 use contracam::util::progress::{Progress, Unit};
@@ -236,11 +232,7 @@ fn train_on_dataset(
             MaskInput::Folder(dir)
         }
     };
-    if !a.skip_bad {
-        check_files(source.as_ref(), &masks)?;
-    }
     let device = global.device.resolve()?;
-    let strategy = SingleDevice::new(device);
     let opts = IndexSourceOptions {
         boxes,
         masks: masks.clone(),
@@ -249,17 +241,8 @@ fn train_on_dataset(
         skip_bad: a.skip_bad,
         device,
     };
-    let mut batches = IndexBatchSource::new(
-        source.clone(),
-        cfg.train.batch_size,
-        &cfg.train.augment,
-        seed,
-        strategy.shard(),
-        opts,
-    )?;
-    let mut trainer = Trainer::new(&cfg.model, &cfg.train, seed, strategy)?;
-    let report = trainer.fit(&mut batches, bar)?;
-    let skipped = batches.skipped();
+    let (model, report, skipped) =
+        train_on_index(&cfg.model, &cfg.train, source.clone(), opts, seed, bar)?;
     if !skipped.is_empty() {
         eprintln!(
             "skipped {} unreadable sample(s) (listed in the checkpoint's contracam.train_data)",
@@ -273,5 +256,5 @@ fn train_on_dataset(
         "masks": match &masks { MaskInput::Folder(d) => Some(d.clone()), _ => None },
         "skipped": skipped,
     });
-    Ok((trainer.into_model(), report, Some(meta)))
+    Ok((model, report, Some(meta)))
 }

@@ -4,11 +4,17 @@ use super::registry::{PlannedKind, Registry};
 use super::stage::{ArtefactKind as A, Direction, MetricSpec, Slot, Unit};
 
 pub mod center_box;
+pub mod linear_eval;
+pub mod pretrain;
 
 /// Registers every implemented kind.
 pub fn register_builtin(r: &mut Registry) {
     // A failure here is a programming error in a declaration, caught by the registry's unit tests.
-    let results = [r.register::<center_box::CenterBox>()];
+    let results = [
+        r.register::<center_box::CenterBox>(),
+        r.register::<pretrain::Pretrain>(),
+        r.register::<linear_eval::LinearEval>(),
+    ];
     for res in results {
         if let Err(e) = res {
             tracing::error!("{e}");
@@ -35,26 +41,6 @@ pub fn planned() -> Vec<PlannedKind> {
 }
 
 const PLANNED: &[PlannedKind] = &[
-        PlannedKind {
-            kind: "pretrain",
-            issue: 10,
-            about: "self-supervised training (MoCo v2 / BYOL), optionally with OA-Crop boxes or BG-Mixup masks",
-            inputs: &[
-                Slot::required("data", A::Dataset),
-                Slot::optional("boxes", A::BoxFile),
-                Slot::optional("masks", A::SoftMasks),
-            ],
-            outputs: &[
-                Slot::file("model", A::ModelCheckpoint, "model.safetensors"),
-                Slot::file("report", A::Json, "train_report.json"),
-            ],
-            metrics: &[MetricSpec {
-                name: "final_loss",
-                unit: Unit::Loss,
-                direction: DOWN,
-                about: "mean training loss of the last epoch",
-            }],
-        },
         PlannedKind {
             kind: "train-classifier",
             issue: 10,
@@ -150,22 +136,6 @@ const PLANNED: &[PlannedKind] = &[
             ],
             outputs: &[],
             metrics: &[pct("maxboxacc", UP, "MaxBoxAccV2, mean over IoU thresholds 0.3/0.5/0.7")],
-        },
-        PlannedKind {
-            kind: "linear-eval",
-            issue: 11,
-            about: "linear classifier (L-BFGS, weight-decay sweep, val selection) on frozen features",
-            inputs: &[
-                Slot::required("model", A::ModelCheckpoint),
-                Slot::required("train", A::Dataset),
-                Slot::optional("val", A::Dataset),
-                Slot::required("test", A::Dataset),
-            ],
-            outputs: &[Slot::file("report", A::Json, "linear_eval.json")],
-            metrics: &[
-                pct("accuracy", UP, "top-1 test accuracy"),
-                pct("val_accuracy", UP, "top-1 accuracy on the validation split used for selection"),
-            ],
         },
         PlannedKind {
             kind: "eval-bg-challenge",

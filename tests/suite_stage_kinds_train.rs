@@ -1,0 +1,727 @@
+//! The `pretrain` and `linear-eval` stage kinds, run through a `StageContext` built here:
+//! - on the tiny smoke suite, they reproduce the hard-coded pipeline's `vanilla` / `oa_crop` training (same
+//!   checkpoint bytes, same `final_loss` and `view_foreground`) and its linear probe (accuracy × 100);
+//! - the same seed gives the same checkpoint bytes; boxes change the views;
+//! - on a tiny built index split, training is deterministic, an official box file changes the weights, and
+//!   linear evaluation equals the direct library computation (loader + encoder + L-BFGS sweep);
+//! - bad parameters are refused naming the key; a bound `masks` input is refused saying BG-Mixup is not in
+//!   the training loop yet.
+mod suite_common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use contracam::data::formats::box_file::format_box_line;
+use contracam::data::index::{Sample, SplitIndex};
+use contracam::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, Plan, Source};
+use contracam::data::synth::SynthConfig;
+use contracam::eval::encode::encode;
+use contracam::eval::linear::{linear_eval, LinearEvalConfig};
+use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
+use contracam::suite::cache::StageCache;
+use contracam::suite::dataset::{
+    DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm,
+};
+use contracam::suite::registry::Registry;
+use contracam::suite::stage::{
+    Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult, Unit,
+};
+use contracam::suite::{config, run_suite, RunOptions};
+use contracam::util::progress::Mode;
+use image::RgbImage;
+use suite_common::{run_options, tiny_suite};
+use tch::{Device, Tensor};
+
+/// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
+fn run_kind(
+    kind: &str,
+    params: &str,
+    inputs: &BTreeMap<String, Input>,
+    seed: u64,
+    out: &Path,
+) -> Result<StageResult, StageError> {
+    let r = Registry::builtin();
+    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+    let resolved = k.parse(toml::from_str(params).unwrap()).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let mut ctx = StageContext {
+        stage: kind,
+        out_dir: out,
+        outputs: k.outputs(),
+        inputs,
+        seed,
+        device: Device::Cpu,
+        precision: Precision::Fp32,
+        data_dir: Path::new("/nonexistent"),
+        threads: 1,
+        progress: Mode::Hidden,
+    };
+    k.run(&resolved, &mut ctx)
+}
+
+/// The parse error (key, message) of `params` for `kind`.
+fn refused(kind: &str, params: &str) -> (String, String) {
+    let r = Registry::builtin();
+    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+    let e = k.parse(toml::from_str(params).unwrap()).unwrap_err();
+    (e.key, e.msg)
+}
+
+fn synth(name: &str, form: SynthForm, split: &str, count: usize, cfg: &SynthConfig) -> Input {
+    let spec = DatasetSpec::Synth(SynthDataset {
+        form,
+        split: split.into(),
+        count,
+        seed: 0,
+        synth: cfg.clone(),
+    });
+    Input::Dataset(Arc::new(
+        DatasetHandle::resolve(name, spec, Path::new("/nonexistent")).unwrap(),
+    ))
+}
+
+fn artefact(kind: ArtefactKind, path: &Path, producer: &str) -> Input {
+    Input::Artefact(Artefact {
+        kind,
+        path: path.into(),
+        fingerprint: format!("fp-{producer}"),
+        producer: producer.into(),
+    })
+}
+
+fn inputs(list: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
+    list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+#[test]
+fn pretrain_and_linear_eval_reproduce_the_smoke_pipeline() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let suite = config::load(&tiny_suite(dir.path())).unwrap();
+    let cfg = &suite.config;
+    let runs = dir.path().join("runs");
+    let results = run_suite(
+        &suite,
+        &RunOptions {
+            skip_golden: true,
+            ..run_options(&runs)
+        },
+    )
+    .unwrap();
+    let cache = StageCache::read_only(&runs.join(&cfg.name));
+    let stage_dir = |name: &str| {
+        let s = results.stages.iter().find(|s| s.stage == name).unwrap();
+        cache.stage_dir(name, &s.fingerprint)
+    };
+
+    // The suite's [model] and [train] as pretrain parameters (the augmentations are official but for the
+    // view size, as in the suite).
+    let (m, t) = (&cfg.model, &cfg.train);
+    assert_eq!(
+        t.augment,
+        contracam::train::augment::AugmentConfig {
+            output_size: t.augment.output_size,
+            ..Default::default()
+        }
+    );
+    let params = format!(
+        "method = \"moco\"\narch = \"resnet18\"\nwidth = {}\nstem = \"small\"\nepochs = {}\nbatch = {}\n\
+         base_lr = {}\nfinal_lr = {}\nmomentum = {}\nweight_decay = {}\nema = {}\nqueue_size = {}\n\
+         temperature = {}\nimage_size = {}\nmin_crop_scale = {}\n",
+        m.encoder.width,
+        t.epochs,
+        t.batch_size,
+        t.base_lr,
+        t.final_lr,
+        t.momentum,
+        t.weight_decay,
+        t.ema.unwrap(),
+        t.queue_size,
+        t.temperature,
+        t.augment.output_size,
+        t.augment.crop_scale[0],
+    );
+    assert_eq!(m.method, Method::Moco);
+    assert_eq!(m.encoder.stem, Stem::Small);
+    // The pipeline generates its training scenes from the run's seed, split "train".
+    let scenes = synth(
+        "scenes",
+        SynthForm::Scenes,
+        "train",
+        cfg.sizes.train_scenes,
+        &cfg.data,
+    );
+    let out = dir.path().join("vanilla");
+    let r = run_kind(
+        "pretrain",
+        &params,
+        &inputs(vec![("data", scenes.clone())]),
+        cfg.seed,
+        &out,
+    )
+    .unwrap();
+    assert_eq!(
+        r.metrics["final_loss"],
+        results.metrics["vanilla.final_loss"]
+    );
+    assert_eq!(
+        r.metrics["view_foreground"],
+        results.metrics["vanilla.view_foreground"]
+    );
+    assert_eq!(
+        bytes(&out.join("model.safetensors")),
+        bytes(&stage_dir("pretrain").join("model.safetensors")),
+        "the stage's checkpoint differs from the pipeline's"
+    );
+    let curve = &r.curves["loss"];
+    assert_eq!(curve.x, vec![1.0]);
+    assert_eq!(curve.y, vec![r.metrics["final_loss"]]);
+    ContrastiveModel::load(&out.join("model.safetensors"), Device::Cpu).unwrap();
+
+    // OA-Crop on the pipeline's ContraCAM boxes (its boxes.json).
+    let boxes = artefact(
+        ArtefactKind::BoxFile,
+        &stage_dir("boxes").join("boxes.json"),
+        "boxes.boxes",
+    );
+    let out_oa = dir.path().join("oa_crop");
+    let r_oa = run_kind(
+        "pretrain",
+        &format!("{params}oa_crop = true\n"),
+        &inputs(vec![("data", scenes), ("boxes", boxes)]),
+        cfg.seed,
+        &out_oa,
+    )
+    .unwrap();
+    assert_eq!(
+        r_oa.metrics["final_loss"],
+        results.metrics["oa_crop.final_loss"]
+    );
+    assert_eq!(
+        r_oa.metrics["view_foreground"],
+        results.metrics["oa_crop.view_foreground"]
+    );
+    assert_eq!(
+        bytes(&out_oa.join("model.safetensors")),
+        bytes(&stage_dir("retrain-oa-crop").join("model.safetensors"))
+    );
+    assert_ne!(
+        r_oa.metrics["view_foreground"],
+        r.metrics["view_foreground"]
+    );
+
+    // The linear probe of the pipeline's vanilla evaluation, on the same crops, with the same sweep.
+    let l = &cfg.eval.linear;
+    let lin_params = format!(
+        "classifier = \"lbfgs\"\n[linear]\nweight_decays = {:?}\nmax_iter = {}\n",
+        l.weight_decays, l.max_iter
+    );
+    assert_eq!(
+        *l,
+        LinearEvalConfig {
+            weight_decays: l.weight_decays.clone(),
+            max_iter: l.max_iter,
+            ..Default::default()
+        }
+    );
+    let crops = |split: &str, n: usize| synth(split, SynthForm::Crops, split, n, &cfg.data);
+    let lin_inputs = inputs(vec![
+        (
+            "model",
+            artefact(
+                ArtefactKind::ModelCheckpoint,
+                &stage_dir("pretrain").join("model.safetensors"),
+                "pretrain.model",
+            ),
+        ),
+        ("train", crops("train", cfg.sizes.crops_train)),
+        ("val", crops("val", cfg.sizes.crops_val)),
+        ("test", crops("test", cfg.sizes.crops_test)),
+    ]);
+    let out_lin = dir.path().join("lin");
+    let r_lin = run_kind("linear-eval", &lin_params, &lin_inputs, cfg.seed, &out_lin).unwrap();
+    // Percent: 100 × the pipeline's fraction.
+    assert_eq!(
+        r_lin.metrics["accuracy"],
+        100.0 * results.metrics["vanilla.linear_acc"]
+    );
+    let eval: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(stage_dir("evaluate-vanilla").join("metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        r_lin.metrics["val_accuracy"],
+        100.0 * eval["linear_val_acc"].as_f64().unwrap()
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_lin.join("linear_eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["selected_on"], "val");
+    assert_eq!(
+        report["image_size"].as_i64().unwrap(),
+        t.augment.output_size,
+        "the default input size is the training view size recorded in the checkpoint"
+    );
+    assert_eq!(
+        report["result"]["sweep"].as_array().unwrap().len(),
+        l.weight_decays.len()
+    );
+}
+
+fn tiny_synth() -> SynthConfig {
+    SynthConfig {
+        image_size: 24,
+        crop_size: 16,
+        num_classes: 2,
+        num_backgrounds: 2,
+        ..Default::default()
+    }
+}
+
+const TINY: &str =
+    "width = 0.125\nstem = \"small\"\nproj_hidden = 16\nproj_dim = 8\nepochs = 1\nbatch = 4\n\
+                    queue_size = 16\nema = 0.9\nbase_lr = 0.5\nimage_size = 16\n";
+
+#[test]
+fn pretrain_on_synth_is_deterministic_and_boxes_change_the_views() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tiny_synth();
+    let scenes = synth("scenes", SynthForm::Scenes, "train", 12, &cfg);
+    let run = |name: &str, params: &str, inp: Vec<(&str, Input)>, seed: u64| {
+        let out = dir.path().join(name);
+        let r = run_kind("pretrain", params, &inputs(inp), seed, &out).unwrap();
+        (r, bytes(&out.join("model.safetensors")))
+    };
+    let (a, wa) = run("a", TINY, vec![("data", scenes.clone())], 3);
+    let (b, wb) = run("b", TINY, vec![("data", scenes.clone())], 3);
+    let (_, wc) = run("c", TINY, vec![("data", scenes.clone())], 4);
+    assert_eq!(wa, wb, "same seed, same checkpoint bytes");
+    assert_eq!(a, b);
+    assert_ne!(wa, wc, "another seed trains another model");
+
+    // The scenes' ground-truth boxes, as JSON and in the official text format (ids are sample indices):
+    // cropping inside them raises view 1's foreground.
+    let Input::Dataset(h) = &scenes else {
+        unreachable!()
+    };
+    let gt = h.synth().unwrap().boxes_normalized();
+    let json = dir.path().join("boxes.json");
+    std::fs::write(&json, serde_json::to_string(&gt).unwrap()).unwrap();
+    let txt = dir.path().join("boxes.txt");
+    let text: String = gt
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format_box_line(&i.to_string(), b) + "\n")
+        .collect();
+    std::fs::write(&txt, text).unwrap();
+    let oa = format!("{TINY}oa_crop = true\n");
+    for file in [&json, &txt] {
+        let (r, w) = run(
+            "oa",
+            &oa,
+            vec![
+                ("data", scenes.clone()),
+                ("boxes", artefact(ArtefactKind::BoxFile, file, "gt.boxes")),
+            ],
+            3,
+        );
+        assert_ne!(w, wa);
+        assert!(
+            r.metrics["view_foreground"] > a.metrics["view_foreground"] + 0.05,
+            "{}: {} vs {} without boxes",
+            file.display(),
+            r.metrics["view_foreground"],
+            a.metrics["view_foreground"]
+        );
+    }
+
+    // Boxes without oa_crop, oa_crop without boxes: refused naming the slot.
+    let out = dir.path().join("x");
+    let with_boxes = inputs(vec![
+        ("data", scenes.clone()),
+        ("boxes", artefact(ArtefactKind::BoxFile, &json, "gt.boxes")),
+    ]);
+    let e = run_kind("pretrain", TINY, &with_boxes, 0, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'boxes'") && e.contains("oa_crop"), "{e}");
+    let e = run_kind(
+        "pretrain",
+        &oa,
+        &inputs(vec![("data", scenes.clone())]),
+        0,
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'boxes'") && e.contains("not bound"), "{e}");
+    // A box list per image of another length names the file.
+    std::fs::write(&json, serde_json::to_string(&gt[..3]).unwrap()).unwrap();
+    let e = run_kind("pretrain", &oa, &with_boxes, 0, &out)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("boxes.json") && e.contains("3 box lists"), "{e}");
+}
+
+#[test]
+fn masks_bg_mixup_and_mix_are_refused_until_the_loop_mixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = synth("scenes", SynthForm::Scenes, "train", 8, &tiny_synth());
+    let masks = artefact(ArtefactKind::SoftMasks, dir.path(), "cam.soft_masks");
+    let out = dir.path().join("out");
+    let e = run_kind(
+        "pretrain",
+        &format!("{TINY}bg_mixup = {{ mode = \"soft\", p_mix = 0.4, cam_threshold = 0.2 }}\n"),
+        &inputs(vec![("data", scenes.clone()), ("masks", masks)]),
+        0,
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("'masks'")
+            && e.contains("BG-Mixup")
+            && e.contains("not available in the training loop yet"),
+        "{e}"
+    );
+    let e = run_kind(
+        "pretrain",
+        &format!("{TINY}bg_mixup = {{ mode = \"hard\" }}\n"),
+        &inputs(vec![("data", scenes.clone())]),
+        0,
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bg_mixup") && e.contains("not available"), "{e}");
+    let e = run_kind(
+        "pretrain",
+        &format!("{TINY}mix = {{ mode = \"cutmix\", beta = 1.0 }}\n"),
+        &inputs(vec![("data", scenes)]),
+        0,
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("mix") && e.contains("Mixup/CutMix") && e.contains("not available"),
+        "{e}"
+    );
+    assert!(!out.join("model.safetensors").exists());
+}
+
+#[test]
+fn bad_parameters_are_refused_naming_the_key() {
+    for (params, key) in [
+        ("batch = 1", "batch"),
+        ("epochs = 0", "epochs"),
+        ("min_crop_scale = 0.0", "min_crop_scale"),
+        ("min_crop_scale = 1.5", "min_crop_scale"),
+        ("image_size = 0", "image_size"),
+        ("width = 0.0", "width"),
+        ("base_lr = -1.0", "base_lr"),
+        ("momentum = 1.0", "momentum"),
+        ("queue_size = 8\nbatch = 16", "queue_size"),
+        ("bg_mixup = { p_mix = 1.5 }", "bg_mixup.p_mix"),
+        (
+            "bg_mixup = { cam_threshold = -0.1 }",
+            "bg_mixup.cam_threshold",
+        ),
+        ("mix = { mode = \"mixup\", beta = 0.0 }", "mix.beta"),
+    ] {
+        let (k, msg) = refused("pretrain", params);
+        assert_eq!(k, key, "{params}: {msg}");
+    }
+    // Types and names are checked by the parser, which names the key.
+    let (k, msg) = refused("pretrain", "method = \"simclr\"");
+    assert_eq!(k, "method", "{msg}");
+    let (k, msg) = refused("pretrain", "bg_mixup = { mode = \"medium\" }");
+    assert_eq!(k, "bg_mixup.mode", "{msg}");
+    let (_, msg) = refused("pretrain", "epoch = 3");
+    assert!(msg.contains("epoch"), "{msg}");
+    for (params, key) in [
+        ("image_size = 0", "image_size"),
+        ("batch = 0", "batch"),
+        ("linear = { max_iter = 0 }", "linear.max_iter"),
+        ("linear = { weight_decays = [] }", "linear.weight_decays"),
+        (
+            "linear = { weight_decays = [-1.0] }",
+            "linear.weight_decays",
+        ),
+        ("linear = { lr = 0.0 }", "linear.lr"),
+    ] {
+        let (k, msg) = refused("linear-eval", params);
+        assert_eq!(k, key, "{params}: {msg}");
+    }
+    let (k, msg) = refused("linear-eval", "classifier = \"sgd\"");
+    assert_eq!(k, "classifier", "{msg}");
+
+    // The declarations: PLANNED's slots and metrics, linear-eval's in percent.
+    let r = Registry::builtin();
+    let lin = r.get("linear-eval").unwrap();
+    assert!(lin.implemented().is_some());
+    assert!(lin.metrics().iter().all(|m| m.unit == Unit::Percent));
+    let pre = r.get("pretrain").unwrap();
+    assert!(pre.implemented().is_some());
+    let names: Vec<&str> = pre.metrics().iter().map(|m| m.name).collect();
+    assert_eq!(names, ["final_loss", "view_foreground"]);
+    let slots: Vec<&str> = pre.inputs().iter().map(|s| s.name).collect();
+    assert_eq!(slots, ["data", "boxes", "masks"]);
+}
+
+/// A built dataset `<data>/toy` with splits `train` (16 images) and `test` (8): a red object rectangle
+/// on a textured blue background, ImageFolder ids `c<k>/s<i>.png`, class `k = i % 2` changing the
+/// object's shape; and `boxes.txt`, the object's box per training image in the official format.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    boxes: PathBuf,
+}
+
+fn png(img: image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let root = data.join("toy");
+    let mut box_text = String::new();
+    for (split, n, offset) in [("train", 16u32, 0u32), ("test", 8, 100)] {
+        let mut samples = vec![];
+        for j in 0..n {
+            let i = j + offset;
+            let class = j % 2;
+            let (w, h) = (40 + (i % 4) * 6, 36 + (i % 3) * 8);
+            let (x0, y0) = (3 + i % 7, 4 + i % 5);
+            // Class 0: a wide object, class 1: a tall one.
+            let (ow, oh) = if class == 0 {
+                (w / 2, h / 5)
+            } else {
+                (w / 5, h / 2)
+            };
+            let inside = |x: u32, y: u32| (x0..x0 + ow).contains(&x) && (y0..y0 + oh).contains(&y);
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                if inside(x, y) {
+                    image::Rgb([230, 30 + (i * 5 % 100) as u8, 20])
+                } else {
+                    let t = ((x * 7 + y * 3 + i) % 40) as u8;
+                    image::Rgb([10 + t, 60 + t, 180 - t])
+                }
+            });
+            let rel = format!("c{class}/s{i:03}.png");
+            let file = root.join("img").join(&rel);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, png(img.into())).unwrap();
+            samples.push(Sample {
+                path: format!("img/{rel}"),
+                labels: vec![class as i64],
+                width: w,
+                height: h,
+                ..Default::default()
+            });
+            if split == "train" {
+                let b = [
+                    x0 as f64 / w as f64,
+                    y0 as f64 / h as f64,
+                    (x0 + ow) as f64 / w as f64,
+                    (y0 + oh) as f64 / h as f64,
+                ];
+                box_text += &format_box_line(&rel, &[b]);
+                box_text.push('\n');
+            }
+        }
+        SplitIndex::new(
+            "toy",
+            split,
+            vec!["c0".into(), "c1".into()],
+            "class",
+            samples,
+        )
+        .write(&root.join("index"))
+        .unwrap();
+    }
+    let boxes = tmp.path().join("boxes.txt");
+    std::fs::write(&boxes, box_text).unwrap();
+    Fixture {
+        _tmp: tmp,
+        data,
+        boxes,
+    }
+}
+
+fn index_input(f: &Fixture, split: &str) -> Input {
+    let spec = DatasetSpec::Index(IndexDataset {
+        name: "toy".into(),
+        split: split.into(),
+    });
+    Input::Dataset(Arc::new(
+        DatasetHandle::resolve(split, spec, &f.data).unwrap(),
+    ))
+}
+
+#[test]
+fn pretrain_on_a_built_split_is_deterministic_and_uses_an_official_box_file() {
+    tch::set_num_threads(1);
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, params: &str, inp: Vec<(&str, Input)>| {
+        let out = dir.path().join(name);
+        let r = run_kind("pretrain", params, &inputs(inp), 5, &out).unwrap();
+        (r, out.join("model.safetensors"))
+    };
+    let (a, pa) = run("a", TINY, vec![("data", index_input(&f, "train"))]);
+    let (b, pb) = run("b", TINY, vec![("data", index_input(&f, "train"))]);
+    assert_eq!(bytes(&pa), bytes(&pb), "same seed, same checkpoint bytes");
+    assert_eq!(a, b);
+    assert!(a.metrics["final_loss"].is_finite());
+    // The loader carries no masks here: no foreground to measure.
+    assert!(!a.metrics.contains_key("view_foreground"));
+    let boxes = artefact(ArtefactKind::BoxFile, &f.boxes, "gt.boxes");
+    let (_, pc) = run(
+        "c",
+        &format!("{TINY}oa_crop = true\n"),
+        vec![("data", index_input(&f, "train")), ("boxes", boxes)],
+    );
+    assert_ne!(bytes(&pa), bytes(&pc), "OA-Crop boxes change the views");
+    let model = ContrastiveModel::load(&pc, Device::Cpu).unwrap();
+    assert_eq!(model.config.encoder.arch, Arch::Resnet18);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("c").join("train_report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["steps"], 4);
+
+    // A box file whose ids are not the split's is an error naming it.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(
+        &bad,
+        format_box_line("c0/nope.png", &[[0.1, 0.1, 0.5, 0.5]]) + "\n",
+    )
+    .unwrap();
+    let e = run_kind(
+        "pretrain",
+        &format!("{TINY}oa_crop = true\n"),
+        &inputs(vec![
+            ("data", index_input(&f, "train")),
+            ("boxes", artefact(ArtefactKind::BoxFile, &bad, "x.boxes")),
+        ]),
+        5,
+        &dir.path().join("d"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("bad.txt") && e.contains("nope.png"), "{e}");
+}
+
+fn tiny_model_file(dir: &Path) -> PathBuf {
+    let cfg = ModelConfig {
+        encoder: ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 0.125,
+            stem: Stem::Small,
+            zero_init_residual: true,
+        },
+        method: Method::Moco,
+        proj_hidden: Some(16),
+        proj_dim: Some(8),
+        pred_hidden: None,
+        projector_form: Default::default(),
+    };
+    tch::manual_seed(11);
+    let model = ContrastiveModel::new(&cfg, Device::Cpu);
+    let p = dir.join("model.safetensors");
+    model.save(&p, &Default::default()).unwrap();
+    p
+}
+
+/// Features and labels of a split as the protocol computes them, straight from the library.
+fn direct_features(
+    model: &ContrastiveModel,
+    f: &Fixture,
+    split: &str,
+    size: u32,
+) -> (Tensor, Tensor) {
+    let source: Arc<dyn Source> = Arc::new(IndexSource::open(&f.data, "toy", split).unwrap());
+    let loader = Loader::new(
+        source,
+        Plan::eval(EvalTransform::linear_eval(size)),
+        LoaderConfig {
+            workers: 0,
+            ..LoaderConfig::eval(5)
+        },
+    )
+    .unwrap();
+    let (mut xs, mut ys) = (vec![], vec![]);
+    for b in loader.epoch(0) {
+        let b = b.unwrap();
+        xs.push(encode(model, &b.view(0), size as i64, 5));
+        ys.push(b.class_labels(Device::Cpu).unwrap());
+    }
+    (Tensor::cat(&xs, 0), Tensor::cat(&ys, 0))
+}
+
+#[test]
+fn linear_eval_on_built_splits_equals_the_direct_library_computation() {
+    tch::set_num_threads(1);
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_model_file(dir.path());
+    let params = "image_size = 24\nbatch = 5\nlinear = { weight_decays = [1e-5, 1e-3, 1e-1], max_iter = 100 }\n";
+    let model_in = artefact(ArtefactKind::ModelCheckpoint, &weights, "m.model");
+    let with_val = inputs(vec![
+        ("model", model_in.clone()),
+        ("train", index_input(&f, "train")),
+        ("val", index_input(&f, "test")),
+        ("test", index_input(&f, "test")),
+    ]);
+    let r = run_kind("linear-eval", params, &with_val, 0, &dir.path().join("a")).unwrap();
+
+    let model = ContrastiveModel::load(&weights, Device::Cpu).unwrap();
+    let (trx, try_) = direct_features(&model, &f, "train", 24);
+    let (tex, tey) = direct_features(&model, &f, "test", 24);
+    assert_eq!(trx.size()[0], 16);
+    let cfg = LinearEvalConfig {
+        weight_decays: vec![1e-5, 1e-3, 1e-1],
+        max_iter: 100,
+        ..Default::default()
+    };
+    let want = linear_eval(&trx, &try_, &tex, &tey, &tex, &tey, &cfg).unwrap();
+    assert_eq!(r.metrics["accuracy"], 100.0 * want.test_accuracy);
+    assert_eq!(r.metrics["val_accuracy"], 100.0 * want.val_accuracy);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("a").join("linear_eval.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["selected_on"], "val");
+    assert_eq!(report["samples"]["train"], 16);
+    assert_eq!(report["result"]["sweep"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        report["result"]["best_weight_decay"].as_f64().unwrap(),
+        want.best_weight_decay
+    );
+
+    // Without val the sweep selects on the training features, and no val accuracy is reported.
+    let no_val = inputs(vec![
+        ("model", model_in),
+        ("train", index_input(&f, "train")),
+        ("test", index_input(&f, "test")),
+    ]);
+    let r = run_kind("linear-eval", params, &no_val, 0, &dir.path().join("b")).unwrap();
+    let want = linear_eval(&trx, &try_, &trx, &try_, &tex, &tey, &cfg).unwrap();
+    assert_eq!(r.metrics["accuracy"], 100.0 * want.test_accuracy);
+    assert!(!r.metrics.contains_key("val_accuracy"));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("b").join("linear_eval.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["selected_on"], "train");
+}
