@@ -151,7 +151,7 @@ fn refused(text: &str, key: &str, words: &[&str]) {
 fn the_base_graph_is_valid() {
     let s = parse(BASE).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.order, ["centre", "pre", "loc", "ev"]);
-    assert_eq!(s.missing_kinds(), ["eval-masks", "localize", "pretrain"]);
+    assert_eq!(s.missing_kinds(), ["pretrain"]);
     // The implemented kind's params are parsed and resolved; planned kinds keep theirs as written.
     assert_eq!(s.stages["centre"].params["side"], 0.5);
     assert!(s.stages["centre"].implemented);
@@ -330,7 +330,7 @@ fn suite_validate_dispatches_a_graph_suite_and_names_the_missing_kinds() {
     );
     assert!(
         stdout.contains(
-            "missing kinds (not implemented yet): ground-truth, linear-eval, localize, pretrain"
+            "missing kinds (not implemented yet): linear-eval, pretrain"
         ),
         "{stdout}"
     );
