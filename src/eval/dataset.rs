@@ -229,6 +229,16 @@ pub fn maxboxacc_over_split(
             "the split has no samples",
         ));
     }
+    maxboxacc_with_metadata(&meta, scoremap_dir, cfg)
+}
+
+/// MaxBoxAcc(V2) of the score maps `<dir>/<id>.npy` against metadata formed in memory (from an index, or
+/// from synthetic scenes): each map resized to 224 and normalised, GT boxes resized from the image size.
+pub fn maxboxacc_with_metadata(
+    meta: &WsolMetadata,
+    scoremap_dir: &Path,
+    cfg: &MaxBoxAccConfig,
+) -> Result<MaxBoxAccResult, EvalError> {
     let acc = BoxAccumulator::new(cfg.clone());
     let r = (RESIZE_LENGTH as u32, RESIZE_LENGTH as u32);
     let verdicts: Vec<Vec<u8>> = meta

@@ -92,6 +92,9 @@ pub struct LocalizeOptions {
     /// Side of the square input (`T.Resize((224, 224))`, PIL bilinear).
     pub image_size: u32,
     pub crf: OfficialCrfParams,
+    /// Run the CRF before cleaning (the official `--apply_crf`); without it the raw CAM is cleaned, whose
+    /// effective threshold is 1/255 (the official `seg`/`save_box` without the flag).
+    pub apply_crf: bool,
     /// Cleaning of the written masks (official `seg`: 0.1 %).
     pub mask_clean: CleanOptions,
     /// Cleaning before box extraction (official `save_box`: 1 %).
@@ -117,6 +120,7 @@ impl Default for LocalizeOptions {
             batch_size: 256,
             image_size: 224,
             crf: OfficialCrfParams::default(),
+            apply_crf: true,
             mask_clean: CleanOptions::seg(),
             box_clean: CleanOptions::boxes(),
             boxes: BoxOptions::default(),
@@ -406,9 +410,16 @@ pub fn localize_dataset(
         weights_sha256: sha256_of(weights)?,
         method: opts.method.clone(),
         soft_masks: opts.soft_masks,
+        // ` apply_crf=false` only when off, so records of runs from before the option still resume.
         options: format!(
-            "batch_size={} image_size={} crf={:?} mask_clean={:?} box_clean={:?} boxes={:?}",
-            opts.batch_size, opts.image_size, opts.crf, opts.mask_clean, opts.box_clean, opts.boxes
+            "batch_size={} image_size={} crf={:?} mask_clean={:?} box_clean={:?} boxes={:?}{}",
+            opts.batch_size,
+            opts.image_size,
+            opts.crf,
+            opts.mask_clean,
+            opts.box_clean,
+            opts.boxes,
+            if opts.apply_crf { "" } else { " apply_crf=false" }
         ),
         chunks,
     };
@@ -602,14 +613,20 @@ fn process_batch(
                 None => None,
             };
             let map = &cams[k * px..(k + 1) * px];
-            let q = crf
-                .run(&images[k * px * 3..(k + 1) * px * 3], map)
-                .map_err(|err| LocalizeError::Crf {
-                    context: where_is(source, i),
-                    err,
-                })?;
-            let mask = clean_mask(&q, s, s, &opts.mask_clean);
-            let box_mask = clean_mask(&q, s, s, &opts.box_clean);
+            let crfed;
+            let q: &[f32] = if opts.apply_crf {
+                crfed = crf
+                    .run(&images[k * px * 3..(k + 1) * px * 3], map)
+                    .map_err(|err| LocalizeError::Crf {
+                        context: where_is(source, i),
+                        err,
+                    })?;
+                &crfed
+            } else {
+                map
+            };
+            let mask = clean_mask(q, s, s, &opts.mask_clean);
+            let box_mask = clean_mask(q, s, s, &opts.box_clean);
             Ok(Outcome {
                 mask_png: encode_mask_png(&mask, s)?,
                 npy: crate::data::formats::npy::encode_npy_2d_f32(s, s, map),
@@ -623,7 +640,7 @@ fn process_batch(
 /// Where sample `i`'s BG-Mixup mask goes under `soft_masks/`: the official `save_masks` layout
 /// `<class>/<file>` with the source's own file name and extension, which is the id of ImageFolder-style
 /// datasets; ids without the file's extension (COCO's numeric ids) get it appended.
-fn soft_mask_path(source: &dyn Source, i: usize, id: &str) -> Result<PathBuf, LocalizeError> {
+pub fn soft_mask_path(source: &dyn Source, i: usize, id: &str) -> Result<PathBuf, LocalizeError> {
     let file = source.locate(i).map(|(f, _, _)| f).ok_or_else(|| {
         LocalizeError::Invalid(format!(
             "{}: --soft-masks needs samples stored as files",
@@ -680,7 +697,7 @@ pub fn soft_mask_pixels(
 
 /// A soft mask in its image's format: JPEG at PIL's default quality 75 (lossy, as the official masks of
 /// IN-9's `.JPEG` files), else PNG.
-fn encode_soft_mask(
+pub fn encode_soft_mask(
     source: &dyn Source,
     i: usize,
     w: u32,

@@ -4,7 +4,12 @@ use super::registry::{PlannedKind, Registry};
 use super::stage::{ArtefactKind as A, Direction, MetricSpec, Slot, Unit};
 
 pub mod center_box;
+pub mod eval_masks;
+pub mod eval_maxboxacc;
+pub mod ground_truth;
+pub mod import;
 pub mod linear_eval;
+pub mod localize;
 pub mod pretrain;
 
 /// Registers every implemented kind.
@@ -14,6 +19,11 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<center_box::CenterBox>(),
         r.register::<pretrain::Pretrain>(),
         r.register::<linear_eval::LinearEval>(),
+        r.register::<import::Import>(),
+        r.register::<localize::Localize>(),
+        r.register::<ground_truth::GroundTruth>(),
+        r.register::<eval_masks::EvalMasks>(),
+        r.register::<eval_maxboxacc::EvalMaxBoxAcc>(),
     ];
     for res in results {
         if let Err(e) = res {
@@ -58,84 +68,12 @@ const PLANNED: &[PlannedKind] = &[
             ],
         },
         PlannedKind {
-            kind: "import",
-            issue: 11,
-            about: "reads a released PyTorch checkpoint (Lightning, MoCo v2, torchvision) into safetensors",
-            inputs: &[],
-            outputs: &[Slot::file("model", A::ModelCheckpoint, "model.safetensors")],
-            metrics: &[],
-        },
-        PlannedKind {
-            kind: "localize",
-            issue: 11,
-            about: "ContraCAM or classifier CAM → CRF → masks, boxes, soft masks and score maps of a dataset",
-            inputs: &[
-                Slot::required("model", A::ModelCheckpoint),
-                Slot::required("data", A::Dataset),
-            ],
-            outputs: &[
-                Slot::file("masks", A::MasksDir, "masks"),
-                Slot::file("boxes", A::BoxFile, "boxes.txt"),
-                Slot::file("soft_masks", A::SoftMasks, "soft_masks"),
-                Slot::file("score_maps", A::ScoreMaps, "score_maps"),
-            ],
-            metrics: &[MetricSpec {
-                name: "boxes_per_image",
-                unit: Unit::Count,
-                direction: Direction::Neutral,
-                about: "boxes per image after mask cleaning",
-            }],
-        },
-        PlannedKind {
             kind: "redo-masks",
             issue: 11,
             about: "masks of the ReDO baseline (Table 1), the official `--model redo` path: 128 px input, mean/std 0.5, a ReDO mask network checkpoint",
             inputs: &[Slot::required("data", A::Dataset)],
             outputs: &[Slot::file("masks", A::MasksDir, "masks")],
             metrics: &[],
-        },
-        PlannedKind {
-            kind: "ground-truth",
-            issue: 10,
-            about: "a dataset's ground-truth boxes (OA-Crop (GT), the official text format) and foreground masks as soft masks (BG-HardMix (GT))",
-            inputs: &[Slot::required("data", A::Dataset)],
-            outputs: &[
-                Slot::file("boxes", A::BoxFile, "boxes.txt"),
-                Slot::file("soft_masks", A::SoftMasks, "soft_masks"),
-            ],
-            metrics: &[MetricSpec {
-                name: "boxes_per_image",
-                unit: Unit::Count,
-                direction: Direction::Neutral,
-                about: "ground-truth boxes per image",
-            }],
-        },
-        PlannedKind {
-            kind: "eval-masks",
-            issue: 11,
-            about: "mask mIoU against the dataset's ground truth (Tables 1–2)",
-            inputs: &[
-                Slot::required("masks", A::MasksDir),
-                Slot::required("data", A::Dataset),
-            ],
-            outputs: &[],
-            metrics: &[MetricSpec {
-                name: "miou",
-                unit: Unit::Fraction,
-                direction: UP,
-                about: "mean over images of the foreground IoU",
-            }],
-        },
-        PlannedKind {
-            kind: "eval-maxboxacc",
-            issue: 11,
-            about: "MaxBoxAccV2 of score maps on a wsolevaluation split (Table 3)",
-            inputs: &[
-                Slot::required("score_maps", A::ScoreMaps),
-                Slot::required("data", A::Dataset),
-            ],
-            outputs: &[],
-            metrics: &[pct("maxboxacc", UP, "MaxBoxAccV2, mean over IoU thresholds 0.3/0.5/0.7")],
         },
         PlannedKind {
             kind: "eval-bg-challenge",
