@@ -329,9 +329,7 @@ fn suite_validate_dispatches_a_graph_suite_and_names_the_missing_kinds() {
         "{order}"
     );
     assert!(
-        stdout.contains(
-            "missing kinds (not implemented yet): linear-eval, pretrain"
-        ),
+        stdout.contains("missing kinds (not implemented yet): linear-eval, pretrain"),
         "{stdout}"
     );
     // A broken graph suite fails with the file and key; --golden is refused for a graph suite.
