@@ -19,7 +19,9 @@ use contracam::localize::dataset::{
     localize_dataset, soft_mask_path, CamMethod, LocalizeModel, LocalizeOptions,
 };
 use contracam::localize::mask_clean::{clean_mask, CleanOptions};
-use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
+use contracam::model::{
+    Arch, Classifier, ClassifierConfig, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem,
+};
 use contracam::suite::dataset::{
     DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm,
 };
@@ -768,4 +770,98 @@ fn a_missing_input_names_the_slot() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("0.png"), "{e}");
+}
+
+#[test]
+fn classifier_cams_of_a_supervised_model_match_localize_dataset_and_need_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let h = index_fixture(&data);
+    tch::manual_seed(5);
+    let cfg = ClassifierConfig {
+        encoder: model_config().encoder,
+        method: Default::default(),
+        num_classes: 2,
+    };
+    let w = tmp.path().join("clf.safetensors");
+    Classifier::new(&cfg, Device::Cpu)
+        .save(&w, &HashMap::new())
+        .unwrap();
+    let ins = inputs(vec![
+        ("model", artefact(ArtefactKind::ModelCheckpoint, &w)),
+        ("data", Input::Dataset(h.clone())),
+    ]);
+    let p =
+        "method = \"classifier-cam\"\nexpand_res = 2\ncrf = true\ninput_size = 32\nbatch_size = 5";
+    let loc = tmp.path().join("loc");
+    let res = run("localize", p, &ins, &data, &loc).unwrap();
+    let source = IndexSource::open(&data, "fx", "test").unwrap();
+    let index_file = source.index_file.clone();
+    let lib = tmp.path().join("lib");
+    let opts = LocalizeOptions {
+        method: CamMethod::ClassifierCam { expand_res: 2 },
+        image_size: 32,
+        batch_size: 5,
+        workers: 1,
+        soft_masks: true,
+        ..Default::default()
+    };
+    let model = LocalizeModel::Classifier(Classifier::load(&w, Device::Cpu).unwrap());
+    let summary = localize_dataset(
+        Arc::new(source),
+        &index_file,
+        &model,
+        &w,
+        &lib,
+        &opts,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        res.metrics["boxes_per_image"],
+        summary.boxes as f64 / N_INDEX as f64
+    );
+    let source = IndexSource::open(&data, "fx", "test").unwrap();
+    for i in 0..N_INDEX {
+        let id = source.meta(i).unwrap().id;
+        assert_eq!(
+            std::fs::read(loc.join(format!("score_maps/{id}.npy"))).unwrap(),
+            std::fs::read(lib.join(format!("scoremaps/{id}.npy"))).unwrap()
+        );
+    }
+    // A contrastive checkpoint under a classifier method is refused when it is read, naming the file.
+    let wrong = inputs(vec![
+        (
+            "model",
+            artefact(ArtefactKind::ModelCheckpoint, &weights(tmp.path())),
+        ),
+        ("data", Input::Dataset(h.clone())),
+    ]);
+    let e = run("localize", p, &wrong, &data, &tmp.path().join("wrong"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tiny.safetensors"), "{e}");
+
+    // Only fp32: a bf16 run is refused rather than silently computed in fp32.
+    let r = Registry::builtin();
+    let k = r.get("localize").and_then(|k| k.implemented()).unwrap();
+    let out = tmp.path().join("bf16");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut ctx = StageContext {
+        stage: "t",
+        out_dir: &out,
+        outputs: k.outputs(),
+        inputs: &ins,
+        seed: 0,
+        device: Device::Cpu,
+        precision: Precision::Bf16Mixed,
+        data_dir: &data,
+        threads: 1,
+        progress: Mode::Hidden,
+    };
+    let e = k
+        .run(&params("localize", p).unwrap(), &mut ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bf16-mixed"), "{e}");
 }
