@@ -19,8 +19,12 @@ use contracam::localize::dataset::{
     localize_dataset, soft_mask_path, CamMethod, LocalizeModel, LocalizeOptions,
 };
 use contracam::localize::mask_clean::{clean_mask, CleanOptions};
-use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
-use contracam::suite::dataset::{DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm};
+use contracam::model::{
+    Arch, Classifier, ClassifierConfig, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem,
+};
+use contracam::suite::dataset::{
+    DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm,
+};
 use contracam::suite::pipeline::per_image_miou;
 use contracam::suite::registry::Registry;
 use contracam::suite::stage::*;
@@ -92,7 +96,9 @@ fn scene(w: u32, h: u32, k: u32) -> (Vec<u8>, image::GrayImage, [f64; 4]) {
     image::DynamicImage::ImageRgb8(img)
         .write_to(&mut out, image::ImageFormat::Jpeg)
         .unwrap();
-    let mask = image::GrayImage::from_fn(w, h, |x, y| image::Luma([if inside(x, y) { 200 } else { 30 }]));
+    let mask = image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([if inside(x, y) { 200 } else { 30 }])
+    });
     let b = [x0 as f64, y0 as f64, x1 as f64, y1 as f64];
     (out.into_inner(), mask, b)
 }
@@ -123,8 +129,14 @@ fn index_fixture(data: &Path) -> Arc<DatasetHandle> {
             ..Default::default()
         });
     }
-    let index = SplitIndex::new("fx", "test", vec!["001.A".into(), "002.B".into()], "class", samples)
-        .with_mask_rule("gray-gt-127");
+    let index = SplitIndex::new(
+        "fx",
+        "test",
+        vec!["001.A".into(), "002.B".into()],
+        "class",
+        samples,
+    )
+    .with_mask_rule("gray-gt-127");
     index.write(&root.join("index")).unwrap();
     let spec = DatasetSpec::Index(IndexDataset {
         name: "fx".into(),
@@ -175,7 +187,11 @@ fn run(
     };
     let res = k.run(&p, &mut ctx)?;
     for slot in k.outputs() {
-        assert!(out.join(slot.file).exists(), "{kind}: output {} missing", slot.name);
+        assert!(
+            out.join(slot.file).exists(),
+            "{kind}: output {} missing",
+            slot.name
+        );
     }
     let declared: Vec<&str> = k.metrics().iter().map(|m| m.name).collect();
     assert!(res.metrics.keys().all(|m| declared.contains(&m.as_str())));
@@ -186,7 +202,8 @@ fn inputs(pairs: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
-const SYNTH_CAM: &str = "expand_res = 2\ncam_iters = 2\ncrf = false\ninput_size = 32\nbatch_size = 4";
+const SYNTH_CAM: &str =
+    "expand_res = 2\ncam_iters = 2\ncrf = false\ninput_size = 32\nbatch_size = 4";
 
 #[test]
 fn localize_and_evaluations_on_synthetic_scenes_equal_the_smoke_pipeline_steps() {
@@ -238,7 +255,10 @@ fn localize_and_evaluations_on_synthetic_scenes_equal_the_smoke_pipeline_steps()
         .enumerate()
         .map(|(i, b)| format_box_line(&i.to_string(), b) + "\n")
         .collect();
-    assert_eq!(std::fs::read_to_string(loc.join("boxes.txt")).unwrap(), text);
+    assert_eq!(
+        std::fs::read_to_string(loc.join("boxes.txt")).unwrap(),
+        text
+    );
     // Score maps are the upsampled CAMs themselves.
     let map3 = contracam::data::formats::npy::read_npy_2d(&loc.join("score_maps/3.npy")).unwrap();
     let cam3 = Vec::<f32>::try_from(cams.get(3).flatten(0, -1)).unwrap();
@@ -251,7 +271,10 @@ fn localize_and_evaluations_on_synthetic_scenes_equal_the_smoke_pipeline_steps()
     }
 
     let ev = inputs(vec![
-        ("masks", artefact(ArtefactKind::MasksDir, &loc.join("masks"))),
+        (
+            "masks",
+            artefact(ArtefactKind::MasksDir, &loc.join("masks")),
+        ),
         ("data", Input::Dataset(h.clone())),
     ]);
     let m = run("eval-masks", "", &ev, tmp.path(), &tmp.path().join("ev")).unwrap();
@@ -275,7 +298,10 @@ fn localize_and_evaluations_on_synthetic_scenes_equal_the_smoke_pipeline_steps()
     std::fs::write(meta.join("localization.txt"), loc_txt).unwrap();
     let want = evaluate_wsol(&meta, &loc.join("score_maps"), &MaxBoxAccConfig::default()).unwrap();
     let bx = inputs(vec![
-        ("score_maps", artefact(ArtefactKind::ScoreMaps, &loc.join("score_maps"))),
+        (
+            "score_maps",
+            artefact(ArtefactKind::ScoreMaps, &loc.join("score_maps")),
+        ),
         ("data", Input::Dataset(h.clone())),
     ]);
     let r = run(
@@ -321,7 +347,8 @@ fn localize_and_evaluations_on_a_built_split_equal_localize_dataset_and_eval_dat
     // `contracam localize dataset`'s library call with the same settings.
     let source = IndexSource::open(&data, "fx", "test").unwrap();
     let index_file = source.index_file.clone();
-    let model = LocalizeModel::Contrastive(Box::new(ContrastiveModel::load(&w, Device::Cpu).unwrap()));
+    let model =
+        LocalizeModel::Contrastive(Box::new(ContrastiveModel::load(&w, Device::Cpu).unwrap()));
     let lib = tmp.path().join("lib");
     let opts = LocalizeOptions {
         method: CamMethod::Contrastive(CamConfig {
@@ -334,7 +361,16 @@ fn localize_and_evaluations_on_a_built_split_equal_localize_dataset_and_eval_dat
         soft_masks: true,
         ..Default::default()
     };
-    let summary = localize_dataset(Arc::new(source), &index_file, &model, &w, &lib, &opts, &|_| {}).unwrap();
+    let summary = localize_dataset(
+        Arc::new(source),
+        &index_file,
+        &model,
+        &w,
+        &lib,
+        &opts,
+        &|_| {},
+    )
+    .unwrap();
     assert_eq!(
         res.metrics["boxes_per_image"],
         summary.boxes as f64 / N_INDEX as f64
@@ -348,7 +384,10 @@ fn localize_and_evaluations_on_a_built_split_equal_localize_dataset_and_eval_dat
         let id = source.meta(i).unwrap().id;
         for (a, b) in [
             (format!("masks/{id}.png"), format!("masks/{id}.png")),
-            (format!("score_maps/{id}.npy"), format!("scoremaps/{id}.npy")),
+            (
+                format!("score_maps/{id}.npy"),
+                format!("scoremaps/{id}.npy"),
+            ),
             {
                 let rel = soft_mask_path(&source, i, &id).unwrap();
                 let rel = rel.to_string_lossy();
@@ -366,23 +405,40 @@ fn localize_and_evaluations_on_a_built_split_equal_localize_dataset_and_eval_dat
     ObjectBoxes::load(&loc.join("boxes.txt"), &source).unwrap();
 
     let ev = inputs(vec![
-        ("masks", artefact(ArtefactKind::MasksDir, &loc.join("masks"))),
+        (
+            "masks",
+            artefact(ArtefactKind::MasksDir, &loc.join("masks")),
+        ),
         ("data", Input::Dataset(h.clone())),
     ]);
     let m = run("eval-masks", "", &ev, &data, &tmp.path().join("ev")).unwrap();
-    assert_eq!(m.metrics["miou"], miou_over_split(&source, &lib.join("masks")).unwrap().miou);
+    assert_eq!(
+        m.metrics["miou"],
+        miou_over_split(&source, &lib.join("masks")).unwrap().miou
+    );
 
     let bx = inputs(vec![
-        ("score_maps", artefact(ArtefactKind::ScoreMaps, &loc.join("score_maps"))),
+        (
+            "score_maps",
+            artefact(ArtefactKind::ScoreMaps, &loc.join("score_maps")),
+        ),
         ("data", Input::Dataset(h.clone())),
     ]);
     let r = run("eval-maxboxacc", "", &bx, &data, &tmp.path().join("bx")).unwrap();
-    let want = maxboxacc_over_split(&source, &lib.join("scoremaps"), &MaxBoxAccConfig::default()).unwrap();
+    let want =
+        maxboxacc_over_split(&source, &lib.join("scoremaps"), &MaxBoxAccConfig::default()).unwrap();
     assert_eq!(r.metrics["maxboxacc"], want.mean);
 
     // Without the CRF the raw CAM is cleaned (the official path without --apply_crf): other masks.
     let nocrf = tmp.path().join("nocrf");
-    run("localize", &p.replace("crf = true", "crf = false"), &ins, &data, &nocrf).unwrap();
+    run(
+        "localize",
+        &p.replace("crf = true", "crf = false"),
+        &ins,
+        &data,
+        &nocrf,
+    )
+    .unwrap();
     let id0 = source.meta(0).unwrap().id;
     assert_ne!(
         std::fs::read(nocrf.join(format!("masks/{id0}.png"))).unwrap(),
@@ -421,11 +477,19 @@ fn ground_truth_boxes_and_masks_of_synthetic_and_built_data() {
             .collect();
         total += b.len();
         text += &(format_box_line(&i.to_string(), &b) + "\n");
-        let m = image::open(out.join(format!("soft_masks/{i}.png"))).unwrap().into_luma8();
-        let fg: Vec<u8> = set.instance_masks[i].iter().map(|&v| if v != 0 { 255 } else { 0 }).collect();
+        let m = image::open(out.join(format!("soft_masks/{i}.png")))
+            .unwrap()
+            .into_luma8();
+        let fg: Vec<u8> = set.instance_masks[i]
+            .iter()
+            .map(|&v| if v != 0 { 255 } else { 0 })
+            .collect();
         assert_eq!(m.as_raw(), &fg);
     }
-    assert_eq!(std::fs::read_to_string(out.join("boxes.txt")).unwrap(), text);
+    assert_eq!(
+        std::fs::read_to_string(out.join("boxes.txt")).unwrap(),
+        text
+    );
     assert_eq!(res.metrics["boxes_per_image"], total as f64 / SCENES as f64);
     assert!(total > 0);
 
@@ -435,7 +499,14 @@ fn ground_truth_boxes_and_masks_of_synthetic_and_built_data() {
     let h = index_fixture(&data);
     let ins = inputs(vec![("data", Input::Dataset(h.clone()))]);
     let out = tmp.path().join("gi");
-    let res = run("ground-truth", "margin = 0.2\nmin_area_frac = 0.01", &ins, &data, &out).unwrap();
+    let res = run(
+        "ground-truth",
+        "margin = 0.2\nmin_area_frac = 0.01",
+        &ins,
+        &data,
+        &out,
+    )
+    .unwrap();
     assert_eq!(res.metrics["boxes_per_image"], 1.0);
     let source = IndexSource::open(&data, "fx", "test").unwrap();
     let mut text = String::new();
@@ -443,18 +514,30 @@ fn ground_truth_boxes_and_masks_of_synthetic_and_built_data() {
         let meta = source.meta(i).unwrap();
         text += &(format_box_line(&meta.id, &[grown_box(meta.boxes[0], 0.2)]) + "\n");
         let rel = soft_mask_path(&source, i, &meta.id).unwrap();
-        let m = image::open(out.join("soft_masks").join(rel)).unwrap().into_luma8();
+        let m = image::open(out.join("soft_masks").join(rel))
+            .unwrap()
+            .into_luma8();
         assert_eq!(m.dimensions(), meta.size);
         let fg = m.as_raw().iter().filter(|&&v| v > 127).count();
         if meta.has_mask {
-            let want = source.mask(i).unwrap().unwrap().as_raw().iter().filter(|&&v| v > 127).count();
+            let want = source
+                .mask(i)
+                .unwrap()
+                .unwrap()
+                .as_raw()
+                .iter()
+                .filter(|&&v| v > 127)
+                .count();
             // JPEG (the images' format, as the official masks) blurs the edges a little.
             assert!(fg.abs_diff(want) * 10 < want, "{fg} vs {want}");
         } else {
             assert_eq!(fg, 0, "a sample without a mask has an empty one");
         }
     }
-    assert_eq!(std::fs::read_to_string(out.join("boxes.txt")).unwrap(), text);
+    assert_eq!(
+        std::fs::read_to_string(out.join("boxes.txt")).unwrap(),
+        text
+    );
     ObjectBoxes::load(&out.join("boxes.txt"), &source).unwrap();
 }
 
@@ -499,12 +582,20 @@ fn import_declares_the_source_hash_and_writes_what_model_import_writes() {
     let sha = sha256_hex(&src);
     let none = BTreeMap::new();
 
-    let e = run("import", "source = \"moco.ckpt\"", &none, &data, &tmp.path().join("a"))
-        .unwrap_err()
-        .to_string();
+    let e = run(
+        "import",
+        "source = \"moco.ckpt\"",
+        &none,
+        &data,
+        &tmp.path().join("a"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("sha256") && e.contains(&sha), "{e}");
 
-    let p = format!("source = \"moco.ckpt\"\nformat = \"lightning\"\narch = \"resnet18\"\nsha256 = \"{sha}\"");
+    let p = format!(
+        "source = \"moco.ckpt\"\nformat = \"lightning\"\narch = \"resnet18\"\nsha256 = \"{sha}\""
+    );
     let out = tmp.path().join("b");
     let res = run("import", &p, &none, &data, &out).unwrap();
     assert!(res.metrics.is_empty());
@@ -518,22 +609,45 @@ fn import_declares_the_source_hash_and_writes_what_model_import_writes() {
 
     // The declared hash is in the parameters, hence the fingerprint; a changed file is refused.
     std::fs::copy(fx.dir.join("lightning_moco_r18.legacy.pt"), &src).unwrap();
-    let e = run("import", &p, &none, &data, &tmp.path().join("c")).unwrap_err().to_string();
+    let e = run("import", &p, &none, &data, &tmp.path().join("c"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("sha256") && e.contains(&sha256_hex(&src)), "{e}");
     // The architecture and format are checked against the file.
     std::fs::copy(fx.dir.join("lightning_moco_r18.zip.pt"), &src).unwrap();
-    let e = run("import", &p.replace("resnet18", "resnet50"), &none, &data, &tmp.path().join("d"))
-        .unwrap_err()
-        .to_string();
+    let e = run(
+        "import",
+        &p.replace("resnet18", "resnet50"),
+        &none,
+        &data,
+        &tmp.path().join("d"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.starts_with("parameter arch"), "{e}");
-    let e = run("import", &p.replace("\"lightning\"", "\"torchvision\""), &none, &data, &tmp.path().join("e"))
-        .unwrap_err()
-        .to_string();
+    let e = run(
+        "import",
+        &p.replace("\"lightning\"", "\"torchvision\""),
+        &none,
+        &data,
+        &tmp.path().join("e"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("torchvision") && e.contains("lightning"), "{e}");
-    let e = run("import", &p.replace("moco.ckpt", "nothere.ckpt"), &none, &data, &tmp.path().join("f"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.starts_with("parameter source") && e.contains("nothere.ckpt"), "{e}");
+    let e = run(
+        "import",
+        &p.replace("moco.ckpt", "nothere.ckpt"),
+        &none,
+        &data,
+        &tmp.path().join("f"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("parameter source") && e.contains("nothere.ckpt"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -541,7 +655,11 @@ fn bad_parameters_are_refused_naming_the_key() {
     let cases: &[(&str, &str, &str)] = &[
         ("localize", "expand_res = 3", "expand_res"),
         ("localize", "cam_iters = 0", "cam_iters"),
-        ("localize", "method = \"classifier-cam\"\ncam_iters = 10", "cam_iters"),
+        (
+            "localize",
+            "method = \"classifier-cam\"\ncam_iters = 10",
+            "cam_iters",
+        ),
         (
             "localize",
             "method = \"grad-cam\"\nnegative_signal_removal = false",
@@ -556,16 +674,28 @@ fn bad_parameters_are_refused_naming_the_key() {
         ("localize", "method = \"cam\"", "method"),
         ("localize", "iters = 10", "iters"),
         ("eval-masks", "threshold = 0.5", "threshold"),
-        ("eval-maxboxacc", "cam_curve_interval = 0.0", "cam_curve_interval"),
+        (
+            "eval-maxboxacc",
+            "cam_curve_interval = 0.0",
+            "cam_curve_interval",
+        ),
         ("eval-maxboxacc", "iou_thresholds = []", "iou_thresholds"),
-        ("eval-maxboxacc", "iou_thresholds = [30, 150]", "iou_thresholds"),
+        (
+            "eval-maxboxacc",
+            "iou_thresholds = [30, 150]",
+            "iou_thresholds",
+        ),
         ("ground-truth", "margin = -1.0", "margin"),
         ("ground-truth", "min_area_frac = -0.5", "min_area_frac"),
         ("import", "format = \"lightning\"", "source"),
         ("import", "source = \"a.pt\"\nsha256 = \"abc\"", "sha256"),
         ("import", "source = \"a.pt\"\nformat = \"onnx\"", "format"),
         ("import", "source = \"a.pt\"\narch = \"vgg\"", "arch"),
-        ("import", "source = \"a.pt\"\ncheckpoint = \"x\"", "checkpoint"),
+        (
+            "import",
+            "source = \"a.pt\"\ncheckpoint = \"x\"",
+            "checkpoint",
+        ),
     ];
     for (kind, text, key) in cases {
         let e = params(kind, text).unwrap_err();
@@ -587,8 +717,16 @@ fn a_missing_input_names_the_slot() {
     let tmp = tempfile::tempdir().unwrap();
     let h = synth_handle();
     let cases: Vec<(&str, BTreeMap<String, Input>, &str)> = vec![
-        ("localize", inputs(vec![("data", Input::Dataset(h.clone()))]), "input 'model'"),
-        ("eval-masks", inputs(vec![("data", Input::Dataset(h.clone()))]), "input 'masks'"),
+        (
+            "localize",
+            inputs(vec![("data", Input::Dataset(h.clone()))]),
+            "input 'model'",
+        ),
+        (
+            "eval-masks",
+            inputs(vec![("data", Input::Dataset(h.clone()))]),
+            "input 'masks'",
+        ),
         (
             "eval-maxboxacc",
             inputs(vec![("data", Input::Dataset(h.clone()))]),
@@ -596,15 +734,24 @@ fn a_missing_input_names_the_slot() {
         ),
         (
             "eval-masks",
-            inputs(vec![("masks", artefact(ArtefactKind::MasksDir, tmp.path()))]),
+            inputs(vec![(
+                "masks",
+                artefact(ArtefactKind::MasksDir, tmp.path()),
+            )]),
             "input 'data'",
         ),
         ("ground-truth", inputs(vec![]), "input 'data'"),
     ];
     for (i, (kind, ins, want)) in cases.into_iter().enumerate() {
-        let e = run(kind, "", &ins, tmp.path(), &tmp.path().join(format!("o{i}")))
-            .unwrap_err()
-            .to_string();
+        let e = run(
+            kind,
+            "",
+            &ins,
+            tmp.path(),
+            &tmp.path().join(format!("o{i}")),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains(want), "{kind}: {e}");
     }
     // A bound masks folder without the scenes' masks names the file it missed.
@@ -623,4 +770,98 @@ fn a_missing_input_names_the_slot() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("0.png"), "{e}");
+}
+
+#[test]
+fn classifier_cams_of_a_supervised_model_match_localize_dataset_and_need_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let h = index_fixture(&data);
+    tch::manual_seed(5);
+    let cfg = ClassifierConfig {
+        encoder: model_config().encoder,
+        method: Default::default(),
+        num_classes: 2,
+    };
+    let w = tmp.path().join("clf.safetensors");
+    Classifier::new(&cfg, Device::Cpu)
+        .save(&w, &HashMap::new())
+        .unwrap();
+    let ins = inputs(vec![
+        ("model", artefact(ArtefactKind::ModelCheckpoint, &w)),
+        ("data", Input::Dataset(h.clone())),
+    ]);
+    let p =
+        "method = \"classifier-cam\"\nexpand_res = 2\ncrf = true\ninput_size = 32\nbatch_size = 5";
+    let loc = tmp.path().join("loc");
+    let res = run("localize", p, &ins, &data, &loc).unwrap();
+    let source = IndexSource::open(&data, "fx", "test").unwrap();
+    let index_file = source.index_file.clone();
+    let lib = tmp.path().join("lib");
+    let opts = LocalizeOptions {
+        method: CamMethod::ClassifierCam { expand_res: 2 },
+        image_size: 32,
+        batch_size: 5,
+        workers: 1,
+        soft_masks: true,
+        ..Default::default()
+    };
+    let model = LocalizeModel::Classifier(Classifier::load(&w, Device::Cpu).unwrap());
+    let summary = localize_dataset(
+        Arc::new(source),
+        &index_file,
+        &model,
+        &w,
+        &lib,
+        &opts,
+        &|_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        res.metrics["boxes_per_image"],
+        summary.boxes as f64 / N_INDEX as f64
+    );
+    let source = IndexSource::open(&data, "fx", "test").unwrap();
+    for i in 0..N_INDEX {
+        let id = source.meta(i).unwrap().id;
+        assert_eq!(
+            std::fs::read(loc.join(format!("score_maps/{id}.npy"))).unwrap(),
+            std::fs::read(lib.join(format!("scoremaps/{id}.npy"))).unwrap()
+        );
+    }
+    // A contrastive checkpoint under a classifier method is refused when it is read, naming the file.
+    let wrong = inputs(vec![
+        (
+            "model",
+            artefact(ArtefactKind::ModelCheckpoint, &weights(tmp.path())),
+        ),
+        ("data", Input::Dataset(h.clone())),
+    ]);
+    let e = run("localize", p, &wrong, &data, &tmp.path().join("wrong"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tiny.safetensors"), "{e}");
+
+    // Only fp32: a bf16 run is refused rather than silently computed in fp32.
+    let r = Registry::builtin();
+    let k = r.get("localize").and_then(|k| k.implemented()).unwrap();
+    let out = tmp.path().join("bf16");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut ctx = StageContext {
+        stage: "t",
+        out_dir: &out,
+        outputs: k.outputs(),
+        inputs: &ins,
+        seed: 0,
+        device: Device::Cpu,
+        precision: Precision::Bf16Mixed,
+        data_dir: &data,
+        threads: 1,
+        progress: Mode::Hidden,
+    };
+    let e = k
+        .run(&params("localize", p).unwrap(), &mut ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bf16-mixed"), "{e}");
 }

@@ -419,7 +419,11 @@ pub fn localize_dataset(
             opts.mask_clean,
             opts.box_clean,
             opts.boxes,
-            if opts.apply_crf { "" } else { " apply_crf=false" }
+            if opts.apply_crf {
+                ""
+            } else {
+                " apply_crf=false"
+            }
         ),
         chunks,
     };

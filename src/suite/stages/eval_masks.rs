@@ -61,7 +61,9 @@ pub fn synth_miou(set: &SynthSet, dir: &std::path::Path) -> Result<f64, StageErr
         let img = image::open(&path).map_err(|e| {
             StageError::io(
                 &path,
-                format!("{e}; every scene needs a predicted mask `<i>.png` (`localize` writes them)"),
+                format!(
+                    "{e}; every scene needs a predicted mask `<i>.png` (`localize` writes them)"
+                ),
             )
         })?;
         let image::DynamicImage::ImageLuma8(g) = img else {

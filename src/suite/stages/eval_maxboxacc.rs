@@ -92,7 +92,9 @@ impl Stage for EvalMaxBoxAcc {
         let data = ctx.dataset("data")?;
         let cfg = p.config();
         let r = match &data.spec {
-            DatasetSpec::Synth(_) => maxboxacc_with_metadata(&synth_metadata(&*data.synth()?), &maps, &cfg)?,
+            DatasetSpec::Synth(_) => {
+                maxboxacc_with_metadata(&synth_metadata(&*data.synth()?), &maps, &cfg)?
+            }
             DatasetSpec::Index(_) => {
                 let source = super::localize::index_source(data)?;
                 maxboxacc_over_split(&source, &maps, &cfg)?

@@ -189,7 +189,10 @@ fn official_box_file(data_dir: &Path, dataset: &str, source: &IndexSource) -> Op
     match ObjectBoxes::load(&path, source) {
         Ok(b) => Some(b),
         Err(e) => {
-            tracing::info!("not using {}: {e}; boxes from the index instead", path.display());
+            tracing::info!(
+                "not using {}: {e}; boxes from the index instead",
+                path.display()
+            );
             None
         }
     }

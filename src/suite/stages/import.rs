@@ -74,7 +74,11 @@ impl Stage for Import {
             return Err(ParamError::new("source", "must name the checkpoint file"));
         }
         if let Some(h) = &p.sha256 {
-            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            if h.len() != 64
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
                 return Err(ParamError::new(
                     "sha256",
                     "must be 64 lowercase hex digits (`sha256sum FILE`)",
@@ -134,7 +138,10 @@ impl Stage for Import {
             if got != want {
                 return Err(ParamError::new(
                     "arch",
-                    format!("{} holds a {got:?}, the suite asks for {want:?}", src.display()),
+                    format!(
+                        "{} holds a {got:?}, the suite asks for {want:?}",
+                        src.display()
+                    ),
                 )
                 .into());
             }

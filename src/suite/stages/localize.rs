@@ -440,7 +440,12 @@ fn run_synth(
             &encode_npy_2d_f32(s, s, map),
         )?;
         if p.soft_masks {
-            let soft = soft_mask_pixels(&small.get(i as i64), p.input_size as usize, s as u32, s as u32)?;
+            let soft = soft_mask_pixels(
+                &small.get(i as i64),
+                p.input_size as usize,
+                s as u32,
+                s as u32,
+            )?;
             write_out(
                 soft_dir.join(format!("{i}.png")),
                 &gray_png(soft, s as u32, s as u32)?,
