@@ -593,6 +593,12 @@ fn pretrain_on_a_built_split_is_deterministic_and_uses_an_official_box_file() {
     );
     assert_ne!(bytes(&pa), bytes(&pc), "OA-Crop boxes change the views");
     let model = ContrastiveModel::load(&pc, Device::Cpu).unwrap();
+    let meta = contracam::data::formats::safetensors::SafetensorsReader::open(&pc).unwrap();
+    let data: serde_json::Value =
+        serde_json::from_str(&meta.metadata()["contracam.train_data"]).unwrap();
+    assert_eq!(data["images"], 16);
+    assert_eq!(data["boxes"], "gt.boxes");
+    assert_eq!(meta.metadata()["contracam.seed"], "5");
     assert_eq!(model.config.encoder.arch, Arch::Resnet18);
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("c").join("train_report.json")).unwrap(),

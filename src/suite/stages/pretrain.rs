@@ -218,8 +218,7 @@ fn train_param_error(e: TrainError) -> ParamError {
     }
 }
 
-const NOT_YET: &str =
-    "is not available in the training loop yet (it is being added); leave it out for now";
+const NOT_YET: &str = "is not available in the training loop yet (another change adds it)";
 
 impl Stage for Pretrain {
     type Params = PretrainParams;
@@ -301,17 +300,27 @@ impl Stage for Pretrain {
             return Err(StageError::Input {
                 slot: "masks".into(),
                 msg: format!(
-                    "is bound, but BG-Mixup {NOT_YET} (unbind masks and drop bg_mixup to train without it)"
+                    "is bound, but BG-Mixup {NOT_YET}; unbind masks and drop bg_mixup to train without it"
                 ),
             });
         }
         if p.bg_mixup.is_some() {
-            return Err(ParamError::new("bg_mixup", format!("BG-Mixup {NOT_YET}")).into());
+            return Err(ParamError::new(
+                "bg_mixup",
+                format!("BG-Mixup {NOT_YET}; leave bg_mixup out for now"),
+            )
+            .into());
         }
         if p.mix.is_some() {
-            return Err(ParamError::new("mix", format!("Mixup/CutMix {NOT_YET}")).into());
+            return Err(ParamError::new(
+                "mix",
+                format!("Mixup/CutMix {NOT_YET}; leave mix out for now"),
+            )
+            .into());
         }
-        let boxes = ctx.optional_artefact("boxes")?.map(|a| a.path.clone());
+        let boxes_in = ctx.optional_artefact("boxes")?;
+        let boxes_from = boxes_in.map(|a| a.producer.clone());
+        let boxes = boxes_in.map(|a| a.path.clone());
         match (&boxes, p.oa_crop) {
             (Some(_), false) => {
                 return Err(StageError::Input {
@@ -376,7 +385,7 @@ impl Stage for Pretrain {
                 let meta = serde_json::json!({
                     "dataset": source.name(),
                     "images": source.len(),
-                    "oa_crop": p.oa_crop,
+                    "boxes": boxes_from,
                 });
                 (model, report, Some(meta))
             }
