@@ -420,6 +420,41 @@ fn a_suite_with_planned_kinds_is_refused_before_any_work() {
     assert!(!runs.exists(), "nothing may run: {:?}", dirs(&runs, ""));
 }
 
+#[test]
+fn an_unbuilt_dataset_or_a_held_runs_dir_is_refused_before_any_work() {
+    use contracam::suite::cache::{LockPolicy, StageCache};
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let suite = load(
+        dir.path(),
+        &suite_text("offset = 1.0", "").replace(
+            "synth = { form = \"scenes\", split = \"test\", count = 8 }",
+            "manifest = \"cub200\"\nsplit = \"test\"",
+        ),
+    );
+    let e = run(&suite, &run_options(&runs), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("toy.toml: datasets.scenes")
+            && e.contains("not built")
+            && e.contains("contracam data build cub200"),
+        "{e}"
+    );
+    assert!(!runs.exists());
+
+    // Another run holds the suite's folder: --no-wait refuses, naming the holder.
+    let suite = load(dir.path(), &suite_text("offset = 1.0", ""));
+    let held = StageCache::open(&runs.join("toy"), LockPolicy::Refuse).unwrap();
+    let e = run(&suite, &run_options(&runs), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("in use by another contracam run"), "{e}");
+    assert!(dirs(&runs.join("toy"), "count-").is_empty());
+    drop(held);
+    run(&suite, &run_options(&runs), dir.path()).unwrap();
+}
+
 fn golden(metrics: &BTreeMap<String, f64>, seed: u64) -> String {
     let mut t = format!(
         "suite = \"toy\"\nsuite_version = 1\n[provenance]\nblessed_by = \"test\"\nblessed_at = \"now\"\n\
@@ -625,9 +660,9 @@ fn kill_9_then_rerun_equals_an_uninterrupted_run() {
             })
             .collect();
         // baseline and count were published before either kill; plus was not.
-        assert_eq!(cached["baseline"], true, "kill {i}: {err:#?}");
-        assert_eq!(cached["count"], true, "kill {i}");
-        assert_eq!(cached["plus"], false, "kill {i}");
+        assert!(cached["baseline"], "kill {i}: {err:#?}");
+        assert!(cached["count"], "kill {i}");
+        assert!(!cached["plus"], "kill {i}");
         assert!(
             dirs(&root, ".tmp-").is_empty(),
             "kill {i}: {:?}",
