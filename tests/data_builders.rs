@@ -419,28 +419,17 @@ fn coco_labels_boxes_masks_crops_and_gt_boxes() {
             "categories": [{"id": 18, "name": "dog", "supercategory": "animal"}, {"id": 1, "name": "person", "supercategory": "person"}]
         }).to_string()
     };
-    let imgs = |split: &str, first: u64| -> Vec<u8> {
-        zip(&[
-            file(&format!("{split}2017/{first:012}.jpg"), jpeg(40, 30, 1)),
-            file(&format!("{split}2017/000000000007.jpg"), jpeg(40, 30, 2)),
-            file(&format!("{split}2017/000000000008.jpg"), jpeg(40, 30, 3)),
-        ])
-    };
     let anns = zip(&[
         file("annotations/instances_train2017.json", ann("train")),
         file("annotations/instances_val2017.json", ann("val")),
         file("annotations/captions_val2017.json", "{}"),
     ]);
-    let m = serve_dataset(
+    let m = serve_coco(
         &srv,
         tmp.path(),
-        "coco2017",
-        Some("coco"),
-        vec![
-            ff("train2017.zip", imgs("train", 9)),
-            ff("val2017.zip", imgs("val", 139)),
-            ff("annotations_trainval2017.zip", anns),
-        ],
+        coco_images("train", &[9, 7, 8]),
+        Some(coco_images("val", &[139, 7, 8])),
+        anns,
     );
     let data = tmp.path().join("d");
     build(&m, &data, "coco2017", &["--jobs", "3"]);

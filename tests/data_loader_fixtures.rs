@@ -37,24 +37,12 @@ fn coco_fixture_with_ground_truth_boxes() {
         "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}]
     })
     .to_string();
-    let m = serve_dataset(
+    let m = serve_coco(
         &srv,
         tmp.path(),
-        "coco2017",
-        Some("coco"),
-        vec![
-            ff(
-                "train2017.zip",
-                zip(&[
-                    file("train2017/000000000009.jpg", jpeg(40, 30, 1)),
-                    file("train2017/000000000007.jpg", jpeg(40, 30, 2)),
-                ]),
-            ),
-            ff(
-                "annotations_trainval2017.zip",
-                zip(&[file("annotations/instances_train2017.json", ann)]),
-            ),
-        ],
+        coco_images("train", &[9, 7]),
+        None,
+        zip(&[file("annotations/instances_train2017.json", ann)]),
     );
     let data = tmp.path().join("d");
     build(&m, &data, "coco2017", &[]);

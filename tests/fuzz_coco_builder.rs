@@ -91,28 +91,18 @@ fn build_with_val_annotation(bad: serde_json::Value) -> String {
         })
         .to_string()
     };
-    let imgs = |split: &str, first: u64| {
-        zip(&[file(
-            &format!("{split}2017/{first:012}.jpg"),
-            jpeg(40, 30, 1),
-        )])
-    };
     let anns = zip(&[
         file("annotations/instances_train2017.json", ann("train", None)),
         file("annotations/instances_val2017.json", ann("val", Some(&bad))),
     ]);
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
-    let m = serve_dataset(
+    let m = serve_coco(
         &srv,
         tmp.path(),
-        "coco2017",
-        Some("coco"),
-        vec![
-            ff("train2017.zip", imgs("train", 9)),
-            ff("val2017.zip", imgs("val", 139)),
-            ff("annotations_trainval2017.zip", anns),
-        ],
+        coco_images("train", &[9]),
+        Some(coco_images("val", &[139])),
+        anns,
     );
     build_err(&m, &tmp.path().join("d"), "coco2017")
 }

@@ -142,7 +142,7 @@ fn suite_stages_and_the_linear_sweep_report_off_a_terminal_and_not_when_quiet() 
 
 #[test]
 fn data_build_logs_downloads_and_its_steps_off_a_terminal_and_nothing_when_quiet() {
-    use data_common::{ff, file, jpeg, serve_dataset, zip, Server};
+    use data_common::{coco_images, file, serve_coco, zip, Server};
     let ann = |first: u64| -> String {
         serde_json::json!({
             "images": [{"id": first, "file_name": format!("{first:012}.jpg"), "width": 40, "height": 30}],
@@ -152,28 +152,18 @@ fn data_build_logs_downloads_and_its_steps_off_a_terminal_and_nothing_when_quiet
         })
         .to_string()
     };
-    let imgs = |split: &str, first: u64| {
-        zip(&[file(
-            &format!("{split}2017/{first:012}.jpg"),
-            jpeg(40, 30, 1),
-        )])
-    };
     let anns = zip(&[
         file("annotations/instances_train2017.json", ann(9)),
         file("annotations/instances_val2017.json", ann(139)),
     ]);
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
-    let m = serve_dataset(
+    let m = serve_coco(
         &srv,
         tmp.path(),
-        "coco2017",
-        Some("coco"),
-        vec![
-            ff("train2017.zip", imgs("train", 9)),
-            ff("val2017.zip", imgs("val", 139)),
-            ff("annotations_trainval2017.zip", anns),
-        ],
+        coco_images("train", &[9]),
+        Some(coco_images("val", &[139])),
+        anns,
     );
     let build = |data: &str, quiet: bool| {
         let mut c = contracam("0");

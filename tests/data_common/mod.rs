@@ -548,3 +548,36 @@ pub fn read_index(
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A zip of `<split>2017/<id:012>.jpg` for each id, 40×30 JPEGs (the k-th image drawn with seed k + 1), as
+/// COCO's image archives are laid out.
+pub fn coco_images(split: &str, ids: &[u64]) -> Vec<u8> {
+    let entries: Vec<Entry> = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            file(
+                &format!("{split}2017/{id:012}.jpg"),
+                jpeg(40, 30, k as u8 + 1),
+            )
+        })
+        .collect();
+    zip(&entries)
+}
+
+/// Serves a COCO 2017 release (the train images, the val images when given, and the annotations zip) with
+/// the `coco` builder and writes its manifest into `dir`.
+pub fn serve_coco(
+    server: &Server,
+    dir: &Path,
+    train_images: Vec<u8>,
+    val_images: Option<Vec<u8>>,
+    annotations: Vec<u8>,
+) -> PathBuf {
+    let mut files = vec![ff("train2017.zip", train_images)];
+    if let Some(v) = val_images {
+        files.push(ff("val2017.zip", v));
+    }
+    files.push(ff("annotations_trainval2017.zip", annotations));
+    serve_dataset(server, dir, "coco2017", Some("coco"), files)
+}

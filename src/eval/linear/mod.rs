@@ -515,9 +515,7 @@ pub struct FeatureSet {
 
 impl FeatureSet {
     pub fn load(path: &Path, device: Device) -> Result<Self, EvalError> {
-        let named = Tensor::read_safetensors(path)
-            .map_err(|e| EvalError::format(path, format!("cannot read safetensors: {e}")))?;
-        let mut map: BTreeMap<String, Tensor> = named.into_iter().collect();
+        let mut map = crate::data::formats::safetensors::read_tensors(path)?.tensors;
         fn take(
             map: &mut BTreeMap<String, Tensor>,
             name: &str,
@@ -581,8 +579,8 @@ impl FeatureSet {
             v.push((format!("extra.{n}.x"), x.to_device(Device::Cpu)));
             v.push((format!("extra.{n}.y"), y.to_device(Device::Cpu)));
         }
-        Tensor::write_safetensors(&v, path)
-            .map_err(|e| EvalError::format(path, format!("cannot write safetensors: {e}")))
+        crate::data::formats::safetensors::write_tensors(path, &v, &BTreeMap::new())?;
+        Ok(())
     }
 }
 
