@@ -270,9 +270,10 @@ fn a_state_of_another_config_or_a_truncated_file_is_refused() {
     };
     let e = resume_error(&path, &model(Method::Moco), &other_batch);
     assert!(e.contains("train.batch_size"), "{e}");
-    let with_mix = config(true);
+    let mut with_mix = cfg.clone();
+    with_mix.mix.kind = MixKind::Mixup;
     let e = resume_error(&path, &model(Method::Moco), &with_mix);
-    assert!(e.contains("train.mix"), "{e}");
+    assert!(e.contains("train.mix.kind"), "{e}");
 
     let bytes = std::fs::read(&path).unwrap();
     let cut = dir.path().join("cut.safetensors");

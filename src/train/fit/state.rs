@@ -16,7 +16,7 @@ use super::momentum::{self, SgdSettings};
 use super::Trainer;
 use crate::data::formats::safetensors::{read_tensors, write_tensors, TensorFile};
 use crate::model::ModelConfig;
-use crate::train::config::TrainConfig;
+use crate::train::config::{MixConfig, TrainConfig};
 use crate::train::error::TrainError;
 use crate::train::rng_state::RngState;
 use crate::train::source::BatchSource;
@@ -82,6 +82,16 @@ fn first_difference(prefix: &str, want: &Value, got: &Value) -> Option<(String, 
         _ if want == got => None,
         _ => Some((prefix.into(), want.to_string(), got.to_string())),
     }
+}
+
+/// A serialised training config with its `mix` table, which is left out while off, so a difference is
+/// named down to the key (`train.mix.kind`).
+fn with_mix(mut train: Value) -> Value {
+    if let Value::Object(m) = &mut train {
+        m.entry("mix")
+            .or_insert_with(|| serde_json::to_value(MixConfig::default()).unwrap_or(Value::Null));
+    }
+    train
 }
 
 impl<S: ExecutionStrategy> Trainer<S> {
@@ -194,14 +204,14 @@ impl<S: ExecutionStrategy> Trainer<S> {
             (
                 "model",
                 serde_json::to_value(model_cfg).unwrap_or(Value::Null),
-                &meta.model,
+                meta.model.clone(),
             ),
             (
                 "train",
-                serde_json::to_value(cfg).unwrap_or(Value::Null),
-                &meta.train,
+                with_mix(serde_json::to_value(cfg).unwrap_or(Value::Null)),
+                with_mix(meta.train.clone()),
             ),
-            ("seed", Value::from(seed), &Value::from(meta.seed)),
+            ("seed", Value::from(seed), Value::from(meta.seed)),
         ];
         for (prefix, want, got) in &ours {
             if let Some((key, want, got)) = first_difference(prefix, want, got) {
