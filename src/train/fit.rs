@@ -220,7 +220,9 @@ impl<S: ExecutionStrategy> Trainer<S> {
             self.epoch += 1;
             self.step_in_epoch = 0;
             if let Some(policy) = self.checkpoint.clone() {
-                if self.epoch % policy.every_epochs.max(1) == 0 || self.epoch == self.cfg.epochs {
+                if self.epoch.is_multiple_of(policy.every_epochs.max(1))
+                    || self.epoch == self.cfg.epochs
+                {
                     self.save_state(&policy.path, source)?;
                 }
             }

@@ -58,7 +58,7 @@ pub(super) fn write(
         let saved: Vec<(Tensor, Tensor)> =
             params.iter().map(|p| (p.copy(), p.grad().copy())).collect();
         for (p, b) in params.iter().zip(buffers) {
-            let _ = p.grad().copy_(b);
+            p.grad().copy_(b);
         }
         opt.set_weight_decay(0.0);
         opt.set_momentum(put_back.momentum);
@@ -69,8 +69,8 @@ pub(super) fn write(
 
 fn restore(opt: &mut Optimizer, params: &[Tensor], saved: &[(Tensor, Tensor)], s: &SgdSettings) {
     for (p, (value, grad)) in params.iter().zip(saved) {
-        let _ = p.shallow_clone().copy_(value);
-        let _ = p.grad().copy_(grad);
+        p.shallow_clone().copy_(value);
+        p.grad().copy_(grad);
     }
     opt.set_weight_decay(s.weight_decay);
     opt.set_momentum(s.momentum);
