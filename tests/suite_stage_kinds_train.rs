@@ -4,8 +4,9 @@
 //! - the same seed gives the same checkpoint bytes; boxes change the views;
 //! - on a tiny built index split, training is deterministic, an official box file changes the weights, and
 //!   linear evaluation equals the direct library computation (loader + encoder + L-BFGS sweep);
-//! - bad parameters are refused naming the key; a bound `masks` input is refused saying BG-Mixup is not in
-//!   the training loop yet.
+//! - bad parameters are refused naming the key;
+//! - BG-Mixup (with bound soft masks on a built split, with the true foreground on synthetic scenes) and
+//!   Mixup/CutMix train and change the weights; a `masks` input that does not fit the method is refused.
 mod suite_common;
 
 use std::collections::BTreeMap;
@@ -370,50 +371,98 @@ fn pretrain_on_synth_is_deterministic_and_boxes_change_the_views() {
 }
 
 #[test]
-fn masks_bg_mixup_and_mix_are_refused_until_the_loop_mixes() {
+fn bg_mixup_and_mix_train_and_a_mask_input_must_match_the_method() {
+    tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let scenes = synth("scenes", SynthForm::Scenes, "train", 8, &tiny_synth());
+    let run = |name: &str, params: &str, inp: Vec<(&str, Input)>| {
+        let out = dir.path().join(name);
+        run_kind("pretrain", params, &inputs(inp), 0, &out)
+            .map(|r| (r, bytes(&out.join("model.safetensors"))))
+    };
+    let (_, plain) = run("plain", TINY, vec![("data", scenes.clone())]).unwrap();
+    // Each mixing method trains, and changes the weights.
+    for (name, extra) in [
+        ("hard", "bg_mixup = { mode = \"hard\", p_mix = 1.0 }\n"),
+        ("mixup", "mix = { mode = \"mixup\" }\n"),
+        ("cutmix", "mix = { mode = \"cutmix\", beta = 1.0 }\n"),
+    ] {
+        let (r, w) = run(
+            name,
+            &format!("{TINY}{extra}"),
+            vec![("data", scenes.clone())],
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(r.metrics["final_loss"].is_finite(), "{name}");
+        assert_ne!(w, plain, "{name} trained the plain weights");
+    }
+    // BG-Mixup on synthetic scenes with soft masks bound, or soft without them: refused, naming the slot.
     let masks = artefact(ArtefactKind::SoftMasks, dir.path(), "cam.soft_masks");
-    let out = dir.path().join("out");
-    let e = run_kind(
-        "pretrain",
-        &format!("{TINY}bg_mixup = {{ mode = \"soft\", p_mix = 0.4, cam_threshold = 0.2 }}\n"),
-        &inputs(vec![("data", scenes.clone()), ("masks", masks)]),
-        0,
-        &out,
-    )
-    .unwrap_err()
-    .to_string();
+    let soft = format!("{TINY}bg_mixup = {{ mode = \"soft\" }}\n");
+    for inp in [
+        vec![("data", scenes.clone()), ("masks", masks.clone())],
+        vec![("data", scenes.clone())],
+    ] {
+        let e = run("x", &soft, inp).unwrap_err().to_string();
+        assert!(e.contains("'masks'") && e.contains("hard"), "{e}");
+    }
+    // Masks without bg_mixup are refused.
+    let e = run("y", TINY, vec![("data", scenes), ("masks", masks)])
+        .unwrap_err()
+        .to_string();
     assert!(
-        e.contains("'masks'")
-            && e.contains("BG-Mixup")
-            && e.contains("not available in the training loop yet"),
+        e.contains("'masks'") && e.contains("bg_mixup is not set"),
         "{e}"
     );
-    let e = run_kind(
-        "pretrain",
-        &format!("{TINY}bg_mixup = {{ mode = \"hard\" }}\n"),
-        &inputs(vec![("data", scenes.clone())]),
-        0,
-        &out,
+    assert!(!dir.path().join("x").join("model.safetensors").exists());
+}
+
+#[test]
+fn bg_mixup_on_a_built_split_mixes_with_the_bound_soft_masks() {
+    tch::set_num_threads(1);
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    // Soft masks in the official save_masks layout (<class>/<file>): the left half is foreground.
+    let masks = dir.path().join("soft_masks");
+    for class in ["c0", "c1"] {
+        for e in std::fs::read_dir(f.data.join("toy/img").join(class)).unwrap() {
+            let p = e.unwrap().path();
+            let (w, h) = image::image_dimensions(&p).unwrap();
+            let m = image::GrayImage::from_fn(w, h, |x, _| {
+                image::Luma([if x < w / 2 { 255 } else { 0 }])
+            });
+            let to = masks.join(class).join(p.file_name().unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            m.save(&to).unwrap();
+        }
+    }
+    let run = |name: &str, params: &str, inp: Vec<(&str, Input)>| {
+        let out = dir.path().join(name);
+        run_kind("pretrain", params, &inputs(inp), 5, &out)
+            .map(|_| bytes(&out.join("model.safetensors")))
+    };
+    let plain = run("plain", TINY, vec![("data", index_input(&f, "train"))]).unwrap();
+    let bg = format!("{TINY}bg_mixup = {{ mode = \"soft\", p_mix = 1.0 }}\n");
+    let soft = artefact(ArtefactKind::SoftMasks, &masks, "cam.soft_masks");
+    let a = run(
+        "a",
+        &bg,
+        vec![("data", index_input(&f, "train")), ("masks", soft.clone())],
     )
-    .unwrap_err()
-    .to_string();
-    assert!(e.contains("bg_mixup") && e.contains("not available"), "{e}");
-    let e = run_kind(
-        "pretrain",
-        &format!("{TINY}mix = {{ mode = \"cutmix\", beta = 1.0 }}\n"),
-        &inputs(vec![("data", scenes)]),
-        0,
-        &out,
+    .unwrap();
+    let b = run(
+        "b",
+        &bg,
+        vec![("data", index_input(&f, "train")), ("masks", soft)],
     )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("mix") && e.contains("Mixup/CutMix") && e.contains("not available"),
-        "{e}"
-    );
-    assert!(!out.join("model.safetensors").exists());
+    .unwrap();
+    assert_eq!(a, b, "BG-Mixup is seeded");
+    assert_ne!(a, plain, "BG-Mixup changed the training");
+    // Without the masks a built split cannot mix.
+    let e = run("c", &bg, vec![("data", index_input(&f, "train"))])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'masks'") && e.contains("soft masks"), "{e}");
 }
 
 #[test]

@@ -12,7 +12,13 @@ use contracam::localize::dataset::open_split;
 use contracam::model::ContrastiveModel;
 use contracam::suite::config::{self, SuiteConfig};
 use contracam::train::augment::object_aware_crop::validate_regions;
-use contracam::train::{train, train_on_index, IndexSourceOptions, TrainData, TrainReport};
+use contracam::train::config::MixKind;
+use contracam::train::fit::CheckpointPolicy;
+use contracam::train::objective::MixWeighting;
+use contracam::train::{
+    fit_source, train_on_index, Checkpointing, ExecutionStrategy, InMemorySource,
+    IndexSourceOptions, SingleDevice, TrainReport,
+};
 use contracam::util::memory::ensure_fits_with_hint;
 use contracam::util::output::{refuse_input_overwrite, refuse_output_in_input_dirs};
 use contracam::util::progress::{Progress, Unit};
@@ -56,6 +62,36 @@ pub struct SslArgs {
     /// instead of stopping.
     #[arg(long, requires = "dataset")]
     pub skip_bad: bool,
+    /// Background mixup on view 1 after the colour augmentations (official `*_bgmix`): needs the soft
+    /// masks of view 1 (--masks with --dataset; the synthetic scenes carry their true foreground).
+    #[arg(long, conflicts_with_all = ["mixup", "cutmix"])]
+    pub bg_mixup: bool,
+    /// BG-Mixup probability of mixing an image that has a background (official `aug_prob`; default 0.4
+    /// for MoCo, 0.3 for BYOL).
+    #[arg(long, requires = "bg_mixup", value_name = "P")]
+    pub bg_mixup_prob: Option<f64>,
+    /// Mixup baseline on view 1, i-Mix style (per-image weights from Beta(1, 1)).
+    #[arg(long, conflicts_with = "cutmix")]
+    pub mixup: bool,
+    /// CutMix baseline on view 1, i-Mix style (one box per batch).
+    #[arg(long)]
+    pub cutmix: bool,
+    /// How MoCo's Mixup loss weighs its two cross-entropies: `official` (the per-image weights multiply
+    /// mean-reduced cross-entropies, as the official MoCoMixup) or `per-sample`.
+    #[arg(long, requires = "mixup", value_parser = ["official", "per-sample"])]
+    pub mixup_weighting: Option<String>,
+    /// Write the training state (networks, optimiser, queues, RNG streams, position) every N epochs and
+    /// after the last one, to --state; a run resumes from it with --resume.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: Option<u64>,
+    /// Where --checkpoint-every writes the training state (default: --out with the extension
+    /// `.state.safetensors`), replaced atomically each time.
+    #[arg(long, requires = "checkpoint_every")]
+    pub state: Option<PathBuf>,
+    /// Continue the run saved in this training state; the suite's [model] and [train], the mixing flags
+    /// and the seed must be those it was written with (a difference is refused, naming the field).
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
     /// Checkpoint to write (safetensors; config and seed in its metadata).
     #[arg(long)]
     pub out: PathBuf,
@@ -90,12 +126,29 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             if let Some(b) = &a.boxes {
                 inputs.push(("--boxes", b));
             }
+            if let Some(r) = &a.resume {
+                inputs.push(("--resume", r));
+            }
             refuse_input_overwrite(&a.out, "--out", &inputs)?;
+            if a.checkpoint_every.is_some() {
+                // The state may replace the file it resumed from, never an input or the model.
+                let state = state_path(&a);
+                anyhow::ensure!(
+                    state != a.out,
+                    "--state {} is also --out: the training state and the trained model need two files",
+                    state.display()
+                );
+                let mut others: Vec<(&str, &std::path::Path)> = vec![("--out", &a.out)];
+                others.extend(inputs.iter().filter(|(flag, _)| *flag != "--resume"));
+                refuse_input_overwrite(&state, "--state", &others)?;
+            }
             if let Some(m) = &a.masks {
                 refuse_output_in_input_dirs(&a.out, "--out", &[("--masks", m)])?;
             }
             let suite = config::load(&a.suite)?;
-            let cfg = &suite.config;
+            let mut cfg = suite.config.clone();
+            apply_mix_flags(&a, &mut cfg);
+            let cfg = &cfg;
             let seed = global.seed.unwrap_or(cfg.seed);
             // Every value is checked before data is read or a model is allocated; errors name the suite
             // file and the key.
@@ -136,6 +189,46 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 type Trained = (ContrastiveModel, TrainReport, Option<serde_json::Value>);
+
+/// The mixing flags override the suite's `[train.mix]` kind (and probability, weighting).
+fn apply_mix_flags(a: &SslArgs, cfg: &mut SuiteConfig) {
+    let mix = &mut cfg.train.mix;
+    if a.bg_mixup {
+        mix.kind = MixKind::BgMixup;
+    } else if a.mixup {
+        mix.kind = MixKind::Mixup;
+    } else if a.cutmix {
+        mix.kind = MixKind::Cutmix;
+    }
+    if a.bg_mixup_prob.is_some() {
+        mix.bg_mixup_prob = a.bg_mixup_prob;
+    }
+    match a.mixup_weighting.as_deref() {
+        Some("per-sample") => mix.weighting = MixWeighting::PerSample,
+        Some(_) => mix.weighting = MixWeighting::Official,
+        None => {}
+    }
+}
+
+/// Where --checkpoint-every writes: --state, else --out with the extension `.state.safetensors`.
+fn state_path(a: &SslArgs) -> PathBuf {
+    a.state
+        .clone()
+        .unwrap_or_else(|| a.out.with_extension("state.safetensors"))
+}
+
+/// A fresh trainer, or the run saved in --resume (with `source` put back where it was), trained to the
+/// end with the --checkpoint-every policy.
+/// The resume file and checkpoint policy the flags ask for.
+fn checkpointing(a: &SslArgs) -> Checkpointing {
+    Checkpointing {
+        resume: a.resume.clone(),
+        policy: a.checkpoint_every.map(|n| CheckpointPolicy {
+            path: state_path(a),
+            every_epochs: n as usize,
+        }),
+    }
+}
 
 /// The suite's synthetic training scenes, held in memory, with their true foreground riding with view 1.
 fn train_on_scenes(
@@ -183,14 +276,30 @@ fn train_on_scenes(
         None => None,
     };
     let images = scenes.images_tensor();
-    // The scenes' true foreground rides with view 1 so the report says what the views contained.
+    // The scenes' true foreground rides with view 1: the report says what the views contained, and
+    // BG-Mixup mixes through it.
     let foreground = scenes.foreground_tensor().squeeze_dim(1);
-    let data = TrainData {
-        images: &images,
-        boxes: boxes.as_deref(),
-        masks: Some(&foreground),
-    };
-    let (model, report) = train(&cfg.model, &cfg.train, &data, seed, device, bar)?;
+    let strategy = SingleDevice::new(device);
+    let mut source = InMemorySource::new(
+        images,
+        cfg.train.batch_size,
+        &cfg.train.augment,
+        seed,
+        strategy.shard(),
+    )?;
+    if let Some(b) = boxes {
+        source = source.with_boxes(b)?;
+    }
+    source = source.with_masks(foreground)?;
+    let (model, report) = fit_source(
+        &cfg.model,
+        &cfg.train,
+        seed,
+        strategy,
+        &mut source,
+        &checkpointing(a),
+        bar,
+    )?;
     Ok((model, report, None))
 }
 
@@ -241,8 +350,15 @@ fn train_on_dataset(
         skip_bad: a.skip_bad,
         device,
     };
-    let (model, report, skipped) =
-        train_on_index(&cfg.model, &cfg.train, source.clone(), opts, seed, bar)?;
+    let (model, report, skipped) = train_on_index(
+        &cfg.model,
+        &cfg.train,
+        source.clone(),
+        opts,
+        seed,
+        &checkpointing(a),
+        bar,
+    )?;
     if !skipped.is_empty() {
         eprintln!(
             "skipped {} unreadable sample(s) (listed in the checkpoint's contracam.train_data)",

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::error::TrainError;
+use super::objective::mix_loss::MixWeighting;
 use crate::model::Method;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,76 @@ pub struct TrainConfig {
     /// MoCo temperature (official 0.2).
     pub temperature: f64,
     pub augment: AugmentConfig,
+    /// Mixing of view 1 after the colour transforms (BG-Mixup, Mixup, CutMix); off by default. Left out
+    /// of the serialised config while off, so configs and their fingerprints stay as they were.
+    #[serde(skip_serializing_if = "MixConfig::is_off")]
+    pub mix: MixConfig,
+}
+
+/// What view 1 is mixed with, as the official `*_bgmix`, `*_mixup` and `*_cutmix` models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MixKind {
+    #[default]
+    None,
+    /// Background mixup through the soft masks of view 1 (`models/bg_mixup.py`).
+    BgMixup,
+    /// Mixup with per-image weights, i-Mix style (`models/mixup.py`).
+    Mixup,
+    /// CutMix with one box per batch, i-Mix style (`models/cutmix.py`).
+    Cutmix,
+}
+
+/// The suite's `[train.mix]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixConfig {
+    pub kind: MixKind,
+    /// BG-Mixup: probability that an image with a background is mixed (`aug_prob`); default 0.4 (MoCo)
+    /// or 0.3 (BYOL), the paper's values.
+    pub bg_mixup_prob: Option<f64>,
+    /// BG-Mixup: mask threshold of the foreground rectangle (`cam_thres`, official 0.2).
+    pub cam_thres: f64,
+    /// Mixup/CutMix: the weights come from Beta(alpha, alpha) (official 1).
+    pub alpha: f64,
+    /// Mixup with MoCo: "official" multiplies mean-reduced cross-entropies by the per-image weights
+    /// (`MoCoMixup`), "per-sample" weighs each image's own cross-entropy. CutMix has one weight per batch,
+    /// where both agree; it always uses the per-sample form, as `MoCoCutMix`.
+    pub weighting: MixWeighting,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        Self {
+            kind: MixKind::None,
+            bg_mixup_prob: None,
+            cam_thres: 0.2,
+            alpha: 1.0,
+            weighting: MixWeighting::Official,
+        }
+    }
+}
+
+impl MixConfig {
+    /// Whether this is the default (no mixing, default parameters).
+    pub fn is_off(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn bg_mixup_prob_for(&self, method: Method) -> f64 {
+        self.bg_mixup_prob.unwrap_or(match method {
+            Method::Moco => 0.4,
+            Method::Byol => 0.3,
+        })
+    }
+
+    fn validate(&self) -> Result<(), TrainError> {
+        if let Some(p) = self.bg_mixup_prob {
+            probability("train.mix.bg_mixup_prob", p)?;
+        }
+        probability("train.mix.cam_thres", self.cam_thres)?;
+        positive_finite("train.mix.alpha", self.alpha)
+    }
 }
 
 impl Default for TrainConfig {
@@ -40,6 +111,7 @@ impl Default for TrainConfig {
             queue_size: 65536,
             temperature: 0.2,
             augment: AugmentConfig::default(),
+            mix: MixConfig::default(),
         }
     }
 }
@@ -133,7 +205,7 @@ impl TrainConfig {
             positive_finite("train.temperature", self.temperature)?;
         }
         self.augment.validate("train.augment")?;
-        Ok(())
+        self.mix.validate()
     }
 }
 

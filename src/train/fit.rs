@@ -1,16 +1,26 @@
 //! The training loop of the official code (`pretrain.py` with Lightning's automatic optimisation): per
 //! epoch the cosine lr is set, then for each batch of the source: colour augmentations on the device, the
 //! momentum update of the target (at the start of the step), the objective's loss, backward, the
-//! strategy's gradient reduction, SGD (momentum 0.9, weight decay on all parameters).
+//! strategy's gradient reduction, SGD (momentum 0.9, weight decay on all parameters). With `train.mix`,
+//! view 1 is mixed after the colour augmentations (BG-Mixup, Mixup, CutMix; `mixing`). A run can be
+//! checkpointed and resumed bit for bit (`state`).
+mod mixing;
+mod momentum;
+mod state;
+
+use std::path::PathBuf;
+
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{Optimizer, OptimizerConfig, Sgd};
 use tch::{Device, Kind, Tensor};
 
+use super::augment::background_mixup::{BackgroundMixup, MixupDraws};
+use super::augment::mixup_cutmix::MixCutDraws;
 use super::augment::{color_blur_normalize, Region};
-use super::config::TrainConfig;
+use super::config::{MixKind, TrainConfig};
 use super::error::TrainError;
-use super::objective::{Byol, Moco, Networks, Objective};
+use super::objective::{Byol, Moco, Networks, Objective, ViewMix};
 use super::source::{Batch, BatchSource, InMemorySource};
 use super::strategy::{ExecutionStrategy, SingleDevice};
 use crate::model::{ContrastiveModel, Method, ModelConfig};
@@ -32,6 +42,14 @@ pub struct TrainReport {
     pub view_foreground: Option<f64>,
 }
 
+/// Where `fit` writes the training state: `path`, replaced atomically after every `every_epochs` epochs
+/// and after the last one.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    pub path: PathBuf,
+    pub every_epochs: usize,
+}
+
 /// A training run in progress: networks, optimiser, objective state, RNG streams and position.
 pub struct Trainer<S: ExecutionStrategy> {
     pub model_cfg: ModelConfig,
@@ -43,13 +61,22 @@ pub struct Trainer<S: ExecutionStrategy> {
     opt: Optimizer,
     /// (target, online) parameter pairs of encoder and projector.
     ema_pairs: Vec<(Tensor, Tensor)>,
+    /// The optimiser's current learning rate (set per epoch).
+    lr: f64,
     color_rng: ChaCha8Rng,
+    /// Draws of the view-1 mixing (BG-Mixup coins and partners, Mixup/CutMix weights and boxes).
+    mix_rng: ChaCha8Rng,
+    /// BG-Mixup's module with its background queue, kept across steps and epochs.
+    bg_mixup: Option<BackgroundMixup>,
+    checkpoint: Option<CheckpointPolicy>,
     strategy: S,
     /// The epoch in progress and the steps done in it.
     epoch: usize,
     step_in_epoch: usize,
     steps: usize,
     epoch_loss: Vec<f64>,
+    /// The loss of every step so far.
+    step_loss: Vec<f64>,
     loss_sum: f64,
     /// Sum over steps of the batch's mean view-1 foreground, and the steps that had masks.
     fg_sum: f64,
@@ -96,6 +123,12 @@ impl<S: ExecutionStrategy> Trainer<S> {
             nesterov: false,
         }
         .build(&online.vs, cfg.lr_at(0))?;
+        let bg_mixup = (cfg.mix.kind == MixKind::BgMixup).then(|| {
+            BackgroundMixup::new(
+                cfg.mix.cam_thres as f32,
+                cfg.mix.bg_mixup_prob_for(model_cfg.method),
+            )
+        });
         Ok(Self {
             model_cfg: model_cfg.clone(),
             cfg: cfg.clone(),
@@ -105,12 +138,17 @@ impl<S: ExecutionStrategy> Trainer<S> {
             objective,
             opt,
             ema_pairs,
+            lr: cfg.lr_at(0),
             color_rng: rng_for(seed, "train/color/0"),
+            mix_rng: rng_for(seed, "train/mix/0"),
+            bg_mixup,
+            checkpoint: None,
             strategy,
             epoch: 0,
             step_in_epoch: 0,
             steps: 0,
             epoch_loss: Vec::new(),
+            step_loss: Vec::new(),
             loss_sum: 0.0,
             fg_sum: 0.0,
             fg_steps: 0,
@@ -121,11 +159,27 @@ impl<S: ExecutionStrategy> Trainer<S> {
         &self.strategy
     }
 
+    /// Writes the training state as `policy` says while `fit` runs.
+    pub fn set_checkpoint(&mut self, policy: Option<CheckpointPolicy>) {
+        self.checkpoint = policy;
+    }
+
     /// Runs the remaining epochs over `source`.
     pub fn fit(
         &mut self,
         source: &mut dyn BatchSource,
         progress: &Progress,
+    ) -> Result<TrainReport, TrainError> {
+        self.fit_until(source, progress, usize::MAX)
+    }
+
+    /// Runs until the end of training or until `max_steps` steps (counted from the start of the run) are
+    /// done, whichever comes first; the report covers the steps so far.
+    pub fn fit_until(
+        &mut self,
+        source: &mut dyn BatchSource,
+        progress: &Progress,
+        max_steps: usize,
     ) -> Result<TrainReport, TrainError> {
         let start = std::time::Instant::now();
         self.cfg
@@ -133,15 +187,22 @@ impl<S: ExecutionStrategy> Trainer<S> {
         let per_epoch = source.batches_per_epoch();
         progress.set_length((self.cfg.epochs * per_epoch) as u64);
         progress.set_position(self.steps as u64);
-        while self.epoch < self.cfg.epochs {
+        while self.epoch < self.cfg.epochs && self.steps < max_steps {
             let epoch = self.epoch;
             if self.step_in_epoch == 0 {
                 source.start_epoch(epoch)?;
-                self.opt.set_lr(self.cfg.lr_at(epoch));
+                self.lr = self.cfg.lr_at(epoch);
+                self.opt.set_lr(self.lr);
                 self.color_rng = rng_for(self.seed, &format!("train/color/{epoch}"));
+                self.mix_rng = rng_for(self.seed, &format!("train/mix/{epoch}"));
                 self.loss_sum = 0.0;
             }
-            while let Some(batch) = source.next_batch()? {
+            let mut epoch_done = false;
+            while self.steps < max_steps {
+                let Some(batch) = source.next_batch()? else {
+                    epoch_done = true;
+                    break;
+                };
                 let loss = self.step(batch)?;
                 // The message first: a log line printed by `inc` then names this step's loss.
                 progress.set_message(format!(
@@ -151,10 +212,20 @@ impl<S: ExecutionStrategy> Trainer<S> {
                 ));
                 progress.inc(1);
             }
+            if !epoch_done {
+                break;
+            }
             self.epoch_loss
                 .push(self.loss_sum / self.step_in_epoch.max(1) as f64);
             self.epoch += 1;
             self.step_in_epoch = 0;
+            if let Some(policy) = self.checkpoint.clone() {
+                if self.epoch.is_multiple_of(policy.every_epochs.max(1))
+                    || self.epoch == self.cfg.epochs
+                {
+                    self.save_state(&policy.path, source)?;
+                }
+            }
         }
         Ok(TrainReport {
             epochs: self.cfg.epochs,
@@ -164,6 +235,16 @@ impl<S: ExecutionStrategy> Trainer<S> {
             seconds: start.elapsed().as_secs_f64(),
             view_foreground: self.view_foreground(),
         })
+    }
+
+    /// The loss of every step so far, in order (restored with the rest on resume).
+    pub fn step_losses(&self) -> &[f64] {
+        &self.step_loss
+    }
+
+    /// Steps done so far.
+    pub fn steps_done(&self) -> usize {
+        self.steps
     }
 
     /// One optimisation step on a batch of geometric views; returns the loss.
@@ -176,19 +257,51 @@ impl<S: ExecutionStrategy> Trainer<S> {
                 msg: format!("{} view(s); MoCo and BYOL need two", batch.views.len()),
             });
         }
-        let views: Vec<Tensor> = batch
+        let mut views: Vec<Tensor> = batch
             .views
             .iter()
             .map(|v| {
                 color_blur_normalize(&v.to_device(dev), &mut self.color_rng, &self.cfg.augment)
             })
             .collect();
-        let loss = self.step_on_views(&views)?;
+        let masks = batch.masks.as_ref().map(|m| m.to_device(dev));
+        let mix = mixing::mix_view1(
+            &self.cfg.mix,
+            &mut self.bg_mixup,
+            &mut views,
+            masks.as_ref(),
+            &mut self.mix_rng,
+        )
+        .map_err(|msg| self.batch_error(msg))?;
+        let loss = self.step_mixed(&views, mix.as_ref())?;
         if let Some(m) = &batch.masks {
             self.fg_sum += m.mean(Kind::Double).double_value(&[]);
             self.fg_steps += 1;
         }
         Ok(loss)
+    }
+
+    /// One step on views that are already augmented and normalised, with view 1 mixed as `train.mix`
+    /// says, the random values coming from `draws` (the official loop's order: the mix, then the step).
+    /// `masks` are view 1's soft masks (BG-Mixup).
+    pub fn step_with_draws<D: MixupDraws + MixCutDraws>(
+        &mut self,
+        views: &[Tensor],
+        masks: Option<&Tensor>,
+        draws: &mut D,
+    ) -> Result<f64, TrainError> {
+        let mut views: Vec<Tensor> = views.iter().map(Tensor::shallow_clone).collect();
+        let mix = mixing::mix_view1(&self.cfg.mix, &mut self.bg_mixup, &mut views, masks, draws)
+            .map_err(|msg| self.batch_error(msg))?;
+        self.step_mixed(&views, mix.as_ref())
+    }
+
+    fn batch_error(&self, msg: String) -> TrainError {
+        TrainError::Batch {
+            epoch: self.epoch,
+            step: self.step_in_epoch,
+            msg,
+        }
     }
 
     /// Mean foreground fraction of view 1 over the steps so far whose batches carried masks.
@@ -201,6 +314,11 @@ impl<S: ExecutionStrategy> Trainer<S> {
     /// gradient reduction, SGD at the current lr. Returns the loss; the gradients stay on the online
     /// parameters until the next step.
     pub fn step_on_views(&mut self, views: &[Tensor]) -> Result<f64, TrainError> {
+        self.step_mixed(views, None)
+    }
+
+    /// `step_on_views`, with the mixed loss when view 1 was mixed with other images of the batch.
+    fn step_mixed(&mut self, views: &[Tensor], mix: Option<&ViewMix>) -> Result<f64, TrainError> {
         if views.len() < 2 {
             return Err(TrainError::Batch {
                 epoch: self.epoch,
@@ -213,7 +331,10 @@ impl<S: ExecutionStrategy> Trainer<S> {
             online: &self.online,
             target: &self.target,
         };
-        let loss = self.objective.loss(&nets, views, &self.strategy)?;
+        let loss = match mix {
+            None => self.objective.loss(&nets, views, &self.strategy)?,
+            Some(m) => self.objective.mixed_loss(&nets, views, m, &self.strategy)?,
+        };
         self.opt.zero_grad();
         self.strategy.before_backward()?;
         loss.f_backward()?;
@@ -229,6 +350,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
             });
         }
         self.loss_sum += l;
+        self.step_loss.push(l);
         self.step_in_epoch += 1;
         self.steps += 1;
         Ok(l)

@@ -16,6 +16,6 @@ pub mod strategy;
 pub use config::TrainConfig;
 pub use error::TrainError;
 pub use fit::{train, TrainData, TrainReport, Trainer};
-pub use on_index::train_on_index;
+pub use on_index::{fit_source, train_on_index, Checkpointing};
 pub use source::{Batch, BatchSource, InMemorySource, IndexBatchSource, IndexSourceOptions};
 pub use strategy::{ExecutionStrategy, Shard, SingleDevice};

@@ -7,8 +7,9 @@
 //! - A built index split goes through the loader ([`train::train_on_index`]), with OA-Crop boxes from an
 //!   official-format box file.
 //!
-//! BG-Mixup (`masks` input, `bg_mixup` table) and Mixup/CutMix (`mix`) are accepted as parameters, so the
-//! paper suites validate, and refused when the stage runs: the training loop does not mix yet.
+//! BG-Mixup (`bg_mixup` table) mixes view 1 with backgrounds cut by the soft masks bound to `masks` (a
+//! localize stage's CAM masks; a ground-truth stage's masks for BG-HardMix (GT)); on synthetic scenes
+//! `mode = "hard"` uses their true foreground and needs no input. `mix` runs the Mixup/CutMix baselines.
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +26,10 @@ use crate::suite::dataset::{DatasetSpec, SynthDataset, SynthForm};
 use crate::suite::stage::*;
 use crate::train::augment::object_aware_crop::validate_regions;
 use crate::train::augment::{AugmentConfig, Region};
-use crate::train::{self, IndexSourceOptions, TrainConfig, TrainData, TrainError, TrainReport};
+use crate::train::config::{MixConfig, MixKind};
+use crate::train::{
+    self, Checkpointing, IndexSourceOptions, TrainConfig, TrainData, TrainError, TrainReport,
+};
 use crate::util::progress::Unit as ProgressUnit;
 
 pub struct Pretrain;
@@ -119,9 +123,9 @@ pub struct PretrainParams {
     pub min_crop_scale: f64,
     /// Object-aware random crop from the `boxes` input (which must then be bound).
     pub oa_crop: bool,
-    /// BG-Mixup from the `masks` input (not available in the training loop yet).
+    /// BG-Mixup with the soft masks of the `masks` input (or, mode hard on synthetic scenes, their true foreground).
     pub bg_mixup: Option<BgMixupParams>,
-    /// Mixup / CutMix baseline (not available in the training loop yet).
+    /// Mixup / CutMix baseline.
     pub mix: Option<MixParams>,
 }
 
@@ -190,6 +194,29 @@ impl PretrainParams {
             queue_size: self.queue_size,
             temperature: self.temperature,
             augment,
+            mix: self.mix_config(),
+        }
+    }
+
+    /// View-1 mixing in the loop: BG-Mixup (soft CAM masks or, mode hard, ground-truth ones; the same
+    /// mixing) or the Mixup/CutMix baselines; off when neither table is set.
+    pub fn mix_config(&self) -> MixConfig {
+        match (&self.bg_mixup, &self.mix) {
+            (Some(b), _) => MixConfig {
+                kind: MixKind::BgMixup,
+                bg_mixup_prob: Some(b.p_mix),
+                cam_thres: b.cam_threshold,
+                ..MixConfig::default()
+            },
+            (None, Some(m)) => MixConfig {
+                kind: match m.mode {
+                    MixMode::Mixup => MixKind::Mixup,
+                    MixMode::Cutmix => MixKind::Cutmix,
+                },
+                alpha: m.beta,
+                ..MixConfig::default()
+            },
+            (None, None) => MixConfig::default(),
         }
     }
 }
@@ -200,6 +227,9 @@ fn param_key(key: &str) -> String {
         "train.batch_size" => "batch".into(),
         "train.augment.output_size" => "image_size".into(),
         "train.augment.crop_scale" => "min_crop_scale".into(),
+        "train.mix.bg_mixup_prob" => "bg_mixup.p_mix".into(),
+        "train.mix.cam_thres" => "bg_mixup.cam_threshold".into(),
+        "train.mix.alpha" => "mix.beta".into(),
         k => k
             .strip_prefix("train.")
             .or_else(|| k.strip_prefix("model."))
@@ -218,13 +248,12 @@ fn train_param_error(e: TrainError) -> ParamError {
     }
 }
 
-const NOT_YET: &str = "is not available in the training loop yet (another change adds it)";
-
 impl Stage for Pretrain {
     type Params = PretrainParams;
     const KIND: &'static str = "pretrain";
     // 1: MoCo v2 / BYOL with OA-Crop; synthetic data as the smoke pipeline's train stages (its version 2).
-    const VERSION: u32 = 1;
+    // 2: BG-Mixup and Mixup/CutMix train (the loop mixes view 1).
+    const VERSION: u32 = 2;
     const ABOUT: &'static str =
         "self-supervised training (MoCo v2 / BYOL), optionally with OA-Crop boxes or BG-Mixup masks";
     const INPUTS: &'static [Slot] = &[
@@ -296,27 +325,44 @@ impl Stage for Pretrain {
                 ctx.precision.name()
             )));
         }
-        if ctx.optional_artefact("masks")?.is_some() {
-            return Err(StageError::Input {
-                slot: "masks".into(),
-                msg: format!(
-                    "is bound, but BG-Mixup {NOT_YET}; unbind masks and drop bg_mixup to train without it"
-                ),
-            });
-        }
-        if p.bg_mixup.is_some() {
-            return Err(ParamError::new(
-                "bg_mixup",
-                format!("BG-Mixup {NOT_YET}; leave bg_mixup out for now"),
-            )
-            .into());
-        }
-        if p.mix.is_some() {
-            return Err(ParamError::new(
-                "mix",
-                format!("Mixup/CutMix {NOT_YET}; leave mix out for now"),
-            )
-            .into());
+        let masks = ctx.optional_artefact("masks")?.map(|a| a.path.clone());
+        match (&masks, &p.bg_mixup) {
+            (Some(_), None) => {
+                return Err(StageError::Input {
+                    slot: "masks".into(),
+                    msg: "is bound but bg_mixup is not set; set bg_mixup to mix backgrounds, or unbind masks".into(),
+                })
+            }
+            (None, None) => {}
+            (Some(_), Some(_)) => {
+                if matches!(ctx.dataset("data")?.spec, DatasetSpec::Synth(_)) {
+                    return Err(StageError::Input {
+                        slot: "masks".into(),
+                        msg: "is bound to synthetic scenes, whose views carry their true foreground: soft CAM \
+                              masks of synthetic scenes are not fed to the loop; unbind masks and use \
+                              bg_mixup mode = \"hard\""
+                            .into(),
+                    });
+                }
+            }
+            (None, Some(b)) => {
+                // Synthetic scenes carry their true foreground with view 1: that is BG-HardMix (GT).
+                let synth = matches!(ctx.dataset("data")?.spec, DatasetSpec::Synth(_));
+                if !(synth && b.mode == BgMixupMode::Hard) {
+                    return Err(StageError::Input {
+                        slot: "masks".into(),
+                        msg: if synth {
+                            "is not bound: BG-Mixup (mode soft) mixes with the soft CAM masks of a localize stage; \
+                             on synthetic scenes only mode = \"hard\" (their true foreground) needs none"
+                                .into()
+                        } else {
+                            "is not bound, but bg_mixup needs the soft masks of the images (a localize or \
+                             ground-truth stage's soft_masks)"
+                                .into()
+                        },
+                    });
+                }
+            }
         }
         let boxes_in = ctx.optional_artefact("boxes")?;
         let boxes_from = boxes_in.map(|a| a.producer.clone());
@@ -374,14 +420,22 @@ impl Stage for Pretrain {
                     .transpose()?;
                 let opts = IndexSourceOptions {
                     boxes: object_boxes,
-                    masks: MaskInput::None,
+                    masks: masks.map_or(MaskInput::None, MaskInput::Folder),
                     workers: ctx.threads,
                     prefetch: 0,
                     skip_bad: false,
                     device: ctx.device,
                 };
                 let (model, report, _) =
-                    train::train_on_index(&model_cfg, &train_cfg, source.clone(), opts, ctx.seed, &bar)?;
+                    train::train_on_index(
+                    &model_cfg,
+                    &train_cfg,
+                    source.clone(),
+                    opts,
+                    ctx.seed,
+                    &Checkpointing::default(),
+                    &bar,
+                )?;
                 let meta = serde_json::json!({
                     "dataset": source.name(),
                     "images": source.len(),

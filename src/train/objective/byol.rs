@@ -3,6 +3,7 @@
 //! loss −2·(mean cos(p1, y2) + mean cos(p2, y1)).
 use tch::{Kind, Tensor};
 
+use super::mix_loss::{byol_mix_loss, ViewMix};
 use super::{Networks, Objective};
 use crate::train::error::TrainError;
 use crate::train::strategy::ExecutionStrategy;
@@ -20,19 +21,7 @@ impl Objective for Byol {
         views: &[Tensor],
         _strategy: &dyn ExecutionStrategy,
     ) -> Result<Tensor, TrainError> {
-        let online = nets.online;
-        let pred = online.predictor.as_ref().ok_or_else(|| {
-            TrainError::config(
-                "model.method",
-                "byol",
-                "the online network has no predictor",
-            )
-        })?;
-        let (v1, v2) = (&views[0], &views[1]);
-        let p1 = pred.forward(&online.project(v1, true), true);
-        let p2 = pred.forward(&online.project(v2, true), true);
-        let (y1, y2) =
-            tch::no_grad(|| (nets.target.project(v1, true), nets.target.project(v2, true)));
+        let [p1, p2, y1, y2] = predictions_and_targets(nets, views)?;
         // Projections and predictions are unit vectors already.
         let cos = |a: &Tensor, b: &Tensor| {
             (a * b)
@@ -49,7 +38,45 @@ impl Objective for Byol {
         Ok(loss)
     }
 
+    /// `BYOLMixup` / `BYOLCutMix`: each cosine weighed by `lam`, the permuted partner's by `1 − lam`;
+    /// `y1` comes from the mixed view 1.
+    fn mixed_loss(
+        &mut self,
+        nets: &Networks,
+        views: &[Tensor],
+        mix: &ViewMix,
+        _strategy: &dyn ExecutionStrategy,
+    ) -> Result<Tensor, TrainError> {
+        let [p1, p2, y1, y2] = predictions_and_targets(nets, views)?;
+        let loss = byol_mix_loss(&p1, &p2, &y1, &y2, &mix.lam, &mix.perm);
+        self.last = vec![
+            ("p1", p1.detach()),
+            ("p2", p2.detach()),
+            ("y1", y1),
+            ("y2", y2),
+        ];
+        Ok(loss)
+    }
+
     fn outputs(&self) -> &[(&'static str, Tensor)] {
         &self.last
     }
+}
+
+/// `p1`, `p2` through the online network (view 1 first, so BatchNorm statistics update in the official
+/// order), then `y1`, `y2` through the target in train mode without gradient.
+fn predictions_and_targets(nets: &Networks, views: &[Tensor]) -> Result<[Tensor; 4], TrainError> {
+    let online = nets.online;
+    let pred = online.predictor.as_ref().ok_or_else(|| {
+        TrainError::config(
+            "model.method",
+            "byol",
+            "the online network has no predictor",
+        )
+    })?;
+    let (v1, v2) = (&views[0], &views[1]);
+    let p1 = pred.forward(&online.project(v1, true), true);
+    let p2 = pred.forward(&online.project(v2, true), true);
+    let (y1, y2) = tch::no_grad(|| (nets.target.project(v1, true), nets.target.project(v2, true)));
+    Ok([p1, p2, y1, y2])
 }

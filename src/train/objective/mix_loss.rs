@@ -6,10 +6,12 @@
 //! `MoCoMixup` multiplies the per-image `lam` by mean-reduced cross-entropies, so the effective weights are
 //! mean(lam) and mean(1 − lam); `MixWeighting::Official` keeps that, `PerSample` weighs each image by its
 //! own `lam` (what `MoCoCutMix` does, where `lam` is one value for the batch and both forms agree).
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
 /// How MoCo's two cross-entropies are weighed by per-image `lam`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum MixWeighting {
     /// `mean(lam·CE_mean(·, arange) + (1 − lam)·CE_mean(·, perm))`, as the official `MoCoMixup`.
     Official,
@@ -20,6 +22,14 @@ pub enum MixWeighting {
 /// (B, B + K) logits `q·[k; queue]ᵀ/τ`; `queue` is (K, D).
 pub fn moco_mix_logits(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Tensor {
     q.matmul(&Tensor::cat(&[k, queue], 0).tr()) / temperature
+}
+
+/// How view 1 of a step was mixed, for the loss: image `i` was mixed with image `perm[i]`, keeping the
+/// share `lam` ((B,) per image for Mixup, a scalar for CutMix).
+pub struct ViewMix {
+    pub lam: Tensor,
+    pub perm: Vec<usize>,
+    pub weighting: MixWeighting,
 }
 
 fn perm_tensor(perm: &[usize], like: &Tensor) -> Tensor {

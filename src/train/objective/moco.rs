@@ -3,6 +3,7 @@
 //! cross-entropy with label 0 (one direction), then the keys replace the oldest queue entries.
 use tch::{Device, Kind, Tensor};
 
+use super::mix_loss::{moco_mix_logits, moco_mix_loss, ViewMix};
 use super::{Networks, Objective};
 use crate::model::layers::l2_normalize;
 use crate::train::error::TrainError;
@@ -58,6 +59,25 @@ impl Objective for Moco {
         let logits = Tensor::cat(&[pos, neg], 1) / self.temperature;
         let labels = Tensor::zeros([q.size()[0]], (Kind::Int64, q.device()));
         let loss = logits.cross_entropy_for_logits(&labels);
+        let keys = strategy.gather_keys(&k)?;
+        self.enqueue(&keys);
+        self.last = vec![("q", q.detach()), ("k", k), ("logits", logits.detach())];
+        Ok(loss)
+    }
+
+    /// i-Mix style (`MoCoMixup`, `MoCoCutMix`): the candidates of each query are all current keys and
+    /// the queue, the positives are key `i` (weight `lam`) and key `perm[i]` (weight `1 − lam`).
+    fn mixed_loss(
+        &mut self,
+        nets: &Networks,
+        views: &[Tensor],
+        mix: &ViewMix,
+        strategy: &dyn ExecutionStrategy,
+    ) -> Result<Tensor, TrainError> {
+        let q = nets.online.project(&views[0], true);
+        let k = tch::no_grad(|| nets.target.project(&views[1], true));
+        let logits = moco_mix_logits(&q, &k, &self.queue.copy(), self.temperature);
+        let loss = moco_mix_loss(&logits, &mix.lam, &mix.perm, mix.weighting);
         let keys = strategy.gather_keys(&k)?;
         self.enqueue(&keys);
         self.last = vec![("q", q.detach()), ("k", k), ("logits", logits.detach())];

@@ -12,6 +12,7 @@ use super::strategy::ExecutionStrategy;
 use crate::model::ContrastiveModel;
 
 pub use byol::Byol;
+pub use mix_loss::{MixWeighting, ViewMix};
 pub use moco::Moco;
 
 /// The networks a step uses: the online network being optimised and its momentum/target copy.
@@ -30,6 +31,22 @@ pub trait Objective {
         views: &[Tensor],
         strategy: &dyn ExecutionStrategy,
     ) -> Result<Tensor, TrainError>;
+
+    /// The loss of a step whose view 1 was mixed with the images `mix.perm` (Mixup, CutMix): the
+    /// official `*_mixup` / `*_cutmix` losses, with the same state updates as `loss`.
+    fn mixed_loss(
+        &mut self,
+        _nets: &Networks,
+        _views: &[Tensor],
+        _mix: &ViewMix,
+        _strategy: &dyn ExecutionStrategy,
+    ) -> Result<Tensor, TrainError> {
+        Err(TrainError::config(
+            "train.mix.kind",
+            "mixup/cutmix",
+            "this objective has no mixed loss",
+        ))
+    }
 
     /// The named intermediate outputs of the last `loss` call, detached (MoCo: `q`, `k`, `logits`;
     /// BYOL: `p1`, `p2`, `y1`, `y2`), for inspection and parity tests.

@@ -1,0 +1,357 @@
+//! The training state of a run, to stop and resume it bit for bit: one safetensors file, written
+//! atomically, holding the online and target networks (parameters and BatchNorm buffers), the SGD
+//! momentum buffers, MoCo's queue, BG-Mixup's background queue and the loss curve so far, with JSON
+//! metadata (`contracam.train_state`) for the configs, the seed, the position (epoch, step), the RNG
+//! streams and the data source's own state. A state is resumed only by a run with the same model and
+//! training config and seed; anything else is refused naming the first differing field.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use super::momentum::{self, SgdSettings};
+use super::Trainer;
+use crate::data::formats::safetensors::{read_tensors, write_tensors, TensorFile};
+use crate::model::ModelConfig;
+use crate::train::config::{MixConfig, TrainConfig};
+use crate::train::error::TrainError;
+use crate::train::rng_state::RngState;
+use crate::train::source::BatchSource;
+use crate::train::strategy::ExecutionStrategy;
+
+/// The metadata key of the JSON below.
+pub const STATE_KEY: &str = "contracam.train_state";
+const FORMAT: &str = "contracam-train-state/1";
+
+#[derive(Serialize, Deserialize)]
+struct StateMeta {
+    format: String,
+    model: Value,
+    train: Value,
+    seed: u64,
+    epoch: usize,
+    step_in_epoch: usize,
+    steps: usize,
+    fg_steps: usize,
+    /// Whether the file holds SGD momentum buffers (none before the first step).
+    momentum: bool,
+    moco_ptr: Option<i64>,
+    bg_queue: usize,
+    color_rng: RngState,
+    mix_rng: RngState,
+    source: Value,
+}
+
+fn err(path: &Path, msg: impl Into<String>) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.into(),
+        msg: msg.into(),
+    }
+}
+
+/// The trainable parameters of `vs` by name, sorted (the order the momentum buffers are stored in).
+fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The first field where `want` (this run) and `got` (the checkpoint) differ, as `prefix.key`, with both
+/// values.
+fn first_difference(prefix: &str, want: &Value, got: &Value) -> Option<(String, String, String)> {
+    match (want, got) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                first_difference(
+                    &format!("{prefix}.{k}"),
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                )
+            })
+        }
+        _ if want == got => None,
+        _ => Some((prefix.into(), want.to_string(), got.to_string())),
+    }
+}
+
+/// A serialised training config with its `mix` table, which is left out while off, so a difference is
+/// named down to the key (`train.mix.kind`).
+fn with_mix(mut train: Value) -> Value {
+    if let Value::Object(m) = &mut train {
+        m.entry("mix")
+            .or_insert_with(|| serde_json::to_value(MixConfig::default()).unwrap_or(Value::Null));
+    }
+    train
+}
+
+impl<S: ExecutionStrategy> Trainer<S> {
+    fn sgd_settings(&self) -> SgdSettings {
+        SgdSettings {
+            lr: self.lr,
+            momentum: self.cfg.momentum,
+            weight_decay: self.cfg.weight_decay,
+        }
+    }
+
+    /// Writes the whole training state to `path` (atomically: a temporary file renamed into place), with
+    /// `source`'s position. Only the checkpoint-writing process of a data-parallel run writes.
+    pub fn save_state(&mut self, path: &Path, source: &dyn BatchSource) -> Result<(), TrainError> {
+        if !self.strategy.is_checkpoint_writer() {
+            return Ok(());
+        }
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (prefix, vs) in [("online", &self.online.vs), ("target", &self.target.vs)] {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            tensors.extend(
+                vars.into_iter()
+                    .map(|(n, t)| (format!("{prefix}/{n}"), t.detach())),
+            );
+        }
+        let has_momentum = self.steps > 0 && self.cfg.momentum != 0.0;
+        if has_momentum {
+            let params = trainable(&self.online.vs);
+            let values: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let settings = self.sgd_settings();
+            let buffers = momentum::read(&mut self.opt, &values, &settings);
+            tensors.extend(
+                params
+                    .into_iter()
+                    .zip(buffers)
+                    .map(|((n, _), b)| (format!("momentum/{n}"), b)),
+            );
+        }
+        let moco_ptr = match self.objective.as_moco_mut() {
+            Some(m) => {
+                tensors.push(("moco/queue".into(), m.queue.copy()));
+                Some(m.ptr)
+            }
+            None => None,
+        };
+        let bg_queue = match &self.bg_mixup {
+            Some(b) if !b.queue().is_empty() => {
+                let q: Vec<Tensor> = b.queue().iter().map(Tensor::shallow_clone).collect();
+                tensors.push(("bg_mixup/queue".into(), Tensor::stack(&q, 0)));
+                q.len()
+            }
+            _ => 0,
+        };
+        // The f64 running sums and curves, exactly: [loss_sum, fg_sum, epoch losses…, step losses…].
+        let mut values = vec![self.loss_sum, self.fg_sum];
+        values.extend(&self.epoch_loss);
+        values.extend(&self.step_loss);
+        tensors.push(("position/values".into(), Tensor::from_slice(&values)));
+        let meta = StateMeta {
+            format: FORMAT.into(),
+            model: serde_json::to_value(&self.model_cfg).map_err(|e| err(path, e.to_string()))?,
+            train: serde_json::to_value(&self.cfg).map_err(|e| err(path, e.to_string()))?,
+            seed: self.seed,
+            epoch: self.epoch,
+            step_in_epoch: self.step_in_epoch,
+            steps: self.steps,
+            fg_steps: self.fg_steps,
+            momentum: has_momentum,
+            moco_ptr,
+            bg_queue,
+            color_rng: RngState::capture(&self.color_rng),
+            mix_rng: RngState::capture(&self.mix_rng),
+            source: source.state(),
+        };
+        let json = serde_json::to_string(&meta).map_err(|e| err(path, e.to_string()))?;
+        let metadata = BTreeMap::from([(STATE_KEY.to_string(), json)]);
+        Ok(write_tensors(path, &tensors, &metadata)?)
+    }
+
+    /// A trainer that continues the run saved in `path`: built as `Trainer::new` would, then given the
+    /// saved networks, optimiser state, queues, RNG streams and position; `source` is put back where it
+    /// was. Refused when the file was written for another model or training config or seed.
+    pub fn resume(
+        path: &Path,
+        model_cfg: &ModelConfig,
+        cfg: &TrainConfig,
+        seed: u64,
+        strategy: S,
+        source: &mut dyn BatchSource,
+    ) -> Result<Self, TrainError> {
+        let file = read_tensors(path)?;
+        let meta: StateMeta = {
+            let json = file.metadata.get(STATE_KEY).ok_or_else(|| {
+                err(
+                    path,
+                    format!("no '{STATE_KEY}' metadata: not a training state written by `train ssl --checkpoint-every` or Trainer::save_state"),
+                )
+            })?;
+            serde_json::from_str(json)
+                .map_err(|e| err(path, format!("metadata '{STATE_KEY}': {e}")))?
+        };
+        if meta.format != FORMAT {
+            return Err(err(
+                path,
+                format!("format '{}', this build reads '{FORMAT}'", meta.format),
+            ));
+        }
+        let ours = [
+            (
+                "model",
+                serde_json::to_value(model_cfg).unwrap_or(Value::Null),
+                meta.model.clone(),
+            ),
+            (
+                "train",
+                with_mix(serde_json::to_value(cfg).unwrap_or(Value::Null)),
+                with_mix(meta.train.clone()),
+            ),
+            ("seed", Value::from(seed), Value::from(meta.seed)),
+        ];
+        for (prefix, want, got) in &ours {
+            if let Some((key, want, got)) = first_difference(prefix, want, got) {
+                return Err(err(
+                    path,
+                    format!(
+                        "written for {key} = {got}, this run has {want}; resume with the checkpoint's \
+                         config or start a new run"
+                    ),
+                ));
+            }
+        }
+        let mut t = Trainer::new(model_cfg, cfg, seed, strategy)?;
+        t.load_state(path, &file, meta, source)?;
+        Ok(t)
+    }
+
+    fn load_state(
+        &mut self,
+        path: &Path,
+        file: &TensorFile,
+        meta: StateMeta,
+        source: &mut dyn BatchSource,
+    ) -> Result<(), TrainError> {
+        let get = |key: &str| {
+            file.tensors
+                .get(key)
+                .ok_or_else(|| err(path, format!("no tensor '{key}'")))
+        };
+        self.epoch = meta.epoch;
+        self.step_in_epoch = meta.step_in_epoch;
+        self.steps = meta.steps;
+        self.fg_steps = meta.fg_steps;
+        // Mid-epoch the loop does not set the lr again before the next step.
+        self.lr = self.cfg.lr_at(self.epoch);
+        if meta.momentum {
+            let params = trainable(&self.online.vs);
+            let mut buffers = Vec::with_capacity(params.len());
+            for (n, t) in &params {
+                let b = get(&format!("momentum/{n}"))?;
+                if b.size() != t.size() {
+                    return Err(err(
+                        path,
+                        format!(
+                            "momentum/{n}: shape {:?}, expected {:?}",
+                            b.size(),
+                            t.size()
+                        ),
+                    ));
+                }
+                buffers.push(b.to_device(t.device()).to_kind(t.kind()));
+            }
+            let values: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let settings = self.sgd_settings();
+            momentum::write(&mut self.opt, &values, &buffers, &settings);
+        } else {
+            self.opt.set_lr(self.lr);
+        }
+        for (prefix, vs) in [("online", &self.online.vs), ("target", &self.target.vs)] {
+            for (n, mut var) in vs.variables() {
+                let saved = get(&format!("{prefix}/{n}"))?;
+                if saved.size() != var.size() {
+                    return Err(err(
+                        path,
+                        format!(
+                            "{prefix}/{n}: shape {:?}, expected {:?}",
+                            saved.size(),
+                            var.size()
+                        ),
+                    ));
+                }
+                tch::no_grad(|| var.copy_(saved));
+            }
+        }
+        match (self.objective.as_moco_mut(), meta.moco_ptr) {
+            (Some(m), Some(ptr)) => {
+                let q = get("moco/queue")?;
+                if q.size() != m.queue.size() || !(0..q.size()[0]).contains(&ptr) {
+                    return Err(err(
+                        path,
+                        format!(
+                            "moco/queue {:?} with pointer {ptr} does not fit a queue of {:?}",
+                            q.size(),
+                            m.queue.size()
+                        ),
+                    ));
+                }
+                m.queue = q.to_device(m.queue.device());
+                m.ptr = ptr;
+            }
+            (None, None) => {}
+            _ => {
+                return Err(err(
+                    path,
+                    "MoCo queue present for another objective, or missing",
+                ))
+            }
+        }
+        if let Some(b) = &mut self.bg_mixup {
+            if meta.bg_queue > 0 {
+                let q = get("bg_mixup/queue")?;
+                if q.size()[0] as usize != meta.bg_queue {
+                    return Err(err(
+                        path,
+                        format!(
+                            "bg_mixup/queue holds {} entries, metadata says {}",
+                            q.size()[0],
+                            meta.bg_queue
+                        ),
+                    ));
+                }
+                let dev = self.strategy.device();
+                for i in 0..meta.bg_queue {
+                    b.push(q.get(i as i64).to_device(dev));
+                }
+            }
+        }
+        let values = Vec::<f64>::try_from(get("position/values")?.to_kind(Kind::Double))
+            .map_err(|e| err(path, format!("position/values: {e}")))?;
+        if values.len() != 2 + self.epoch + self.steps {
+            return Err(err(
+                path,
+                format!(
+                    "position/values has {} entries, expected {} (2 sums, {} epoch losses, {} step losses)",
+                    values.len(),
+                    2 + self.epoch + self.steps,
+                    self.epoch,
+                    self.steps
+                ),
+            ));
+        }
+        self.loss_sum = values[0];
+        self.fg_sum = values[1];
+        self.epoch_loss = values[2..2 + self.epoch].to_vec();
+        self.step_loss = values[2 + self.epoch..].to_vec();
+        self.color_rng = meta.color_rng.restore().map_err(|m| err(path, m))?;
+        self.mix_rng = meta.mix_rng.restore().map_err(|m| err(path, m))?;
+        source
+            .restore(&meta.source)
+            .map_err(|e| err(path, format!("data source: {e}")))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! Checkpoint and resume of a training run: training k steps, saving the state, resuming it in a new
+//! trainer over a new data source and finishing equals the run that never stopped, bit for bit (every
+//! byte of the online and target networks, every step's loss, the epoch loss curve), for MoCo and BYOL,
+//! with and without BG-Mixup, mid-epoch and at an epoch boundary. A state is refused by a run of another
+//! config (naming the field) and a truncated file is an error naming it.
+use std::path::Path;
+
+use contracam::model::{Arch, Method, ModelConfig, ResNetConfig, Stem};
+use contracam::train::augment::AugmentConfig;
+use contracam::train::config::{MixConfig, MixKind};
+use contracam::train::fit::CheckpointPolicy;
+use contracam::train::{InMemorySource, Shard, SingleDevice, TrainConfig, TrainReport, Trainer};
+use contracam::util::progress::Progress;
+use tch::{Device, Kind, Tensor};
+
+const N: i64 = 12;
+const SIZE: i64 = 20;
+
+fn model(method: Method) -> ModelConfig {
+    ModelConfig {
+        encoder: ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 0.125,
+            stem: Stem::Small,
+            zero_init_residual: true,
+        },
+        method,
+        proj_hidden: Some(32),
+        proj_dim: Some(16),
+        pred_hidden: Some(32),
+        projector_form: Default::default(),
+    }
+}
+
+/// 2 epochs of 3 steps (12 images, batch 4); BG-Mixup with a high probability so that every step mixes
+/// and the background queue carries across steps and epochs.
+fn config(bg_mixup: bool) -> TrainConfig {
+    TrainConfig {
+        epochs: 2,
+        batch_size: 4,
+        queue_size: 16,
+        augment: AugmentConfig {
+            output_size: 16,
+            ..Default::default()
+        },
+        mix: MixConfig {
+            kind: if bg_mixup {
+                MixKind::BgMixup
+            } else {
+                MixKind::None
+            },
+            bg_mixup_prob: bg_mixup.then_some(0.9),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Images and soft masks (a blob per image whose position varies, values in [0, 1]).
+fn data() -> (Tensor, Tensor) {
+    let _rng = contracam::util::rng::torch_rng_lock();
+    tch::manual_seed(5);
+    let images = Tensor::rand([N, 3, SIZE, SIZE], (Kind::Float, Device::Cpu));
+    let ramp = Tensor::arange(SIZE, (Kind::Float, Device::Cpu)) / SIZE as f64;
+    let centre = Tensor::rand([N, 1, 1], (Kind::Float, Device::Cpu)) * 0.6 + 0.2;
+    let d =
+        (ramp.view([1, SIZE, 1]) - &centre).square() + (ramp.view([1, 1, SIZE]) - &centre).square();
+    let masks = (d * -12.0 + 1.0).clamp(0.0, 1.0);
+    (images, masks)
+}
+
+fn source(cfg: &TrainConfig) -> InMemorySource {
+    let (images, masks) = data();
+    InMemorySource::new(images, cfg.batch_size, &cfg.augment, 3, Shard::SINGLE)
+        .unwrap()
+        .with_masks(masks)
+        .unwrap()
+}
+
+fn trainer(method: Method, cfg: &TrainConfig) -> Trainer<SingleDevice> {
+    Trainer::new(&model(method), cfg, 3, SingleDevice::new(Device::Cpu)).unwrap()
+}
+
+fn bytes(t: &Tensor) -> Vec<u8> {
+    let t = t.contiguous();
+    let n = t.numel();
+    let mut b = vec![0u8; n * t.kind().elt_size_in_bytes()];
+    t.copy_data_u8(&mut b, n);
+    b
+}
+
+/// What must be equal: every byte of both networks (by name), every step loss, the report's curve.
+struct Outcome {
+    weights: Vec<(String, Vec<u8>)>,
+    step_losses: Vec<f64>,
+    report: TrainReport,
+}
+
+fn outcome(t: Trainer<SingleDevice>, report: TrainReport) -> Outcome {
+    let mut weights = Vec::new();
+    for (prefix, vs) in [("online", &t.online.vs), ("target", &t.target.vs)] {
+        for (n, v) in vs.variables() {
+            weights.push((format!("{prefix}/{n}"), bytes(&v)));
+        }
+    }
+    weights.sort();
+    Outcome {
+        weights,
+        step_losses: t.step_losses().to_vec(),
+        report,
+    }
+}
+
+fn uninterrupted(method: Method, cfg: &TrainConfig) -> Outcome {
+    let mut t = trainer(method, cfg);
+    let report = t.fit(&mut source(cfg), &Progress::hidden()).unwrap();
+    outcome(t, report)
+}
+
+/// Trains `k` steps, saves, drops everything, resumes from the file and finishes.
+fn interrupted(method: Method, cfg: &TrainConfig, k: usize, path: &Path) -> Outcome {
+    {
+        let mut t = trainer(method, cfg);
+        let mut src = source(cfg);
+        t.fit_until(&mut src, &Progress::hidden(), k).unwrap();
+        assert_eq!(t.steps_done(), k);
+        t.save_state(path, &src).unwrap();
+    }
+    let mut src = source(cfg);
+    let mut t = Trainer::resume(
+        path,
+        &model(method),
+        cfg,
+        3,
+        SingleDevice::new(Device::Cpu),
+        &mut src,
+    )
+    .unwrap();
+    let report = t.fit(&mut src, &Progress::hidden()).unwrap();
+    outcome(t, report)
+}
+
+fn assert_same(what: &str, a: &Outcome, b: &Outcome) {
+    assert_eq!(a.weights.len(), b.weights.len(), "{what}: tensors");
+    for ((na, wa), (nb, wb)) in a.weights.iter().zip(&b.weights) {
+        assert_eq!(na, nb, "{what}");
+        assert!(wa == wb, "{what}: {na} differs from the uninterrupted run");
+    }
+    assert_eq!(a.step_losses, b.step_losses, "{what}: step losses");
+    assert_eq!(
+        a.report.epoch_loss, b.report.epoch_loss,
+        "{what}: epoch losses"
+    );
+    assert_eq!(a.report.steps, b.report.steps, "{what}: steps");
+    assert_eq!(
+        a.report.view_foreground.map(f64::to_bits),
+        b.report.view_foreground.map(f64::to_bits),
+        "{what}: view foreground"
+    );
+}
+
+fn check(method: Method, bg_mixup: bool) {
+    let cfg = config(bg_mixup);
+    let full = uninterrupted(method, &cfg);
+    assert_eq!(full.step_losses.len(), 6);
+    let dir = tempfile::tempdir().unwrap();
+    // Mid-epoch 1, the end of epoch 1 (its loss not yet in the curve), mid-epoch 2.
+    for k in [1, 3, 4] {
+        let path = dir.path().join(format!("state-{k}.safetensors"));
+        let resumed = interrupted(method, &cfg, k, &path);
+        assert_same(
+            &format!("{method:?} bg_mixup={bg_mixup} stopped after {k}"),
+            &full,
+            &resumed,
+        );
+    }
+}
+
+#[test]
+fn moco_resume_equals_an_uninterrupted_run() {
+    check(Method::Moco, false);
+}
+
+#[test]
+fn byol_resume_equals_an_uninterrupted_run() {
+    check(Method::Byol, false);
+}
+
+#[test]
+fn moco_with_bg_mixup_resume_equals_an_uninterrupted_run() {
+    check(Method::Moco, true);
+}
+
+#[test]
+fn byol_with_bg_mixup_resume_equals_an_uninterrupted_run() {
+    check(Method::Byol, true);
+}
+
+/// The state `fit` writes by its checkpoint policy (after epoch 1 here) resumes to the same end.
+#[test]
+fn state_written_by_the_checkpoint_policy_resumes_the_run() {
+    let cfg = config(true);
+    let full = uninterrupted(Method::Moco, &cfg);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.state.safetensors");
+    {
+        let mut t = trainer(Method::Moco, &cfg);
+        t.set_checkpoint(Some(CheckpointPolicy {
+            path: path.clone(),
+            every_epochs: 1,
+        }));
+        // Killed during epoch 2: the file holds the end of epoch 1.
+        t.fit_until(&mut source(&cfg), &Progress::hidden(), 5)
+            .unwrap();
+    }
+    assert!(path.is_file(), "no state written after epoch 1");
+    let mut src = source(&cfg);
+    let mut t = Trainer::resume(
+        &path,
+        &model(Method::Moco),
+        &cfg,
+        3,
+        SingleDevice::new(Device::Cpu),
+        &mut src,
+    )
+    .unwrap();
+    assert_eq!(t.steps_done(), 3, "resumed at the end of epoch 1");
+    let report = t.fit(&mut src, &Progress::hidden()).unwrap();
+    assert_same("policy", &full, &outcome(t, report));
+}
+
+fn resume_error(path: &Path, model_cfg: &ModelConfig, cfg: &TrainConfig) -> String {
+    let mut src = source(cfg);
+    match Trainer::resume(
+        path,
+        model_cfg,
+        cfg,
+        3,
+        SingleDevice::new(Device::Cpu),
+        &mut src,
+    ) {
+        Ok(_) => panic!("resumed a state written for another run"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_state_of_another_config_or_a_truncated_file_is_refused() {
+    let cfg = config(false);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    {
+        let mut t = trainer(Method::Moco, &cfg);
+        let mut src = source(&cfg);
+        t.fit_until(&mut src, &Progress::hidden(), 2).unwrap();
+        t.save_state(&path, &src).unwrap();
+    }
+    let e = resume_error(&path, &model(Method::Byol), &cfg);
+    assert!(
+        e.contains("model.method") && e.contains(&path.display().to_string()),
+        "{e}"
+    );
+    let mut other_arch = model(Method::Moco);
+    other_arch.encoder.arch = Arch::Resnet50;
+    let e = resume_error(&path, &other_arch, &cfg);
+    assert!(e.contains("model.arch"), "{e}");
+    let other_batch = TrainConfig {
+        batch_size: 6,
+        ..cfg.clone()
+    };
+    let e = resume_error(&path, &model(Method::Moco), &other_batch);
+    assert!(e.contains("train.batch_size"), "{e}");
+    let mut with_mix = cfg.clone();
+    with_mix.mix.kind = MixKind::Mixup;
+    let e = resume_error(&path, &model(Method::Moco), &with_mix);
+    assert!(e.contains("train.mix.kind"), "{e}");
+
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = resume_error(&cut, &model(Method::Moco), &cfg);
+    assert!(e.contains("cut.safetensors"), "{e}");
+}
