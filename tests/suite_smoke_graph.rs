@@ -47,9 +47,7 @@ fn toml_of(v: Value) -> toml::Value {
 /// The smoke pipeline's stages as a graph suite, every number taken from `cfg` (the TOML text).
 fn graph_toml(cfg: &SuiteConfig) -> String {
     let (s, d) = (&cfg.sizes, &cfg.data);
-    let dataset = |form: &str, split: &str, count: usize| {
-        json!({ "synth": { "form": form, "split": split, "count": count, "seed": cfg.seed, "synth": d } })
-    };
+    let dataset = |form: &str, split: &str, count: usize| json!({ "synth": { "form": form, "split": split, "count": count, "seed": cfg.seed, "synth": d } });
     let datasets = json!({
         "scenes_train": dataset("scenes", "train", s.train_scenes),
         "scenes_test": dataset("scenes", "test", s.test_scenes),
@@ -87,9 +85,7 @@ fn graph_toml(cfg: &SuiteConfig) -> String {
             "min_area_frac": loc.min_area_frac, "margin": margin,
         })
     };
-    let stage = |kind: &str, inputs: Value, params: Value| {
-        json!({ "kind": kind, "inputs": inputs, "params": params })
-    };
+    let stage = |kind: &str, inputs: Value, params: Value| json!({ "kind": kind, "inputs": inputs, "params": params });
     let mut stages = serde_json::Map::new();
     stages.insert(
         "baseline".into(),
@@ -196,7 +192,10 @@ fn the_graph_reproduces_the_smoke_pipeline_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let loaded = config::load(&tiny_suite(dir.path())).unwrap();
     let cfg = &loaded.config;
-    assert!(cfg.retrain.oa_crop, "the tiny smoke suite retrains with OA-Crop");
+    assert!(
+        cfg.retrain.oa_crop,
+        "the tiny smoke suite retrains with OA-Crop"
+    );
     // Every smoke metric has exactly one counterpart.
     let mut mapped: Vec<String> = MAPPING.iter().map(|(s, _, _)| s.to_string()).collect();
     mapped.sort();
@@ -227,10 +226,18 @@ fn the_graph_reproduces_the_smoke_pipeline_bit_for_bit() {
             differ.push(format!("{s} = {want:?} (×{factor}) vs {g} = {got:?}"));
         }
     }
-    assert!(differ.is_empty(), "not bitwise equal:\n{}", differ.join("\n"));
+    assert!(
+        differ.is_empty(),
+        "not bitwise equal:\n{}",
+        differ.join("\n")
+    );
     // The values are real: training ran, the CAMs found something, the boxes changed the retraining views.
     let m = &smoke.metrics;
-    assert!(m["vanilla.final_loss"].is_finite() && m["vanilla.cam_miou"] > 0.0);
+    assert!(m.values().all(|v| v.is_finite()), "{m:?}");
+    assert!(
+        m["vanilla.cam_miou"] > 0.0 && m["boxes.recall50"] > 0.0,
+        "{m:?}"
+    );
     assert!(m["boxes.per_image"] > 0.0);
     assert_ne!(m["vanilla.view_foreground"], m["oa_crop.view_foreground"]);
 }
@@ -245,7 +252,11 @@ fn smoke_config() -> SuiteConfig {
 fn smoke_graph_toml_is_the_smoke_suite_as_a_graph() {
     let path = repo().join("suites/smoke-graph.toml");
     let file = graph::validate_file(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert!(file.missing_kinds().is_empty(), "{:?}", file.missing_kinds());
+    assert!(
+        file.missing_kinds().is_empty(),
+        "{:?}",
+        file.missing_kinds()
+    );
     let cfg = smoke_config();
     let want = parse_graph(&graph_toml(&cfg), &path);
     assert_eq!(file.name, want.name);
@@ -287,12 +298,23 @@ fn graph_parameters_mean_the_smoke_settings() {
     };
     let as_json = |c: &CamConfig| serde_json::to_value(c).unwrap();
     for stage in ["vanilla_masks", "oa_crop_masks"] {
-        assert_eq!(as_json(&cam(stage)), as_json(&cfg.localize.masks), "{stage}");
+        assert_eq!(
+            as_json(&cam(stage)),
+            as_json(&cfg.localize.masks),
+            "{stage}"
+        );
     }
     for stage in ["boxes", "boxes_tight"] {
-        assert_eq!(as_json(&cam(stage)), as_json(&cfg.localize.boxes), "{stage}");
+        assert_eq!(
+            as_json(&cam(stage)),
+            as_json(&cfg.localize.boxes),
+            "{stage}"
+        );
     }
-    assert_eq!(suite.stages["boxes"].params["margin"], json!(cfg.localize.margin));
+    assert_eq!(
+        suite.stages["boxes"].params["margin"],
+        json!(cfg.localize.margin)
+    );
     assert_eq!(suite.stages["boxes_tight"].params["margin"], json!(0.0));
     // The data seed and the run seed are the smoke suite's seed.
     for d in suite.datasets.values() {

@@ -72,16 +72,12 @@ fn boxes_by_row(path: &Path, n: usize) -> Result<Vec<Vec<[f64; 4]>>, StageError>
     let entries = read_box_file_checked(path)?;
     let mut out: Vec<Option<Vec<[f64; 4]>>> = vec![None; n];
     for (line, id, boxes) in entries {
-        let row = id
-            .parse::<usize>()
-            .ok()
-            .filter(|&r| r < n)
-            .ok_or_else(|| {
-                StageError::io(
-                    path,
-                    format!("line {line}: id '{id}' is not a scene row number below {n}"),
-                )
-            })?;
+        let row = id.parse::<usize>().ok().filter(|&r| r < n).ok_or_else(|| {
+            StageError::io(
+                path,
+                format!("line {line}: id '{id}' is not a scene row number below {n}"),
+            )
+        })?;
         if out[row].replace(boxes).is_some() {
             return Err(StageError::io(
                 path,
