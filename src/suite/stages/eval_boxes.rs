@@ -111,7 +111,11 @@ mod tests {
         assert_eq!(b, vec![vec![], vec![[0.0, 0.0, 0.5, 0.5]]]);
         let e = boxes_by_row(&p, 3).unwrap_err().to_string();
         assert!(e.contains("no line for scene 2"), "{e}");
+        // The box-file reader refuses a repeated id; two spellings of one row are refused here.
         std::fs::write(&p, "0\n0\n").unwrap();
+        let e = boxes_by_row(&p, 2).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        std::fs::write(&p, "0\n00\n").unwrap();
         let e = boxes_by_row(&p, 2).unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("twice"), "{e}");
         std::fs::write(&p, "7\n").unwrap();
