@@ -4,6 +4,7 @@ use super::registry::{PlannedKind, Registry};
 use super::stage::{ArtefactKind as A, Direction, MetricSpec, Slot, Unit};
 
 pub mod center_box;
+pub mod eval_boxes;
 pub mod eval_masks;
 pub mod eval_maxboxacc;
 pub mod ground_truth;
@@ -24,6 +25,7 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<ground_truth::GroundTruth>(),
         r.register::<eval_masks::EvalMasks>(),
         r.register::<eval_maxboxacc::EvalMaxBoxAcc>(),
+        r.register::<eval_boxes::EvalBoxes>(),
     ];
     for res in results {
         if let Err(e) = res {

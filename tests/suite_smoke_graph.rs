@@ -1,0 +1,346 @@
+//! The smoke suite as a graph (`suites/smoke-graph.toml`) against the hard-coded smoke pipeline
+//! (`suites/smoke.toml`, `src/suite/pipeline.rs`):
+//! - at a tiny size, the pipeline and the graph written from the same config give every metric bit for bit;
+//! - `suites/smoke-graph.toml` validates and is, stage for stage and parameter for parameter, the graph
+//!   written from `suites/smoke.toml` (so its numbers cannot drift from the smoke suite's);
+//! - the graph's training and CAM parameters mean the smoke suite's model, training and CAM settings.
+mod suite_common;
+
+use std::path::{Path, PathBuf};
+
+use contracam::localize::CamConfig;
+use contracam::suite::config::{self, SuiteConfig};
+use contracam::suite::golden::paper::PaperGoldens;
+use contracam::suite::graph::{self, GraphContext, GraphSuite};
+use contracam::suite::graph_run::{run_graph, GraphOptions};
+use contracam::suite::pipeline::{input_size, metric_ids};
+use contracam::suite::registry::Registry;
+use contracam::suite::stages::pretrain::PretrainParams;
+use contracam::suite::{run_suite, RunOptions};
+use serde_json::{json, Value};
+use suite_common::{run_options, tiny_suite};
+
+/// Smoke metric id → graph metric id and the factor the graph's value carries (linear-eval reports percent,
+/// `100.0 * fraction`, the same product the stage computes, so equality stays bitwise).
+const MAPPING: &[(&str, &str, f64)] = &[
+    ("baseline.center_box_miou", "baseline.miou", 1.0),
+    ("vanilla.final_loss", "vanilla.final_loss", 1.0),
+    ("vanilla.view_foreground", "vanilla.view_foreground", 1.0),
+    ("vanilla.cam_miou", "vanilla_miou.miou", 1.0),
+    ("vanilla.linear_acc", "vanilla_linear.accuracy", 100.0),
+    ("boxes.per_image", "boxes.boxes_per_image", 1.0),
+    ("boxes.recall50", "boxes_recall.recall50", 1.0),
+    ("oa_crop.final_loss", "oa_crop.final_loss", 1.0),
+    ("oa_crop.view_foreground", "oa_crop.view_foreground", 1.0),
+    ("oa_crop.cam_miou", "oa_crop_miou.miou", 1.0),
+    ("oa_crop.linear_acc", "oa_crop_linear.accuracy", 100.0),
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn toml_of(v: Value) -> toml::Value {
+    toml::Value::try_from(v).expect("JSON without nulls converts to TOML")
+}
+
+/// The smoke pipeline's stages as a graph suite, every number taken from `cfg` (the TOML text).
+fn graph_toml(cfg: &SuiteConfig) -> String {
+    let (s, d) = (&cfg.sizes, &cfg.data);
+    let dataset = |form: &str, split: &str, count: usize| json!({ "synth": { "form": form, "split": split, "count": count, "seed": cfg.seed, "synth": d } });
+    let datasets = json!({
+        "scenes_train": dataset("scenes", "train", s.train_scenes),
+        "scenes_test": dataset("scenes", "test", s.test_scenes),
+        "crops_train": dataset("crops", "train", s.crops_train),
+        "crops_val": dataset("crops", "val", s.crops_val),
+        "crops_test": dataset("crops", "test", s.crops_test),
+    });
+    let (m, t) = (&cfg.model, &cfg.train);
+    let pretrain = |oa_crop: bool| {
+        let mut p = json!({
+            "method": m.method, "arch": m.encoder.arch, "width": m.encoder.width, "stem": m.encoder.stem,
+            "epochs": t.epochs, "batch": t.batch_size, "base_lr": t.base_lr, "final_lr": t.final_lr,
+            "momentum": t.momentum, "weight_decay": t.weight_decay, "queue_size": t.queue_size,
+            "temperature": t.temperature, "image_size": t.augment.output_size,
+            "min_crop_scale": t.augment.crop_scale[0], "oa_crop": oa_crop,
+        });
+        for (k, v) in [
+            ("ema", t.ema.map(Value::from)),
+            ("proj_hidden", m.proj_hidden.map(Value::from)),
+            ("proj_dim", m.proj_dim.map(Value::from)),
+            ("pred_hidden", m.pred_hidden.map(Value::from)),
+        ] {
+            if let Some(v) = v {
+                p[k] = v;
+            }
+        }
+        p
+    };
+    let loc = &cfg.localize;
+    let localize = |cam: &CamConfig, margin: f64| {
+        json!({
+            "method": "contracam", "crf": false, "soft_masks": false, "threshold": loc.threshold,
+            "batch_size": loc.batch_size, "input_size": input_size(cfg), "expand_res": cam.expand_res,
+            "cam_iters": cam.iters, "negative_signal_removal": cam.negative_removal,
+            "min_area_frac": loc.min_area_frac, "margin": margin,
+        })
+    };
+    let stage = |kind: &str, inputs: Value, params: Value| json!({ "kind": kind, "inputs": inputs, "params": params });
+    let mut stages = serde_json::Map::new();
+    stages.insert(
+        "baseline".into(),
+        stage(
+            "center-box",
+            json!({ "data": "datasets.scenes_test" }),
+            json!({ "side": 0.5 }),
+        ),
+    );
+    let mut evaluate = |model: &str| {
+        stages.insert(
+            format!("{model}_masks"),
+            stage(
+                "localize",
+                json!({ "model": format!("stages.{model}.model"), "data": "datasets.scenes_test" }),
+                localize(&loc.masks, loc.margin),
+            ),
+        );
+        stages.insert(
+            format!("{model}_miou"),
+            stage(
+                "eval-masks",
+                json!({ "masks": format!("stages.{model}_masks.masks"), "data": "datasets.scenes_test" }),
+                json!({}),
+            ),
+        );
+        stages.insert(
+            format!("{model}_linear"),
+            stage(
+                "linear-eval",
+                json!({ "model": format!("stages.{model}.model"), "train": "datasets.crops_train",
+                        "val": "datasets.crops_val", "test": "datasets.crops_test" }),
+                // The pipeline encodes in batches of 256.
+                json!({ "image_size": input_size(cfg), "batch": 256, "linear": cfg.eval.linear }),
+            ),
+        );
+    };
+    evaluate("vanilla");
+    evaluate("oa_crop");
+    stages.insert(
+        "vanilla".into(),
+        stage(
+            "pretrain",
+            json!({ "data": "datasets.scenes_train" }),
+            pretrain(false),
+        ),
+    );
+    let on_train = json!({ "model": "stages.vanilla.model", "data": "datasets.scenes_train" });
+    stages.insert(
+        "boxes".into(),
+        stage(
+            "localize",
+            on_train.clone(),
+            localize(&loc.boxes, loc.margin),
+        ),
+    );
+    // The pipeline's recall is of the boxes without margin.
+    stages.insert(
+        "boxes_tight".into(),
+        stage("localize", on_train, localize(&loc.boxes, 0.0)),
+    );
+    stages.insert(
+        "boxes_recall".into(),
+        stage(
+            "eval-boxes",
+            json!({ "boxes": "stages.boxes_tight.boxes", "data": "datasets.scenes_train" }),
+            json!({}),
+        ),
+    );
+    stages.insert(
+        "oa_crop".into(),
+        stage(
+            "pretrain",
+            json!({ "data": "datasets.scenes_train", "boxes": "stages.boxes.boxes" }),
+            pretrain(true),
+        ),
+    );
+    let suite = json!({
+        "name": format!("{}-graph", cfg.name),
+        "version": cfg.version,
+        "seeds": [cfg.seed],
+        "datasets": datasets,
+        "stages": stages,
+    });
+    toml::to_string(&toml_of(suite)).unwrap()
+}
+
+fn paper() -> PaperGoldens {
+    PaperGoldens::load_dir(&repo().join("golden/paper")).unwrap()
+}
+
+fn parse_graph(text: &str, path: &Path) -> GraphSuite {
+    let (r, p) = (Registry::builtin(), paper());
+    let ctx = GraphContext {
+        registry: &r,
+        paper: &p,
+        manifests: None,
+    };
+    GraphSuite::parse(text, path, &ctx).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn the_graph_reproduces_the_smoke_pipeline_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = config::load(&tiny_suite(dir.path())).unwrap();
+    let cfg = &loaded.config;
+    assert!(
+        cfg.retrain.oa_crop,
+        "the tiny smoke suite retrains with OA-Crop"
+    );
+    // Every smoke metric has exactly one counterpart.
+    let mut mapped: Vec<String> = MAPPING.iter().map(|(s, _, _)| s.to_string()).collect();
+    mapped.sort();
+    assert_eq!(mapped, metric_ids(cfg));
+
+    let opts = RunOptions {
+        skip_golden: true,
+        ..run_options(&dir.path().join("runs"))
+    };
+    let smoke = run_suite(&loaded, &opts).unwrap();
+
+    let path = dir.path().join("tiny-graph.toml");
+    let text = graph_toml(cfg);
+    std::fs::write(&path, &text).unwrap();
+    let suite = parse_graph(&text, &path);
+    let gopts = GraphOptions {
+        data_dir: dir.path().join("data"),
+        seed: None,
+    };
+    let graph = run_graph(&suite, &Registry::builtin(), &opts, &gopts).unwrap();
+    assert!(graph.stages.iter().all(|s| !s.cached));
+
+    let mut differ = Vec::new();
+    for (s, g, factor) in MAPPING {
+        let want = factor * smoke.metrics[*s];
+        let got = graph.metrics[*g];
+        if want.to_bits() != got.to_bits() {
+            differ.push(format!("{s} = {want:?} (×{factor}) vs {g} = {got:?}"));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "not bitwise equal:\n{}",
+        differ.join("\n")
+    );
+    // The values are real: training ran, the CAMs found something, the boxes changed the retraining views.
+    let m = &smoke.metrics;
+    assert!(m.values().all(|v| v.is_finite()), "{m:?}");
+    assert!(
+        m["vanilla.cam_miou"] > 0.0 && m["boxes.recall50"] > 0.0,
+        "{m:?}"
+    );
+    assert!(m["boxes.per_image"] > 0.0);
+    assert_ne!(m["vanilla.view_foreground"], m["oa_crop.view_foreground"]);
+}
+
+fn smoke_config() -> SuiteConfig {
+    config::load(&repo().join("suites/smoke.toml"))
+        .unwrap()
+        .config
+}
+
+#[test]
+fn smoke_graph_toml_is_the_smoke_suite_as_a_graph() {
+    let path = repo().join("suites/smoke-graph.toml");
+    let file = graph::validate_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        file.missing_kinds().is_empty(),
+        "{:?}",
+        file.missing_kinds()
+    );
+    let cfg = smoke_config();
+    let want = parse_graph(&graph_toml(&cfg), &path);
+    assert_eq!(file.name, want.name);
+    assert_eq!(file.version, want.version);
+    assert_eq!(file.datasets, want.datasets);
+    assert_eq!(file.order, want.order);
+    for (name, w) in &want.stages {
+        let f = &file.stages[name];
+        assert_eq!(f.kind, w.kind, "stages.{name}.kind");
+        assert_eq!(f.inputs, w.inputs, "stages.{name}.inputs");
+        assert_eq!(f.params, w.params, "stages.{name}.params");
+        assert_eq!(f.seeds, w.seeds, "stages.{name}.seeds");
+    }
+    assert_eq!(
+        file.stages.keys().collect::<Vec<_>>(),
+        want.stages.keys().collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn graph_parameters_mean_the_smoke_settings() {
+    let cfg = smoke_config();
+    let suite = graph::validate_file(&repo().join("suites/smoke-graph.toml")).unwrap();
+    // The pretrain kind exposes the view size and crop scale of the augmentations; the rest stays default,
+    // as it is in the smoke suite.
+    for (name, oa_crop) in [("vanilla", false), ("oa_crop", true)] {
+        let p: PretrainParams = serde_json::from_value(suite.stages[name].params.clone()).unwrap();
+        assert_eq!(p.model_config(), cfg.model, "stages.{name}");
+        assert_eq!(p.train_config(), cfg.train, "stages.{name}");
+        assert_eq!(p.oa_crop, oa_crop);
+    }
+    let cam = |stage: &str| {
+        let p = &suite.stages[stage].params;
+        CamConfig {
+            expand_res: p["expand_res"].as_u64().unwrap() as u32,
+            iters: p["cam_iters"].as_u64().unwrap() as usize,
+            negative_removal: p["negative_signal_removal"].as_bool().unwrap(),
+        }
+    };
+    let as_json = |c: &CamConfig| serde_json::to_value(c).unwrap();
+    for stage in ["vanilla_masks", "oa_crop_masks"] {
+        assert_eq!(
+            as_json(&cam(stage)),
+            as_json(&cfg.localize.masks),
+            "{stage}"
+        );
+    }
+    for stage in ["boxes", "boxes_tight"] {
+        assert_eq!(
+            as_json(&cam(stage)),
+            as_json(&cfg.localize.boxes),
+            "{stage}"
+        );
+    }
+    assert_eq!(
+        suite.stages["boxes"].params["margin"],
+        json!(cfg.localize.margin)
+    );
+    assert_eq!(suite.stages["boxes_tight"].params["margin"], json!(0.0));
+    // The data seed and the run seed are the smoke suite's seed.
+    for d in suite.datasets.values() {
+        let contracam::suite::dataset::DatasetSpec::Synth(s) = d else {
+            panic!("smoke data is synthetic")
+        };
+        assert_eq!((s.seed, &s.synth), (cfg.seed, &cfg.data));
+    }
+    assert!(suite.stages.values().all(|s| s.seeds == vec![cfg.seed]));
+    let ids = contracam::suite::graph_run::metric_ids(&suite, &Registry::builtin());
+    for (_, g, _) in MAPPING {
+        assert!(ids.contains(&g.to_string()), "{g} not in {ids:?}");
+    }
+}
+
+#[test]
+fn suite_validate_accepts_smoke_graph() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
+        .args(["suite", "validate"])
+        .arg(repo().join("suites/smoke-graph.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
