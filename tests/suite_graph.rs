@@ -328,10 +328,7 @@ fn suite_validate_dispatches_a_graph_suite_and_names_the_missing_kinds() {
         order.starts_with("byol_r18, byol_r50, cam_byol_r18, "),
         "{order}"
     );
-    assert!(
-        stdout.contains("missing kinds: none"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("missing kinds: none"), "{stdout}");
     // A broken graph suite fails with the file and key; --golden is refused for a graph suite.
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.toml");

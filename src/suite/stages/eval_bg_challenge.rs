@@ -112,7 +112,8 @@ impl Stage for EvalBgChallenge {
         let mut variants = BTreeMap::new();
         for (slot, name, variant) in VARIANT_SLOTS {
             let data = ctx.dataset(slot)?;
-            let synthetic = matches!(&data.spec, DatasetSpec::Synth(s) if s.form == SynthForm::BgChallenge);
+            let synthetic =
+                matches!(&data.spec, DatasetSpec::Synth(s) if s.form == SynthForm::BgChallenge);
             let f = probe
                 .features_of_variant(ctx, slot, variant)
                 .map_err(|e| in_slot(slot, e))?;

@@ -71,7 +71,10 @@ pub const BENCHMARK_CORRUPTIONS: [&str; 15] = [
 impl Default for ImagenetCParams {
     fn default() -> Self {
         ImagenetCParams {
-            corruptions: BENCHMARK_CORRUPTIONS.iter().map(|s| s.to_string()).collect(),
+            corruptions: BENCHMARK_CORRUPTIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             severities: vec![1, 2, 3, 4, 5],
         }
     }
@@ -374,7 +377,12 @@ impl Stage for EvalShift {
         let mut sets = BTreeMap::new();
         let mut out = StageResult::default();
         for slot in SHIFT_SETS {
-            let Some(data) = ctx.inputs.get(slot).map(|_| ctx.dataset(slot)).transpose()? else {
+            let Some(data) = ctx
+                .inputs
+                .get(slot)
+                .map(|_| ctx.dataset(slot))
+                .transpose()?
+            else {
                 sets.insert(
                     slot.to_string(),
                     SetReport {
@@ -389,8 +397,7 @@ impl Stage for EvalShift {
                 continue;
             };
             let set = if slot == "imagenet_c_9" && matches!(data.spec, DatasetSpec::Index(_)) {
-                imagenet_c(&probe, &clf, ctx, data, &p.imagenet_c)
-                    .map_err(|e| in_slot(slot, e))?
+                imagenet_c(&probe, &clf, ctx, data, &p.imagenet_c).map_err(|e| in_slot(slot, e))?
             } else {
                 let f = probe.features(ctx, slot)?;
                 SetReport {
@@ -438,7 +445,9 @@ fn imagenet_c(
     c: &ImagenetCParams,
 ) -> Result<SetReport, StageError> {
     let DatasetSpec::Index(i) = &data.spec else {
-        return Err(StageError::Failed("ImageNet-C-9 needs a built dataset".into()));
+        return Err(StageError::Failed(
+            "ImageNet-C-9 needs a built dataset".into(),
+        ));
     };
     let total = c.corruptions.len() * c.severities.len();
     let bar = ctx.progress(
