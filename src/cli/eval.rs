@@ -353,11 +353,8 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 .classifier
                 .as_ref()
                 .expect("linear_eval returns its classifier");
-            let mut extra = std::collections::BTreeMap::new();
-            for (name, (x, y)) in &fs.extra {
-                extra.insert(name.clone(), 100.0 * clf.accuracy(x, y));
-            }
-            let trial = contracam::eval::bgchallenge::BgTrial::new(extra.clone());
+            let trial = contracam::eval::bgchallenge::BgTrial::score(clf, &fs.extra);
+            let extra = &trial.accuracy;
             let mut v = json!({
                 "test_top1": 100.0 * r.test_accuracy,
                 "val_top1": 100.0 * r.val_accuracy,
@@ -380,7 +377,7 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                     r.best_weight_decay,
                     r.num_classes
                 );
-                for (n, a) in &extra {
+                for (n, a) in extra {
                     println!("  {n:<12} {a:.2}");
                 }
                 if let Some(g) = trial.bg_gap {

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use tch::Tensor;
+
+use super::linear::LinearClassifier;
 
 /// The IN-9 test variants (folder names under `bg_challenge/`).
 pub const IN9_VARIANTS: [&str; 8] = [
@@ -30,6 +33,17 @@ pub struct BgTrial {
 }
 
 impl BgTrial {
+    /// Scores one trial's classifier: top-1 accuracy in percent (100 × the library's fraction) on each
+    /// named test set of features and labels, and the BG-Gap when `mixed_same` and `mixed_rand` are
+    /// among them.
+    pub fn score(clf: &LinearClassifier, sets: &BTreeMap<String, (Tensor, Tensor)>) -> Self {
+        BgTrial::new(
+            sets.iter()
+                .map(|(name, (x, y))| (name.clone(), 100.0 * clf.accuracy(x, y)))
+                .collect(),
+        )
+    }
+
     pub fn new(accuracy: BTreeMap<String, f64>) -> Self {
         let bg_gap = match (accuracy.get("mixed_same"), accuracy.get("mixed_rand")) {
             (Some(&s), Some(&r)) => Some(bg_gap(s, r)),

@@ -14,12 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::data::formats::safetensors::SafetensorsReader;
-use crate::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, Plan, Source};
-use crate::eval::encode::encode;
+use crate::data::loader::{IndexSource, Source};
+use crate::eval::encode::{split_features, synth_features};
 use crate::eval::linear::{linear_eval_observed, LinearEvalConfig, LinearEvalResult};
+use crate::eval::EvalError;
 use crate::model::ContrastiveModel;
 use crate::suite::dataset::{DatasetHandle, DatasetSpec};
 use crate::suite::stage::*;
@@ -236,7 +237,7 @@ impl Stage for LinearEval {
 }
 
 /// The training view size a checkpoint records (`contracam.train`, written by training), if any.
-fn trained_view_size(weights: &Path) -> Result<Option<i64>, StageError> {
+pub fn trained_view_size(weights: &Path) -> Result<Option<i64>, StageError> {
     let reader = SafetensorsReader::open(weights)?;
     let Some(json) = reader.metadata().get("contracam.train") else {
         return Ok(None);
@@ -252,7 +253,9 @@ fn trained_view_size(weights: &Path) -> Result<Option<i64>, StageError> {
 
 /// Frozen-encoder features (N, D) on the CPU and labels (N,) of a dataset, in its order: a synthetic set
 /// resized whole to `size` (the smoke pipeline's linear probe), a built split through the loader with the
-/// official evaluation transform on `workers` threads. `progress` counts images.
+/// official evaluation transform on `workers` threads (the library's [`synth_features`] and
+/// [`split_features`]). `progress` counts images. A problem with the data itself (an empty split) is
+/// `StageError::Failed`, which callers attribute to their input slot.
 pub fn dataset_features(
     model: &ContrastiveModel,
     data: &DatasetHandle,
@@ -264,38 +267,17 @@ pub fn dataset_features(
     match &data.spec {
         DatasetSpec::Synth(_) => {
             let set = data.synth()?;
-            let x = encode(model, &set.images_tensor(), size, batch as i64);
+            let f = synth_features(model, &set, size, batch);
             progress.inc(set.len() as u64);
-            Ok((x, set.labels_tensor()))
+            Ok(f)
         }
         DatasetSpec::Index(i) => {
             let source: Arc<dyn Source> =
                 Arc::new(IndexSource::open(&data.data_dir, &i.name, &i.split)?);
-            if source.is_empty() {
-                return Err(StageError::Failed(format!(
-                    "{} has no samples",
-                    source.name()
-                )));
-            }
-            let cfg = LoaderConfig {
-                workers,
-                prefetch: 2 * workers.max(1),
-                device: model.device(),
-                ..LoaderConfig::eval(batch)
-            };
-            let loader = Loader::new(
-                source,
-                Plan::eval(EvalTransform::linear_eval(size as u32)),
-                cfg,
-            )?;
-            let (mut xs, mut ys) = (Vec::new(), Vec::new());
-            for b in loader.epoch(0) {
-                let b = b?;
-                xs.push(encode(model, &b.view(0), size, batch as i64));
-                ys.push(b.class_labels(Device::Cpu)?);
-                progress.inc(b.len() as u64);
-            }
-            Ok((Tensor::cat(&xs, 0), Tensor::cat(&ys, 0)))
+            split_features(model, source, size, batch, workers, progress).map_err(|e| match e {
+                e @ EvalError::Invalid { .. } => StageError::Failed(e.to_string()),
+                e => e.into(),
+            })
         }
     }
 }

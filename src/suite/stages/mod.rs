@@ -4,9 +4,11 @@ use super::registry::{PlannedKind, Registry};
 use super::stage::{ArtefactKind as A, Direction, MetricSpec, Slot, Unit};
 
 pub mod center_box;
+pub mod eval_bg_challenge;
 pub mod eval_boxes;
 pub mod eval_masks;
 pub mod eval_maxboxacc;
+pub mod eval_shift;
 pub mod ground_truth;
 pub mod import;
 pub mod linear_eval;
@@ -26,6 +28,8 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<eval_masks::EvalMasks>(),
         r.register::<eval_maxboxacc::EvalMaxBoxAcc>(),
         r.register::<eval_boxes::EvalBoxes>(),
+        r.register::<eval_bg_challenge::EvalBgChallenge>(),
+        r.register::<eval_shift::EvalShift>(),
     ];
     for res in results {
         if let Err(e) = res {
@@ -76,58 +80,6 @@ const PLANNED: &[PlannedKind] = &[
             inputs: &[Slot::required("data", A::Dataset)],
             outputs: &[Slot::file("masks", A::MasksDir, "masks")],
             metrics: &[],
-        },
-        PlannedKind {
-            kind: "eval-bg-challenge",
-            issue: 11,
-            about: "Background Challenge: a linear classifier trained on ORIGINAL, tested on every variant (Table 7)",
-            // One test slot per variant: the release has one split per variant (`test-<variant>`).
-            inputs: &[
-                Slot::required("model", A::ModelCheckpoint),
-                Slot::required("train", A::Dataset),
-                Slot::optional("val", A::Dataset),
-                Slot::required("test_original", A::Dataset),
-                Slot::required("test_only_bg_b", A::Dataset),
-                Slot::required("test_only_bg_t", A::Dataset),
-                Slot::required("test_only_fg", A::Dataset),
-                Slot::required("test_mixed_same", A::Dataset),
-                Slot::required("test_mixed_rand", A::Dataset),
-                Slot::required("test_mixed_next", A::Dataset),
-            ],
-            outputs: &[Slot::file("report", A::Json, "bg_challenge.json")],
-            metrics: &[
-                pct("original", UP, "ORIGINAL"),
-                pct("only_bg_b", DOWN, "ONLY-BG-B"),
-                pct("only_bg_t", DOWN, "ONLY-BG-T"),
-                pct("only_fg", UP, "ONLY-FG"),
-                pct("mixed_same", UP, "MIXED-SAME"),
-                pct("mixed_rand", UP, "MIXED-RAND"),
-                pct("mixed_next", UP, "MIXED-NEXT"),
-                pct("bg_gap", DOWN, "BG-Gap = MIXED-SAME − MIXED-RAND"),
-            ],
-        },
-        PlannedKind {
-            kind: "eval-shift",
-            issue: 11,
-            about: "a linear classifier trained on ImageNet-9, tested on the distribution-shifted sets (Tables 6, 8)",
-            inputs: &[
-                Slot::required("model", A::ModelCheckpoint),
-                Slot::required("train", A::Dataset),
-                Slot::optional("val", A::Dataset),
-                Slot::optional("imagenet_9", A::Dataset),
-                Slot::optional("imagenet_sketch_9", A::Dataset),
-                Slot::optional("stylized_imagenet_9", A::Dataset),
-                Slot::optional("imagenet_r_9", A::Dataset),
-                Slot::optional("imagenet_c_9", A::Dataset),
-            ],
-            outputs: &[Slot::file("report", A::Json, "shift.json")],
-            metrics: &[
-                pct("imagenet_9", UP, "ImageNet-9 (original)"),
-                pct("imagenet_sketch_9", UP, "ImageNet-Sketch-9"),
-                pct("stylized_imagenet_9", UP, "Stylized-ImageNet-9"),
-                pct("imagenet_r_9", UP, "ImageNet-R-9"),
-                pct("imagenet_c_9", UP, "ImageNet-C-9 (mean over corruptions)"),
-            ],
         },
         PlannedKind {
             kind: "detectron2-finetune",

@@ -1,0 +1,526 @@
+//! The `eval-bg-challenge` and `eval-shift` stage kinds, run through a `StageContext` built here:
+//! - on a tiny synthetic `bg-challenge` set (each test slot bound to it, the variant taken from the slot),
+//!   every variant's accuracy equals the direct library computation (synthetic variant → encoder → the
+//!   L-BFGS sweep selected on train → the classifier's top-1), and `bg_gap` = mixed_same − mixed_rand;
+//! - on a tiny built index (a `test` split and `<corruption>-<severity>` splits), each bound shift set's
+//!   accuracy equals the library's, ImageNet-C-9 is the mean over corruptions of the mean over severities,
+//!   and an unbound set has no metric and is listed as not bound;
+//! - bad parameters are refused naming the key; a missing required slot, or an ImageNet-C split the build
+//!   lacks, is named.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use contracam::data::index::{Sample, SplitIndex};
+use contracam::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, Plan, Source};
+use contracam::data::synth::{bg_challenge, BgVariant, SynthConfig};
+use contracam::eval::encode::encode;
+use contracam::eval::linear::{linear_eval, LinearClassifier, LinearEvalConfig};
+use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
+use contracam::suite::dataset::{
+    DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm,
+};
+use contracam::suite::registry::Registry;
+use contracam::suite::stage::{
+    Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult,
+};
+use contracam::util::progress::Mode;
+use image::RgbImage;
+use tch::{Device, Kind, Tensor};
+
+/// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
+fn run_kind(
+    kind: &str,
+    params: &str,
+    inputs: &BTreeMap<String, Input>,
+    out: &Path,
+) -> Result<StageResult, StageError> {
+    let r = Registry::builtin();
+    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+    let resolved = k.parse(toml::from_str(params).unwrap()).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let mut ctx = StageContext {
+        stage: kind,
+        out_dir: out,
+        outputs: k.outputs(),
+        inputs,
+        seed: 0,
+        device: Device::Cpu,
+        precision: Precision::Fp32,
+        data_dir: Path::new("/nonexistent"),
+        threads: 1,
+        progress: Mode::Hidden,
+    };
+    k.run(&resolved, &mut ctx)
+}
+
+/// The parse error (key, message) of `params` for `kind`.
+fn refused(kind: &str, params: &str) -> (String, String) {
+    let r = Registry::builtin();
+    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+    let e = k.parse(toml::from_str(params).unwrap()).unwrap_err();
+    (e.key, e.msg)
+}
+
+fn tiny_synth() -> SynthConfig {
+    SynthConfig {
+        image_size: 24,
+        crop_size: 16,
+        num_classes: 2,
+        num_backgrounds: 2,
+        ..Default::default()
+    }
+}
+
+fn synth_bgc(name: &str, seed: u64, count: usize) -> Input {
+    let spec = DatasetSpec::Synth(SynthDataset {
+        form: SynthForm::BgChallenge,
+        split: name.into(),
+        count,
+        seed,
+        synth: tiny_synth(),
+    });
+    Input::Dataset(Arc::new(
+        DatasetHandle::resolve(name, spec, Path::new("/nonexistent")).unwrap(),
+    ))
+}
+
+fn model_input(p: &Path) -> Input {
+    Input::Artefact(Artefact {
+        kind: ArtefactKind::ModelCheckpoint,
+        path: p.into(),
+        fingerprint: "fp-m".into(),
+        producer: "m.model".into(),
+    })
+}
+
+fn inputs(list: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
+    list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn tiny_model_file(dir: &Path) -> PathBuf {
+    let cfg = ModelConfig {
+        encoder: ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 0.125,
+            stem: Stem::Small,
+            zero_init_residual: true,
+        },
+        method: Method::Moco,
+        proj_hidden: Some(16),
+        proj_dim: Some(8),
+        pred_hidden: None,
+        projector_form: Default::default(),
+    };
+    tch::manual_seed(11);
+    let model = ContrastiveModel::new(&cfg, Device::Cpu);
+    let p = dir.join("model.safetensors");
+    model.save(&p, &Default::default()).unwrap();
+    p
+}
+
+const PARAMS: &str =
+    "image_size = 16\nbatch = 5\nlinear = { weight_decays = [1e-5, 1e-3, 1e-1], max_iter = 60 }\n";
+
+fn sweep_cfg() -> LinearEvalConfig {
+    LinearEvalConfig {
+        weight_decays: vec![1e-5, 1e-3, 1e-1],
+        max_iter: 60,
+        ..Default::default()
+    }
+}
+
+/// The classifier the protocol selects, straight from the library (no test set of its own).
+fn direct_classifier(train: &(Tensor, Tensor), val: &(Tensor, Tensor)) -> (LinearClassifier, f64) {
+    let d = train.0.size()[1];
+    let no_x = Tensor::zeros([0, d], (Kind::Float, Device::Cpu));
+    let no_y = Tensor::zeros([0], (Kind::Int64, Device::Cpu));
+    let r = linear_eval(
+        &train.0,
+        &train.1,
+        &val.0,
+        &val.1,
+        &no_x,
+        &no_y,
+        &sweep_cfg(),
+    )
+    .unwrap();
+    (r.classifier.unwrap(), r.best_weight_decay)
+}
+
+fn read_report(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+const BG_SLOTS: [&str; 7] = [
+    "test_original",
+    "test_only_bg_b",
+    "test_only_bg_t",
+    "test_only_fg",
+    "test_mixed_same",
+    "test_mixed_rand",
+    "test_mixed_next",
+];
+
+#[test]
+fn bg_challenge_on_synth_equals_the_library_and_the_gap_is_same_minus_rand() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_model_file(dir.path());
+    let test = synth_bgc("bgc_test", 2, 12);
+    let mut list = vec![
+        ("model", model_input(&weights)),
+        ("train", synth_bgc("bgc_train", 1, 20)),
+    ];
+    list.extend(BG_SLOTS.iter().map(|s| (*s, test.clone())));
+    let out = dir.path().join("bgc");
+    let r = run_kind("eval-bg-challenge", PARAMS, &inputs(list), &out).unwrap();
+
+    let model = ContrastiveModel::load(&weights, Device::Cpu).unwrap();
+    let feats = |seed: u64, v: BgVariant, n: usize| {
+        let set = bg_challenge(&tiny_synth(), seed, v, n);
+        (
+            encode(&model, &set.images_tensor(), 16, 5),
+            set.labels_tensor(),
+        )
+    };
+    let train = feats(1, BgVariant::Original, 20);
+    // No val bound: the sweep selects on the training features.
+    let (clf, wd) = direct_classifier(&train, &train);
+    let want = |v: BgVariant| 100.0 * clf.accuracy(&feats(2, v, 12).0, &feats(2, v, 12).1);
+    for (metric, v) in [
+        ("original", BgVariant::Original),
+        ("only_bg_b", BgVariant::OnlyBg),
+        ("only_bg_t", BgVariant::OnlyBg),
+        ("only_fg", BgVariant::OnlyFg),
+        ("mixed_same", BgVariant::MixedSame),
+        ("mixed_rand", BgVariant::MixedRand),
+        ("mixed_next", BgVariant::MixedNext),
+    ] {
+        assert_eq!(r.metrics[metric], want(v), "{metric}");
+    }
+    assert_eq!(
+        r.metrics["bg_gap"],
+        r.metrics["mixed_same"] - r.metrics["mixed_rand"]
+    );
+    assert_eq!(r.metrics.len(), 8);
+    // The variants are told apart (a classifier that scored every set alike would not test the mapping).
+    let distinct: std::collections::BTreeSet<u64> =
+        r.metrics.values().map(|v| v.to_bits()).collect();
+    assert!(distinct.len() > 2, "{:?}", r.metrics);
+    let rep = read_report(&out.join("bg_challenge.json"));
+    assert_eq!(rep["bg_gap"].as_f64().unwrap(), r.metrics["bg_gap"]);
+    assert_eq!(rep["probe"]["selected_on"], "train");
+    assert_eq!(rep["probe"]["best_weight_decay"].as_f64().unwrap(), wd);
+    assert_eq!(rep["variants"]["only_bg_t"]["synthetic_variant"], "only_bg");
+    assert!(rep["variants"]["only_bg_t"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("ONLY-BG-T"));
+    assert_eq!(rep["variants"]["mixed_rand"]["samples"], 12);
+
+    // A missing required slot is named, before any features are computed.
+    let mut list = vec![
+        ("model", model_input(&weights)),
+        ("train", synth_bgc("bgc_train", 1, 20)),
+    ];
+    list.extend(BG_SLOTS[..6].iter().map(|s| (*s, test.clone())));
+    let e = run_kind(
+        "eval-bg-challenge",
+        PARAMS,
+        &inputs(list),
+        &dir.path().join("x"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("test_mixed_next") && e.contains("not bound"),
+        "{e}"
+    );
+}
+
+/// A built dataset `toy` with two classes (a wide or a tall object) and the given splits.
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+fn png(img: image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+const SPLITS: [(&str, u32, u32); 6] = [
+    ("train", 16, 0),
+    ("test", 8, 100),
+    ("fog-1", 6, 200),
+    ("fog-2", 6, 300),
+    ("snow-1", 6, 400),
+    ("snow-2", 6, 500),
+];
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let root = data.join("toy");
+    for (split, n, offset) in SPLITS {
+        let mut samples = vec![];
+        for j in 0..n {
+            let i = j + offset;
+            let class = j % 2;
+            let (w, h) = (40 + (i % 4) * 6, 36 + (i % 3) * 8);
+            let (x0, y0) = (3 + i % 7, 4 + i % 5);
+            let (ow, oh) = if class == 0 {
+                (w / 2, h / 5)
+            } else {
+                (w / 5, h / 2)
+            };
+            let inside = |x: u32, y: u32| (x0..x0 + ow).contains(&x) && (y0..y0 + oh).contains(&y);
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                if inside(x, y) {
+                    image::Rgb([230, 30 + (i * 5 % 100) as u8, 20])
+                } else {
+                    let t = ((x * 7 + y * 3 + i) % 40) as u8;
+                    image::Rgb([10 + t, 60 + t, 180 - t])
+                }
+            });
+            let rel = format!("{split}/c{class}/s{i:03}.png");
+            let file = root.join("img").join(&rel);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, png(img.into())).unwrap();
+            samples.push(Sample {
+                path: format!("img/{rel}"),
+                labels: vec![class as i64],
+                width: w,
+                height: h,
+                ..Default::default()
+            });
+        }
+        SplitIndex::new(
+            "toy",
+            split,
+            vec!["c0".into(), "c1".into()],
+            "class",
+            samples,
+        )
+        .write(&root.join("index"))
+        .unwrap();
+    }
+    Fixture { _tmp: tmp, data }
+}
+
+fn index_input(f: &Fixture, split: &str) -> Input {
+    let spec = DatasetSpec::Index(IndexDataset {
+        name: "toy".into(),
+        split: split.into(),
+    });
+    Input::Dataset(Arc::new(
+        DatasetHandle::resolve(split, spec, &f.data).unwrap(),
+    ))
+}
+
+/// Features and labels of a split as the protocol computes them, straight from the library.
+fn direct_features(model: &ContrastiveModel, f: &Fixture, split: &str) -> (Tensor, Tensor) {
+    let source: Arc<dyn Source> = Arc::new(IndexSource::open(&f.data, "toy", split).unwrap());
+    let loader = Loader::new(
+        source,
+        Plan::eval(EvalTransform::linear_eval(16)),
+        LoaderConfig {
+            workers: 0,
+            ..LoaderConfig::eval(5)
+        },
+    )
+    .unwrap();
+    let (mut xs, mut ys) = (vec![], vec![]);
+    for b in loader.epoch(0) {
+        let b = b.unwrap();
+        xs.push(encode(model, &b.view(0), 16, 5));
+        ys.push(b.class_labels(Device::Cpu).unwrap());
+    }
+    (Tensor::cat(&xs, 0), Tensor::cat(&ys, 0))
+}
+
+#[test]
+fn shift_sets_on_a_built_index_equal_the_library_and_unbound_sets_have_no_metric() {
+    tch::set_num_threads(1);
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny_model_file(dir.path());
+    let params = format!(
+        "{PARAMS}imagenet_c = {{ corruptions = [\"fog\", \"snow\"], severities = [1, 2] }}\n"
+    );
+    let base = || {
+        vec![
+            ("model", model_input(&weights)),
+            ("train", index_input(&f, "train")),
+            ("val", index_input(&f, "test")),
+            ("imagenet_9", index_input(&f, "test")),
+            ("imagenet_r_9", index_input(&f, "snow-2")),
+            // Any split of the build names it; the stage reads the splits params.imagenet_c lists.
+            ("imagenet_c_9", index_input(&f, "fog-1")),
+        ]
+    };
+    let out = dir.path().join("shift");
+    let r = run_kind("eval-shift", &params, &inputs(base()), &out).unwrap();
+
+    let model = ContrastiveModel::load(&weights, Device::Cpu).unwrap();
+    let feats = |s: &str| direct_features(&model, &f, s);
+    let (clf, wd) = direct_classifier(&feats("train"), &feats("test"));
+    let acc = |s: &str| {
+        let (x, y) = feats(s);
+        100.0 * clf.accuracy(&x, &y)
+    };
+    assert_eq!(r.metrics["imagenet_9"], acc("test"));
+    assert_eq!(r.metrics["imagenet_r_9"], acc("snow-2"));
+    let c = ((acc("fog-1") + acc("fog-2")) / 2.0 + (acc("snow-1") + acc("snow-2")) / 2.0) / 2.0;
+    assert_eq!(r.metrics["imagenet_c_9"], c);
+    assert_eq!(r.metrics.len(), 3, "{:?}", r.metrics);
+    assert!(!r.metrics.contains_key("imagenet_sketch_9"));
+    let rep = read_report(&out.join("shift.json"));
+    assert_eq!(rep["probe"]["selected_on"], "val");
+    assert_eq!(rep["probe"]["best_weight_decay"].as_f64().unwrap(), wd);
+    assert_eq!(rep["probe"]["num_classes"], 2);
+    for unbound in ["imagenet_sketch_9", "stylized_imagenet_9"] {
+        assert_eq!(rep["sets"][unbound]["dataset"], "not bound", "{unbound}");
+        assert!(rep["sets"][unbound]["accuracy"].is_null());
+    }
+    let cs = &rep["sets"]["imagenet_c_9"];
+    assert_eq!(cs["samples"], 24);
+    assert_eq!(cs["splits"]["fog-2"].as_f64().unwrap(), acc("fog-2"));
+    assert_eq!(
+        cs["corruptions"]["snow"].as_f64().unwrap(),
+        (acc("snow-1") + acc("snow-2")) / 2.0
+    );
+
+    // A corruption the build lacks names the split and the slot.
+    let e = run_kind(
+        "eval-shift",
+        &format!(
+            "{PARAMS}imagenet_c = {{ corruptions = [\"fog\", \"rain\"], severities = [1] }}\n"
+        ),
+        &inputs(base()),
+        &dir.path().join("y"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("imagenet_c_9") && e.contains("rain-1"), "{e}");
+
+    // A missing required slot is named.
+    let mut no_train = base();
+    no_train.retain(|(k, _)| *k != "train");
+    let e = run_kind(
+        "eval-shift",
+        PARAMS,
+        &inputs(no_train),
+        &dir.path().join("z"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'train'") && e.contains("not bound"), "{e}");
+}
+
+#[test]
+fn bad_parameters_are_refused_naming_the_key_and_the_paper_suites_parse() {
+    for (kind, params, key) in [
+        (
+            "eval-shift",
+            "imagenet_c = { severities = [6] }",
+            "imagenet_c.severities",
+        ),
+        (
+            "eval-shift",
+            "imagenet_c = { severities = [] }",
+            "imagenet_c.severities",
+        ),
+        (
+            "eval-shift",
+            "imagenet_c = { corruptions = [] }",
+            "imagenet_c.corruptions",
+        ),
+        (
+            "eval-shift",
+            "imagenet_c = { corruptions = [\"fog\", \"fog\"] }",
+            "imagenet_c.corruptions",
+        ),
+        (
+            "eval-shift",
+            "imagenet_c = { corruptions = [\"a/b\"] }",
+            "imagenet_c.corruptions",
+        ),
+        ("eval-shift", "linear = { max_iter = 0 }", "linear.max_iter"),
+        ("eval-shift", "batch = 0", "batch"),
+        ("eval-shift", "classifier = \"sgd\"", "classifier"),
+        ("eval-bg-challenge", "linear = { lr = 0.0 }", "linear.lr"),
+        ("eval-bg-challenge", "image_size = 0", "image_size"),
+        ("eval-bg-challenge", "classifier = \"sgd\"", "classifier"),
+    ] {
+        let (k, msg) = refused(kind, params);
+        assert_eq!(k, key, "{kind} {params}: {msg}");
+    }
+    // Unknown keys, at the top and nested.
+    let (_, msg) = refused("eval-shift", "imagenet_c = { level = 3 }");
+    assert!(msg.contains("level"), "{msg}");
+    let (_, msg) = refused("eval-bg-challenge", "trials = 3");
+    assert!(msg.contains("trials"), "{msg}");
+
+    // Every key the paper suites give these kinds parses.
+    let r = Registry::builtin();
+    for (kind, table) in [
+        ("eval-shift", 6),
+        ("eval-bg-challenge", 7),
+        ("eval-shift", 8),
+    ] {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("suites/paper/table{table}.toml"));
+        let doc: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+        let mut n = 0;
+        for st in doc["stages"].as_table().unwrap().values() {
+            if st["kind"].as_str() == Some(kind) {
+                k.parse(st["params"].clone())
+                    .unwrap_or_else(|e| panic!("table{table}: {} {}", e.key, e.msg));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "table{table} has no {kind} stage");
+    }
+    // The declarations the suites bind: metric names and slots.
+    let shift = r.get("eval-shift").unwrap();
+    let names: Vec<_> = shift.metrics().iter().map(|m| m.name).collect();
+    assert_eq!(
+        names,
+        [
+            "imagenet_9",
+            "imagenet_sketch_9",
+            "stylized_imagenet_9",
+            "imagenet_r_9",
+            "imagenet_c_9"
+        ]
+    );
+    let bgc = r.get("eval-bg-challenge").unwrap();
+    let names: Vec<_> = bgc.metrics().iter().map(|m| m.name).collect();
+    assert_eq!(
+        names,
+        [
+            "original",
+            "only_bg_b",
+            "only_bg_t",
+            "only_fg",
+            "mixed_same",
+            "mixed_rand",
+            "mixed_next",
+            "bg_gap"
+        ]
+    );
+    assert!(bgc
+        .inputs()
+        .iter()
+        .filter(|s| s.name.starts_with("test_"))
+        .all(|s| !s.optional));
+    assert!(shift
+        .inputs()
+        .iter()
+        .filter(|s| !["model", "train"].contains(&s.name))
+        .all(|s| s.optional));
+}
