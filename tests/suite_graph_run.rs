@@ -99,12 +99,66 @@ impl Stage for ToyAdd {
     }
 }
 
+/// Emits `value`, and its optional metric `half` only when asked.
+struct ToyOptional;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct OptionalParams {
+    half: bool,
+}
+
+const OPTIONAL_METRICS: &[MetricSpec] = &[
+    VALUE_METRIC[0],
+    MetricSpec {
+        name: "half",
+        unit: Unit::Other,
+        direction: Direction::Neutral,
+        about: "half the value, when measured",
+    },
+];
+
+impl Stage for ToyOptional {
+    type Params = OptionalParams;
+    const KIND: &'static str = "toy-optional";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [Slot] = &[Slot::required("data", ArtefactKind::Dataset)];
+    const OUTPUTS: &'static [Slot] = VALUE_OUT;
+    const METRICS: &'static [MetricSpec] = OPTIONAL_METRICS;
+    const OPTIONAL_METRICS: &'static [&'static str] = &["half"];
+
+    fn run(p: &OptionalParams, ctx: &mut StageContext) -> Result<StageResult, StageError> {
+        let v = ctx.dataset("data")?.len()? as f64;
+        ctx.write_json("value", &serde_json::json!({ "value": v }))?;
+        let r = StageResult::default().metric("value", v);
+        Ok(if p.half { r.metric("half", v / 2.0) } else { r })
+    }
+}
+
+/// Declares an optional metric it does not declare as a metric: the registry refuses it.
+struct ToyBadOptional;
+
+impl Stage for ToyBadOptional {
+    type Params = OptionalParams;
+    const KIND: &'static str = "toy-bad-optional";
+    const VERSION: u32 = 1;
+    const INPUTS: &'static [Slot] = &[];
+    const OUTPUTS: &'static [Slot] = &[];
+    const METRICS: &'static [MetricSpec] = VALUE_METRIC;
+    const OPTIONAL_METRICS: &'static [&'static str] = &["nope"];
+
+    fn run(_: &OptionalParams, _: &mut StageContext) -> Result<StageResult, StageError> {
+        Ok(StageResult::default())
+    }
+}
+
 const PLANNED_INPUTS: &[Slot] = &[Slot::required("a", ArtefactKind::Json)];
 
 fn registry() -> Registry {
     let mut r = Registry::builtin();
     r.register::<ToyCount>().unwrap();
     r.register::<ToyAdd>().unwrap();
+    r.register::<ToyOptional>().unwrap();
     r.plan(PlannedKind {
         kind: "toy-planned",
         issue: 0,
@@ -343,6 +397,51 @@ fn plan_predicts_the_run() {
         ]
     );
     assert!(p.text().contains("3 stage(s) to run"), "{}", p.text());
+}
+
+#[test]
+fn an_optional_metric_may_be_absent_and_a_required_one_may_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let text = |half: bool| {
+        format!(
+            "name = \"opt\"\nversion = 1\n[datasets.scenes]\nsynth = {{ form = \"scenes\", split = \"test\", count = 8 }}\n\
+             [stages.o]\nkind = \"toy-optional\"\ninputs = {{ data = \"datasets.scenes\" }}\nparams = {{ half = {half} }}\n"
+        )
+    };
+    let without = run(
+        &load(dir.path(), &text(false)),
+        &run_options(&runs),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(without.metrics.get("o.value"), Some(&8.0));
+    assert!(
+        !without.metrics.contains_key("o.half"),
+        "{:?}",
+        without.metrics
+    );
+    // Reused from the cache without it, too.
+    let again = run(
+        &load(dir.path(), &text(false)),
+        &run_options(&runs),
+        dir.path(),
+    )
+    .unwrap();
+    assert!(again.stages.iter().all(|s| s.cached));
+    let with = run(
+        &load(dir.path(), &text(true)),
+        &run_options(&runs),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(with.metrics.get("o.half"), Some(&4.0));
+    // An optional metric must be a declared one.
+    let e = Registry::default()
+        .register::<ToyBadOptional>()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("optional metric 'nope' is not declared"), "{e}");
 }
 
 #[test]

@@ -480,11 +480,10 @@ impl Runner<'_> {
         let out = match cached {
             Some(p) => {
                 // A published result lacking a declared metric cannot come from this kind version.
-                if let Some(m) = kind
-                    .metrics()
-                    .iter()
-                    .find(|m| !p.result.metrics.contains_key(m.name))
-                {
+                if let Some(m) = kind.metrics().iter().find(|m| {
+                    !p.result.metrics.contains_key(m.name)
+                        && !kind.optional_metrics().contains(&m.name)
+                }) {
                     return Err(GraphRunError::MissingMetric {
                         path: self.suite.path.clone(),
                         stage: name.into(),
@@ -577,10 +576,9 @@ impl Runner<'_> {
                     progress: self.mode,
                 };
                 let result = kind.run(&st.params, &mut ctx)?;
-                if let Some(m) = metric_names
-                    .iter()
-                    .find(|m| !result.metrics.contains_key(**m))
-                {
+                if let Some(m) = metric_names.iter().find(|m| {
+                    !result.metrics.contains_key(**m) && !kind.optional_metrics().contains(*m)
+                }) {
                     return Err(StageError::Failed(format!(
                         "declared metric '{m}' was not emitted"
                     )));

@@ -110,6 +110,16 @@ impl Registry {
             return Err(RegistryError::Duplicate(kind.into()));
         }
         check_declarations(kind, d.inputs(), d.outputs(), d.metrics())?;
+        if let Some(m) = d
+            .optional_metrics()
+            .iter()
+            .find(|m| !d.metrics().iter().any(|s| s.name == **m))
+        {
+            return Err(RegistryError::Invalid {
+                kind: kind.into(),
+                msg: format!("optional metric '{m}' is not declared"),
+            });
+        }
         self.planned.remove(kind);
         self.kinds.insert(kind, d);
         Ok(())

@@ -477,6 +477,9 @@ pub trait Stage: Send + Sync + 'static {
     const INPUTS: &'static [Slot];
     const OUTPUTS: &'static [Slot];
     const METRICS: &'static [MetricSpec];
+    /// Declared metrics a run may leave out (one per optional input that was not bound, say); every other
+    /// declared metric must be emitted, or the stage fails and publishes nothing.
+    const OPTIONAL_METRICS: &'static [&'static str] = &[];
     /// One line for `suite ls` and `--help`.
     const ABOUT: &'static str = "";
 
@@ -512,6 +515,7 @@ pub trait DynStage: Send + Sync {
     fn inputs(&self) -> &'static [Slot];
     fn outputs(&self) -> &'static [Slot];
     fn metrics(&self) -> &'static [MetricSpec];
+    fn optional_metrics(&self) -> &'static [&'static str];
     fn about(&self) -> &'static str;
     /// Parses (strictly) and validates the `params` table of a stage instance.
     fn parse(&self, params: toml::Value) -> Result<ResolvedParams, ParamsParseError>;
@@ -558,6 +562,9 @@ impl<S: Stage> DynStage for Registered<S> {
     }
     fn metrics(&self) -> &'static [MetricSpec] {
         S::METRICS
+    }
+    fn optional_metrics(&self) -> &'static [&'static str] {
+        S::OPTIONAL_METRICS
     }
     fn about(&self) -> &'static str {
         S::ABOUT

@@ -317,6 +317,14 @@ impl Stage for EvalShift {
         Slot::optional("imagenet_c_9", ArtefactKind::Dataset),
     ];
     const OUTPUTS: &'static [Slot] = &[Slot::file("report", ArtefactKind::Json, "shift.json")];
+    // A set left unbound is not measured: its metric is absent (and `shift.json` says "not bound").
+    const OPTIONAL_METRICS: &'static [&'static str] = &[
+        "imagenet_9",
+        "imagenet_sketch_9",
+        "stylized_imagenet_9",
+        "imagenet_r_9",
+        "imagenet_c_9",
+    ];
     const METRICS: &'static [MetricSpec] = &[
         pct("imagenet_9", "ImageNet-9 (original)"),
         pct("imagenet_sketch_9", "ImageNet-Sketch-9"),

@@ -90,6 +90,8 @@ impl Stage for LinearEval {
     ];
     const OUTPUTS: &'static [Slot] =
         &[Slot::file("report", ArtefactKind::Json, "linear_eval.json")];
+    // Without a bound `val` the sweep selects on train and there is no validation accuracy.
+    const OPTIONAL_METRICS: &'static [&'static str] = &["val_accuracy"];
     const METRICS: &'static [MetricSpec] = &[
         MetricSpec {
             name: "accuracy",
