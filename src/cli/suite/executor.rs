@@ -16,16 +16,15 @@ use crate::cli::GlobalArgs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Executor {
-    /// Every stage in this process.
+    // Plain comments: doc comments on the values would switch `--help` to its long layout.
     Local,
-    /// One sbatch job per stage not yet cached (after the jobs of its inputs), then a local pass over the
-    /// cache for results and reports.
     Slurm,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExecutorArgs {
-    /// Where the stages of a graph suite run.
+    /// Where the stages of a graph suite run: local (this process) or slurm (one sbatch job per stage not yet
+    /// cached, after the jobs of its inputs; then a local pass over the cache for results and reports).
     #[arg(long, value_enum, default_value = "local")]
     pub executor: Executor,
     /// sbatch --partition for --executor slurm (default: the cluster's default partition).
@@ -74,7 +73,12 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The command each job runs: this binary with the options that decide fingerprints, paths made absolute.
-fn job_command(a: &RunArgs, opts: &RunOptions, gopts: &GraphOptions, global: &GlobalArgs) -> anyhow::Result<Vec<String>> {
+fn job_command(
+    a: &RunArgs,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+    global: &GlobalArgs,
+) -> anyhow::Result<Vec<String>> {
     let exe = std::env::current_exe().context("finding this program's path for the job scripts")?;
     let device = match opts.device {
         tch::Device::Cuda(i) => format!("cuda:{i}"),

@@ -502,7 +502,9 @@ mod tests {
             let ready = self.jobs.iter().find(|(id, (_, deps, _))| {
                 !self.done.contains_key(*id)
                     && !self.cancelled.contains(*id)
-                    && deps.iter().all(|d| self.done.get(d).is_some_and(|s| s == "COMPLETED"))
+                    && deps
+                        .iter()
+                        .all(|d| self.done.get(d).is_some_and(|s| s == "COMPLETED"))
             });
             if let Some((id, (stage, _, prefix))) = ready {
                 let failed = self.fail == Some(stage.as_str());
@@ -538,13 +540,22 @@ mod tests {
         SlurmOptions {
             partition: Some("debug".into()),
             poll: Duration::from_millis(1),
-            command: vec!["/bin/contracam".into(), "suite".into(), "run".into(), "s.toml".into()],
+            command: vec![
+                "/bin/contracam".into(),
+                "suite".into(),
+                "run".into(),
+                "s.toml".into(),
+            ],
             chdir: dir.into(),
         }
     }
 
     fn chain() -> Vec<PlannedJob> {
-        vec![planned("a", &[]), planned("b", &["a"]), planned("c", &["a", "b", "z"])]
+        vec![
+            planned("a", &[]),
+            planned("b", &["a"]),
+            planned("c", &["a", "b", "z"]),
+        ]
     }
 
     #[test]
@@ -554,7 +565,14 @@ mod tests {
         let sub = submit_jobs(&chain(), tmp.path(), "s", &sopts(tmp.path()), &mut fake).unwrap();
         let deps: Vec<Vec<String>> = fake.submitted.iter().map(|j| j.after_ok.clone()).collect();
         // 'z' is not submitted (cached): no dependency on it.
-        assert_eq!(deps, vec![vec![], vec!["101".to_string()], vec!["101".into(), "102".into()]]);
+        assert_eq!(
+            deps,
+            vec![
+                vec![],
+                vec!["101".to_string()],
+                vec!["101".into(), "102".into()]
+            ]
+        );
         assert_eq!(sub[2].log, tmp.path().join("c-103.log"));
         wait(&sub, &mut fake, Duration::from_millis(1)).unwrap();
         assert_eq!(fake.done.len(), 3);
@@ -571,7 +589,10 @@ mod tests {
         assert!(msg.contains("stage 'b'"), "{msg}");
         assert!(msg.contains("job 102"), "{msg}");
         assert!(msg.contains("exit status 3"), "{msg}");
-        assert!(msg.contains(&tmp.path().join("b-102.log").display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&tmp.path().join("b-102.log").display().to_string()),
+            "{msg}"
+        );
         assert_eq!(fake.cancelled, vec!["103".to_string()]);
     }
 
@@ -580,8 +601,9 @@ mod tests {
         assert_eq!(outcome(Some("RUNNING"), None), None);
         assert_eq!(outcome(None, Some("0\n")), Some(Ok(())));
         assert!(outcome(None, None).is_some_and(|r| r.is_err()));
-        assert!(outcome(Some("TIMEOUT"), None)
-            .is_some_and(|r| r.is_err_and(|e| e.contains("TIMEOUT"))));
+        assert!(
+            outcome(Some("TIMEOUT"), None).is_some_and(|r| r.is_err_and(|e| e.contains("TIMEOUT")))
+        );
         assert!(outcome(Some("COMPLETED"), Some("1")).is_some_and(|r| r.is_err()));
     }
 
@@ -627,7 +649,13 @@ mod tests {
             true,
             Path::new("/r/b-"),
         );
-        assert!(s.contains("'/x y/contracam' 'it'\\''s' --only 'b' --refresh-stage 'b'"), "{s}");
-        assert!(s.contains("echo \"$rc\" > '/r/b-'\"$SLURM_JOB_ID\".rc"), "{s}");
+        assert!(
+            s.contains("'/x y/contracam' 'it'\\''s' --only 'b' --refresh-stage 'b'"),
+            "{s}"
+        );
+        assert!(
+            s.contains("echo \"$rc\" > '/r/b-'\"$SLURM_JOB_ID\".rc"),
+            "{s}"
+        );
     }
 }
