@@ -10,6 +10,8 @@ use contracam::suite::{config, report, run_suite, RunOptions};
 
 use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
+mod executor;
+
 #[derive(Debug, Subcommand)]
 pub enum SuiteCommand {
     /// Run a suite (reusing finished stages), compare every metric with its golden, print the table and
@@ -209,6 +211,8 @@ pub struct RunArgs {
     pub threads: ThreadsArg,
     #[command(flatten)]
     pub quiet: QuietArg,
+    #[command(flatten)]
+    pub executor: executor::ExecutorArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -318,6 +322,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if is_graph(&a.suite)? {
         return run_graph_cmd(a, global);
     }
+    a.executor.refuse_on_smoke(&a.suite)?;
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
     refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden_path()))?;
     let device = global.device.resolve()?;
@@ -602,6 +607,10 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         contracam::device::describe(device)
     );
     let registry = contracam::suite::registry::Registry::builtin();
+    if let Some(stage) = &a.executor.only {
+        return executor::only(&suite, &registry, &opts, &gopts, stage);
+    }
+    let opts = executor::before_local_pass(&a, global, &suite, &registry, opts, &gopts)?;
     let results = run_graph(&suite, &registry, &opts, &gopts)?;
     let out = a
         .out

@@ -103,6 +103,32 @@ struct StageDecl {
     seeds: Option<Vec<u64>>,
     #[serde(default)]
     about: Option<String>,
+    /// What a scheduler allots the stage's job (`suite run --executor slurm`); not part of its fingerprint.
+    #[serde(default)]
+    resources: Option<StageResources>,
+}
+
+/// `[stages.X.resources]`: what one job of the stage asks a scheduler for. Unset fields take the defaults
+/// of [`StageResources::default`] (small: one CPU, 2 GiB, one hour, no GPU).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StageResources {
+    pub cpus: std::num::NonZeroU32,
+    pub mem_mb: std::num::NonZeroU32,
+    pub time_min: std::num::NonZeroU32,
+    pub gpus: u32,
+}
+
+impl Default for StageResources {
+    fn default() -> Self {
+        let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
+        StageResources {
+            cpus: n(1),
+            mem_mb: n(2048),
+            time_min: n(60),
+            gpus: 0,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +172,7 @@ pub struct GraphStage {
     pub params: ResolvedParams,
     pub seeds: Vec<u64>,
     pub about: Option<String>,
+    pub resources: StageResources,
 }
 
 /// A paper cell bound to a stage metric.
@@ -343,6 +370,7 @@ impl Validator<'_> {
                     params,
                     seeds,
                     about: s.about.clone(),
+                    resources: s.resources.clone().unwrap_or_default(),
                 },
             );
         }

@@ -88,6 +88,18 @@ pub enum GraphRunError {
     },
     #[error("{path}: no golden/paper directory above it or in the working directory (the paper cells its [[bind]] entries name)")]
     NoPaperGoldens { path: PathBuf },
+    #[error("--only {name}: {path} has no stage of that name; its stages are {stages}")]
+    OnlyUnknown {
+        path: PathBuf,
+        name: String,
+        stages: String,
+    },
+    #[error("--only {stage}: it reads from stage '{upstream}', which is not published under {dir} at its current fingerprint; run '{upstream}' first (or run without --only)")]
+    UpstreamNotPublished {
+        stage: String,
+        upstream: String,
+        dir: PathBuf,
+    },
     #[error(transparent)]
     Paper(#[from] PaperGoldenError),
     #[error(transparent)]
@@ -313,6 +325,52 @@ pub fn run_graph(
     opts: &RunOptions,
     gopts: &GraphOptions,
 ) -> Result<Results, GraphRunError> {
+    run_graph_stages(suite, registry, opts, gopts, None)
+}
+
+/// Runs stage `only` of `suite` and nothing else (one job of a scheduler, see [`super::executor`]): the
+/// stages it reads from, directly or not, must already be published at their current fingerprints, else
+/// [`GraphRunError::UpstreamNotPublished`] names the first one missing. The results hold its metrics only.
+pub fn run_graph_only(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+    only: &str,
+) -> Result<Results, GraphRunError> {
+    if !suite.stages.contains_key(only) {
+        return Err(GraphRunError::OnlyUnknown {
+            path: suite.path.clone(),
+            name: only.into(),
+            stages: suite.order.join(", "),
+        });
+    }
+    run_graph_stages(suite, registry, opts, gopts, Some(only))
+}
+
+/// The stages `stage` reads from, directly or not.
+pub fn upstream_of(suite: &GraphSuite, stage: &str) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    let mut todo = vec![stage.to_string()];
+    while let Some(s) = todo.pop() {
+        for r in suite.stages[&s].inputs.values() {
+            if let InputRef::Stage { stage: up, .. } = r {
+                if set.insert(up.clone()) {
+                    todo.push(up.clone());
+                }
+            }
+        }
+    }
+    set
+}
+
+fn run_graph_stages(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+    only: Option<&str>,
+) -> Result<Results, GraphRunError> {
     let started_at = super::now_utc();
     let start = Instant::now();
     let missing = missing_kinds(suite, registry);
@@ -376,7 +434,17 @@ pub fn run_graph(
     let mut published: BTreeMap<String, Published> = BTreeMap::new();
     let mut timings = Vec::new();
     let mut metrics = BTreeMap::new();
+    let upstream = only.map(|o| upstream_of(suite, o));
     for (i, name) in suite.order.iter().enumerate() {
+        // --only: the upstream stages are looked up, never built; the rest is not touched.
+        if let (Some(o), Some(up)) = (only, &upstream) {
+            if name != o {
+                if up.contains(name) {
+                    published.insert(name.clone(), runner.upstream(o, name)?);
+                }
+                continue;
+            }
+        }
         let (p, timing) = runner.stage(i + 1, name, refresh.contains(name), &published)?;
         let kind = stage_kind(registry, &suite.stages[name]).map(|k| k.metrics());
         for m in kind.unwrap_or(&[]) {
@@ -509,6 +577,20 @@ impl Runner<'_> {
                 seconds,
             },
         ))
+    }
+
+    /// The published output of `name`, a stage `only` reads from (for `--only`).
+    fn upstream(&self, only: &str, name: &str) -> Result<Published, GraphRunError> {
+        let missing = || GraphRunError::UpstreamNotPublished {
+            stage: only.into(),
+            upstream: name.into(),
+            dir: self.cache.root.clone(),
+        };
+        let kind = stage_kind(self.registry, &self.suite.stages[name]).ok_or_else(missing)?;
+        let fp = self.fps[name].as_deref().ok_or_else(missing)?;
+        self.cache
+            .lookup_verified(name, fp, kind.outputs())
+            .ok_or_else(missing)
     }
 
     /// Binds each input slot: a dataset handle, or the producing stage's published output.

@@ -4,6 +4,7 @@ pub mod claims;
 pub mod compare;
 pub mod config;
 pub mod dataset;
+pub mod executor;
 pub mod golden;
 pub mod graph;
 pub mod graph_run;
@@ -51,6 +52,7 @@ pub enum SuiteError {
     Other(String),
 }
 
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Stage outputs go to `<runs_dir>/<suite name>/`.
     pub runs_dir: PathBuf,

@@ -1,0 +1,4 @@
+//! Where a graph suite's stages run besides this process: [`slurm`] submits one batch job per stage that
+//! is not published yet, waits for them, and leaves the final local pass (every stage cached) to
+//! [`super::graph_run::run_graph`].
+pub mod slurm;

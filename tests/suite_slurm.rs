@@ -1,0 +1,273 @@
+//! `suite run --executor slurm` against a real single-node Slurm started by `scripts/slurm-local.sh`: a small
+//! graph suite of implemented kinds (a tiny MoCo pretrain on synthetic scenes → ContraCAM masks → mask
+//! mIoU, and a center-box baseline) runs as one job per stage and ends with the metrics of a local run; a
+//! rerun submits nothing; `--only` refuses a stage whose upstream is not published.
+//!
+//! Needs root (the script installs slurm-wlm and munge when missing) or the packages already installed;
+//! without both it skips with a loud message.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const SUITE: &str = r#"name = "slurm-toy"
+version = 1
+[datasets.train]
+synth = { form = "scenes", split = "train", count = 12, synth = { image_size = 24, crop_size = 16, num_classes = 2, num_backgrounds = 2 } }
+[datasets.test]
+synth = { form = "scenes", split = "test", count = 6, synth = { image_size = 24, crop_size = 16, num_classes = 2, num_backgrounds = 2 } }
+[stages.pre]
+kind = "pretrain"
+inputs = { data = "datasets.train" }
+params = { width = 0.125, stem = "small", proj_hidden = 16, proj_dim = 8, epochs = 1, batch = 4, queue_size = 16, ema = 0.9, base_lr = 0.5, image_size = 16 }
+[stages.pre.resources]
+cpus = 1
+mem_mb = 1024
+time_min = 10
+[stages.loc]
+kind = "localize"
+inputs = { model = "stages.pre.model", data = "datasets.test" }
+params = { crf = false, input_size = 24, batch_size = 6, expand_res = 1, soft_masks = false }
+[stages.ev]
+kind = "eval-masks"
+inputs = { masks = "stages.loc.masks", data = "datasets.test" }
+[stages.centre]
+kind = "center-box"
+inputs = { data = "datasets.test" }
+"#;
+
+/// Stops the daemons when the test ends, passed or not.
+struct SlurmGuard {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for SlurmGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+fn have_slurm() -> bool {
+    ["sbatch", "slurmctld", "slurmd", "munged"].iter().all(|p| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs the binary from the repository root (graph suites look for golden/paper there) with `SLURM_CONF`.
+fn contracam(conf: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_contracam"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SLURM_CONF", conf)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn metrics(results: &Path) -> Value {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(results).unwrap()).unwrap();
+    v["metrics"].clone()
+}
+
+#[test]
+fn graph_suite_runs_as_slurm_jobs_with_the_metrics_of_a_local_run() {
+    if !is_root() && !have_slurm() {
+        eprintln!(
+            "\n\n!!!!! SKIPPED suite_slurm: not root and slurm-wlm/munge are not installed; \
+             install them (apt-get install -y slurm-wlm munge) to run this test !!!!!\n\n"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm-local.sh");
+    let sdir = root.join("slurm");
+    let guard = SlurmGuard {
+        script: script.clone(),
+        dir: sdir.clone(),
+    };
+    let start = Command::new(&script)
+        .arg("start")
+        .arg(&sdir)
+        .env("SLURM_LOCAL_PORT", "6837")
+        .output()
+        .unwrap();
+    assert!(
+        start.status.success(),
+        "slurm-local.sh start: {}",
+        text(&start)
+    );
+    let conf = sdir.join("slurm.conf");
+
+    let suite = root.join("slurm-toy.toml");
+    std::fs::write(&suite, SUITE).unwrap();
+    let suite_s = suite.to_str().unwrap();
+    let data = root.join("data");
+    let common = |runs: &Path| -> Vec<String> {
+        [
+            "suite",
+            "run",
+            suite_s,
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--quiet",
+            "--no-golden",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let args = |runs: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a = common(runs);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        contracam(&conf, &a)
+    };
+
+    // The reference: every stage in this process.
+    let local_runs = root.join("runs-local");
+    let local = run(args(&local_runs, &[]));
+    assert!(local.status.success(), "local run: {}", text(&local));
+    let want = metrics(&local_runs.join("slurm-toy/results.json"));
+    assert!(want.get("ev.miou").is_some(), "{want}");
+
+    // --only refuses a stage whose upstream is not published, naming it.
+    let slurm_runs = root.join("runs-slurm");
+    let only = run(args(&slurm_runs, &["--only", "ev"]));
+    assert!(!only.status.success());
+    let err = String::from_utf8_lossy(&only.stderr);
+    // The first missing upstream stage in graph order.
+    assert!(
+        err.contains("--only ev") && err.contains("'pre'"),
+        "{}",
+        text(&only)
+    );
+
+    let sl = ["--executor", "slurm", "--slurm-poll-s", "1"];
+    let first = run(args(&slurm_runs, &sl));
+    assert!(first.status.success(), "slurm run: {}", text(&first));
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains("slurm: 4 job(s) submitted, 0 stage(s) cached"),
+        "{}",
+        text(&first)
+    );
+    assert_eq!(metrics(&slurm_runs.join("slurm-toy/results.json")), want);
+    // The local pass found every stage cached: the jobs built them.
+    let results: Value = serde_json::from_str(
+        &std::fs::read_to_string(slurm_runs.join("slurm-toy/results.json")).unwrap(),
+    )
+    .unwrap();
+    let stages = results["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 4);
+    assert!(
+        stages.iter().all(|s| s["cached"] == Value::Bool(true)),
+        "{results}"
+    );
+    let logs: Vec<_> = std::fs::read_dir(slurm_runs.join("slurm-toy/slurm"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert_eq!(logs.len(), 4, "{logs:?}");
+
+    // A rerun submits nothing and reports the same metrics.
+    let again = run(args(&slurm_runs, &sl));
+    assert!(again.status.success(), "slurm rerun: {}", text(&again));
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        out.contains("slurm: 0 job(s) submitted, 4 stage(s) cached"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(metrics(&slurm_runs.join("slurm-toy/results.json")), want);
+
+    // --refresh-stage resubmits that stage and what reads from it, nothing else.
+    let refreshed = run(args(
+        &slurm_runs,
+        &[
+            "--executor",
+            "slurm",
+            "--slurm-poll-s",
+            "1",
+            "--refresh-stage",
+            "loc",
+        ],
+    ));
+    assert!(
+        refreshed.status.success(),
+        "slurm refresh: {}",
+        text(&refreshed)
+    );
+    let out = String::from_utf8_lossy(&refreshed.stdout);
+    assert!(
+        out.contains("slurm: 2 job(s) submitted, 2 stage(s) cached"),
+        "{}",
+        text(&refreshed)
+    );
+    assert_eq!(metrics(&slurm_runs.join("slurm-toy/results.json")), want);
+
+    // A stage that fails inside its job fails the run naming the stage, the job and its log.
+    let bad = root.join("bad.toml");
+    std::fs::write(
+        &bad,
+        SUITE
+            .replace("batch = 4,", "batch = 100,")
+            .replace("queue_size = 16", "queue_size = 200"),
+    )
+    .unwrap();
+    let bad_runs = root.join("runs-bad");
+    let mut a = args(&bad_runs, &sl);
+    a[2] = bad.to_str().unwrap().into();
+    let failed = run(a);
+    assert!(!failed.status.success(), "{}", text(&failed));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    let log_dir = bad_runs.join("slurm-toy/slurm");
+    assert!(err.contains("stage 'pre': Slurm job"), "{}", text(&failed));
+    assert!(
+        err.contains(&format!("its log is {}/pre-", log_dir.display())),
+        "{}",
+        text(&failed)
+    );
+    let log = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name().unwrap().to_string_lossy().starts_with("pre-")
+                && p.extension().is_some_and(|x| x == "log")
+        })
+        .unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains("larger than the 12 training images"), "{log}");
+    drop(guard);
+}
