@@ -7,26 +7,25 @@
 //!   and an unbound set has no metric and is listed as not bound;
 //! - bad parameters are refused naming the key; a missing required slot, or an ImageNet-C split the build
 //!   lacks, is named.
+mod toy_index;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use contracam::data::index::{Sample, SplitIndex};
 use contracam::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, Plan, Source};
 use contracam::data::synth::{bg_challenge, BgVariant, SynthConfig};
 use contracam::eval::encode::encode;
 use contracam::eval::linear::{linear_eval, LinearClassifier, LinearEvalConfig};
 use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
-use contracam::suite::dataset::{
-    DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm,
-};
+use contracam::suite::dataset::{DatasetHandle, DatasetSpec, SynthDataset, SynthForm};
 use contracam::suite::registry::Registry;
 use contracam::suite::stage::{
     Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult,
 };
 use contracam::util::progress::Mode;
-use image::RgbImage;
 use tch::{Device, Kind, Tensor};
+use toy_index::{index_input, Fixture};
 
 /// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
 fn run_kind(
@@ -239,18 +238,6 @@ fn bg_challenge_on_synth_equals_the_library_and_the_gap_is_same_minus_rand() {
     );
 }
 
-/// A built dataset `toy` with two classes (a wide or a tall object) and the given splits.
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-}
-
-fn png(img: image::DynamicImage) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
 const SPLITS: [(&str, u32, u32); 6] = [
     ("train", 16, 0),
     ("test", 8, 100),
@@ -260,64 +247,9 @@ const SPLITS: [(&str, u32, u32); 6] = [
     ("snow-2", 6, 500),
 ];
 
+/// `toy` with the splits above, each in its own folder (`img/<split>/c<k>/s<i>.png`).
 fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let root = data.join("toy");
-    for (split, n, offset) in SPLITS {
-        let mut samples = vec![];
-        for j in 0..n {
-            let i = j + offset;
-            let class = j % 2;
-            let (w, h) = (40 + (i % 4) * 6, 36 + (i % 3) * 8);
-            let (x0, y0) = (3 + i % 7, 4 + i % 5);
-            let (ow, oh) = if class == 0 {
-                (w / 2, h / 5)
-            } else {
-                (w / 5, h / 2)
-            };
-            let inside = |x: u32, y: u32| (x0..x0 + ow).contains(&x) && (y0..y0 + oh).contains(&y);
-            let img = RgbImage::from_fn(w, h, |x, y| {
-                if inside(x, y) {
-                    image::Rgb([230, 30 + (i * 5 % 100) as u8, 20])
-                } else {
-                    let t = ((x * 7 + y * 3 + i) % 40) as u8;
-                    image::Rgb([10 + t, 60 + t, 180 - t])
-                }
-            });
-            let rel = format!("{split}/c{class}/s{i:03}.png");
-            let file = root.join("img").join(&rel);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(&file, png(img.into())).unwrap();
-            samples.push(Sample {
-                path: format!("img/{rel}"),
-                labels: vec![class as i64],
-                width: w,
-                height: h,
-                ..Default::default()
-            });
-        }
-        SplitIndex::new(
-            "toy",
-            split,
-            vec!["c0".into(), "c1".into()],
-            "class",
-            samples,
-        )
-        .write(&root.join("index"))
-        .unwrap();
-    }
-    Fixture { _tmp: tmp, data }
-}
-
-fn index_input(f: &Fixture, split: &str) -> Input {
-    let spec = DatasetSpec::Index(IndexDataset {
-        name: "toy".into(),
-        split: split.into(),
-    });
-    Input::Dataset(Arc::new(
-        DatasetHandle::resolve(split, spec, &f.data).unwrap(),
-    ))
+    toy_index::fixture(&SPLITS, true)
 }
 
 /// Features and labels of a split as the protocol computes them, straight from the library.

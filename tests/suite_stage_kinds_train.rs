@@ -8,31 +8,29 @@
 //! - BG-Mixup (with bound soft masks on a built split, with the true foreground on synthetic scenes) and
 //!   Mixup/CutMix train and change the weights; a `masks` input that does not fit the method is refused.
 mod suite_common;
+mod toy_index;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use contracam::data::formats::box_file::format_box_line;
-use contracam::data::index::{Sample, SplitIndex};
 use contracam::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, Plan, Source};
 use contracam::data::synth::SynthConfig;
 use contracam::eval::encode::encode;
 use contracam::eval::linear::{linear_eval, LinearEvalConfig};
 use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
 use contracam::suite::cache::StageCache;
-use contracam::suite::dataset::{
-    DatasetHandle, DatasetSpec, IndexDataset, SynthDataset, SynthForm,
-};
+use contracam::suite::dataset::{DatasetHandle, DatasetSpec, SynthDataset, SynthForm};
 use contracam::suite::registry::Registry;
 use contracam::suite::stage::{
     Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult, Unit,
 };
 use contracam::suite::{config, run_suite, RunOptions};
 use contracam::util::progress::Mode;
-use image::RgbImage;
 use suite_common::{run_options, tiny_suite};
 use tch::{Device, Tensor};
+use toy_index::{index_input, Fixture};
 
 /// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
 fn run_kind(
@@ -524,97 +522,9 @@ fn bad_parameters_are_refused_naming_the_key() {
     assert_eq!(slots, ["data", "boxes", "masks"]);
 }
 
-/// A built dataset `<data>/toy` with splits `train` (16 images) and `test` (8): a red object rectangle
-/// on a textured blue background, ImageFolder ids `c<k>/s<i>.png`, class `k = i % 2` changing the
-/// object's shape; and `boxes.txt`, the object's box per training image in the official format.
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    boxes: PathBuf,
-}
-
-fn png(img: image::DynamicImage) -> Vec<u8> {
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    out.into_inner()
-}
-
+/// `toy` with splits `train` (16 images) and `test` (8), ids `c<k>/s<i>.png`, and its `boxes.txt`.
 fn fixture() -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let root = data.join("toy");
-    let mut box_text = String::new();
-    for (split, n, offset) in [("train", 16u32, 0u32), ("test", 8, 100)] {
-        let mut samples = vec![];
-        for j in 0..n {
-            let i = j + offset;
-            let class = j % 2;
-            let (w, h) = (40 + (i % 4) * 6, 36 + (i % 3) * 8);
-            let (x0, y0) = (3 + i % 7, 4 + i % 5);
-            // Class 0: a wide object, class 1: a tall one.
-            let (ow, oh) = if class == 0 {
-                (w / 2, h / 5)
-            } else {
-                (w / 5, h / 2)
-            };
-            let inside = |x: u32, y: u32| (x0..x0 + ow).contains(&x) && (y0..y0 + oh).contains(&y);
-            let img = RgbImage::from_fn(w, h, |x, y| {
-                if inside(x, y) {
-                    image::Rgb([230, 30 + (i * 5 % 100) as u8, 20])
-                } else {
-                    let t = ((x * 7 + y * 3 + i) % 40) as u8;
-                    image::Rgb([10 + t, 60 + t, 180 - t])
-                }
-            });
-            let rel = format!("c{class}/s{i:03}.png");
-            let file = root.join("img").join(&rel);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(&file, png(img.into())).unwrap();
-            samples.push(Sample {
-                path: format!("img/{rel}"),
-                labels: vec![class as i64],
-                width: w,
-                height: h,
-                ..Default::default()
-            });
-            if split == "train" {
-                let b = [
-                    x0 as f64 / w as f64,
-                    y0 as f64 / h as f64,
-                    (x0 + ow) as f64 / w as f64,
-                    (y0 + oh) as f64 / h as f64,
-                ];
-                box_text += &format_box_line(&rel, &[b]);
-                box_text.push('\n');
-            }
-        }
-        SplitIndex::new(
-            "toy",
-            split,
-            vec!["c0".into(), "c1".into()],
-            "class",
-            samples,
-        )
-        .write(&root.join("index"))
-        .unwrap();
-    }
-    let boxes = tmp.path().join("boxes.txt");
-    std::fs::write(&boxes, box_text).unwrap();
-    Fixture {
-        _tmp: tmp,
-        data,
-        boxes,
-    }
-}
-
-fn index_input(f: &Fixture, split: &str) -> Input {
-    let spec = DatasetSpec::Index(IndexDataset {
-        name: "toy".into(),
-        split: split.into(),
-    });
-    Input::Dataset(Arc::new(
-        DatasetHandle::resolve(split, spec, &f.data).unwrap(),
-    ))
+    toy_index::fixture(&[("train", 16, 0), ("test", 8, 100)], false)
 }
 
 #[test]

@@ -318,15 +318,9 @@ fn is_graph(path: &std::path::Path) -> anyhow::Result<bool> {
     Ok(contracam::suite::graph::is_graph_suite(&text))
 }
 
-fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    if is_graph(&a.suite)? {
-        return run_graph_cmd(a, global);
-    }
-    a.executor.refuse_on_smoke(&a.suite)?;
-    let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
-    refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden_path()))?;
-    let device = global.device.resolve()?;
-    let opts = RunOptions {
+/// The library's run options from the flags (`claims`: run and check the golden's claims).
+fn run_options(a: &RunArgs, global: &GlobalArgs, device: tch::Device, claims: bool) -> RunOptions {
+    RunOptions {
         runs_dir: a.runs_dir.clone(),
         device,
         refresh: a.refresh,
@@ -340,8 +334,19 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             LockPolicy::Wait
         },
         fault: None,
-        claims: !a.no_claims,
-    };
+        claims,
+    }
+}
+
+fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    if is_graph(&a.suite)? {
+        return run_graph_cmd(a, global);
+    }
+    a.executor.refuse_on_smoke(&a.suite)?;
+    let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
+    refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden_path()))?;
+    let device = global.device.resolve()?;
+    let opts = run_options(&a, global, device, !a.no_claims);
     eprintln!(
         "suite {} v{} on {} (seed {})",
         suite.config.name,
@@ -579,22 +584,8 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let suite = contracam::suite::graph::validate_file(&a.suite)?;
     refuse_outputs_over_inputs(&a, a.golden.clone())?;
     let device = global.device.resolve()?;
-    let opts = RunOptions {
-        runs_dir: a.runs_dir.clone(),
-        device,
-        refresh: a.refresh,
-        refresh_stages: a.refresh_stage.clone(),
-        progress: !global.quiet,
-        golden: a.golden.clone(),
-        skip_golden: a.no_golden,
-        lock: if a.no_wait {
-            LockPolicy::Refuse
-        } else {
-            LockPolicy::Wait
-        },
-        fault: None,
-        claims: false,
-    };
+    // Claims over seeds are not checked for graph suites yet.
+    let opts = run_options(&a, global, device, false);
     let gopts = GraphOptions {
         data_dir: a.data_dir.resolve(),
         seed: a.suite_seed.or(global.seed),

@@ -1,0 +1,108 @@
+//! A built dataset `toy` for stage-kind tests: per split, PNG images of a red object (class 0: wide, class 1:
+//! tall; class `k = i % 2`) on a textured blue background, in sizes that vary with the sample, a sample index
+//! with the class labels, and `boxes.txt`, the object's box per `train` image in the official format.
+#![allow(dead_code)]
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use contracam::data::formats::box_file::format_box_line;
+use contracam::data::index::{Sample, SplitIndex};
+use contracam::suite::dataset::{DatasetHandle, DatasetSpec, IndexDataset};
+use contracam::suite::stage::Input;
+use image::RgbImage;
+
+pub struct Fixture {
+    _tmp: tempfile::TempDir,
+    pub data: PathBuf,
+    pub boxes: PathBuf,
+}
+
+pub fn png(img: image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// `splits`: (name, images, first sample number). With `split_dirs`, a split's images live under
+/// `img/<split>/` (ids `<split>/c<k>/s<i>.png`), else under `img/` (ids `c<k>/s<i>.png`).
+pub fn fixture(splits: &[(&str, u32, u32)], split_dirs: bool) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let root = data.join("toy");
+    let mut box_text = String::new();
+    for &(split, n, offset) in splits {
+        let mut samples = vec![];
+        for j in 0..n {
+            let i = j + offset;
+            let class = j % 2;
+            let (w, h) = (40 + (i % 4) * 6, 36 + (i % 3) * 8);
+            let (x0, y0) = (3 + i % 7, 4 + i % 5);
+            let (ow, oh) = if class == 0 {
+                (w / 2, h / 5)
+            } else {
+                (w / 5, h / 2)
+            };
+            let inside = |x: u32, y: u32| (x0..x0 + ow).contains(&x) && (y0..y0 + oh).contains(&y);
+            let img = RgbImage::from_fn(w, h, |x, y| {
+                if inside(x, y) {
+                    image::Rgb([230, 30 + (i * 5 % 100) as u8, 20])
+                } else {
+                    let t = ((x * 7 + y * 3 + i) % 40) as u8;
+                    image::Rgb([10 + t, 60 + t, 180 - t])
+                }
+            });
+            let rel = if split_dirs {
+                format!("{split}/c{class}/s{i:03}.png")
+            } else {
+                format!("c{class}/s{i:03}.png")
+            };
+            let file = root.join("img").join(&rel);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, png(img.into())).unwrap();
+            samples.push(Sample {
+                path: format!("img/{rel}"),
+                labels: vec![class as i64],
+                width: w,
+                height: h,
+                ..Default::default()
+            });
+            if split == "train" {
+                let b = [
+                    x0 as f64 / w as f64,
+                    y0 as f64 / h as f64,
+                    (x0 + ow) as f64 / w as f64,
+                    (y0 + oh) as f64 / h as f64,
+                ];
+                box_text += &format_box_line(&rel, &[b]);
+                box_text.push('\n');
+            }
+        }
+        SplitIndex::new(
+            "toy",
+            split,
+            vec!["c0".into(), "c1".into()],
+            "class",
+            samples,
+        )
+        .write(&root.join("index"))
+        .unwrap();
+    }
+    let boxes = tmp.path().join("boxes.txt");
+    std::fs::write(&boxes, box_text).unwrap();
+    Fixture {
+        _tmp: tmp,
+        data,
+        boxes,
+    }
+}
+
+/// The split `split` of `toy` as a stage input.
+pub fn index_input(f: &Fixture, split: &str) -> Input {
+    let spec = DatasetSpec::Index(IndexDataset {
+        name: "toy".into(),
+        split: split.into(),
+    });
+    Input::Dataset(Arc::new(
+        DatasetHandle::resolve(split, spec, &f.data).unwrap(),
+    ))
+}
