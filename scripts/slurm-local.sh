@@ -26,11 +26,16 @@ install_packages() {
         && command -v sbatch >/dev/null; then
         return
     fi
-    [[ $(id -u) -eq 0 ]] || die "slurm-wlm/munge are not installed and this is not root: run as root, or \`apt-get install -y slurm-wlm munge\` first"
+    # As scripts/setup.sh: root installs directly, anyone else through passwordless sudo.
+    local sudo=""
+    if [[ $(id -u) -ne 0 ]]; then
+        sudo -n true 2>/dev/null || die "slurm-wlm/munge are not installed and this is neither root nor allowed passwordless sudo: run \`sudo apt-get install -y slurm-wlm munge\` first"
+        sudo="sudo -n"
+    fi
     echo "slurm-local: installing slurm-wlm and munge" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge >"$dir/apt.log" 2>&1 \
-        || { apt-get update >>"$dir/apt.log" 2>&1 \
-            && DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge >>"$dir/apt.log" 2>&1; } \
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge >"$dir/apt.log" 2>&1 \
+        || { $sudo apt-get update >>"$dir/apt.log" 2>&1 \
+            && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y slurm-wlm munge >>"$dir/apt.log" 2>&1; } \
         || die "apt-get install slurm-wlm munge failed; see $dir/apt.log"
 }
 
