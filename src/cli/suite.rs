@@ -338,6 +338,29 @@ fn run_options(a: &RunArgs, global: &GlobalArgs, device: tch::Device, claims: bo
     }
 }
 
+/// Writes the results JSON (`--out`, default `<runs-dir>/<suite>/results.json`) atomically, and the `--junit`
+/// and `--report` renderings of it; returns the results path.
+fn write_results(a: &RunArgs, suite: &str, results: &report::Results) -> anyhow::Result<PathBuf> {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.runs_dir.join(suite).join("results.json"));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let json = serde_json::to_value(results)?;
+    write_atomic(&out, &serde_json::to_string_pretty(&json)?)?;
+    for (path, format) in [
+        (&a.junit, report::Format::Junit),
+        (&a.report, report::Format::Markdown),
+    ] {
+        if let Some(p) = path {
+            write_text(p, &report::render(&json, &out, format)?)?;
+        }
+    }
+    Ok(out)
+}
+
 fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if is_graph(&a.suite)? {
         return run_graph_cmd(a, global);
@@ -355,22 +378,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         suite.config.seed
     );
     let results = run_suite(&suite, &opts)?;
-    let out = a
-        .out
-        .unwrap_or_else(|| a.runs_dir.join(&suite.config.name).join("results.json"));
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let json = serde_json::to_value(&results)?;
-    write_atomic(&out, &serde_json::to_string_pretty(&json)?)?;
-    for (path, format) in [
-        (&a.junit, report::Format::Junit),
-        (&a.report, report::Format::Markdown),
-    ] {
-        if let Some(p) = path {
-            write_text(p, &report::render(&json, &out, format)?)?;
-        }
-    }
+    let out = write_results(&a, &suite.config.name, &results)?;
     let verdict = if a.no_golden {
         "COMPLETED (no golden checked)"
     } else if results.not_checked.is_some() {
@@ -603,23 +611,7 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     let opts = executor::before_local_pass(&a, global, &suite, &registry, opts, &gopts)?;
     let results = run_graph(&suite, &registry, &opts, &gopts)?;
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| a.runs_dir.join(&suite.name).join("results.json"));
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let json = serde_json::to_value(&results)?;
-    write_atomic(&out, &serde_json::to_string_pretty(&json)?)?;
-    for (path, format) in [
-        (&a.junit, report::Format::Junit),
-        (&a.report, report::Format::Markdown),
-    ] {
-        if let Some(p) = path {
-            write_text(p, &report::render(&json, &out, format)?)?;
-        }
-    }
+    let out = write_results(&a, &suite.name, &results)?;
     if results.golden_file.is_some() {
         println!("{}", report::table(&results.checks));
     } else {
