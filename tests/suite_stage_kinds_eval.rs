@@ -3,6 +3,8 @@
 //! real index layout: their outputs and metrics equal the standalone library computations on the same
 //! inputs (bit for bit: the code paths are the same), bad parameters are refused naming the key, and a
 //! missing input names the slot.
+mod stage_kinds_common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -32,6 +34,7 @@ use contracam::suite::stages::ground_truth::grown_box;
 use contracam::train::augment::eval_transform;
 use contracam::util::progress::Mode;
 use sha2::{Digest, Sha256};
+use stage_kinds_common::inputs;
 use tch::{Device, Kind, Tensor};
 
 const SCENES: usize = 8;
@@ -196,10 +199,6 @@ fn run(
     let declared: Vec<&str> = k.metrics().iter().map(|m| m.name).collect();
     assert!(res.metrics.keys().all(|m| declared.contains(&m.as_str())));
     Ok(res)
-}
-
-fn inputs(pairs: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 const SYNTH_CAM: &str =

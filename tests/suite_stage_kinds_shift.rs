@@ -7,25 +7,25 @@
 //!   and an unbound set has no metric and is listed as not bound;
 //! - bad parameters are refused naming the key; a missing required slot, or an ImageNet-C split the build
 //!   lacks, is named.
-mod toy_index;
+mod stage_kinds_common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use contracam::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, Plan, Source};
 use contracam::data::synth::{bg_challenge, BgVariant, SynthConfig};
 use contracam::eval::encode::encode;
 use contracam::eval::linear::{linear_eval, LinearClassifier, LinearEvalConfig};
-use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
+use contracam::model::ContrastiveModel;
 use contracam::suite::dataset::{DatasetHandle, DatasetSpec, SynthDataset, SynthForm};
 use contracam::suite::registry::Registry;
 use contracam::suite::stage::{
     Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult,
 };
 use contracam::util::progress::Mode;
+use stage_kinds_common::{index_input, inputs, tiny_model_file, Fixture};
 use tch::{Device, Kind, Tensor};
-use toy_index::{index_input, Fixture};
 
 /// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
 fn run_kind(
@@ -91,31 +91,6 @@ fn model_input(p: &Path) -> Input {
         fingerprint: "fp-m".into(),
         producer: "m.model".into(),
     })
-}
-
-fn inputs(list: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
-    list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
-fn tiny_model_file(dir: &Path) -> PathBuf {
-    let cfg = ModelConfig {
-        encoder: ResNetConfig {
-            arch: Arch::Resnet18,
-            width: 0.125,
-            stem: Stem::Small,
-            zero_init_residual: true,
-        },
-        method: Method::Moco,
-        proj_hidden: Some(16),
-        proj_dim: Some(8),
-        pred_hidden: None,
-        projector_form: Default::default(),
-    };
-    tch::manual_seed(11);
-    let model = ContrastiveModel::new(&cfg, Device::Cpu);
-    let p = dir.join("model.safetensors");
-    model.save(&p, &Default::default()).unwrap();
-    p
 }
 
 const PARAMS: &str =
@@ -249,7 +224,7 @@ const SPLITS: [(&str, u32, u32); 6] = [
 
 /// `toy` with the splits above, each in its own folder (`img/<split>/c<k>/s<i>.png`).
 fn fixture() -> Fixture {
-    toy_index::fixture(&SPLITS, true)
+    stage_kinds_common::fixture(&SPLITS, true)
 }
 
 /// Features and labels of a split as the protocol computes them, straight from the library.

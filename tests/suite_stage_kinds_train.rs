@@ -7,11 +7,11 @@
 //! - bad parameters are refused naming the key;
 //! - BG-Mixup (with bound soft masks on a built split, with the true foreground on synthetic scenes) and
 //!   Mixup/CutMix train and change the weights; a `masks` input that does not fit the method is refused.
+mod stage_kinds_common;
 mod suite_common;
-mod toy_index;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use contracam::data::formats::box_file::format_box_line;
@@ -19,7 +19,7 @@ use contracam::data::loader::{EvalTransform, IndexSource, Loader, LoaderConfig, 
 use contracam::data::synth::SynthConfig;
 use contracam::eval::encode::encode;
 use contracam::eval::linear::{linear_eval, LinearEvalConfig};
-use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
+use contracam::model::{Arch, ContrastiveModel, Method, Stem};
 use contracam::suite::cache::StageCache;
 use contracam::suite::dataset::{DatasetHandle, DatasetSpec, SynthDataset, SynthForm};
 use contracam::suite::registry::Registry;
@@ -28,9 +28,9 @@ use contracam::suite::stage::{
 };
 use contracam::suite::{config, run_suite, RunOptions};
 use contracam::util::progress::Mode;
+use stage_kinds_common::{index_input, inputs, tiny_model_file, Fixture};
 use suite_common::{run_options, tiny_suite};
 use tch::{Device, Tensor};
-use toy_index::{index_input, Fixture};
 
 /// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
 fn run_kind(
@@ -87,10 +87,6 @@ fn artefact(kind: ArtefactKind, path: &Path, producer: &str) -> Input {
         fingerprint: format!("fp-{producer}"),
         producer: producer.into(),
     })
-}
-
-fn inputs(list: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
-    list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn bytes(p: &Path) -> Vec<u8> {
@@ -524,7 +520,7 @@ fn bad_parameters_are_refused_naming_the_key() {
 
 /// `toy` with splits `train` (16 images) and `test` (8), ids `c<k>/s<i>.png`, and its `boxes.txt`.
 fn fixture() -> Fixture {
-    toy_index::fixture(&[("train", 16, 0), ("test", 8, 100)], false)
+    stage_kinds_common::fixture(&[("train", 16, 0), ("test", 8, 100)], false)
 }
 
 #[test]
@@ -585,27 +581,6 @@ fn pretrain_on_a_built_split_is_deterministic_and_uses_an_official_box_file() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("bad.txt") && e.contains("nope.png"), "{e}");
-}
-
-fn tiny_model_file(dir: &Path) -> PathBuf {
-    let cfg = ModelConfig {
-        encoder: ResNetConfig {
-            arch: Arch::Resnet18,
-            width: 0.125,
-            stem: Stem::Small,
-            zero_init_residual: true,
-        },
-        method: Method::Moco,
-        proj_hidden: Some(16),
-        proj_dim: Some(8),
-        pred_hidden: None,
-        projector_form: Default::default(),
-    };
-    tch::manual_seed(11);
-    let model = ContrastiveModel::new(&cfg, Device::Cpu);
-    let p = dir.join("model.safetensors");
-    model.save(&p, &Default::default()).unwrap();
-    p
 }
 
 /// Features and labels of a split as the protocol computes them, straight from the library.

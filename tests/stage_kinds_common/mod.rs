@@ -1,15 +1,19 @@
-//! A built dataset `toy` for stage-kind tests: per split, PNG images of a red object (class 0: wide, class 1:
+//! What the stage-kind tests share. A built dataset `toy`: per split, PNG images of a red object (class 0: wide, class 1:
 //! tall; class `k = i % 2`) on a textured blue background, in sizes that vary with the sample, a sample index
 //! with the class labels, and `boxes.txt`, the object's box per `train` image in the official format.
+//! Also a tiny MoCo checkpoint and the input map a `StageContext` takes.
 #![allow(dead_code)]
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use contracam::data::formats::box_file::format_box_line;
 use contracam::data::index::{Sample, SplitIndex};
+use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
 use contracam::suite::dataset::{DatasetHandle, DatasetSpec, IndexDataset};
 use contracam::suite::stage::Input;
 use image::RgbImage;
+use tch::Device;
 
 pub struct Fixture {
     _tmp: tempfile::TempDir,
@@ -105,4 +109,31 @@ pub fn index_input(f: &Fixture, split: &str) -> Input {
     Input::Dataset(Arc::new(
         DatasetHandle::resolve(split, spec, &f.data).unwrap(),
     ))
+}
+
+/// A stage's inputs by slot.
+pub fn inputs(list: Vec<(&str, Input)>) -> BTreeMap<String, Input> {
+    list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// A fresh MoCo ResNet-18 of width 1/8 (small stem, seed 11) saved as `<dir>/model.safetensors`.
+pub fn tiny_model_file(dir: &Path) -> PathBuf {
+    let cfg = ModelConfig {
+        encoder: ResNetConfig {
+            arch: Arch::Resnet18,
+            width: 0.125,
+            stem: Stem::Small,
+            zero_init_residual: true,
+        },
+        method: Method::Moco,
+        proj_hidden: Some(16),
+        proj_dim: Some(8),
+        pred_hidden: None,
+        projector_form: Default::default(),
+    };
+    tch::manual_seed(11);
+    let model = ContrastiveModel::new(&cfg, Device::Cpu);
+    let p = dir.join("model.safetensors");
+    model.save(&p, &Default::default()).unwrap();
+    p
 }
