@@ -9,7 +9,6 @@
 //!   lacks, is named.
 mod stage_kinds_common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,46 +19,9 @@ use contracam::eval::linear::{linear_eval, LinearClassifier, LinearEvalConfig};
 use contracam::model::ContrastiveModel;
 use contracam::suite::dataset::{DatasetHandle, DatasetSpec, SynthDataset, SynthForm};
 use contracam::suite::registry::Registry;
-use contracam::suite::stage::{
-    Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult,
-};
-use contracam::util::progress::Mode;
-use stage_kinds_common::{index_input, inputs, tiny_model_file, Fixture};
+use contracam::suite::stage::{Artefact, ArtefactKind, Input};
+use stage_kinds_common::{index_input, inputs, refused, run_kind, tiny_model_file, Fixture};
 use tch::{Device, Kind, Tensor};
-
-/// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
-fn run_kind(
-    kind: &str,
-    params: &str,
-    inputs: &BTreeMap<String, Input>,
-    out: &Path,
-) -> Result<StageResult, StageError> {
-    let r = Registry::builtin();
-    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
-    let resolved = k.parse(toml::from_str(params).unwrap()).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    let mut ctx = StageContext {
-        stage: kind,
-        out_dir: out,
-        outputs: k.outputs(),
-        inputs,
-        seed: 0,
-        device: Device::Cpu,
-        precision: Precision::Fp32,
-        data_dir: Path::new("/nonexistent"),
-        threads: 1,
-        progress: Mode::Hidden,
-    };
-    k.run(&resolved, &mut ctx)
-}
-
-/// The parse error (key, message) of `params` for `kind`.
-fn refused(kind: &str, params: &str) -> (String, String) {
-    let r = Registry::builtin();
-    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
-    let e = k.parse(toml::from_str(params).unwrap()).unwrap_err();
-    (e.key, e.msg)
-}
 
 fn tiny_synth() -> SynthConfig {
     SynthConfig {
@@ -148,7 +110,7 @@ fn bg_challenge_on_synth_equals_the_library_and_the_gap_is_same_minus_rand() {
     ];
     list.extend(BG_SLOTS.iter().map(|s| (*s, test.clone())));
     let out = dir.path().join("bgc");
-    let r = run_kind("eval-bg-challenge", PARAMS, &inputs(list), &out).unwrap();
+    let r = run_kind("eval-bg-challenge", PARAMS, &inputs(list), 0, &out).unwrap();
 
     let model = ContrastiveModel::load(&weights, Device::Cpu).unwrap();
     let feats = |seed: u64, v: BgVariant, n: usize| {
@@ -203,6 +165,7 @@ fn bg_challenge_on_synth_equals_the_library_and_the_gap_is_same_minus_rand() {
         "eval-bg-challenge",
         PARAMS,
         &inputs(list),
+        0,
         &dir.path().join("x"),
     )
     .unwrap_err()
@@ -269,7 +232,7 @@ fn shift_sets_on_a_built_index_equal_the_library_and_unbound_sets_have_no_metric
         ]
     };
     let out = dir.path().join("shift");
-    let r = run_kind("eval-shift", &params, &inputs(base()), &out).unwrap();
+    let r = run_kind("eval-shift", &params, &inputs(base()), 0, &out).unwrap();
 
     let model = ContrastiveModel::load(&weights, Device::Cpu).unwrap();
     let feats = |s: &str| direct_features(&model, &f, s);
@@ -307,6 +270,7 @@ fn shift_sets_on_a_built_index_equal_the_library_and_unbound_sets_have_no_metric
             "{PARAMS}imagenet_c = {{ corruptions = [\"fog\", \"rain\"], severities = [1] }}\n"
         ),
         &inputs(base()),
+        0,
         &dir.path().join("y"),
     )
     .unwrap_err()
@@ -320,6 +284,7 @@ fn shift_sets_on_a_built_index_equal_the_library_and_unbound_sets_have_no_metric
         "eval-shift",
         PARAMS,
         &inputs(no_train),
+        0,
         &dir.path().join("z"),
     )
     .unwrap_err()

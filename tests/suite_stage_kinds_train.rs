@@ -10,7 +10,6 @@
 mod stage_kinds_common;
 mod suite_common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,49 +22,11 @@ use contracam::model::{Arch, ContrastiveModel, Method, Stem};
 use contracam::suite::cache::StageCache;
 use contracam::suite::dataset::{DatasetHandle, DatasetSpec, SynthDataset, SynthForm};
 use contracam::suite::registry::Registry;
-use contracam::suite::stage::{
-    Artefact, ArtefactKind, Input, Precision, StageContext, StageError, StageResult, Unit,
-};
+use contracam::suite::stage::{Artefact, ArtefactKind, Input, Unit};
 use contracam::suite::{config, run_suite, RunOptions};
-use contracam::util::progress::Mode;
-use stage_kinds_common::{index_input, inputs, tiny_model_file, Fixture};
+use stage_kinds_common::{index_input, inputs, refused, run_kind, tiny_model_file, Fixture};
 use suite_common::{run_options, tiny_suite};
 use tch::{Device, Tensor};
-
-/// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
-fn run_kind(
-    kind: &str,
-    params: &str,
-    inputs: &BTreeMap<String, Input>,
-    seed: u64,
-    out: &Path,
-) -> Result<StageResult, StageError> {
-    let r = Registry::builtin();
-    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
-    let resolved = k.parse(toml::from_str(params).unwrap()).unwrap();
-    std::fs::create_dir_all(out).unwrap();
-    let mut ctx = StageContext {
-        stage: kind,
-        out_dir: out,
-        outputs: k.outputs(),
-        inputs,
-        seed,
-        device: Device::Cpu,
-        precision: Precision::Fp32,
-        data_dir: Path::new("/nonexistent"),
-        threads: 1,
-        progress: Mode::Hidden,
-    };
-    k.run(&resolved, &mut ctx)
-}
-
-/// The parse error (key, message) of `params` for `kind`.
-fn refused(kind: &str, params: &str) -> (String, String) {
-    let r = Registry::builtin();
-    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
-    let e = k.parse(toml::from_str(params).unwrap()).unwrap_err();
-    (e.key, e.msg)
-}
 
 fn synth(name: &str, form: SynthForm, split: &str, count: usize, cfg: &SynthConfig) -> Input {
     let spec = DatasetSpec::Synth(SynthDataset {

@@ -1,7 +1,7 @@
 //! What the stage-kind tests share. A built dataset `toy`: per split, PNG images of a red object (class 0: wide, class 1:
 //! tall; class `k = i % 2`) on a textured blue background, in sizes that vary with the sample, a sample index
 //! with the class labels, and `boxes.txt`, the object's box per `train` image in the official format.
-//! Also a tiny MoCo checkpoint and the input map a `StageContext` takes.
+//! Also a tiny MoCo checkpoint, the input map a `StageContext` takes, and running or parsing a kind.
 #![allow(dead_code)]
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,9 @@ use contracam::data::formats::box_file::format_box_line;
 use contracam::data::index::{Sample, SplitIndex};
 use contracam::model::{Arch, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
 use contracam::suite::dataset::{DatasetHandle, DatasetSpec, IndexDataset};
-use contracam::suite::stage::Input;
+use contracam::suite::registry::Registry;
+use contracam::suite::stage::{Input, Precision, StageContext, StageError, StageResult};
+use contracam::util::progress::Mode;
 use image::RgbImage;
 use tch::Device;
 
@@ -136,4 +138,39 @@ pub fn tiny_model_file(dir: &Path) -> PathBuf {
     let p = dir.join("model.safetensors");
     model.save(&p, &Default::default()).unwrap();
     p
+}
+
+/// Runs `kind` with `params` (a TOML table, parsed strictly as a suite's) on `inputs` into `out`.
+pub fn run_kind(
+    kind: &str,
+    params: &str,
+    inputs: &BTreeMap<String, Input>,
+    seed: u64,
+    out: &Path,
+) -> Result<StageResult, StageError> {
+    let r = Registry::builtin();
+    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+    let resolved = k.parse(toml::from_str(params).unwrap()).unwrap();
+    std::fs::create_dir_all(out).unwrap();
+    let mut ctx = StageContext {
+        stage: kind,
+        out_dir: out,
+        outputs: k.outputs(),
+        inputs,
+        seed,
+        device: Device::Cpu,
+        precision: Precision::Fp32,
+        data_dir: Path::new("/nonexistent"),
+        threads: 1,
+        progress: Mode::Hidden,
+    };
+    k.run(&resolved, &mut ctx)
+}
+
+/// The parse error (key, message) of `params` for `kind`.
+pub fn refused(kind: &str, params: &str) -> (String, String) {
+    let r = Registry::builtin();
+    let k = r.get(kind).and_then(|k| k.implemented()).unwrap();
+    let e = k.parse(toml::from_str(params).unwrap()).unwrap_err();
+    (e.key, e.msg)
 }
