@@ -1,6 +1,7 @@
 //! Small helpers shared by every layer: the build/machine report, seeds, progress reporting, output-file
-//! hygiene (no input overwritten, atomic writes) and up-front memory checks.
+//! hygiene (no input overwritten, atomic writes), JSON for NaN floats and up-front memory checks.
 pub mod env;
+pub mod float_json;
 pub mod memory;
 pub mod output;
 pub mod progress;

@@ -117,7 +117,8 @@ impl Default for LinearEvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub weight_decay: f64,
-    /// Objective value at the end of the step.
+    /// Objective value at the end of the step; NaN when the step diverged (`null` in JSON).
+    #[serde(with = "crate::util::float_json::nan_as_null")]
     pub objective: f64,
     pub train_accuracy: f64,
     pub val_accuracy: f64,
@@ -587,6 +588,24 @@ impl FeatureSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A diverged step's NaN objective is written as `null`; the report must read back (the
+    /// `linear-eval` stage re-reads what it wrote, and failed on such a sweep).
+    #[test]
+    fn a_sweep_point_with_a_nan_objective_reads_back() {
+        let p = SweepPoint {
+            weight_decay: 1.8e-4,
+            objective: f64::NAN,
+            train_accuracy: 0.5,
+            val_accuracy: 0.25,
+            iterations: 3,
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains(r#""objective":null"#), "{json}");
+        let back: SweepPoint = serde_json::from_str(&json).unwrap();
+        assert!(back.objective.is_nan());
+        assert_eq!((back.weight_decay, back.iterations), (1.8e-4, 3));
+    }
 
     #[test]
     fn logspace_matches_torch() {
