@@ -251,7 +251,12 @@ pub struct BlessArgs {
     pub regression: bool,
     /// With --regression: the test a later run must pass (two-sided reproduces, or one-sided not-worse in
     /// the metric's direction).
-    #[arg(long, value_enum, default_value = "reproduces", requires = "regression")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "reproduces",
+        requires = "regression"
+    )]
     pub test: RegressionTestArg,
     /// With --regression: the test's significance level.
     #[arg(long, default_value_t = 0.05, requires = "regression")]
@@ -455,11 +460,10 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
-    let by = a
-        .by
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
+    let by =
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into());
     if a.regression {
         use contracam::suite::golden::bless::{bless_regression_file, RegressionBlessOptions};
         use contracam::suite::regression::RegressionTest;

@@ -34,10 +34,10 @@ use serde::Deserialize;
 
 use super::config::{is_safe_name, SAFE_NAME_RULE};
 use super::dataset::{DatasetSpec, IndexDataset, SynthDataset, SynthForm};
-use crate::data::synth::SynthConfig;
 use super::golden::paper::{PaperCell, PaperGoldens};
 use super::registry::{KindRef, Registry};
 use super::stage::{ArtefactKind, ResolvedParams};
+use crate::data::synth::SynthConfig;
 
 /// A graph suite refused: the file, the key path inside it, and what is wrong.
 #[derive(Debug, thiserror::Error)]

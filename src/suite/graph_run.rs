@@ -26,9 +26,9 @@ use std::time::Instant;
 use tch::Device;
 
 use super::cache::{self, CacheError, FingerprintInput, Published, StageCache};
+use super::claims;
 use super::dataset::DatasetHandle;
 use super::golden::paper::{PaperGoldenError, PaperGoldens};
-use super::claims;
 use super::golden::{self, Golden, GoldenError, Verdict};
 use super::graph::{GraphStage, GraphSuite, InputRef};
 use super::registry::Registry;
@@ -183,7 +183,9 @@ pub fn fingerprints(
 /// has boxes bound (OA-Crop retraining), nothing else.
 pub fn fault_affects(fault: Option<Fault>, st: &GraphStage) -> bool {
     match fault {
-        Some(Fault::RetrainIgnoresBoxes) => st.kind == "pretrain" && st.inputs.contains_key("boxes"),
+        Some(Fault::RetrainIgnoresBoxes) => {
+            st.kind == "pretrain" && st.inputs.contains_key("boxes")
+        }
         None => false,
     }
 }
@@ -569,8 +571,11 @@ fn run_graph_stages(
         metrics: BTreeMap::new(),
     });
     let metrics = first.metrics;
-    let seed_stages: BTreeMap<u64, Vec<StageTiming>> =
-        seeds[1..].iter().copied().zip(passes.map(|p| p.timings)).collect();
+    let seed_stages: BTreeMap<u64, Vec<StageTiming>> = seeds[1..]
+        .iter()
+        .copied()
+        .zip(passes.map(|p| p.timings))
+        .collect();
     let claim_checks = match &golden {
         Some(g) if opts.claims => check_claims(suite, registry, g, &per_seed)?,
         _ => Vec::new(),
@@ -594,9 +599,9 @@ fn run_graph_stages(
     let point_metrics: BTreeMap<String, f64> = metrics
         .iter()
         .filter(|(k, _)| {
-            golden.as_ref().is_none_or(|g| {
-                g.metrics.contains_key(*k) || !g.regression.contains_key(*k)
-            })
+            golden
+                .as_ref()
+                .is_none_or(|g| g.metrics.contains_key(*k) || !g.regression.contains_key(*k))
         })
         .map(|(k, v)| (k.clone(), *v))
         .collect();
@@ -660,10 +665,12 @@ pub fn check_claims(
     g.claims
         .iter()
         .map(|(id, claim)| {
-            let rel = claim.validate(id, &known).map_err(|msg| GraphRunError::GoldenEntry {
-                path: suite.path.clone(),
-                msg,
-            })?;
+            let rel = claim
+                .validate(id, &known)
+                .map_err(|msg| GraphRunError::GoldenEntry {
+                    path: suite.path.clone(),
+                    msg,
+                })?;
             Ok(claims::check(id, claim, &rel, per_seed))
         })
         .collect()

@@ -104,10 +104,7 @@ pub fn summary(values: &[f64]) -> Summary {
 /// freedom. Both need two values or more. None when both spreads are zero (no t exists).
 pub fn welch(recorded: &[f64], new: &[f64]) -> Option<(f64, f64)> {
     let (a, b) = (summary(recorded), summary(new));
-    let (va, vb) = (
-        a.std.powi(2) / a.n as f64,
-        b.std.powi(2) / b.n as f64,
-    );
+    let (va, vb) = (a.std.powi(2) / a.n as f64, b.std.powi(2) / b.n as f64);
     let se2 = va + vb;
     if se2 == 0.0 {
         return None;
@@ -345,7 +342,10 @@ mod tests {
             vec![1.0, 2.0, 3.0],
         );
         r.validate("m").unwrap();
-        let bad = RegressionRecord { mean: 2.5, ..r.clone() };
+        let bad = RegressionRecord {
+            mean: 2.5,
+            ..r.clone()
+        };
         let e = bad.validate("m").unwrap_err();
         assert!(e.contains("regression.\"m\".mean"), "{e}");
         let bad = RegressionRecord {

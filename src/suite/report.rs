@@ -176,7 +176,12 @@ pub fn regression_table(checks: &[RegressionCheck]) -> String {
     if checks.is_empty() {
         return String::new();
     }
-    let w = checks.iter().map(|c| c.metric.len()).max().unwrap_or(6).max(6);
+    let w = checks
+        .iter()
+        .map(|c| c.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut s = format!(
         "{:<w$}  {:<10}  {:>22}  {:>9}  {:>8}  {:>6}  {:>7}  {:>5}  verdict\n",
         "regression", "test", "recorded", "run mean", "t", "df", "p", "α"
@@ -192,8 +197,10 @@ pub fn regression_table(checks: &[RegressionCheck]) -> String {
                 c.recorded_mean, c.recorded_std, c.recorded_n
             ),
             fmt(c.mean),
-            c.t.map(|t| format!("{t:+.3}")).unwrap_or_else(|| "—".into()),
-            c.df.map(|d| format!("{d:.1}")).unwrap_or_else(|| "—".into()),
+            c.t.map(|t| format!("{t:+.3}"))
+                .unwrap_or_else(|| "—".into()),
+            c.df.map(|d| format!("{d:.1}"))
+                .unwrap_or_else(|| "—".into()),
             c.p_value
                 .map(|p| format!("{p:.3}"))
                 .unwrap_or_else(|| "—".into()),
@@ -251,7 +258,12 @@ pub fn seeds_table(rows: &[SeedRow]) -> String {
     if rows.is_empty() {
         return String::new();
     }
-    let w = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
+    let w = rows
+        .iter()
+        .map(|r| r.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut s = format!("{:<w$}  {:>20}  per seed\n", "metric", "mean ± std");
     s.push_str(&format!("{}\n", "-".repeat(w + 40)));
     for r in rows {
@@ -548,8 +560,10 @@ pub fn markdown(r: &ReportView) -> String {
                 vals.join(", "),
                 num(c.mean),
                 c.method.as_deref().unwrap_or("—"),
-                c.t.map(|t| format!("{t:+.4}")).unwrap_or_else(|| "—".into()),
-                c.df.map(|d| format!("{d:.2}")).unwrap_or_else(|| "—".into()),
+                c.t.map(|t| format!("{t:+.4}"))
+                    .unwrap_or_else(|| "—".into()),
+                c.df.map(|d| format!("{d:.2}"))
+                    .unwrap_or_else(|| "—".into()),
                 num(c.p_value),
                 c.alpha,
                 c.verdict.label()

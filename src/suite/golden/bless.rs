@@ -232,12 +232,9 @@ pub fn bless(
 
 /// The machine line of the provenance, from a results JSON's `env` and `device`.
 fn machine(r: &serde_json::Value, results: &Path) -> Result<String, BlessError> {
-    let env = r.get("env").ok_or_else(|| {
-        invalid(
-            results,
-            "no field 'env' (is this a suite results file?)",
-        )
-    })?;
+    let env = r
+        .get("env")
+        .ok_or_else(|| invalid(results, "no field 'env' (is this a suite results file?)"))?;
     let s = |k: &str| env.get(k).and_then(|v| v.as_str()).unwrap_or("?");
     Ok(format!(
         "{} · {} ({} kernels) · {} CPU threads · libtorch {} · device {}",
