@@ -219,6 +219,7 @@ fn gopts(dir: &Path) -> GraphOptions {
     GraphOptions {
         data_dir: dir.join("data"),
         seed: None,
+        seeds: 1,
     }
 }
 

@@ -187,6 +187,7 @@ fn run(
         data_dir,
         threads: 1,
         progress: Mode::Hidden,
+        fault: None,
     };
     let res = k.run(&p, &mut ctx)?;
     for slot in k.outputs() {
@@ -857,6 +858,7 @@ fn classifier_cams_of_a_supervised_model_match_localize_dataset_and_need_fp32() 
         data_dir: &data,
         threads: 1,
         progress: Mode::Hidden,
+        fault: None,
     };
     let e = k
         .run(&params("localize", p).unwrap(), &mut ctx)

@@ -16,13 +16,15 @@ mod executor;
 pub enum SuiteCommand {
     /// Run a suite (reusing finished stages), compare every metric with its golden, print the table and
     /// write results JSON. Exits 1 when a metric is outside its tolerance or has no golden. A graph suite
-    /// (with [stages]) runs its stage graph: metrics are <stage>.<metric>, checked only against --golden;
+    /// (with [stages]) runs its stage graph, once per seed (--seeds, the golden's claims): metrics are
+    /// <stage>.<metric>, checked only against --golden (its metrics, claims and regression records);
     /// the paper cells its [[bind]] entries name are reported beside the values, not judged; a suite naming
     /// kinds not implemented yet is refused before any work.
     Run(RunArgs),
     /// Write a golden from a results JSON: an explicit act that records who, when and from what. Existing
     /// tolerances, reasons and the note are kept; new metrics need --default-tolerance; the golden must be
-    /// for the results' suite and version; the file is replaced atomically.
+    /// for the results' suite and version; the file is replaced atomically. --regression writes regression
+    /// records (per-seed values, mean, std) from a results JSON of 3 seeds or more instead.
     Bless(BlessArgs),
     /// Check a suite and its golden without running anything: the config, the golden's suite and version,
     /// its tolerances, and that it names only metrics the suite emits. Exits 2 with the file and key at fault.
@@ -201,6 +203,11 @@ pub struct RunArgs {
     /// reported as "not checked" and the run exits 0 (1 when --golden names that golden explicitly).
     #[arg(long)]
     pub suite_seed: Option<u64>,
+    /// Graph suites: run the whole graph at N consecutive seeds from the run seed (each seed's stages cached
+    /// under their own fingerprints, synthetic datasets without a `seed` generated at it); the results keep
+    /// the run seed's metrics and add the others', reports show mean ± std over the seeds.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub seeds: u64,
     #[command(flatten)]
     pub data_dir: DataDirArg,
     #[command(flatten)]
@@ -237,6 +244,32 @@ pub struct BlessArgs {
     /// with its old value and listed.
     #[arg(long, value_name = "METRIC")]
     pub drop: Vec<String>,
+    /// Write regression records ([regression."<metric>"]: per-seed values, mean, std, olympic mean from 5
+    /// seeds) from a results JSON of at least 3 seeds (`suite run --seeds 3`), instead of point values. The
+    /// golden's metrics, claims and provenance are kept; each record carries its own provenance.
+    #[arg(long, conflicts_with_all = ["default_tolerance", "drop", "note"])]
+    pub regression: bool,
+    /// With --regression: the test a later run must pass (two-sided reproduces, or one-sided not-worse in
+    /// the metric's direction).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "reproduces",
+        requires = "regression"
+    )]
+    pub test: RegressionTestArg,
+    /// With --regression: the test's significance level.
+    #[arg(long, default_value_t = 0.05, requires = "regression")]
+    pub alpha: f64,
+    /// With --regression: record this metric only (repeatable; default every metric of the results).
+    #[arg(long, value_name = "METRIC", requires = "regression")]
+    pub metric: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RegressionTestArg {
+    Reproduces,
+    NotWorse,
 }
 
 impl SuiteCommand {
@@ -427,12 +460,36 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bless(a: BlessArgs) -> anyhow::Result<ExitCode> {
+    let by =
+        a.by.clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into());
+    if a.regression {
+        use contracam::suite::golden::bless::{bless_regression_file, RegressionBlessOptions};
+        use contracam::suite::regression::RegressionTest;
+        let opts = RegressionBlessOptions {
+            by,
+            test: match a.test {
+                RegressionTestArg::Reproduces => RegressionTest::Reproduces,
+                RegressionTestArg::NotWorse => RegressionTest::NotWorse,
+            },
+            alpha: a.alpha,
+            metrics: a.metric.clone(),
+        };
+        let out = bless_regression_file(&a.results, &a.golden, &opts)?;
+        for m in &out.added {
+            eprintln!("added regression record {m}");
+        }
+        eprintln!(
+            "blessed {} regression records into {}",
+            out.golden.regression.len(),
+            a.golden.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let opts = BlessOptions {
         default_tolerance: a.default_tolerance,
-        by: a
-            .by
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "unknown".into()),
+        by,
         note: a.note,
         drop: a.drop,
     };
@@ -592,11 +649,11 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let suite = contracam::suite::graph::validate_file(&a.suite)?;
     refuse_outputs_over_inputs(&a, a.golden.clone())?;
     let device = global.device.resolve()?;
-    // Claims over seeds are not checked for graph suites yet.
-    let opts = run_options(&a, global, device, false);
+    let opts = run_options(&a, global, device, !a.no_claims);
     let gopts = GraphOptions {
         data_dir: a.data_dir.resolve(),
         seed: a.suite_seed.or(global.seed),
+        seeds: usize::try_from(a.seeds).unwrap_or(1),
     };
     eprintln!(
         "suite {} v{} (graph, {} stages) on {}",
@@ -614,10 +671,22 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let out = write_results(&a, &suite.name, &results)?;
     if results.golden_file.is_some() {
         println!("{}", report::table(&results.checks));
+        for t in [
+            report::claims_table(&results.claims),
+            report::regression_table(&results.regression),
+        ] {
+            if !t.is_empty() {
+                println!("{t}");
+            }
+        }
     } else {
         for (k, v) in &results.metrics {
             println!("{k:<28} {v:.4}");
         }
+    }
+    let rows = report::seed_rows(results.seed, &results.metrics, &results.seed_metrics);
+    if !rows.is_empty() {
+        println!("{}", report::seeds_table(&rows));
     }
     if !results.paper_cells.is_empty() {
         println!("paper cells (information, not pass/fail):");
@@ -626,8 +695,12 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 .value
                 .map(|v| format!("{v:.4}"))
                 .unwrap_or_else(|| "—".into());
+            let spread = c
+                .run_std
+                .map(|s| format!(" ± {s:.4} over {} seeds", c.seeds))
+                .unwrap_or_default();
             println!(
-                "  table {} {} / {}: {} = {value} vs paper {} (±{})",
+                "  table {} {} / {}: {} = {value}{spread} vs paper {} (±{})",
                 c.table, c.row, c.column, c.metric, c.paper, c.tolerance
             );
         }
@@ -676,6 +749,7 @@ fn plan_graph_cmd(a: PlanArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
     let gopts = GraphOptions {
         data_dir: a.data_dir.resolve(),
         seed: a.suite_seed.or(global.seed),
+        seeds: 1,
     };
     let registry = contracam::suite::registry::Registry::builtin();
     let plan = contracam::suite::plan::plan_graph(&suite, &registry, &opts, &gopts)?;

@@ -32,7 +32,8 @@ pub struct SynthDataset {
     pub split: String,
     /// Number of samples (per variant for the Background Challenge).
     pub count: usize,
-    /// The data seed: fixed per dataset, independent of the run seeds, so every seed sees the same data.
+    /// The data seed. A graph suite that leaves it out gets the run seed here (each seed of a run generates
+    /// its own data); one that sets it fixes the data across seeds.
     #[serde(default)]
     pub seed: u64,
     /// Generator parameters; the suite's top-level `[synth]` table is merged under each dataset's.

@@ -17,6 +17,9 @@ pub struct Golden {
     /// The paper's qualitative claims as relations checked over seeds, with the outcome measured here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, super::claims::Claim>,
+    /// Per-metric records over several seeds, judged by a t-test (see [`super::regression`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub regression: BTreeMap<String, super::regression::RegressionRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +91,12 @@ impl Golden {
             if !(m.tolerance.is_finite() && m.tolerance >= 0.0) {
                 return Err(bad("tolerance", "must be a finite number ≥ 0"));
             }
+        }
+        for (name, r) in &g.regression {
+            r.validate(name).map_err(|msg| GoldenError::Read {
+                path: path.into(),
+                msg,
+            })?;
         }
         Ok(g)
     }
@@ -235,6 +244,7 @@ mod tests {
             },
             metrics,
             claims: BTreeMap::new(),
+            regression: BTreeMap::new(),
         }
     }
 

@@ -8,7 +8,8 @@
 //! manifest = "coco2017"          # a built-in manifest name; the split comes from `data build`
 //! split = "train"
 //! [datasets.scenes]
-//! synth = { form = "scenes", split = "train", count = 512 }   # as `suite::dataset::SynthDataset`
+//! synth = { form = "scenes", split = "train", count = 512 }   # as `suite::dataset::SynthDataset`;
+//!                                # without `seed` the data follows the run seed, with one it is fixed
 //! [stages.vanilla]
 //! kind = "pretrain"
 //! inputs = { data = "datasets.coco_train" }
@@ -32,10 +33,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::config::{is_safe_name, SAFE_NAME_RULE};
-use super::dataset::{DatasetSpec, IndexDataset, SynthDataset};
+use super::dataset::{DatasetSpec, IndexDataset, SynthDataset, SynthForm};
 use super::golden::paper::{PaperCell, PaperGoldens};
 use super::registry::{KindRef, Registry};
 use super::stage::{ArtefactKind, ResolvedParams};
+use crate::data::synth::SynthConfig;
 
 /// A graph suite refused: the file, the key path inside it, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +90,21 @@ struct SuiteFile {
 struct DatasetDecl {
     manifest: Option<String>,
     split: Option<String>,
-    synth: Option<SynthDataset>,
+    synth: Option<SynthDecl>,
+}
+
+/// `synth = {...}` as written: [`SynthDataset`] whose `seed` may be left out, and then follows the run seed
+/// (each seed of a multi-seed run generates its own data, as the smoke pipeline does per seed).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SynthDecl {
+    form: SynthForm,
+    split: String,
+    count: usize,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    synth: SynthConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,7 +208,11 @@ pub struct GraphSuite {
     pub name: String,
     pub version: u32,
     pub description: Option<String>,
+    /// The datasets as declared; a synthetic one in `run_seeded` holds seed 0 here and is generated at the
+    /// run seed (see [`GraphSuite::datasets_at`]).
     pub datasets: BTreeMap<String, DatasetSpec>,
+    /// Synthetic datasets without a `seed`: their data seed is the run seed.
+    pub run_seeded: BTreeSet<String>,
     pub stages: BTreeMap<String, GraphStage>,
     /// Stage names in an order where every stage comes after the stages it reads from (ties by name).
     pub order: Vec<String>,
@@ -267,6 +287,17 @@ impl GraphSuite {
         v.suite(file, ctx)
     }
 
+    /// The datasets of a run at `run_seed`: a synthetic dataset without its own `seed` is generated at it.
+    pub fn datasets_at(&self, run_seed: u64) -> BTreeMap<String, DatasetSpec> {
+        let mut out = self.datasets.clone();
+        for id in &self.run_seeded {
+            if let Some(DatasetSpec::Synth(s)) = out.get_mut(id) {
+                s.seed = run_seed;
+            }
+        }
+        out
+    }
+
     /// Planned (not implemented) kinds the suite uses, sorted and unique: what must land before it runs.
     pub fn missing_kinds(&self) -> Vec<String> {
         let set: BTreeSet<&str> = self
@@ -334,6 +365,12 @@ impl Validator<'_> {
         for (id, d) in &file.datasets {
             datasets.insert(id.clone(), self.dataset(id, d, ctx)?);
         }
+        let run_seeded = file
+            .datasets
+            .iter()
+            .filter(|(_, d)| d.synth.as_ref().is_some_and(|s| s.seed.is_none()))
+            .map(|(id, _)| id.clone())
+            .collect();
         if file.stages.is_empty() {
             return Err(self.err("stages", "a graph suite needs at least one stage"));
         }
@@ -389,6 +426,7 @@ impl Validator<'_> {
             version: file.version,
             description: file.description,
             datasets,
+            run_seeded,
             stages,
             order,
             binds,
@@ -436,7 +474,13 @@ impl Validator<'_> {
                     split: split.clone(),
                 })
             }
-            (None, None, Some(s)) => DatasetSpec::Synth(s.clone()),
+            (None, None, Some(s)) => DatasetSpec::Synth(SynthDataset {
+                form: s.form,
+                split: s.split.clone(),
+                count: s.count,
+                seed: s.seed.unwrap_or(0),
+                synth: s.synth.clone(),
+            }),
             (Some(_), None, None) => {
                 return Err(self.err(&format!("{key}.split"), "a manifest dataset needs a split"))
             }

@@ -9,8 +9,13 @@
 //! producing stage and slot), the seed, the device class and the precision policy (the code version is
 //! added by the cache).
 //!
-//! One seed per run: `--seed`/`--suite-seed` when given, else each stage's first seed (a stage's `seeds`,
-//! else the suite's, else 0). Golden claims over seeds are not checked for graph suites yet.
+//! Seeds: the first (the run seed) is `--seed`/`--suite-seed` when given, else each stage runs at its first
+//! seed (a stage's `seeds`, else the suite's, else 0) and the run seed is the first stage's. `--seeds N` adds
+//! the N − 1 following seeds, and the golden's claims add theirs (unless `--no-claims`): the whole graph runs
+//! once per seed, every stage at that seed, each seed's synthetic datasets without their own `seed`
+//! generated at it, so each seed's stages have their own fingerprints and cache entries. The results keep
+//! the run seed's `metrics` and add the other seeds' (`seed_metrics`); the golden's claims and regression
+//! records are checked over all of them.
 pub mod listing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,14 +26,18 @@ use std::time::Instant;
 use tch::Device;
 
 use super::cache::{self, CacheError, FingerprintInput, Published, StageCache};
+use super::claims;
 use super::dataset::DatasetHandle;
 use super::golden::paper::{PaperGoldenError, PaperGoldens};
 use super::golden::{self, Golden, GoldenError, Verdict};
 use super::graph::{GraphStage, GraphSuite, InputRef};
 use super::registry::Registry;
+use super::regression::{self, RegressionTest};
 use super::report::{PaperCellCheck, Results, StageTiming};
-use super::stage::{device_class, Artefact, DynStage, Input, Precision, StageContext, StageError};
-use super::RunOptions;
+use super::stage::{
+    device_class, Artefact, Direction, DynStage, Input, Precision, StageContext, StageError,
+};
+use super::{Fault, RunOptions};
 use crate::util::progress::Mode;
 
 /// The precision policy graph stages compute with (part of every fingerprint, recorded in the results).
@@ -41,6 +50,8 @@ pub struct GraphOptions {
     pub data_dir: PathBuf,
     /// Run every stage at this seed instead of its own first seed.
     pub seed: Option<u64>,
+    /// Run the whole graph at this many consecutive seeds from the run seed (0 or 1: the run seed only).
+    pub seeds: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +99,8 @@ pub enum GraphRunError {
     },
     #[error("{path}: no golden/paper directory above it or in the working directory (the paper cells its [[bind]] entries name)")]
     NoPaperGoldens { path: PathBuf },
+    #[error("{path}: {msg}")]
+    GoldenEntry { path: PathBuf, msg: String },
     #[error("--only {name}: {path} has no stage of that name; its stages are {stages}")]
     OnlyUnknown {
         path: PathBuf,
@@ -163,6 +176,30 @@ pub fn fingerprints(
     seed: Option<u64>,
     device: Device,
 ) -> BTreeMap<String, Option<String>> {
+    fingerprints_with_fault(suite, registry, datasets, seed, device, None)
+}
+
+/// Whether `fault` changes what stage `st` computes: ignoring the boxes breaks a pretrain stage that
+/// has boxes bound (OA-Crop retraining), nothing else.
+pub fn fault_affects(fault: Option<Fault>, st: &GraphStage) -> bool {
+    match fault {
+        Some(Fault::RetrainIgnoresBoxes) => {
+            st.kind == "pretrain" && st.inputs.contains_key("boxes")
+        }
+        None => false,
+    }
+}
+
+/// [`fingerprints`] of a run made with a deliberate `fault`: the stages it breaks (and so everything
+/// downstream of them) never share a cache entry with a correct run.
+pub fn fingerprints_with_fault(
+    suite: &GraphSuite,
+    registry: &Registry,
+    datasets: &BTreeMap<String, String>,
+    seed: Option<u64>,
+    device: Device,
+    fault: Option<Fault>,
+) -> BTreeMap<String, Option<String>> {
     let mut fps: BTreeMap<String, Option<String>> = BTreeMap::new();
     for name in &suite.order {
         let st = &suite.stages[name];
@@ -178,10 +215,14 @@ pub fn fingerprints(
                 };
                 inputs.insert(slot, fp);
             }
+            let mut params = st.params.clone();
+            if let (Some(f), true) = (fault, fault_affects(fault, st)) {
+                params["fault"] = f.name().into();
+            }
             Some(cache::fingerprint(&FingerprintInput {
                 kind: &st.kind,
                 kind_version: kind.version(),
-                params: &st.params,
+                params: &params,
                 inputs: inputs.iter().map(|(k, v)| (*k, v.as_str())).collect(),
                 seed: stage_seed(st, seed),
                 device_class: device_class(device),
@@ -226,11 +267,13 @@ pub fn refresh_set(
     Ok(set)
 }
 
-/// Resolves the datasets the stages read (declared but unused ones are not needed). A split that is not
-/// built is an error naming the dataset and the `data build` command.
+/// Resolves the datasets the stages read (declared but unused ones are not needed) for a run at
+/// `run_seed` (see [`GraphSuite::datasets_at`]). A split that is not built is an error naming the dataset
+/// and the `data build` command.
 pub fn resolve_datasets(
     suite: &GraphSuite,
     data_dir: &Path,
+    run_seed: u64,
 ) -> Result<BTreeMap<String, Arc<DatasetHandle>>, GraphRunError> {
     let used: BTreeSet<&str> = suite
         .stages
@@ -241,9 +284,10 @@ pub fn resolve_datasets(
             InputRef::Stage { .. } => None,
         })
         .collect();
+    let specs = suite.datasets_at(run_seed);
     let mut out = BTreeMap::new();
     for id in used {
-        let spec = suite.datasets[id].clone();
+        let spec = specs[id].clone();
         let h = DatasetHandle::resolve(id, spec, data_dir).map_err(|e| GraphRunError::Dataset {
             path: suite.path.clone(),
             dataset: id.into(),
@@ -254,8 +298,19 @@ pub fn resolve_datasets(
     Ok(out)
 }
 
+/// The direction of metric `<stage>.<metric>` as its stage kind declares it (None: not a metric of the suite).
+pub fn metric_direction(suite: &GraphSuite, registry: &Registry, id: &str) -> Option<Direction> {
+    let (stage, name) = id.split_once('.')?;
+    let kind = registry.get(&suite.stages.get(stage)?.kind)?;
+    kind.metrics()
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.direction)
+}
+
 /// Reads the golden a graph run checks (`--golden FILE`, the usual golden format with metric ids
-/// `<stage>.<metric>`): it must be for this suite and version and name only metrics the suite emits.
+/// `<stage>.<metric>`): it must be for this suite and version and name only metrics the suite emits, in
+/// its metrics, claims and regression records; a "not-worse" record needs a metric with a better side.
 pub fn read_golden(
     suite: &GraphSuite,
     registry: &Registry,
@@ -274,6 +329,29 @@ pub fn read_golden(
             });
         }
     }
+    let entry = |msg: String| GraphRunError::GoldenEntry {
+        path: path.into(),
+        msg,
+    };
+    for (id, c) in &g.claims {
+        c.validate(id, &known).map_err(entry)?;
+    }
+    for (id, r) in &g.regression {
+        let key = format!("key 'regression.\"{id}\"'");
+        let Some(dir) = metric_direction(suite, registry, id) else {
+            return Err(entry(format!(
+                "{key}: not a metric of suite '{}'; it emits {}",
+                suite.name,
+                known.join(", ")
+            )));
+        };
+        if r.test == RegressionTest::NotWorse && dir == Direction::Neutral {
+            return Err(entry(format!(
+                "{key}.test: \"not-worse\" needs a metric with a better side; {id} has none \
+                 (use \"reproduces\")"
+            )));
+        }
+    }
     Ok(g)
 }
 
@@ -287,12 +365,14 @@ pub fn paper_goldens(suite: &GraphSuite) -> Result<PaperGoldens, GraphRunError> 
     Ok(PaperGoldens::load_dir(&dir)?)
 }
 
-/// Each `[[bind]]` cell beside what this run measured. Information only: the paper's tolerances are
-/// provisional (no seed spread is printed for most cells) and reduced profiles are not expected to meet them.
+/// Each `[[bind]]` cell beside what this run measured: with several seeds the mean over them (the paper's
+/// Tables 7 and 8 print mean ± std over trials) and its sample std. Information only: the paper's
+/// tolerances are provisional (no seed spread is printed for most cells) and reduced profiles are not
+/// expected to meet them.
 pub fn paper_cells(
     suite: &GraphSuite,
     paper: &PaperGoldens,
-    metrics: &BTreeMap<String, f64>,
+    per_seed: &BTreeMap<u64, BTreeMap<String, f64>>,
 ) -> Vec<PaperCellCheck> {
     suite
         .binds
@@ -300,7 +380,16 @@ pub fn paper_cells(
         .filter_map(|b| {
             let cell = paper.cell(b.table, &b.row, &b.column)?;
             let metric = format!("{}.{}", b.stage, b.metric);
-            let value = metrics.get(&metric).copied();
+            let values: Option<Vec<f64>> =
+                per_seed.values().map(|m| m.get(&metric).copied()).collect();
+            let (value, run_std) = match values.as_deref() {
+                None | Some([]) => (None, None),
+                Some([v]) => (Some(*v), None),
+                Some(vs) => {
+                    let s = regression::summary(vs);
+                    (Some(s.mean), Some(s.std))
+                }
+            };
             Some(PaperCellCheck {
                 table: b.table,
                 row: b.row.clone(),
@@ -311,6 +400,8 @@ pub fn paper_cells(
                 std: cell.std,
                 tolerance: cell.tolerance,
                 within: value.map(|v| cell.admits(v)),
+                run_std,
+                seeds: per_seed.len(),
             })
         })
         .collect()
@@ -364,6 +455,25 @@ pub fn upstream_of(suite: &GraphSuite, stage: &str) -> BTreeSet<String> {
     set
 }
 
+/// The run's seeds, the run seed first: `--seeds N` adds the N − 1 seeds after it, the claims theirs.
+pub fn run_seeds(run_seed: u64, count: usize, golden: Option<&Golden>) -> Vec<u64> {
+    let mut seeds: Vec<u64> = (0..count.max(1) as u64)
+        .map(|i| run_seed.saturating_add(i))
+        .collect();
+    for s in golden.map(|g| claims::seeds(&g.claims)).unwrap_or_default() {
+        if !seeds.contains(&s) {
+            seeds.push(s);
+        }
+    }
+    seeds
+}
+
+/// What one seed's pass over the graph produced.
+struct SeedPass {
+    timings: Vec<StageTiming>,
+    metrics: BTreeMap<String, f64>,
+}
+
 fn run_graph_stages(
     suite: &GraphSuite,
     registry: &Registry,
@@ -391,17 +501,25 @@ fn run_graph_stages(
     } else {
         Some(paper_goldens(suite)?)
     };
-    let datasets = resolve_datasets(suite, &gopts.data_dir)?;
-    let dataset_fps = datasets
-        .iter()
-        .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
-        .collect();
-    let fps = fingerprints(suite, registry, &dataset_fps, gopts.seed, opts.device);
     let run_seed = suite
         .order
         .first()
         .map(|n| stage_seed(&suite.stages[n], gopts.seed))
         .unwrap_or(0);
+    // --only is one job of one seed: the extra seeds are the local pass's business.
+    let seeds = match only {
+        Some(_) => vec![run_seed],
+        None => run_seeds(
+            run_seed,
+            gopts.seeds,
+            golden.as_ref().filter(|_| opts.claims),
+        ),
+    };
+    // Every seed's datasets resolve before any stage runs.
+    let mut datasets = Vec::new();
+    for &seed in &seeds {
+        datasets.push(resolve_datasets(suite, &gopts.data_dir, seed)?);
+    }
     let not_checked = match (&golden, &golden_path) {
         (Some(g), Some(p)) => golden::seed_mismatch(g, p, run_seed),
         _ => None,
@@ -409,63 +527,99 @@ fn run_graph_stages(
     if let Some(why) = &not_checked {
         eprintln!("NOTE: {why}");
     }
-    if golden.as_ref().is_some_and(|g| !g.claims.is_empty()) {
-        eprintln!(
-            "NOTE: the golden's claims are not checked for graph suites yet (one seed per run)"
-        );
-    }
     let cache = StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?;
     let mode = if opts.progress {
         Mode::detect(false)
     } else {
         Mode::Hidden
     };
-    let runner = Runner {
-        suite,
-        registry,
-        cache: &cache,
-        datasets: &datasets,
-        fps: &fps,
-        device: opts.device,
-        data_dir: &gopts.data_dir,
-        seed: gopts.seed,
-        mode,
-    };
-    let mut published: BTreeMap<String, Published> = BTreeMap::new();
-    let mut timings = Vec::new();
-    let mut metrics = BTreeMap::new();
-    let upstream = only.map(|o| upstream_of(suite, o));
-    for (i, name) in suite.order.iter().enumerate() {
-        // --only: the upstream stages are looked up, never built; the rest is not touched.
-        if let (Some(o), Some(up)) = (only, &upstream) {
-            if name != o {
-                if up.contains(name) {
-                    published.insert(name.clone(), runner.upstream(o, name)?);
-                }
-                continue;
-            }
+    let mut passes: Vec<SeedPass> = Vec::new();
+    for (i, (&seed, datasets)) in seeds.iter().zip(&datasets).enumerate() {
+        // The run seed keeps each stage's own seed unless overridden; the others run every stage at theirs.
+        let over = if i == 0 { gopts.seed } else { Some(seed) };
+        if seeds.len() > 1 {
+            eprintln!("seed {seed} ({} of {})", i + 1, seeds.len());
         }
-        let (p, timing) = runner.stage(i + 1, name, refresh.contains(name), &published)?;
-        let kind = stage_kind(registry, &suite.stages[name]).map(|k| k.metrics());
-        for m in kind.unwrap_or(&[]) {
-            if let Some(v) = p.result.metrics.get(m.name) {
-                metrics.insert(format!("{name}.{}", m.name), *v);
-            }
-        }
-        timings.push(timing);
-        published.insert(name.clone(), p);
+        let dataset_fps = datasets
+            .iter()
+            .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
+            .collect();
+        let fps =
+            fingerprints_with_fault(suite, registry, &dataset_fps, over, opts.device, opts.fault);
+        let runner = Runner {
+            suite,
+            registry,
+            cache: &cache,
+            datasets,
+            fps: &fps,
+            device: opts.device,
+            data_dir: &gopts.data_dir,
+            seed: over,
+            mode,
+            fault: opts.fault,
+        };
+        passes.push(runner.pass(&refresh, only)?);
     }
+    let per_seed: BTreeMap<u64, BTreeMap<String, f64>> = seeds
+        .iter()
+        .zip(&passes)
+        .map(|(s, p)| (*s, p.metrics.clone()))
+        .collect();
+    let mut passes = passes.into_iter();
+    let first = passes.next().unwrap_or(SeedPass {
+        timings: Vec::new(),
+        metrics: BTreeMap::new(),
+    });
+    let metrics = first.metrics;
+    let seed_stages: BTreeMap<u64, Vec<StageTiming>> = seeds[1..]
+        .iter()
+        .copied()
+        .zip(passes.map(|p| p.timings))
+        .collect();
+    let claim_checks = match &golden {
+        Some(g) if opts.claims => check_claims(suite, registry, g, &per_seed)?,
+        _ => Vec::new(),
+    };
+    let regression_checks = match &golden {
+        Some(g) => g
+            .regression
+            .iter()
+            .map(|(id, r)| {
+                let dir = metric_direction(suite, registry, id).unwrap_or(Direction::Neutral);
+                let values: Vec<(u64, Option<f64>)> = per_seed
+                    .iter()
+                    .map(|(s, m)| (*s, m.get(id).copied()))
+                    .collect();
+                regression::check(id, r, dir, &values)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    // A metric judged by a regression record alone needs no point golden.
+    let point_metrics: BTreeMap<String, f64> = metrics
+        .iter()
+        .filter(|(k, _)| {
+            golden
+                .as_ref()
+                .is_none_or(|g| g.metrics.contains_key(*k) || !g.regression.contains_key(*k))
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     let checks = match &golden {
-        Some(_) if not_checked.is_some() => golden::not_checked(&metrics),
-        Some(g) => golden::compare(&metrics, g),
+        Some(_) if not_checked.is_some() => golden::not_checked(&point_metrics),
+        Some(g) => golden::compare(&point_metrics, g),
         None => Vec::new(),
     };
     let passed = golden.is_some()
         && not_checked.is_none()
-        && checks.iter().all(|c| c.verdict == Verdict::Pass);
+        && checks.iter().all(|c| c.verdict == Verdict::Pass)
+        && claim_checks.iter().all(|c| c.verdict == Verdict::Pass)
+        && regression_checks.iter().all(|c| c.verdict == Verdict::Pass);
     let paper_cells = paper
-        .map(|p| paper_cells(suite, &p, &metrics))
+        .map(|p| paper_cells(suite, &p, &per_seed))
         .unwrap_or_default();
+    let mut seed_metrics = per_seed;
+    seed_metrics.remove(&run_seed);
     let config = std::fs::read_to_string(&suite.path)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
@@ -476,6 +630,7 @@ fn run_graph_stages(
         suite_version: suite.version,
         suite_file: suite.path.display().to_string(),
         seed: run_seed,
+        seeds: if seeds.len() > 1 { seeds } else { Vec::new() },
         git_hash: env.git_hash.clone(),
         git_dirty: super::report::git_dirty(),
         env,
@@ -483,18 +638,42 @@ fn run_graph_stages(
         started_at,
         total_seconds: start.elapsed().as_secs_f64(),
         config,
-        stages: timings,
+        stages: first.timings,
+        seed_stages,
         metrics,
-        seed_metrics: BTreeMap::new(),
-        claims: Vec::new(),
+        seed_metrics,
+        claims: claim_checks,
+        regression: regression_checks,
         golden_file: golden_path.map(|p| p.display().to_string()),
         checks,
         passed,
         not_checked,
         precision: Some(PRECISION.name().into()),
-        fault: None,
+        fault: opts.fault.map(|f| f.name().to_string()),
         paper_cells,
     })
+}
+
+/// Checks every claim of `g` over the run's seeds (a claim seed the run lacks makes it MISSING).
+pub fn check_claims(
+    suite: &GraphSuite,
+    registry: &Registry,
+    g: &Golden,
+    per_seed: &BTreeMap<u64, BTreeMap<String, f64>>,
+) -> Result<Vec<claims::ClaimCheck>, GraphRunError> {
+    let known = metric_ids(suite, registry);
+    g.claims
+        .iter()
+        .map(|(id, claim)| {
+            let rel = claim
+                .validate(id, &known)
+                .map_err(|msg| GraphRunError::GoldenEntry {
+                    path: suite.path.clone(),
+                    msg,
+                })?;
+            Ok(claims::check(id, claim, &rel, per_seed))
+        })
+        .collect()
 }
 
 /// What every stage of one run shares.
@@ -508,9 +687,43 @@ struct Runner<'a> {
     data_dir: &'a Path,
     seed: Option<u64>,
     mode: Mode,
+    fault: Option<Fault>,
 }
 
 impl Runner<'_> {
+    /// One pass over the graph in order (with `only`: that stage, its upstream looked up, never built).
+    fn pass(
+        &self,
+        refresh: &BTreeSet<String>,
+        only: Option<&str>,
+    ) -> Result<SeedPass, GraphRunError> {
+        let suite = self.suite;
+        let mut published: BTreeMap<String, Published> = BTreeMap::new();
+        let mut timings = Vec::new();
+        let mut metrics = BTreeMap::new();
+        let upstream = only.map(|o| upstream_of(suite, o));
+        for (i, name) in suite.order.iter().enumerate() {
+            if let (Some(o), Some(up)) = (only, &upstream) {
+                if name != o {
+                    if up.contains(name) {
+                        published.insert(name.clone(), self.upstream(o, name)?);
+                    }
+                    continue;
+                }
+            }
+            let (p, timing) = self.stage(i + 1, name, refresh.contains(name), &published)?;
+            let kind = stage_kind(self.registry, &suite.stages[name]).map(|k| k.metrics());
+            for m in kind.unwrap_or(&[]) {
+                if let Some(v) = p.result.metrics.get(m.name) {
+                    metrics.insert(format!("{name}.{}", m.name), *v);
+                }
+            }
+            timings.push(timing);
+            published.insert(name.clone(), p);
+        }
+        Ok(SeedPass { timings, metrics })
+    }
+
     fn stage_error(&self, name: &str, kind: &str, msg: String) -> GraphRunError {
         GraphRunError::Stage {
             path: self.suite.path.clone(),
@@ -656,6 +869,7 @@ impl Runner<'_> {
                     data_dir: self.data_dir,
                     threads,
                     progress: self.mode,
+                    fault: self.fault.filter(|_| fault_affects(self.fault, st)),
                 };
                 let result = kind.run(&st.params, &mut ctx)?;
                 if let Some(m) = metric_names.iter().find(|m| {

@@ -11,6 +11,7 @@ pub mod graph_run;
 pub mod pipeline;
 pub mod plan;
 pub mod registry;
+pub mod regression;
 pub mod report;
 pub mod stage;
 pub mod stages;
@@ -174,6 +175,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         suite_version: cfg.version,
         suite_file: suite.path.display().to_string(),
         seed: cfg.seed,
+        seeds: Vec::new(),
         git_hash: env.git_hash.clone(),
         git_dirty: report::git_dirty(),
         env,
@@ -182,9 +184,11 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         total_seconds: start.elapsed().as_secs_f64(),
         config: suite.resolved.clone(),
         stages: timings,
+        seed_stages: BTreeMap::new(),
         metrics,
         seed_metrics,
         claims: claim_checks,
+        regression: Vec::new(),
         golden_file: golden_path.map(|p| p.display().to_string()),
         checks,
         passed,

@@ -449,7 +449,13 @@ pub fn plan_graph(
     let refresh = graph_run::refresh_set(suite, opts.refresh, &opts.refresh_stages)?;
     let mut datasets = Vec::new();
     let mut dataset_fps = BTreeMap::new();
-    for (id, spec) in &suite.datasets {
+    // Synthetic datasets without their own seed are generated at the run seed.
+    let run_seed = suite
+        .order
+        .first()
+        .map(|n| graph_run::stage_seed(&suite.stages[n], gopts.seed))
+        .unwrap_or(0);
+    for (id, spec) in &suite.datasets_at(run_seed) {
         let used = suite.stages.values().any(|s| {
             s.inputs
                 .values()

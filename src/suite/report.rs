@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::claims::ClaimCheck;
 use super::golden::MetricCheck;
+use super::regression::RegressionCheck;
 use crate::util::EnvReport;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +22,9 @@ pub struct Results {
     pub suite_version: u32,
     pub suite_file: String,
     pub seed: u64,
+    /// Every seed of a multi-seed run, the run seed (`seed`, whose values are `metrics`) first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
     pub git_hash: String,
     /// Uncommitted changes in the source tree at run time (None: unknown).
     #[serde(default)]
@@ -31,6 +35,9 @@ pub struct Results {
     pub total_seconds: f64,
     pub config: toml::Table,
     pub stages: Vec<StageTiming>,
+    /// The stages of the other seeds of a multi-seed run (`stages` are the run seed's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seed_stages: BTreeMap<u64, Vec<StageTiming>>,
     pub metrics: BTreeMap<String, f64>,
     pub golden_file: Option<String>,
     pub checks: Vec<MetricCheck>,
@@ -44,12 +51,15 @@ pub struct Results {
     /// The deliberate bug this run was made with (tests only; see `RunOptions::fault`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<String>,
-    /// Metrics of the other seeds the claims needed (the run's own seed is `metrics`).
+    /// Metrics of the run's other seeds (`--seeds`, the claims' seeds; the run seed's are `metrics`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seed_metrics: BTreeMap<u64, BTreeMap<String, f64>>,
     /// The golden's claims, checked over their seeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<ClaimCheck>,
+    /// The golden's regression records, judged over the run's seeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regression: Vec<RegressionCheck>,
     /// Paper cells a graph suite binds, beside the measured values (information, not pass/fail).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paper_cells: Vec<PaperCellCheck>,
@@ -71,6 +81,16 @@ pub struct PaperCellCheck {
     pub tolerance: f64,
     /// Whether |value − paper| ≤ tolerance.
     pub within: Option<bool>,
+    /// With several seeds `value` is their mean and this its sample std (n − 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_std: Option<f64>,
+    /// How many seeds `value` is over.
+    #[serde(default = "one")]
+    pub seeds: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -150,6 +170,118 @@ pub fn claims_table(claims: &[ClaimCheck]) -> String {
     s
 }
 
+/// The regression table: metric, test, recorded mean ± std (n), this run's mean, t, df, p, α, verdict.
+/// Empty when no record was checked.
+pub fn regression_table(checks: &[RegressionCheck]) -> String {
+    if checks.is_empty() {
+        return String::new();
+    }
+    let w = checks
+        .iter()
+        .map(|c| c.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut s = format!(
+        "{:<w$}  {:<10}  {:>22}  {:>9}  {:>8}  {:>6}  {:>7}  {:>5}  verdict\n",
+        "regression", "test", "recorded", "run mean", "t", "df", "p", "α"
+    );
+    s.push_str(&format!("{}\n", "-".repeat(w + 92)));
+    for c in checks {
+        s.push_str(&format!(
+            "{:<w$}  {:<10}  {:>22}  {:>9}  {:>8}  {:>6}  {:>7}  {:>5}  {}\n",
+            c.metric,
+            c.test.label(),
+            format!(
+                "{:.4} ± {:.4} (n={})",
+                c.recorded_mean, c.recorded_std, c.recorded_n
+            ),
+            fmt(c.mean),
+            c.t.map(|t| format!("{t:+.3}"))
+                .unwrap_or_else(|| "—".into()),
+            c.df.map(|d| format!("{d:.1}"))
+                .unwrap_or_else(|| "—".into()),
+            c.p_value
+                .map(|p| format!("{p:.3}"))
+                .unwrap_or_else(|| "—".into()),
+            c.alpha,
+            c.verdict.label()
+        ));
+    }
+    s
+}
+
+/// One metric over the seeds of a multi-seed run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedRow {
+    pub metric: String,
+    /// (seed, value) in the run's seed order; a seed that lacks the metric is left out.
+    pub values: Vec<(u64, f64)>,
+    pub mean: f64,
+    /// Sample std (n − 1).
+    pub std: f64,
+}
+
+/// Per metric of the run seed: its values at every seed (the run seed first, then the others in order),
+/// mean and sample std. Empty for a one-seed run.
+pub fn seed_rows(
+    seed: u64,
+    metrics: &BTreeMap<String, f64>,
+    seed_metrics: &BTreeMap<u64, BTreeMap<String, f64>>,
+) -> Vec<SeedRow> {
+    if seed_metrics.is_empty() {
+        return Vec::new();
+    }
+    metrics
+        .iter()
+        .map(|(name, v)| {
+            let mut values = vec![(seed, *v)];
+            values.extend(
+                seed_metrics
+                    .iter()
+                    .filter_map(|(s, m)| m.get(name).map(|x| (*s, *x))),
+            );
+            let xs: Vec<f64> = values.iter().map(|(_, x)| *x).collect();
+            let sum = super::regression::summary(&xs);
+            SeedRow {
+                metric: name.clone(),
+                values,
+                mean: sum.mean,
+                std: sum.std,
+            }
+        })
+        .collect()
+}
+
+/// The seeds table: metric, mean ± std, the value at each seed. Empty for a one-seed run.
+pub fn seeds_table(rows: &[SeedRow]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let w = rows
+        .iter()
+        .map(|r| r.metric.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let mut s = format!("{:<w$}  {:>20}  per seed\n", "metric", "mean ± std");
+    s.push_str(&format!("{}\n", "-".repeat(w + 40)));
+    for r in rows {
+        let per: Vec<String> = r
+            .values
+            .iter()
+            .map(|(seed, v)| format!("{seed}: {v:.4}"))
+            .collect();
+        s.push_str(&format!(
+            "{:<w$}  {:>20}  {}\n",
+            r.metric,
+            format!("{:.4} ± {:.4}", r.mean, r.std),
+            per.join(", ")
+        ));
+    }
+    s
+}
+
 /// Whether the source tree the binary runs from has uncommitted changes to tracked files (None: not a git
 /// checkout, or git is unavailable). Recorded beside the commit so a dirty run is never mistaken for it.
 pub fn git_dirty() -> Option<bool> {
@@ -194,6 +326,10 @@ pub struct ReportView {
     pub not_checked: Option<String>,
     #[serde(default)]
     pub claims: Vec<ClaimCheck>,
+    #[serde(default)]
+    pub regression: Vec<RegressionCheck>,
+    #[serde(default)]
+    pub seed_metrics: BTreeMap<u64, BTreeMap<String, f64>>,
     #[serde(default)]
     pub paper_cells: Vec<PaperCellCheck>,
 }
@@ -274,16 +410,25 @@ fn paper_cells_markdown(cells: &[PaperCellCheck]) -> String {
          this run's value. They do not decide the verdict: the paper's tolerances are provisional and a reduced \
          profile is not meant to reach the paper's numbers.\n\n",
     );
+    if cells.iter().any(|c| c.seeds > 1) {
+        s.push_str(
+            "With several seeds the value is the mean over them ± its sample std, as the paper's \
+             Tables 7 and 8 print mean ± std over trials.\n\n",
+        );
+    }
     s.push_str("| table | row | column | metric | value | paper | tolerance | Δ | within |\n");
     s.push_str("|---:|---|---|---|---:|---:|---:|---:|---|\n");
     for c in cells {
         s.push_str(&format!(
-            "| {} | {} | {} | `{}` | {} | {}{} | ±{} | {} | {} |\n",
+            "| {} | {} | {} | `{}` | {}{} | {}{} | ±{} | {} | {} |\n",
             c.table,
             c.row,
             c.column,
             c.metric,
             num(c.value),
+            c.run_std
+                .map(|d| format!(" ± {d:.6} ({} seeds)", c.seeds))
+                .unwrap_or_default(),
             c.paper,
             c.std.map(|d| format!(" ± {d}")).unwrap_or_default(),
             c.tolerance,
@@ -366,6 +511,65 @@ pub fn markdown(r: &ReportView) -> String {
             ));
         }
     }
+    let rows = seed_rows(r.seed, &r.metrics, &r.seed_metrics);
+    if !rows.is_empty() {
+        s.push_str(&format!(
+            "\n## Seeds\n\nEvery metric over the run's {} seeds: mean ± sample std (n − 1) and the value at \
+             each seed (the table above is seed {}).\n\n",
+            rows[0].values.len(),
+            r.seed
+        ));
+        s.push_str("| metric | mean ± std | per seed |\n|---|---:|---|\n");
+        for row in &rows {
+            let per: Vec<String> = row
+                .values
+                .iter()
+                .map(|(seed, v)| format!("{seed}: {v:.6}"))
+                .collect();
+            s.push_str(&format!(
+                "| `{}` | {:.6} ± {:.6} | {} |\n",
+                row.metric,
+                row.mean,
+                row.std,
+                per.join(", ")
+            ));
+        }
+    }
+    if !r.regression.is_empty() {
+        s.push_str(
+            "\n## Regression\n\nEach record's per-seed values against this run's: Welch's t-test with two or \
+             more new values, the prediction-interval t (x − mean) / (s·sqrt(1 + 1/n)) with one; two-sided for \
+             *reproduces*, one-sided in the metric's direction for *not-worse*. Pass when p ≥ α.\n\n",
+        );
+        s.push_str("| metric | test | recorded mean ± std (n) | run values | run mean | method | t | df | p | α | verdict |\n");
+        s.push_str("|---|---|---:|---|---:|---|---:|---:|---:|---:|---|\n");
+        for c in &r.regression {
+            let vals: Vec<String> = c
+                .seeds
+                .iter()
+                .zip(&c.values)
+                .map(|(s, v)| format!("{s}: {}", num(*v)))
+                .collect();
+            s.push_str(&format!(
+                "| `{}` | {} | {:.6} ± {:.6} ({}) | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                c.metric,
+                c.test.label(),
+                c.recorded_mean,
+                c.recorded_std,
+                c.recorded_n,
+                vals.join(", "),
+                num(c.mean),
+                c.method.as_deref().unwrap_or("—"),
+                c.t.map(|t| format!("{t:+.4}"))
+                    .unwrap_or_else(|| "—".into()),
+                c.df.map(|d| format!("{d:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                num(c.p_value),
+                c.alpha,
+                c.verdict.label()
+            ));
+        }
+    }
     if !r.paper_cells.is_empty() {
         s.push_str(&paper_cells_markdown(&r.paper_cells));
     }
@@ -436,8 +640,12 @@ pub fn junit(r: &ReportView) -> String {
         + r.claims
             .iter()
             .filter(|c| c.verdict != Verdict::Pass)
+            .count()
+        + r.regression
+            .iter()
+            .filter(|c| c.verdict != Verdict::Pass)
             .count();
-    let tests = r.checks.len() + r.claims.len();
+    let tests = r.checks.len() + r.claims.len() + r.regression.len();
     let skipped = r
         .checks
         .iter()
@@ -561,6 +769,50 @@ pub fn junit(r: &ReportView) -> String {
                 xml(&numbers)
             )),
         }
+    }
+    let class = xml(&format!("suite.{}.regression", r.suite));
+    for c in &r.regression {
+        let open = format!(
+            "    <testcase classname=\"{class}\" name=\"{}\" time=\"0\"",
+            xml(&c.metric)
+        );
+        let numbers = format!(
+            "test={} recorded_mean={} recorded_std={} recorded_n={} seeds {:?} values {:?} run_mean={} method={} t={} df={} p={} alpha={}",
+            c.test.label(),
+            num(Some(c.recorded_mean)),
+            num(Some(c.recorded_std)),
+            c.recorded_n,
+            c.seeds,
+            c.values,
+            num(c.mean),
+            c.method.as_deref().unwrap_or("none"),
+            num(c.t),
+            num(c.df),
+            num(c.p_value),
+            c.alpha
+        );
+        let (kind, msg) = match c.verdict {
+            Verdict::Pass => {
+                s.push_str(&format!("{open}/>\n"));
+                continue;
+            }
+            Verdict::Missing => ("missing", format!("{}: missing at some seed", c.metric)),
+            _ => (
+                "regression",
+                format!(
+                    "{}: {} test p = {} < α = {}",
+                    c.metric,
+                    c.test.label(),
+                    num(c.p_value),
+                    c.alpha
+                ),
+            ),
+        };
+        s.push_str(&format!(
+            "{open}>\n      <failure type=\"{kind}\" message=\"{}\">{}</failure>\n    </testcase>\n",
+            xml(&msg),
+            xml(&numbers)
+        ));
     }
     s.push_str("  </testsuite>\n</testsuites>\n");
     s

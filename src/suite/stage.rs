@@ -383,6 +383,9 @@ pub struct StageContext<'a> {
     pub threads: usize,
     /// How progress is shown (a bar, log lines, nothing); make indicators with [`StageContext::progress`].
     pub progress: Mode,
+    /// A deliberate bug for tests (None in every real run; see `RunOptions::fault`). The graph runner puts
+    /// it in the fingerprints of the stages it breaks.
+    pub fault: Option<super::Fault>,
 }
 
 impl StageContext<'_> {

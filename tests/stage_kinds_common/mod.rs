@@ -163,6 +163,7 @@ pub fn run_kind(
         data_dir: Path::new("/nonexistent"),
         threads: 1,
         progress: Mode::Hidden,
+        fault: None,
     };
     k.run(&resolved, &mut ctx)
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::{Golden, GoldenError, GoldenMetric, Provenance};
+use crate::suite::regression::{RegressionRecord, RegressionTest, MIN_SEEDS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlessError {
@@ -197,17 +198,7 @@ pub fn bless(
             out.insert(name.clone(), m.clone());
         }
     }
-    let env = field("env")?;
-    let s = |k: &str| env.get(k).and_then(|v| v.as_str()).unwrap_or("?");
-    let machine = format!(
-        "{} · {} ({} kernels) · {} CPU threads · libtorch {} · device {}",
-        s("os"),
-        s("cpu_model"),
-        s("cpu_isa"),
-        env.get("cpu_threads").and_then(|v| v.as_u64()).unwrap_or(0),
-        s("libtorch"),
-        r.get("device").and_then(|v| v.as_str()).unwrap_or("?")
-    );
+    let machine = machine(&r, results)?;
     let note = match (&opts.note, old) {
         (Some(n), _) => n.clone(),
         (None, Some(g)) => g.provenance.note.clone(),
@@ -229,12 +220,199 @@ pub fn bless(
         // Claims are measured over several seeds and recorded by hand with their evidence; a bless of one
         // run's values keeps them as they are.
         claims: old.map(|g| g.claims.clone()).unwrap_or_default(),
+        regression: old.map(|g| g.regression.clone()).unwrap_or_default(),
     };
     Ok(BlessOutcome {
         golden,
         added,
         kept_missing,
         dropped: opts.drop.clone(),
+    })
+}
+
+/// The machine line of the provenance, from a results JSON's `env` and `device`.
+fn machine(r: &serde_json::Value, results: &Path) -> Result<String, BlessError> {
+    let env = r
+        .get("env")
+        .ok_or_else(|| invalid(results, "no field 'env' (is this a suite results file?)"))?;
+    let s = |k: &str| env.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+    Ok(format!(
+        "{} · {} ({} kernels) · {} CPU threads · libtorch {} · device {}",
+        s("os"),
+        s("cpu_model"),
+        s("cpu_isa"),
+        env.get("cpu_threads").and_then(|v| v.as_u64()).unwrap_or(0),
+        s("libtorch"),
+        r.get("device").and_then(|v| v.as_str()).unwrap_or("?")
+    ))
+}
+
+/// What a person blessing regression records decides (`suite bless --regression`).
+#[derive(Debug, Clone)]
+pub struct RegressionBlessOptions {
+    pub by: String,
+    pub test: RegressionTest,
+    pub alpha: f64,
+    /// The metrics to record (empty: every metric of the results).
+    pub metrics: Vec<String>,
+}
+
+/// Reads a multi-seed `results`, writes regression records into `golden` (created or updated) atomically.
+pub fn bless_regression_file(
+    results: &Path,
+    golden: &Path,
+    opts: &RegressionBlessOptions,
+) -> Result<BlessOutcome, BlessError> {
+    let bytes = std::fs::read(results).map_err(|e| invalid(results, e.to_string()))?;
+    let old = if golden.exists() {
+        Some(Golden::read(golden)?)
+    } else {
+        None
+    };
+    let out = bless_regression(
+        &bytes,
+        results,
+        old.as_ref(),
+        golden,
+        opts,
+        &super::super::now_utc(),
+    )?;
+    let text = toml::to_string_pretty(&out.golden)
+        .map_err(|e| invalid(golden, format!("cannot serialise: {e}")))?;
+    write_atomic(golden, text.as_bytes())?;
+    Ok(out)
+}
+
+/// Regression records from the per-seed values of results `bytes` (`metrics` at `seed`, `seed_metrics` at
+/// the others), over the existing golden `old`. Each record carries its own provenance (who, when, commit,
+/// machine, the results' sha256); its `why` survives a re-bless. The golden's point metrics, claims and
+/// provenance are kept (a new golden takes its provenance from the results and has no point metrics). `added`
+/// lists the metrics recorded for the first time.
+pub fn bless_regression(
+    bytes: &[u8],
+    results: &Path,
+    old: Option<&Golden>,
+    golden: &Path,
+    opts: &RegressionBlessOptions,
+    now: &str,
+) -> Result<BlessOutcome, BlessError> {
+    if !(opts.alpha > 0.0 && opts.alpha < 1.0) {
+        return Err(BlessError::Option(format!(
+            "--alpha {}: must be in (0, 1)",
+            opts.alpha
+        )));
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(results, format!("not JSON: {e}")))?;
+    if let Some(f) = r.get("fault").and_then(|f| f.as_str()) {
+        return Err(invalid(
+            results,
+            format!("was made with the deliberate fault '{f}' (a test run); it cannot be blessed"),
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    struct View {
+        suite: String,
+        suite_version: u32,
+        seed: u64,
+        git_hash: String,
+        metrics: BTreeMap<String, Option<f64>>,
+        #[serde(default)]
+        seed_metrics: BTreeMap<u64, BTreeMap<String, Option<f64>>>,
+    }
+    let v: View = serde_json::from_value(r.clone())
+        .map_err(|e| invalid(results, format!("not a suite results file: {e}")))?;
+    if let Some(g) = old {
+        if g.suite != v.suite || g.suite_version != v.suite_version {
+            return Err(invalid(
+                golden,
+                format!(
+                    "is for suite '{}' version {}, the results are for '{}' version {}; \
+                     bless into a new golden file instead",
+                    g.suite, g.suite_version, v.suite, v.suite_version
+                ),
+            ));
+        }
+    }
+    let mut per_seed = v.seed_metrics;
+    per_seed.insert(v.seed, v.metrics.clone());
+    if per_seed.len() < MIN_SEEDS {
+        return Err(invalid(
+            results,
+            format!(
+                "holds {} seed(s) ({:?}); a regression record needs at least {MIN_SEEDS}: run with --seeds {MIN_SEEDS} or more",
+                per_seed.len(),
+                per_seed.keys().collect::<Vec<_>>()
+            ),
+        ));
+    }
+    let names: Vec<String> = if opts.metrics.is_empty() {
+        v.metrics.keys().cloned().collect()
+    } else {
+        opts.metrics.clone()
+    };
+    let machine = machine(&r, results)?;
+    let sha = hex::encode(Sha256::digest(bytes));
+    let mut g = match old {
+        Some(g) => g.clone(),
+        None => Golden {
+            suite: v.suite.clone(),
+            suite_version: v.suite_version,
+            provenance: Provenance {
+                blessed_by: opts.by.clone(),
+                blessed_at: now.into(),
+                seed: v.seed,
+                commit: v.git_hash.clone(),
+                machine: machine.clone(),
+                results_sha256: sha.clone(),
+                note: String::new(),
+            },
+            metrics: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            regression: BTreeMap::new(),
+        },
+    };
+    let mut added = Vec::new();
+    for name in &names {
+        let mut seeds = Vec::new();
+        let mut values = Vec::new();
+        for (seed, m) in &per_seed {
+            match m.get(name) {
+                Some(Some(x)) if x.is_finite() => {
+                    seeds.push(*seed);
+                    values.push(*x);
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        results,
+                        format!("metric {name} is not finite at seed {seed}; refusing to bless it"),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        results,
+                        format!("metric {name} is missing at seed {seed}"),
+                    ))
+                }
+            }
+        }
+        let mut rec = RegressionRecord::from_values(opts.test, opts.alpha, seeds, values);
+        rec.blessed_by = opts.by.clone();
+        rec.blessed_at = now.into();
+        rec.commit = v.git_hash.clone();
+        rec.results_sha256 = sha.clone();
+        rec.machine = machine.clone();
+        match g.regression.get(name) {
+            Some(prev) => rec.why = prev.why.clone(),
+            None => added.push(name.clone()),
+        }
+        g.regression.insert(name.clone(), rec);
+    }
+    Ok(BlessOutcome {
+        golden: g,
+        added,
+        kept_missing: Vec::new(),
+        dropped: Vec::new(),
     })
 }
 
@@ -293,6 +471,7 @@ mod tests {
                 ("b".to_string(), m(2.0, 0.2, "why b")),
             ]),
             claims: BTreeMap::new(),
+            regression: BTreeMap::new(),
         }
     }
 

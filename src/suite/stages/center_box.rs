@@ -109,6 +109,7 @@ mod tests {
             data_dir: std::path::Path::new("."),
             threads: 1,
             progress: crate::util::progress::Mode::Hidden,
+            fault: None,
         };
         let res = k.run(&params, &mut ctx).unwrap();
         let want = center_box_miou(&h.synth().unwrap(), 0.5);

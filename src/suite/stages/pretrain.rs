@@ -382,6 +382,8 @@ impl Stage for Pretrain {
             }
             _ => {}
         }
+        // The deliberate test bug: the boxes are bound and checked, then not used (plain random crops).
+        let boxes = boxes.filter(|_| ctx.fault != Some(crate::suite::Fault::RetrainIgnoresBoxes));
         let model_cfg = p.model_config();
         let train_cfg = p.train_config();
         let data = ctx.dataset("data")?;
