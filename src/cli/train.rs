@@ -38,6 +38,52 @@ pub enum TrainCommand {
     /// model of the classifier CAM (`localize dataset --method classifier-cam`). No official script
     /// exists: the defaults are torchvision's ImageNet recipe scaled to the batch, an assumption.
     Classifier(ClassifierArgs),
+    /// Training speed side by side with PyTorch: the MoCo v2 step here and in
+    /// scripts/bench_train_pytorch.py (same model, augmentations, batch, dtype, threads), for the smoke
+    /// configuration and ResNet-18 at 224 px (batch 32), without and with the loader (a generated JPEG
+    /// fixture). The sides alternate round by round; wall and CPU time are both reported.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Python with torch for the PyTorch side (default: .venv/bin/python when it exists; none: ours only).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The PyTorch side.
+    #[arg(long, default_value = "scripts/bench_train_pytorch.py")]
+    pub script: PathBuf,
+    /// Work folder (the JPEG fixture is generated here once).
+    #[arg(long, default_value = "target/bench-train")]
+    pub dir: PathBuf,
+    /// Only these configurations.
+    #[arg(long, value_parser = ["smoke", "r18-224"])]
+    pub only: Option<String>,
+    /// Rounds per configuration, each timing both sides (alternating which goes first).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
+    /// Timed steps per measurement.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Untimed steps before each measurement.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Loader workers on both sides (default: --threads).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// JPEGs (500x375) in the loader fixture (at least the largest batch).
+    #[arg(long, default_value_t = 128)]
+    pub images: usize,
+    /// 2 rounds of 2 steps: a quick look rather than a measurement.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the measurements (every round) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,6 +260,7 @@ impl TrainCommand {
                 Some(&a.threads),
                 Some(&a.quiet),
             ),
+            TrainCommand::Bench(a) => GlobalArgs::of(Some(&a.device), None, Some(&a.threads), None),
             TrainCommand::Classifier(a) => GlobalArgs::of(
                 Some(&a.device),
                 Some(&a.seed),
@@ -227,6 +274,7 @@ impl TrainCommand {
 pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
         TrainCommand::Classifier(a) => train_classifier_cmd(&a, global),
+        TrainCommand::Bench(a) => bench_cmd(&a, global),
         TrainCommand::Ssl(a) => {
             let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--suite", &a.suite)];
             if let Some(b) = &a.boxes {
@@ -531,4 +579,48 @@ fn flag_of(msg: &str) -> String {
         Some((key, rest)) => format!("{} {rest}", key.replace('_', "-")),
         None => msg.to_string(),
     }
+}
+
+/// `train bench`: both sides, alternating, then the table.
+fn bench_cmd(a: &BenchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    use contracam::train::bench;
+    let threads = rayon::current_num_threads();
+    let python = a.python.clone().or_else(|| {
+        let p = PathBuf::from(".venv/bin/python");
+        p.is_file().then_some(p)
+    });
+    let cases = match a.only.as_deref() {
+        Some("smoke") => vec![bench::SMOKE],
+        Some(_) => vec![bench::R18_224],
+        None => vec![bench::SMOKE, bench::R18_224],
+    };
+    let (rounds, steps) = if a.quick {
+        (2, 2)
+    } else {
+        (a.rounds as usize, a.steps as usize)
+    };
+    let opts = bench::BenchOptions {
+        python,
+        script: a.script.clone(),
+        dir: a.dir.clone(),
+        cases,
+        rounds,
+        steps,
+        warmup: a.warmup as usize,
+        threads,
+        workers: a.workers.unwrap_or(threads),
+        images: a.images,
+    };
+    let device = global.device.resolve()?;
+    eprintln!(
+        "train bench: {threads} libtorch thread(s), {} loader worker(s), {rounds} round(s) of {steps} step(s), device {device:?}",
+        opts.workers
+    );
+    let rows = bench::run(&opts, device, &mut |line| eprintln!("{line}"))?;
+    print!("{}", bench::markdown(&rows));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing --json {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
 //! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `config`, `error`.
 pub mod augment;
+pub mod bench;
 pub mod config;
 pub mod distributed;
 pub mod error;
