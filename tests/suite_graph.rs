@@ -30,7 +30,7 @@ fn paper_suite(n: u32) -> PathBuf {
 /// disappears from a suite, or lands, shows here).
 const MISSING: [(u32, &[&str]); 8] = [
     (1, &["redo-masks"]),
-    (2, &["train-classifier"]),
+    (2, &[]),
     (3, &[]),
     (4, &[]),
     (5, &["detectron2-finetune"]),

@@ -2,7 +2,8 @@
 //! trainer over a new data source and finishing equals the run that never stopped, bit for bit (every
 //! byte of the online and target networks, every step's loss, the epoch loss curve), for MoCo and BYOL,
 //! with and without BG-Mixup, mid-epoch and at an epoch boundary. A state is refused by a run of another
-//! config (naming the field) and a truncated file is an error naming it.
+//! config (naming the field) and a truncated file is an error naming it. The same over a built split
+//! through the loader, in the library and as a `train ssl --dataset` process killed and resumed.
 use std::path::Path;
 
 use contracam::model::{Arch, Method, ModelConfig, ResNetConfig, Stem};
@@ -280,4 +281,191 @@ fn a_state_of_another_config_or_a_truncated_file_is_refused() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = resume_error(&cut, &model(Method::Moco), &cfg);
     assert!(e.contains("cut.safetensors"), "{e}");
+}
+
+// ---- the index-backed source (a built split through the loader) ----------------------------------------
+
+mod stage_kinds_common;
+
+use std::sync::Arc;
+
+use contracam::data::loader::IndexSource;
+use contracam::train::{BatchSource, IndexBatchSource, IndexSourceOptions};
+
+/// The toy split of `stage_kinds_common` (12 PNGs of varying sizes): 3 batches of 4 per epoch.
+fn index_batches(data: &Path, cfg: &TrainConfig, workers: usize) -> IndexBatchSource {
+    let source = Arc::new(IndexSource::open(data, "toy", "train").unwrap());
+    IndexBatchSource::new(
+        source,
+        cfg.batch_size,
+        &cfg.augment,
+        3,
+        Shard::SINGLE,
+        IndexSourceOptions {
+            workers,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Stopped after k steps (mid-epoch 1, its end, mid-epoch 2) over a loader with 2 workers, resumed in a
+/// new trainer over a new loader with none: the loader's state puts it back on the same batches, and the
+/// run ends bit for bit where the uninterrupted one does.
+#[test]
+fn resume_over_a_built_split_equals_an_uninterrupted_run() {
+    let f = stage_kinds_common::fixture(&[("train", 12, 0)], false);
+    let cfg = config(false);
+    for method in [Method::Moco, Method::Byol] {
+        let mut t = trainer(method, &cfg);
+        let mut src = index_batches(&f.data, &cfg, 2);
+        assert_eq!(src.batches_per_epoch(), 3);
+        let report = t.fit(&mut src, &Progress::hidden()).unwrap();
+        let full = outcome(t, report);
+        assert_eq!(full.step_losses.len(), 6);
+        let dir = tempfile::tempdir().unwrap();
+        for k in [1, 3, 4] {
+            let path = dir.path().join(format!("state-{k}.safetensors"));
+            {
+                let mut t = trainer(method, &cfg);
+                let mut src = index_batches(&f.data, &cfg, 2);
+                t.fit_until(&mut src, &Progress::hidden(), k).unwrap();
+                t.save_state(&path, &src).unwrap();
+            }
+            let mut src = index_batches(&f.data, &cfg, 0);
+            let mut t = Trainer::resume(
+                &path,
+                &model(method),
+                &cfg,
+                3,
+                SingleDevice::new(Device::Cpu),
+                &mut src,
+            )
+            .unwrap();
+            let report = t.fit(&mut src, &Progress::hidden()).unwrap();
+            assert_same(
+                &format!("{method:?} on toy:train stopped after {k}"),
+                &full,
+                &outcome(t, report),
+            );
+        }
+    }
+}
+
+/// A MoCo suite of tiny networks: 10 epochs of 4 batches of 4 toy images at 16 px (its synthetic [data]
+/// and [sizes] are required by the format, unused with --dataset).
+const KILL_SUITE: &str = r#"
+name = "resume"
+version = 1
+seed = 0
+
+[data]
+image_size = 64
+num_classes = 6
+num_backgrounds = 6
+min_objects = 1
+max_objects = 2
+background_bias = 0.8
+context_bias = 0.5
+object_scale = [0.3, 0.55]
+crop_size = 48
+
+[sizes]
+train_scenes = 64
+test_scenes = 16
+crops_train = 16
+crops_val = 16
+crops_test = 16
+
+[model]
+arch = "resnet18"
+width = 0.25
+stem = "small"
+method = "moco"
+
+[train]
+epochs = 10
+batch_size = 4
+queue_size = 16
+
+[train.augment]
+output_size = 16
+
+[localize]
+batch_size = 32
+threshold = 0.5
+masks = { expand_res = 2, iters = 1, negative_removal = true }
+boxes = { expand_res = 2, iters = 1, negative_removal = true }
+"#;
+
+/// The tensors of a checkpoint by name, as bytes.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let f = contracam::data::formats::safetensors::read_tensors(path).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = f.tensors.iter().map(|(k, t)| (k.clone(), bytes(t))).collect();
+    v.sort();
+    v
+}
+
+fn epoch_losses(path: &Path) -> Vec<f64> {
+    let f = contracam::data::formats::safetensors::read_tensors(path).unwrap();
+    let report: TrainReport =
+        serde_json::from_str(&f.metadata["contracam.train_report"]).unwrap();
+    report.epoch_loss
+}
+
+/// `train ssl --dataset --checkpoint-every 1` killed (SIGKILL) once its first state is on disk, then run
+/// again with `--resume`, writes the weights and loss curve of the run that was never stopped.
+#[test]
+fn train_ssl_on_a_dataset_killed_and_resumed_equals_never_stopping() {
+    let f = stage_kinds_common::fixture(&[("train", 16, 0)], false);
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(&suite, KILL_SUITE).unwrap();
+    let cmd = |out: &Path| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"));
+        c.env("CONTRACAM_LOG", "error")
+            .env("CONTRACAM_PROGRESS", "off")
+            .args(["train", "ssl", "--quiet", "--threads", "1", "--workers", "2"])
+            .arg("--suite")
+            .arg(&suite)
+            .args(["--dataset", "toy:train", "--seed", "5", "--checkpoint-every", "1"])
+            .arg("--data-dir")
+            .arg(&f.data)
+            .arg("--out")
+            .arg(out);
+        c
+    };
+    let full = dir.path().join("full.safetensors");
+    let status = cmd(&full).status().unwrap();
+    assert!(status.success());
+
+    let killed = dir.path().join("killed.safetensors");
+    let state = killed.with_extension("state.safetensors");
+    let mut child = cmd(&killed).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !state.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first state was seen"
+        );
+        assert!(start.elapsed().as_secs() < 300, "no state after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(running, "the run ended before it could be killed");
+    assert!(!killed.exists(), "the killed run wrote its model");
+
+    let mut resume = cmd(&killed);
+    resume.arg("--resume").arg(&state);
+    assert!(resume.status().unwrap().success());
+    let (a, b) = (tensors(&full), tensors(&killed));
+    assert_eq!(a.len(), b.len());
+    for ((na, wa), (nb, wb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(wa == wb, "{na} differs from the uninterrupted run");
+    }
+    assert_eq!(epoch_losses(&full), epoch_losses(&killed));
+    assert_eq!(epoch_losses(&full).len(), 10);
 }

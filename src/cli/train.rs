@@ -9,12 +9,15 @@ use clap::Subcommand;
 use contracam::data::loader::{MaskInput, ObjectBoxes, Source};
 use contracam::data::synth;
 use contracam::localize::dataset::open_split;
-use contracam::model::ContrastiveModel;
+use contracam::model::{Arch, ContrastiveModel, Stem};
 use contracam::suite::config::{self, SuiteConfig};
 use contracam::train::augment::object_aware_crop::validate_regions;
 use contracam::train::config::MixKind;
 use contracam::train::fit::CheckpointPolicy;
 use contracam::train::objective::MixWeighting;
+use contracam::train::supervised::{
+    checkpoint_metadata, train_classifier, ClassifierRunOptions, ClassifierTrainConfig,
+};
 use contracam::train::{
     fit_source, train_on_index, Checkpointing, ExecutionStrategy, InMemorySource,
     IndexSourceOptions, SingleDevice, TrainReport,
@@ -31,6 +34,148 @@ pub enum TrainCommand {
     /// training scenes or on a built dataset (--dataset), optionally with object-aware random crop from a
     /// box file and soft masks riding with view 1.
     Ssl(SslArgs),
+    /// Supervised training of a ResNet classifier (cross-entropy on the class labels of a built split), the
+    /// model of the classifier CAM (`localize dataset --method classifier-cam`). No official script
+    /// exists: the defaults are torchvision's ImageNet recipe scaled to the batch, an assumption.
+    Classifier(ClassifierArgs),
+    /// Training speed side by side with PyTorch: the MoCo v2 step here and in
+    /// scripts/bench_train_pytorch.py (same model, augmentations, batch, dtype, threads), for the smoke
+    /// configuration and ResNet-18 at 224 px (batch 32), without and with the loader (a generated JPEG
+    /// fixture). The sides alternate round by round; wall and CPU time are both reported.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Python with torch for the PyTorch side (default: .venv/bin/python when it exists; none: ours only).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The PyTorch side.
+    #[arg(long, default_value = "scripts/bench_train_pytorch.py")]
+    pub script: PathBuf,
+    /// Work folder (the JPEG fixture is generated here once).
+    #[arg(long, default_value = "target/bench-train")]
+    pub dir: PathBuf,
+    /// Only these configurations.
+    #[arg(long, value_parser = ["smoke", "r18-224"])]
+    pub only: Option<String>,
+    /// Rounds per configuration, each timing both sides (alternating which goes first).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
+    /// Timed steps per measurement.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Untimed steps before each measurement.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: u64,
+    /// Loader workers on both sides (default: --threads).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// JPEGs (500x375) in the loader fixture (at least the largest batch).
+    #[arg(long, default_value_t = 128)]
+    pub images: usize,
+    /// 2 rounds of 2 steps: a quick look rather than a measurement.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the measurements (every round) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClassifierArgs {
+    /// NAME[:SPLIT] of a dataset built under --data-dir, or DIR[:SPLIT] of a dataset folder holding
+    /// `index/<split>.jsonl` (split default: train); one class label per image.
+    #[arg(long)]
+    pub dataset: String,
+    /// Where built datasets live (default $CONTRACAM_DATA, else $XDG_CACHE_HOME/contracam, else
+    /// ~/.cache/contracam).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Network [default: resnet50].
+    #[arg(long, value_parser = ["resnet18", "resnet50"])]
+    pub arch: Option<String>,
+    /// Channel multiplier on torchvision's widths [default: 1].
+    #[arg(long)]
+    pub width: Option<f64>,
+    /// `small` for CPU-scale images (3x3 stem, no max-pool) [default: imagenet].
+    #[arg(long, value_parser = ["imagenet", "small"])]
+    pub stem: Option<String>,
+    /// [default: 90]
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size [default: 256].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Learning rate at batch 256, scaled linearly with --batch [default: 0.1].
+    #[arg(long)]
+    pub base_lr: Option<f64>,
+    /// Where the per-epoch cosine ends [default: 0].
+    #[arg(long)]
+    pub final_lr: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// On every parameter [default: 1e-4].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Side of the RandomResizedCrop views [default: 224].
+    #[arg(long)]
+    pub image_size: Option<u32>,
+    /// Smallest RandomResizedCrop area fraction [default: 0.08].
+    #[arg(long)]
+    pub min_crop_scale: Option<f64>,
+    /// Horizontal flip probability [default: 0.5].
+    #[arg(long)]
+    pub hflip_p: Option<f64>,
+    /// Loader threads decoding and cropping images (default: --threads); results do not depend on it.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Checkpoint to write (safetensors; recipe, seed and dataset in its metadata); the report (loss and
+    /// accuracy per epoch, train accuracy) goes beside it with the extension `.report.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
+    #[command(flatten)]
+    pub quiet: QuietArg,
+}
+
+impl ClassifierArgs {
+    /// The recipe: the defaults with every given flag applied.
+    fn recipe(&self) -> ClassifierTrainConfig {
+        let d = ClassifierTrainConfig::default();
+        ClassifierTrainConfig {
+            arch: match self.arch.as_deref() {
+                Some("resnet18") => Arch::Resnet18,
+                Some(_) => Arch::Resnet50,
+                None => d.arch,
+            },
+            width: self.width.unwrap_or(d.width),
+            stem: match self.stem.as_deref() {
+                Some("small") => Stem::Small,
+                Some(_) => Stem::Imagenet,
+                None => d.stem,
+            },
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch: self.batch.unwrap_or(d.batch),
+            base_lr: self.base_lr.unwrap_or(d.base_lr),
+            final_lr: self.final_lr.unwrap_or(d.final_lr),
+            momentum: self.momentum.unwrap_or(d.momentum),
+            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+            image_size: self.image_size.unwrap_or(d.image_size),
+            min_crop_scale: self.min_crop_scale.unwrap_or(d.min_crop_scale),
+            hflip_p: self.hflip_p.unwrap_or(d.hflip_p),
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,12 +260,21 @@ impl TrainCommand {
                 Some(&a.threads),
                 Some(&a.quiet),
             ),
+            TrainCommand::Bench(a) => GlobalArgs::of(Some(&a.device), None, Some(&a.threads), None),
+            TrainCommand::Classifier(a) => GlobalArgs::of(
+                Some(&a.device),
+                Some(&a.seed),
+                Some(&a.threads),
+                Some(&a.quiet),
+            ),
         }
     }
 }
 
 pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     match cmd {
+        TrainCommand::Classifier(a) => train_classifier_cmd(&a, global),
+        TrainCommand::Bench(a) => bench_cmd(&a, global),
         TrainCommand::Ssl(a) => {
             let mut inputs: Vec<(&str, &std::path::Path)> = vec![("--suite", &a.suite)];
             if let Some(b) = &a.boxes {
@@ -373,4 +527,100 @@ fn train_on_dataset(
         "skipped": skipped,
     });
     Ok((model, report, Some(meta)))
+}
+
+/// `train classifier`: the library's supervised run on a built split, its checkpoint and report.
+fn train_classifier_cmd(a: &ClassifierArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let recipe = a.recipe();
+    // Errors name the flag: the recipe's keys are the flags' names.
+    recipe
+        .validate(None)
+        .map_err(|e| anyhow::anyhow!("--{}", flag_of(&e.to_string())))?;
+    let report_path = a.out.with_extension("report.json");
+    anyhow::ensure!(
+        report_path != a.out,
+        "--out {} ends in .report.json, where its report would go; name the checkpoint .safetensors",
+        a.out.display()
+    );
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(contracam::data::source::store::default_data_dir);
+    let source: Arc<dyn Source> = Arc::new(
+        open_split(&a.dataset, &data_dir).with_context(|| format!("--dataset {}", a.dataset))?,
+    );
+    let seed = global.seed.unwrap_or(0);
+    let opts = ClassifierRunOptions {
+        workers: a.workers.unwrap_or_else(rayon::current_num_threads),
+        device: global.device.resolve()?,
+    };
+    let bar = Progress::new("train", None, Unit::Items("steps"), global.quiet);
+    let (model, report) = train_classifier(&recipe, source.clone(), &opts, seed, &bar)
+        .with_context(|| format!("--dataset {}", a.dataset))?;
+    bar.finish();
+    model.save(&a.out, &checkpoint_metadata(&recipe, seed, source.as_ref()))?;
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", report_path.display()))?;
+    eprintln!(
+        "wrote {} and {} ({} steps, final loss {:.4}, train accuracy {:.2}%, {:.1} s)",
+        a.out.display(),
+        report_path.display(),
+        report.steps,
+        report.epoch_loss.last().copied().unwrap_or(f64::NAN),
+        report.train_accuracy,
+        report.seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A recipe error (`key = value: why`) with its key written as the flag (`base_lr` → `base-lr`).
+fn flag_of(msg: &str) -> String {
+    match msg.split_once(' ') {
+        Some((key, rest)) => format!("{} {rest}", key.replace('_', "-")),
+        None => msg.to_string(),
+    }
+}
+
+/// `train bench`: both sides, alternating, then the table.
+fn bench_cmd(a: &BenchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    use contracam::train::bench;
+    let threads = rayon::current_num_threads();
+    let python = a.python.clone().or_else(|| {
+        let p = PathBuf::from(".venv/bin/python");
+        p.is_file().then_some(p)
+    });
+    let cases = match a.only.as_deref() {
+        Some("smoke") => vec![bench::SMOKE],
+        Some(_) => vec![bench::R18_224],
+        None => vec![bench::SMOKE, bench::R18_224],
+    };
+    let (rounds, steps) = if a.quick {
+        (2, 2)
+    } else {
+        (a.rounds as usize, a.steps as usize)
+    };
+    let opts = bench::BenchOptions {
+        python,
+        script: a.script.clone(),
+        dir: a.dir.clone(),
+        cases,
+        rounds,
+        steps,
+        warmup: a.warmup as usize,
+        threads,
+        workers: a.workers.unwrap_or(threads),
+        images: a.images,
+    };
+    let device = global.device.resolve()?;
+    eprintln!(
+        "train bench: {threads} libtorch thread(s), {} loader worker(s), {rounds} round(s) of {steps} step(s), device {device:?}",
+        opts.workers
+    );
+    let rows = bench::run(&opts, device, &mut |line| eprintln!("{line}"))?;
+    print!("{}", bench::markdown(&rows));
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("writing --json {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,8 +1,9 @@
 //! Training, split as the official code is: `objective` (MoCo v2, BYOL), `augment` (geometric views,
 //! object-aware crop, Kornia colour ops), `source` (what the loop consumes: batches of views), `fit` (the
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
-//! process groups, gradient reducer, SyncBN), `config`, `error`.
+//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `config`, `error`.
 pub mod augment;
+pub mod bench;
 pub mod config;
 pub mod distributed;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod on_index;
 pub mod rng_state;
 pub mod source;
 pub mod strategy;
+pub mod supervised;
 
 pub use config::TrainConfig;
 pub use error::TrainError;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -51,6 +51,9 @@ pub enum Views {
     /// with a mask both views take torchvision's tensor path (float32) and view 1 is cropped and flipped
     /// jointly with its mask.
     Pretrain(RandomResizedCrop),
+    /// One RandomResizedCrop + flip view on the PIL path, 8-bit (supervised training). It draws what view 1
+    /// of `Pretrain` draws, so it equals that view.
+    Single(RandomResizedCrop),
     /// One deterministic view (evaluation), 8-bit.
     Eval(EvalTransform),
 }
@@ -90,10 +93,19 @@ impl Plan {
         self
     }
 
+    /// One RandomResizedCrop + flip view per sample (supervised training).
+    pub fn single(crop: RandomResizedCrop) -> Plan {
+        Plan {
+            views: Views::Single(crop),
+            masks: MaskInput::None,
+            object_boxes: None,
+        }
+    }
+
     /// Side of the square views.
     pub fn output_size(&self) -> u32 {
         match &self.views {
-            Views::Pretrain(c) => c.size,
+            Views::Pretrain(c) | Views::Single(c) => c.size,
             Views::Eval(t) => t.output_size(),
         }
     }
@@ -101,7 +113,7 @@ impl Plan {
     pub fn num_views(&self) -> usize {
         match self.views {
             Views::Pretrain(_) => 2,
-            Views::Eval(_) => 1,
+            Views::Single(_) | Views::Eval(_) => 1,
         }
     }
 
@@ -270,10 +282,10 @@ impl Loader {
                 source.name()
             )));
         }
-        if let Views::Pretrain(c) = &plan.views {
+        if let Views::Pretrain(c) | Views::Single(c) = &plan.views {
             c.validate().map_err(DataError::Loader)?;
         }
-        if matches!(plan.views, Views::Eval(_)) && plan.masks != MaskInput::None {
+        if !matches!(plan.views, Views::Pretrain(_)) && plan.masks != MaskInput::None {
             return Err(DataError::Loader(
                 "masks travel with pretraining views only; read evaluation masks with Source::mask"
                     .into(),
@@ -484,15 +496,14 @@ impl Inner {
                 views: vec![Pixels::U8(rgb_to_chw(&t.apply(&img)))],
                 mask: None,
             }),
+            Views::Single(c) => Ok(SampleViews {
+                views: vec![Pixels::U8(rgb_to_chw(&self.pil_view(c, &img, &mut rng)))],
+                mask: None,
+            }),
             Views::Pretrain(c) if !self.plan.float_views() => {
                 let mut views = Vec::with_capacity(2);
                 for _ in 0..2 {
-                    let r = c.params(&mut rng, img.width(), img.height());
-                    let mut v = resize_pil(&crop_rgb(&img, r), c.size, c.size);
-                    if rng.random_bool(c.hflip_p) {
-                        hflip_rgb(&mut v);
-                    }
-                    views.push(Pixels::U8(rgb_to_chw(&v)));
+                    views.push(Pixels::U8(rgb_to_chw(&self.pil_view(c, &img, &mut rng))));
                 }
                 Ok(SampleViews { views, mask: None })
             }
@@ -516,6 +527,16 @@ impl Inner {
                 })
             }
         }
+    }
+
+    /// One 8-bit RandomResizedCrop + flip view (the PIL path), drawing from `rng`.
+    fn pil_view(&self, c: &RandomResizedCrop, img: &RgbImage, rng: &mut ChaCha8Rng) -> RgbImage {
+        let r = c.params(rng, img.width(), img.height());
+        let mut v = resize_pil(&crop_rgb(img, r), c.size, c.size);
+        if rng.random_bool(c.hflip_p) {
+            hflip_rgb(&mut v);
+        }
+        v
     }
 
     /// Builds batch `step` of `epoch` on the CPU.

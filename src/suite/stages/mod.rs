@@ -14,6 +14,7 @@ pub mod import;
 pub mod linear_eval;
 pub mod localize;
 pub mod pretrain;
+pub mod train_classifier;
 
 /// Registers every implemented kind.
 pub fn register_builtin(r: &mut Registry) {
@@ -30,6 +31,7 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<eval_boxes::EvalBoxes>(),
         r.register::<eval_bg_challenge::EvalBgChallenge>(),
         r.register::<eval_shift::EvalShift>(),
+        r.register::<train_classifier::TrainClassifier>(),
     ];
     for res in results {
         if let Err(e) = res {
@@ -47,7 +49,6 @@ const fn pct(name: &'static str, direction: Direction, about: &'static str) -> M
     }
 }
 const UP: Direction = Direction::HigherIsBetter;
-const DOWN: Direction = Direction::LowerIsBetter;
 
 /// Kinds the paper suites name that are not implemented yet, with the issue that brings them. Their
 /// declarations are what the implementations must provide (names of slots and metrics), so suites written
@@ -57,22 +58,6 @@ pub fn planned() -> Vec<PlannedKind> {
 }
 
 const PLANNED: &[PlannedKind] = &[
-        PlannedKind {
-            kind: "train-classifier",
-            issue: 10,
-            about: "supervised ResNet with the official cross-entropy recipe (Table 2)",
-            inputs: &[Slot::required("data", A::Dataset)],
-            outputs: &[Slot::file("model", A::ModelCheckpoint, "model.safetensors")],
-            metrics: &[
-                MetricSpec {
-                    name: "final_loss",
-                    unit: Unit::Loss,
-                    direction: DOWN,
-                    about: "mean training loss of the last epoch",
-                },
-                pct("train_accuracy", UP, "top-1 accuracy on the training set, last epoch"),
-            ],
-        },
         PlannedKind {
             kind: "redo-masks",
             issue: 11,
