@@ -263,6 +263,7 @@ pub fn read_golden(
 ) -> Result<Golden, GraphRunError> {
     let g = Golden::read(path)?;
     g.check_suite(path, &suite.name, suite.version)?;
+    g.check_profile(path, &suite.profile)?;
     let known = metric_ids(suite, registry);
     for name in g.metrics.keys() {
         if !known.contains(name) {
@@ -466,10 +467,8 @@ fn run_graph_stages(
     let paper_cells = paper
         .map(|p| paper_cells(suite, &p, &metrics))
         .unwrap_or_default();
-    let config = std::fs::read_to_string(&suite.path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .unwrap_or_default();
+    // The suite as run: the profile and the --set overrides applied.
+    let config = suite.config.clone();
     let env = crate::util::env_report();
     Ok(Results {
         suite: suite.name.clone(),
@@ -494,6 +493,8 @@ fn run_graph_stages(
         precision: Some(PRECISION.name().into()),
         fault: None,
         paper_cells,
+        profile: Some(suite.profile.clone()),
+        sets: suite.sets.clone(),
     })
 }
 
