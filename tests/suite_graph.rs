@@ -90,6 +90,83 @@ fn every_paper_suite_validates_and_binds_each_cell_of_its_table_once() {
     }
 }
 
+/// The `ci` profile of every paper suite validates and is the same experiment, reduced: the same stages,
+/// graph and bound cells; every built split limited to a few samples; training 1-2 epochs at a small batch
+/// and input; ContraCAM at most 2 iterations on small inputs.
+#[test]
+fn every_paper_suite_has_a_tiny_ci_profile_of_the_same_graph() {
+    use contracam::suite::dataset::DatasetSpec;
+    use contracam::suite::graph::Selection;
+    let registry = Registry::builtin();
+    let paper = paper();
+    let ctx = GraphContext::with_builtin_manifests(&registry, &paper);
+    for n in 1..=8 {
+        let path = paper_suite(n);
+        let full = GraphSuite::load(&path, &ctx).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(full.profile, "paper");
+        assert!(full.profiles.contains(&"ci".to_string()), "table{n}: {:?}", full.profiles);
+        let ci = GraphSuite::load_with(&path, &ctx, &Selection::profile("ci"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ci.profile, "ci");
+        assert_eq!(ci.order, full.order, "table{n}: same graph");
+        assert_eq!(ci.binds, full.binds, "table{n}: same cells");
+        assert_eq!(ci.missing_kinds(), full.missing_kinds(), "table{n}");
+        for (id, d) in &ci.datasets {
+            if let DatasetSpec::Index(i) = d {
+                assert!(
+                    i.limit.is_some_and(|l| l <= 16),
+                    "table{n}: datasets.{id} is not limited at ci: {:?}",
+                    i.limit
+                );
+            }
+        }
+        for (id, st) in &ci.stages {
+            let p = &st.params;
+            let at_most = |key: &str, max: i64| {
+                if let Some(v) = p.get(key).filter(|v| !v.is_null()) {
+                    assert!(
+                        v.as_i64().is_some_and(|v| v <= max),
+                        "table{n}: stages.{id}.params.{key} = {v} at ci"
+                    );
+                }
+            };
+            match st.kind.as_str() {
+                "pretrain" | "train-classifier" => {
+                    at_most("epochs", 2);
+                    at_most("batch", 16);
+                    at_most("image_size", 64);
+                    assert!(p.get("epochs").is_some(), "table{n}: {id} keeps the paper's epochs");
+                }
+                "localize" => {
+                    at_most("input_size", 64);
+                    at_most("cam_iters", 2);
+                    at_most("batch_size", 8);
+                    if p["method"] == "contracam" {
+                        // Unset means the official 10.
+                        assert!(!p["cam_iters"].is_null(), "table{n}: {id} at 10 iterations");
+                    }
+                }
+                "linear-eval" | "eval-shift" => {
+                    at_most("image_size", 64);
+                    at_most("batch", 16);
+                }
+                "detectron2-finetune" => at_most("max_iter", 100),
+                _ => {}
+            }
+            if st.kind == "eval-shift" {
+                let c = &p["imagenet_c"];
+                let splits = c["corruptions"].as_array().map_or(0, |a| a.len())
+                    * c["severities"].as_array().map_or(0, |a| a.len());
+                assert!(splits <= 2, "table{n}: {id} evaluates {splits} ImageNet-C splits at ci");
+            }
+        }
+        // The paper profile is untouched by the ci one.
+        for st in full.stages.values().filter(|s| s.kind == "pretrain") {
+            assert!(st.params["epochs"].as_i64().unwrap() >= 800, "table{n}");
+        }
+    }
+}
+
 #[test]
 fn the_smoke_suite_is_not_a_graph_suite() {
     let text = std::fs::read_to_string(root().join("suites/smoke.toml")).unwrap();

@@ -144,6 +144,7 @@ fn index_fixture(data: &Path) -> Arc<DatasetHandle> {
     let spec = DatasetSpec::Index(IndexDataset {
         name: "fx".into(),
         split: "test".into(),
+        limit: None,
     });
     Arc::new(DatasetHandle::resolve("fx_test", spec, data).unwrap())
 }

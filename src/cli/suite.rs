@@ -62,6 +62,40 @@ impl DataDirArg {
     }
 }
 
+/// Which scale of a graph suite to run: a profile and `--set` overrides.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ProfileArg {
+    /// Graph suites: apply this profile (`[profiles.<name>]` of the file, e.g. ci); default `paper`, the
+    /// file as written. Recorded in the results, reports and goldens blessed from them.
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
+    /// Graph suites: set one key of the suite after the profile to a TOML value, e.g.
+    /// `--set stages.moco_imagenet.params.sha256=ab12…` or `--set stages.x.params.epochs=2` (repeatable;
+    /// unquoted text that is no TOML value is a string). Recorded in the results.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+impl ProfileArg {
+    pub fn selection(&self) -> contracam::suite::graph::Selection {
+        contracam::suite::graph::Selection {
+            profile: self.profile.clone(),
+            sets: self.sets.clone(),
+        }
+    }
+
+    /// The smoke form has no profiles: refuse the flags rather than ignore them.
+    fn refuse_on_smoke(&self, suite: &std::path::Path) -> anyhow::Result<()> {
+        if self.profile.is_some() || !self.sets.is_empty() {
+            anyhow::bail!(
+                "{}: --profile and --set apply to graph suites (with [stages]); this is the smoke form",
+                suite.display()
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct LsArgs {
     /// Folder of suite files (searched recursively for *.toml).
@@ -103,6 +137,8 @@ pub struct PlanArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub profile: ProfileArg,
+    #[command(flatten)]
     pub data_dir: DataDirArg,
     #[command(flatten)]
     pub device: DeviceArg,
@@ -131,6 +167,9 @@ pub struct ValidateArgs {
     /// Check this golden instead of the suite's.
     #[arg(long)]
     pub golden: Option<PathBuf>,
+    /// Graph suites: check this profile only (default: the file as written and every profile it defines).
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -208,6 +247,8 @@ pub struct RunArgs {
     /// the run seed's metrics and add the others', reports show mean ± std over the seeds.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub seeds: u64,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     #[command(flatten)]
     pub data_dir: DataDirArg,
     #[command(flatten)]
@@ -399,6 +440,7 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         return run_graph_cmd(a, global);
     }
     a.executor.refuse_on_smoke(&a.suite)?;
+    a.profile.refuse_on_smoke(&a.suite)?;
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
     refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden_path()))?;
     let device = global.device.resolve()?;
@@ -559,6 +601,12 @@ fn validate_cmd(a: ValidateArgs) -> anyhow::Result<ExitCode> {
     if contracam::suite::graph::is_graph_suite(&text) {
         return validate_graph(&a);
     }
+    if a.profile.is_some() {
+        anyhow::bail!(
+            "{}: --profile applies to graph suites (with [stages]); this is the smoke form",
+            a.suite.display()
+        );
+    }
     let suite = config::load(&a.suite)?;
     let v = contracam::suite::validate(&suite, a.golden.as_deref())?;
     let golden = match &v.golden {
@@ -578,6 +626,7 @@ fn plan_cmd(a: PlanArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     if is_graph(&a.suite)? {
         return plan_graph_cmd(a, global);
     }
+    a.profile.refuse_on_smoke(&a.suite)?;
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
     let opts = RunOptions {
         runs_dir: a.runs_dir,
@@ -621,7 +670,16 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
             a.suite.display()
         );
     }
-    let g = contracam::suite::graph::validate_file(&a.suite)?;
+    use contracam::suite::graph;
+    // Every profile is applied and validated: a profile that breaks the suite is found before anyone runs it.
+    let all = match &a.profile {
+        Some(p) => vec![graph::validate_file_with(
+            &a.suite,
+            &graph::Selection::profile(p),
+        )?],
+        None => graph::validate_file_all_profiles(&a.suite)?,
+    };
+    let g = &all[0];
     println!(
         "suite {} v{} ok: {} datasets, {} stages, {} paper cells bound",
         g.name,
@@ -629,6 +687,12 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
         g.datasets.len(),
         g.stages.len(),
         g.binds.len()
+    );
+    let checked: Vec<&str> = all.iter().map(|s| s.profile.as_str()).collect();
+    println!(
+        "profiles ok: {} (defined: {})",
+        checked.join(", "),
+        g.profiles.join(", ")
     );
     println!("order: {}", g.order.join(", "));
     let missing = g.missing_kinds();
@@ -646,7 +710,7 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
 /// `suite run` of a graph suite: the stages through the graph runner, then the same outputs as the smoke form.
 fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     use contracam::suite::graph_run::{run_graph, GraphOptions};
-    let suite = contracam::suite::graph::validate_file(&a.suite)?;
+    let suite = contracam::suite::graph::validate_file_with(&a.suite, &a.profile.selection())?;
     refuse_outputs_over_inputs(&a, a.golden.clone())?;
     let device = global.device.resolve()?;
     let opts = run_options(&a, global, device, !a.no_claims);
@@ -656,10 +720,11 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         seeds: usize::try_from(a.seeds).unwrap_or(1),
     };
     eprintln!(
-        "suite {} v{} (graph, {} stages) on {}",
+        "suite {} v{} (graph, {} stages, profile {}) on {}",
         suite.name,
         suite.version,
         suite.stages.len(),
+        suite.profile,
         contracam::device::describe(device)
     );
     let registry = contracam::suite::registry::Registry::builtin();
@@ -733,7 +798,7 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
 
 fn plan_graph_cmd(a: PlanArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     use contracam::suite::graph_run::GraphOptions;
-    let suite = contracam::suite::graph::validate_file(&a.suite)?;
+    let suite = contracam::suite::graph::validate_file_with(&a.suite, &a.profile.selection())?;
     let opts = RunOptions {
         runs_dir: a.runs_dir,
         device: global.device.resolve()?,

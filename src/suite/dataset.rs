@@ -48,6 +48,11 @@ pub struct IndexDataset {
     /// Dataset name (`datasets/<name>/`, built into `<data-dir>/<name>/`).
     pub name: String,
     pub split: String,
+    /// Only the first `limit` samples of the split, in index order (reduced profiles): the fingerprint
+    /// covers the header and those samples only, and every stage sees only them. Left out of the canonical
+    /// spec when unset, so fingerprints of full splits are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +112,9 @@ impl DatasetSpec {
                 if !super::config::is_safe_name(&i.split) {
                     return Err(ParamError::new("split", super::config::SAFE_NAME_RULE));
                 }
+                if i.limit == Some(0) {
+                    return Err(ParamError::new("limit", "must be at least 1 where given"));
+                }
                 Ok(())
             }
         }
@@ -119,6 +127,22 @@ impl DatasetSpec {
             DatasetSpec::Index(_) => None,
         }
     }
+}
+
+/// The bytes of an index file a fingerprint covers: all of them, or with `limit` the header line and the
+/// first `limit` sample lines (so samples past the limit can change without invalidating a reduced run).
+fn fingerprinted_index_bytes(bytes: &[u8], limit: Option<usize>) -> &[u8] {
+    let Some(n) = limit else { return bytes };
+    let mut lines = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'\n' {
+            lines += 1;
+            if lines == n + 1 {
+                return &bytes[..=i];
+            }
+        }
+    }
+    bytes
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +196,7 @@ impl DatasetHandle {
                 data_dir: data_dir.into(),
             })?;
             h.update(b"\0index\0");
-            h.update(&bytes);
+            h.update(fingerprinted_index_bytes(&bytes, i.limit));
         }
         Ok(DatasetHandle {
             name: name.into(),
@@ -254,10 +278,17 @@ impl DatasetHandle {
             DatasetSpec::Index(i) => i,
             DatasetSpec::Synth(_) => return Err(self.wrong("a built dataset (source = \"index\")")),
         };
-        SplitIndex::read(&index_path(&self.data_dir, i)).map_err(|source| DatasetError::Data {
-            name: self.name.clone(),
-            source: Box::new(source),
-        })
+        let mut index = SplitIndex::read(&index_path(&self.data_dir, i)).map_err(|source| {
+            DatasetError::Data {
+                name: self.name.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        if let Some(n) = i.limit {
+            index.samples.truncate(n);
+            index.header.count = index.samples.len();
+        }
+        Ok(index)
     }
 
     /// `<data-dir>/<name>/` of an index dataset (sample paths are relative to it).
@@ -327,6 +358,7 @@ mod tests {
         let spec = DatasetSpec::Index(IndexDataset {
             name: "cub".into(),
             split: "test".into(),
+            limit: None,
         });
         let err = DatasetHandle::resolve("birds", spec, Path::new("/tmp/nodata"))
             .unwrap_err()
@@ -336,6 +368,58 @@ mod tests {
                 && err.contains("contracam data build cub"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn limit_keeps_the_first_samples_and_fingerprints_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = |i: usize| crate::data::index::Sample {
+            path: format!("images/{i}.jpg"),
+            labels: vec![0],
+            width: 8,
+            height: 8,
+            ..Default::default()
+        };
+        let write = |n: usize| {
+            let idx = SplitIndex::new(
+                "toy",
+                "test",
+                vec!["a".into()],
+                "class",
+                (0..n).map(sample).collect(),
+            );
+            idx.write(&dir.path().join("toy/index")).unwrap();
+        };
+        let spec = |limit| {
+            DatasetSpec::Index(IndexDataset {
+                name: "toy".into(),
+                split: "test".into(),
+                limit,
+            })
+        };
+        write(5);
+        let full = DatasetHandle::resolve("d", spec(None), dir.path()).unwrap();
+        let two = DatasetHandle::resolve("d", spec(Some(2)), dir.path()).unwrap();
+        assert_eq!(full.len().unwrap(), 5);
+        assert_eq!(two.len().unwrap(), 2);
+        let idx = two.index().unwrap();
+        assert_eq!(idx.header.count, 2);
+        assert_eq!(idx.samples[1].path, "images/1.jpg", "index order");
+        assert_ne!(full.fingerprint, two.fingerprint);
+        // Samples past the limit are not part of the reduced dataset; the header (count) is.
+        write(6);
+        let two_b = DatasetHandle::resolve("d", spec(Some(2)), dir.path()).unwrap();
+        let full_b = DatasetHandle::resolve("d", spec(None), dir.path()).unwrap();
+        assert_ne!(full.fingerprint, full_b.fingerprint);
+        assert_ne!(
+            two.fingerprint, two_b.fingerprint,
+            "the header's count changed"
+        );
+        assert_eq!(spec(Some(0)).validate().unwrap_err().key, "limit");
+        // No limit: the canonical spec (and so every existing fingerprint) is as before.
+        assert!(!serde_json::to_string(&spec(None))
+            .unwrap()
+            .contains("limit"));
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct Provenance {
     pub results_sha256: String,
     #[serde(default)]
     pub note: String,
+    /// The graph suite profile of the blessed results (None: the smoke form, or a golden blessed before
+    /// profiles, which was the file as written, `paper`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +56,12 @@ pub enum GoldenError {
     Missing { path: PathBuf },
     #[error("cannot read golden {path}: {msg}")]
     Read { path: PathBuf, msg: String },
+    #[error("golden {path} was blessed from a run at profile '{found}'; this run is at profile '{want}' (run with --profile {found}, or check against a golden blessed at '{want}')")]
+    WrongProfile {
+        path: PathBuf,
+        found: String,
+        want: String,
+    },
     #[error("golden {path} is for suite '{found}' version {found_version}, this suite is '{want}' version {want_version}")]
     WrongSuite {
         path: PathBuf,
@@ -109,6 +119,22 @@ impl Golden {
                 found_version: self.suite_version,
                 want: name.into(),
                 want_version: version,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Golden {
+    /// A golden judges runs of the profile it was blessed at only (values of a reduced profile say nothing
+    /// about the paper's scale, nor the reverse). No recorded profile is `paper`.
+    pub fn check_profile(&self, path: &Path, profile: &str) -> Result<(), GoldenError> {
+        let found = self.provenance.profile.as_deref().unwrap_or("paper");
+        if found != profile {
+            return Err(GoldenError::WrongProfile {
+                path: path.into(),
+                found: found.into(),
+                want: profile.into(),
             });
         }
         Ok(())

@@ -83,6 +83,9 @@ struct SuiteFile {
     stages: BTreeMap<String, StageDecl>,
     #[serde(default)]
     bind: Vec<BindDecl>,
+    /// Reduced scales of the same experiment (`[profiles.ci]`), applied by [`apply_profile`].
+    #[serde(default)]
+    profiles: BTreeMap<String, super::profile::ProfileDecl>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +94,9 @@ struct DatasetDecl {
     manifest: Option<String>,
     split: Option<String>,
     synth: Option<SynthDecl>,
+    /// A built split: only its first `limit` samples (see [`IndexDataset::limit`]).
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 /// `synth = {...}` as written: [`SynthDataset`] whose `seed` may be left out, and then follows the run seed
@@ -217,6 +223,14 @@ pub struct GraphSuite {
     /// Stage names in an order where every stage comes after the stages it reads from (ties by name).
     pub order: Vec<String>,
     pub binds: Vec<Bind>,
+    /// The profile applied (`paper` is the file as written).
+    pub profile: String,
+    /// The `--set KEY=VALUE` overrides applied after the profile, as given.
+    pub sets: Vec<String>,
+    /// Every profile the file defines, `paper` first.
+    pub profiles: Vec<String>,
+    /// The suite as run: the file with the profile and the `--set` overrides applied, without `[profiles]`.
+    pub config: toml::Table,
 }
 
 /// What validation checks names against.
@@ -242,6 +256,35 @@ impl<'a> GraphContext<'a> {
     }
 }
 
+/// The profile a suite file describes as written: the paper's scale.
+pub const PAPER_PROFILE: &str = "paper";
+
+/// Which variant of a suite file to load: a profile (None: `paper`) and `--set KEY=VALUE` overrides applied
+/// after it, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub profile: Option<String>,
+    pub sets: Vec<String>,
+}
+
+impl Selection {
+    pub fn profile(name: &str) -> Self {
+        Selection {
+            profile: Some(name.into()),
+            sets: Vec::new(),
+        }
+    }
+}
+
+/// "profile 'ci'", "profile 'ci', --set a=1": what was applied, for messages.
+fn describe_selection(profile: &str, sets: &[String]) -> String {
+    let mut s = format!("profile '{profile}'");
+    for set in sets {
+        s.push_str(&format!(", --set {set}"));
+    }
+    s
+}
+
 /// The default seeds of a stage when neither the stage nor the suite sets any.
 pub const DEFAULT_SEEDS: &[u64] = &[0];
 
@@ -255,36 +298,132 @@ pub fn is_graph_suite(text: &str) -> bool {
 /// Validates a graph suite file against the built-in stage kinds and manifests and the paper goldens of the
 /// repository it lives in (see [`super::golden::paper::find_dir`]), else those of the working directory.
 pub fn validate_file(path: &Path) -> Result<GraphSuite, GraphError> {
+    validate_file_with(path, &Selection::default())
+}
+
+/// [`validate_file`] at a profile and with `--set` overrides.
+pub fn validate_file_with(path: &Path, sel: &Selection) -> Result<GraphSuite, GraphError> {
     let dir = super::golden::paper::find_dir(path)
         .or_else(|| super::golden::paper::find_dir(Path::new(".")))
         .ok_or_else(|| GraphError::NoPaperGoldens { path: path.into() })?;
     let paper = PaperGoldens::load_dir(&dir)?;
     let registry = Registry::builtin();
-    GraphSuite::load(
+    GraphSuite::load_with(
         path,
         &GraphContext::with_builtin_manifests(&registry, &paper),
+        sel,
     )
+}
+
+/// [`validate_file`] at every profile the file defines (`paper` first): each applied, then validated.
+pub fn validate_file_all_profiles(path: &Path) -> Result<Vec<GraphSuite>, GraphError> {
+    let paper = validate_file(path)?;
+    let mut out = Vec::new();
+    for name in paper.profiles.iter().skip(1) {
+        out.push(validate_file_with(path, &Selection::profile(name))?);
+    }
+    out.insert(0, paper);
+    Ok(out)
 }
 
 impl GraphSuite {
     /// Reads and validates a graph suite file.
     pub fn load(path: &Path, ctx: &GraphContext) -> Result<Self, GraphError> {
+        Self::load_with(path, ctx, &Selection::default())
+    }
+
+    /// Reads and validates a graph suite file at a profile and with `--set` overrides.
+    pub fn load_with(path: &Path, ctx: &GraphContext, sel: &Selection) -> Result<Self, GraphError> {
         let text = std::fs::read_to_string(path).map_err(|e| GraphError::Read {
             path: path.into(),
             msg: e.to_string(),
         })?;
-        Self::parse(&text, path, ctx)
+        Self::parse_with(&text, path, ctx, sel)
     }
 
     /// Validates the text of a graph suite; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path, ctx: &GraphContext) -> Result<Self, GraphError> {
+        Self::parse_with(text, path, ctx, &Selection::default())
+    }
+
+    /// Validates the text of a graph suite at a profile and with `--set` overrides: the file as written is
+    /// checked first (so its own errors point into it), then the profile and the overrides are applied to
+    /// its table and the result is validated again.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        ctx: &GraphContext,
+        sel: &Selection,
+    ) -> Result<Self, GraphError> {
         let v = Validator { path };
         let de = toml::Deserializer::parse(text).map_err(|e| v.err("", e.to_string()))?;
         let file: SuiteFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             v.err(if key == "." { "" } else { &key }, e.inner().to_string())
         })?;
-        v.suite(file, ctx)
+        let mut profiles = vec![PAPER_PROFILE.to_string()];
+        profiles.extend(file.profiles.keys().cloned());
+        let profile = sel.profile.as_deref().unwrap_or(PAPER_PROFILE).to_string();
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| v.err("", e.to_string()))?;
+        table.remove("profiles");
+        if file.profiles.contains_key(PAPER_PROFILE) {
+            return Err(v.err(
+                "profiles.paper",
+                "the file as written is the `paper` profile; it cannot be redefined",
+            ));
+        }
+        for name in file.profiles.keys() {
+            if !is_safe_name(name) {
+                return Err(v.err(
+                    &format!("profiles.{name}"),
+                    format!("profile name {name:?} {SAFE_NAME_RULE}"),
+                ));
+            }
+        }
+        if profile == PAPER_PROFILE && sel.sets.is_empty() {
+            let mut suite = v.suite(file, ctx)?;
+            suite.profiles = profiles;
+            suite.config = table;
+            return Ok(suite);
+        }
+        if profile != PAPER_PROFILE {
+            let Some(decl) = file.profiles.get(&profile) else {
+                return Err(v.err(
+                    "profiles",
+                    format!(
+                        "no profile '{profile}'; this file has profiles: {}",
+                        profiles.join(", ")
+                    ),
+                ));
+            };
+            super::profile::apply_profile(&mut table, &profile, decl)
+                .map_err(|(key, msg)| v.err(&key, msg))?;
+        }
+        for set in &sel.sets {
+            super::profile::apply_set(&mut table, set).map_err(|(key, msg)| v.err(&key, msg))?;
+        }
+        let applied = describe_selection(&profile, &sel.sets);
+        let in_context = |e: GraphError| match e {
+            GraphError::Invalid { path, key, msg } => GraphError::Invalid {
+                path,
+                key,
+                msg: format!("{msg} ({applied})"),
+            },
+            other => other,
+        };
+        let file: SuiteFile = serde_path_to_error::deserialize(toml::Value::Table(table.clone()))
+            .map_err(|e| {
+            let key = e.path().to_string();
+            in_context(v.err(if key == "." { "" } else { &key }, e.inner().to_string()))
+        })?;
+        let mut suite = v.suite(file, ctx).map_err(in_context)?;
+        suite.profile = profile;
+        suite.sets = sel.sets.clone();
+        suite.profiles = profiles;
+        suite.config = table;
+        Ok(suite)
     }
 
     /// The datasets of a run at `run_seed`: a synthetic dataset without its own `seed` is generated at it.
@@ -430,6 +569,10 @@ impl Validator<'_> {
             stages,
             order,
             binds,
+            profile: PAPER_PROFILE.into(),
+            sets: Vec::new(),
+            profiles: vec![PAPER_PROFILE.into()],
+            config: toml::Table::new(),
         })
     }
 
@@ -456,53 +599,59 @@ impl Validator<'_> {
         if !is_safe_name(id) {
             return Err(self.err(&key, format!("dataset name {id:?} {SAFE_NAME_RULE}")));
         }
-        let spec = match (&d.manifest, &d.split, &d.synth) {
-            (Some(m), Some(split), None) => {
-                if let Some(known) = &ctx.manifests {
-                    if !known.contains(m) {
-                        return Err(self.err(
-                            &format!("{key}.manifest"),
-                            format!(
-                                "no dataset manifest named '{m}'; known: {}",
-                                known.iter().cloned().collect::<Vec<_>>().join(", ")
-                            ),
-                        ));
+        let spec =
+            match (&d.manifest, &d.split, &d.synth) {
+                (Some(m), Some(split), None) => {
+                    if let Some(known) = &ctx.manifests {
+                        if !known.contains(m) {
+                            return Err(self.err(
+                                &format!("{key}.manifest"),
+                                format!(
+                                    "no dataset manifest named '{m}'; known: {}",
+                                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                                ),
+                            ));
+                        }
                     }
+                    DatasetSpec::Index(IndexDataset {
+                        name: m.clone(),
+                        split: split.clone(),
+                        limit: d.limit,
+                    })
                 }
-                DatasetSpec::Index(IndexDataset {
-                    name: m.clone(),
-                    split: split.clone(),
-                })
-            }
-            (None, None, Some(s)) => DatasetSpec::Synth(SynthDataset {
-                form: s.form,
-                split: s.split.clone(),
-                count: s.count,
-                seed: s.seed.unwrap_or(0),
-                synth: s.synth.clone(),
-            }),
-            (Some(_), None, None) => {
-                return Err(self.err(&format!("{key}.split"), "a manifest dataset needs a split"))
-            }
-            (None, Some(_), None) => {
-                return Err(self.err(
-                    &format!("{key}.manifest"),
-                    "a split needs the manifest (dataset name) it belongs to",
-                ))
-            }
-            (None, None, None) => {
-                return Err(self.err(
+                (None, None, Some(_)) if d.limit.is_some() => return Err(self.err(
+                    &format!("{key}.limit"),
+                    "applies to a built split; a synthetic set sets its size with `synth.count`",
+                )),
+                (None, None, Some(s)) => DatasetSpec::Synth(SynthDataset {
+                    form: s.form,
+                    split: s.split.clone(),
+                    count: s.count,
+                    seed: s.seed.unwrap_or(0),
+                    synth: s.synth.clone(),
+                }),
+                (Some(_), None, None) => {
+                    return Err(
+                        self.err(&format!("{key}.split"), "a manifest dataset needs a split")
+                    )
+                }
+                (None, Some(_), None) => {
+                    return Err(self.err(
+                        &format!("{key}.manifest"),
+                        "a split needs the manifest (dataset name) it belongs to",
+                    ))
+                }
+                (None, None, None) => return Err(self.err(
                     &key,
                     "declare either `manifest` and `split` (a built dataset) or `synth = {...}`",
-                ))
-            }
-            _ => {
-                return Err(self.err(
-                    &format!("{key}.synth"),
-                    "a dataset is either a manifest split or synthetic, not both",
-                ))
-            }
-        };
+                )),
+                _ => {
+                    return Err(self.err(
+                        &format!("{key}.synth"),
+                        "a dataset is either a manifest split or synthetic, not both",
+                    ))
+                }
+            };
         spec.validate().map_err(|e| {
             let sub = match &spec {
                 DatasetSpec::Synth(_) => format!("{key}.synth.{}", e.key),

@@ -318,6 +318,7 @@ pub fn read_golden(
 ) -> Result<Golden, GraphRunError> {
     let g = Golden::read(path)?;
     g.check_suite(path, &suite.name, suite.version)?;
+    g.check_profile(path, &suite.profile)?;
     let known = metric_ids(suite, registry);
     for name in g.metrics.keys() {
         if !known.contains(name) {
@@ -620,10 +621,8 @@ fn run_graph_stages(
         .unwrap_or_default();
     let mut seed_metrics = per_seed;
     seed_metrics.remove(&run_seed);
-    let config = std::fs::read_to_string(&suite.path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .unwrap_or_default();
+    // The suite as run: the profile and the --set overrides applied.
+    let config = suite.config.clone();
     let env = crate::util::env_report();
     Ok(Results {
         suite: suite.name.clone(),
@@ -651,6 +650,8 @@ fn run_graph_stages(
         precision: Some(PRECISION.name().into()),
         fault: opts.fault.map(|f| f.name().to_string()),
         paper_cells,
+        profile: Some(suite.profile.clone()),
+        sets: suite.sets.clone(),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod graph_run;
 pub mod pipeline;
 pub mod plan;
+pub mod profile;
 pub mod registry;
 pub mod regression;
 pub mod report;
@@ -196,6 +197,8 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         precision: Some(pipeline::PRECISION.name().into()),
         fault: opts.fault.map(|f| f.name().to_string()),
         paper_cells: Vec::new(),
+        profile: None,
+        sets: Vec::new(),
     })
 }
 

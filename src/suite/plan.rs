@@ -341,18 +341,25 @@ pub struct GraphPlan {
     pub missing_kinds: Vec<(String, Vec<String>)>,
     pub golden: Option<String>,
     pub golden_problem: Option<String>,
+    /// The profile planned (`paper`: the file as written) and the `--set` overrides after it.
+    pub profile: String,
+    pub sets: Vec<String>,
 }
 
 impl GraphPlan {
     /// The plan as a person reads it.
     pub fn text(&self) -> String {
         let mut out = format!(
-            "suite {} v{} (graph, device class {}), stages in {}\n",
+            "suite {} v{} (graph, profile {}, device class {}), stages in {}\n",
             self.suite,
             self.suite_version,
+            self.profile,
             self.device_class,
             self.stage_dir.display()
         );
+        for set in &self.sets {
+            out.push_str(&format!("--set {set}\n"));
+        }
         let w = self
             .stages
             .iter()
@@ -543,6 +550,8 @@ pub fn plan_graph(
             .collect(),
         golden: golden_path.map(|p| display(&p)),
         golden_problem,
+        profile: suite.profile.clone(),
+        sets: suite.sets.clone(),
     })
 }
 

@@ -63,6 +63,12 @@ pub struct Results {
     /// Paper cells a graph suite binds, beside the measured values (information, not pass/fail).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paper_cells: Vec<PaperCellCheck>,
+    /// The graph suite's profile (`paper`: the file as written); None for the smoke form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// `suite run --set KEY=VALUE` overrides, applied after the profile.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<String>,
 }
 
 /// A paper cell bound by a graph suite's `[[bind]]`, with what the run measured. Information only: it does
@@ -332,6 +338,10 @@ pub struct ReportView {
     pub seed_metrics: BTreeMap<u64, BTreeMap<String, f64>>,
     #[serde(default)]
     pub paper_cells: Vec<PaperCellCheck>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub sets: Vec<String>,
 }
 
 /// Report formats of `suite report` and `suite run --report/--junit`.
@@ -605,6 +615,13 @@ pub fn markdown(r: &ReportView) -> String {
     for (k, v) in rows {
         s.push_str(&format!("| {k} | {v} |\n"));
     }
+    // Graph suites only (the smoke form has no profiles).
+    if let Some(p) = &r.profile {
+        s.push_str(&format!("| profile | {p} |\n"));
+    }
+    for set in &r.sets {
+        s.push_str(&format!("| --set | `{set}` |\n"));
+    }
     s
 }
 
@@ -675,7 +692,11 @@ pub fn junit(r: &ReportView) -> String {
             "golden",
             r.golden_file.clone().unwrap_or_else(|| "none".into()),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(r.profile.clone().map(|p| ("profile", p)))
+    .chain(r.sets.iter().map(|x| ("set", x.clone())))
+    {
         s.push_str(&format!(
             "      <property name=\"{k}\" value=\"{}\"/>\n",
             xml(&v)

@@ -107,6 +107,7 @@ pub fn index_input(f: &Fixture, split: &str) -> Input {
     let spec = DatasetSpec::Index(IndexDataset {
         name: "toy".into(),
         split: split.into(),
+        limit: None,
     });
     Input::Dataset(Arc::new(
         DatasetHandle::resolve(split, spec, &f.data).unwrap(),

@@ -101,6 +101,13 @@ fn job_command(
     if let Some(s) = gopts.seed {
         cmd.extend(["--suite-seed".into(), s.to_string()]);
     }
+    // The profile and overrides decide parameters, so fingerprints: every job applies the same.
+    if let Some(p) = &a.profile.profile {
+        cmd.extend(["--profile".into(), p.clone()]);
+    }
+    for set in &a.profile.sets {
+        cmd.extend(["--set".into(), set.clone()]);
+    }
     if let Some(t) = global.threads {
         cmd.extend(["--threads".into(), t.to_string()]);
     }

@@ -145,6 +145,22 @@ pub fn bless(
             ));
         }
     }
+    let profile = r.get("profile").and_then(|v| v.as_str());
+    if let Some(g) = old {
+        let (have, got) = (
+            g.provenance.profile.as_deref().unwrap_or("paper"),
+            profile.unwrap_or("paper"),
+        );
+        if have != got {
+            return Err(invalid(
+                golden,
+                format!(
+                    "was blessed at profile '{have}', the results are of profile '{got}'; a golden holds one \
+                     profile: bless into a golden file of its own for '{got}'"
+                ),
+            ));
+        }
+    }
     let metrics: BTreeMap<String, f64> = serde_json::from_value(field("metrics")?.clone())
         .map_err(|e| invalid(results, format!("field 'metrics': {e}")))?;
     let old_metrics = old.map(|g| g.metrics.clone()).unwrap_or_default();
@@ -215,6 +231,7 @@ pub fn bless(
             machine,
             results_sha256: hex::encode(Sha256::digest(bytes)),
             note,
+            profile: profile.map(String::from),
         },
         metrics: out,
         // Claims are measured over several seeds and recorded by hand with their evidence; a bless of one
@@ -465,6 +482,7 @@ mod tests {
                 machine: "m".into(),
                 results_sha256: "0".into(),
                 note: "the original note".into(),
+                profile: None,
             },
             metrics: BTreeMap::from([
                 ("a".to_string(), m(1.0, 0.1, "why a")),

@@ -476,14 +476,18 @@ fn imagenet_c(
         let mut sum = 0.0;
         for s in &c.severities {
             let split = format!("{name}-{s}");
-            let source: Arc<dyn Source> = Arc::new(
-                IndexSource::open(&data.data_dir, &i.name, &split).map_err(|e| {
-                    StageError::Failed(format!(
-                        "params imagenet_c lists split {split} of {}: {e}",
-                        i.name
-                    ))
-                })?,
-            );
+            let mut opened = IndexSource::open(&data.data_dir, &i.name, &split).map_err(|e| {
+                StageError::Failed(format!(
+                    "params imagenet_c lists split {split} of {}: {e}",
+                    i.name
+                ))
+            })?;
+            // The dataset's `limit` holds for every corrupted split, as for the split it names.
+            if let Some(n) = i.limit {
+                opened.index.samples.truncate(n);
+                opened.index.header.count = opened.index.samples.len();
+            }
+            let source: Arc<dyn Source> = Arc::new(opened);
             let f = split_features(
                 &probe.model,
                 source,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::data::formats::safetensors::SafetensorsReader;
-use crate::data::loader::{IndexSource, Source};
+use crate::data::loader::Source;
 use crate::eval::encode::{split_features, synth_features};
 use crate::eval::linear::{linear_eval_observed, LinearEvalConfig, LinearEvalResult};
 use crate::eval::EvalError;
@@ -273,9 +273,8 @@ pub fn dataset_features(
             progress.inc(set.len() as u64);
             Ok(f)
         }
-        DatasetSpec::Index(i) => {
-            let source: Arc<dyn Source> =
-                Arc::new(IndexSource::open(&data.data_dir, &i.name, &i.split)?);
+        DatasetSpec::Index(_) => {
+            let source: Arc<dyn Source> = Arc::new(super::localize::index_source(data)?);
             split_features(model, source, size, batch, workers, progress).map_err(|e| match e {
                 e @ EvalError::Invalid { .. } => StageError::Failed(e.to_string()),
                 e => e.into(),

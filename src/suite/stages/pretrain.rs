@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::data::formats::box_file::read_box_file_checked;
-use crate::data::loader::{IndexSource, MaskInput, ObjectBoxes, Source, SynthKind, SynthSource};
+use crate::data::loader::{MaskInput, ObjectBoxes, Source, SynthKind, SynthSource};
 use crate::data::synth::SynthSet;
 use crate::model::{
     Arch, CheckpointError, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem,
@@ -414,9 +414,9 @@ impl Stage for Pretrain {
                     ),
                 })
             }
-            DatasetSpec::Index(i) => {
+            DatasetSpec::Index(_) => {
                 let source: Arc<dyn Source> =
-                    Arc::new(IndexSource::open(&data.data_dir, &i.name, &i.split)?);
+                    Arc::new(super::localize::index_source(data)?);
                 let object_boxes = boxes
                     .map(|path| ObjectBoxes::load(&path, source.as_ref()))
                     .transpose()?;
