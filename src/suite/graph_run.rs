@@ -12,6 +12,7 @@
 //! One seed per run: `--seed`/`--suite-seed` when given, else each stage's first seed (a stage's `seeds`,
 //! else the suite's, else 0). Golden claims over seeds are not checked for graph suites yet.
 pub mod listing;
+mod ranks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -99,6 +100,12 @@ pub enum GraphRunError {
         stage: String,
         upstream: String,
         dir: PathBuf,
+    },
+    #[error("{path}: started as rank {rank} of {world} (torchrun/srun variables): a data-parallel suite run runs one stage, give --only STAGE (as the Slurm executor's multi-task jobs do)")]
+    LaunchedWithoutOnly {
+        path: PathBuf,
+        rank: usize,
+        world: usize,
     },
     #[error(transparent)]
     Paper(#[from] PaperGoldenError),
@@ -414,7 +421,12 @@ fn run_graph_stages(
             "NOTE: the golden's claims are not checked for graph suites yet (one seed per run)"
         );
     }
-    let cache = StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?;
+    let follower = ranks::follower(suite, only)?;
+    let cache = match &follower {
+        None => StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?,
+        Some(_) => StageCache::read_only(&opts.runs_dir.join(&suite.name)),
+    };
+    let build_cache = follower.as_ref().map(|f| StageCache::read_only(f.path()));
     let mode = if opts.progress {
         Mode::detect(false)
     } else {
@@ -424,6 +436,7 @@ fn run_graph_stages(
         suite,
         registry,
         cache: &cache,
+        build_cache: build_cache.as_ref().unwrap_or(&cache),
         datasets: &datasets,
         fps: &fps,
         device: opts.device,
@@ -502,6 +515,8 @@ struct Runner<'a> {
     suite: &'a GraphSuite,
     registry: &'a Registry,
     cache: &'a StageCache,
+    /// Where built stages are published: `cache`, or a data-parallel follower's private directory.
+    build_cache: &'a StageCache,
     datasets: &'a BTreeMap<String, Arc<DatasetHandle>>,
     fps: &'a BTreeMap<String, Option<String>>,
     device: Device,
@@ -643,7 +658,7 @@ impl Runner<'_> {
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let seed = stage_seed(st, self.seed);
         let built = self
-            .cache
+            .build_cache
             .build(name, &st.kind, fp, kind.outputs(), &metric_names, |dir| {
                 let mut ctx = StageContext {
                     stage: name,
