@@ -1,7 +1,9 @@
 //! `suite run --executor slurm` against a real single-node Slurm started by `scripts/slurm-local.sh`: a small
 //! graph suite of implemented kinds (a tiny MoCo pretrain on synthetic scenes → ContraCAM masks → mask
 //! mIoU, and a center-box baseline) runs as one job per stage and ends with the metrics of a local run; a
-//! rerun submits nothing; `--only` refuses a stage whose upstream is not published.
+//! rerun submits nothing; `--only` refuses a stage whose upstream is not published; `suite status` reports
+//! every stage done; the pretrain stage as a 2-task `srun` step (data-parallel on Gloo) ends with the
+//! local run's metrics within the data-parallel tolerance.
 //!
 //! Needs root or passwordless sudo (the script installs slurm-wlm and munge when missing) or the packages
 //! already installed; without any of them it skips with a loud message.
@@ -244,6 +246,62 @@ fn graph_suite_runs_as_slurm_jobs_with_the_metrics_of_a_local_run() {
         text(&refreshed)
     );
     assert_eq!(metrics(&slurm_runs.join("slurm-toy/results.json")), want);
+
+    // `suite status` reads the jobs the executor recorded: each stage's latest job is done.
+    let status = run(vec![
+        "suite".into(),
+        "status".into(),
+        suite_s.into(),
+        "--runs-dir".into(),
+        slurm_runs.to_str().unwrap().into(),
+    ]);
+    assert!(status.status.success(), "suite status: {}", text(&status));
+    let out = String::from_utf8_lossy(&status.stdout);
+    for stage in ["pre", "loc", "ev", "centre"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(stage) && l.contains(" done ") && l.contains(".log")),
+            "{stage} not done in:\n{out}"
+        );
+    }
+
+    // A 2-task stage: one srun step whose tasks are the ranks of one data-parallel pretrain on Gloo; rank 0
+    // publishes. Its metrics equal the local 1-process run's within the data-parallel tolerance of
+    // tests/distributed.rs (float32, 3 steps: 1e-5).
+    let dp = root.join("dp.toml");
+    std::fs::write(
+        &dp,
+        SUITE.replace("time_min = 10\n", "time_min = 10\ntasks = 2\n"),
+    )
+    .unwrap();
+    let dp_runs = root.join("runs-dp");
+    let mut a = args(&dp_runs, &sl);
+    a[2] = dp.to_str().unwrap().into();
+    let dp_run = run(a);
+    assert!(dp_run.status.success(), "2-task slurm run: {}", text(&dp_run));
+    let dp_dir = dp_runs.join("slurm-toy/slurm");
+    let script = std::fs::read_to_string(dp_dir.join("pre.sh")).unwrap();
+    assert!(script.contains("srun --ntasks=2"), "{script}");
+    let got = metrics(&dp_runs.join("slurm-toy/results.json"));
+    for m in ["pre.final_loss", "pre.view_foreground"] {
+        let (g, w) = (got[m].as_f64().unwrap(), want[m].as_f64().unwrap());
+        eprintln!("{m}: 2 tasks {g} vs 1 process {w} (|Δ| = {:e})", (g - w).abs());
+        assert!((g - w).abs() <= 1e-5, "{m}: 2 tasks {g} vs 1 process {w}");
+    }
+    let log = std::fs::read_dir(&dp_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name().unwrap().to_string_lossy().starts_with("pre-")
+                && p.extension().is_some_and(|x| x == "log")
+        })
+        .unwrap();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains("stage pre: rank 1 of 2 done (rank 0 publishes)")
+            && log.contains("stage pre: published"),
+        "{log}"
+    );
 
     // A stage that fails inside its job fails the run naming the stage, the job and its log.
     let bad = root.join("bad.toml");

@@ -43,6 +43,10 @@ pub enum SuiteCommand {
     /// List the suite files under a folder: each one's form (smoke or graph), its stages, the datasets it
     /// needs and whether each is built under --data-dir, and the stage kinds it still misses.
     Ls(LsArgs),
+    /// Where each stage's latest Slurm job is (`suite run --executor slurm`): pending, running, done or
+    /// failed, from the job's exit status file, squeue, else sacct; with its job id and log. Exits 1 when a
+    /// stage's latest job failed.
+    Status(executor::StatusArgs),
 }
 
 /// Where built datasets live, for graph suites (`[datasets.*] manifest = ...`).
@@ -328,7 +332,8 @@ impl SuiteCommand {
             | SuiteCommand::Validate(_)
             | SuiteCommand::Report(_)
             | SuiteCommand::Compare(_)
-            | SuiteCommand::Ls(_) => GlobalArgs::default(),
+            | SuiteCommand::Ls(_)
+            | SuiteCommand::Status(_) => GlobalArgs::default(),
         }
     }
 }
@@ -342,6 +347,7 @@ pub fn run(cmd: SuiteCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         SuiteCommand::Plan(a) => plan_cmd(a, global),
         SuiteCommand::Compare(a) => compare_cmd(a),
         SuiteCommand::Ls(a) => ls_cmd(a),
+        SuiteCommand::Status(a) => executor::status_cmd(a),
     }
 }
 

@@ -20,8 +20,9 @@ use contracam::train::supervised::{
 };
 use contracam::train::{
     fit_source, train_on_index, Checkpointing, ExecutionStrategy, InMemorySource,
-    IndexSourceOptions, SingleDevice, TrainReport,
+    IndexSourceOptions, TrainReport,
 };
+use contracam::train::distributed::{is_output_writer, ProcessStrategy};
 use contracam::util::memory::ensure_fits_with_hint;
 use contracam::util::output::{refuse_input_overwrite, refuse_output_in_input_dirs};
 use contracam::util::progress::{Progress, Unit};
@@ -32,7 +33,10 @@ use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 pub enum TrainCommand {
     /// Self-supervised training (the suite's `[model]` method: MoCo v2 or BYOL) on the suite's synthetic
     /// training scenes or on a built dataset (--dataset), optionally with object-aware random crop from a
-    /// box file and soft masks riding with view 1.
+    /// box file and soft masks riding with view 1. Started by torchrun or srun (RANK, WORLD_SIZE,
+    /// MASTER_ADDR, MASTER_PORT; or an srun step of several tasks), each process is one rank of a
+    /// data-parallel run (Gloo on CPU, NCCL on CUDA): [train] batch_size is the global batch, and only rank 0
+    /// writes --out and the training state.
     Ssl(SslArgs),
     /// Supervised training of a ResNet classifier (cross-entropy on the class labels of a built split), the
     /// model of the classifier CAM (`localize dataset --method classifier-cam`). No official script
@@ -314,6 +318,10 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
                 None => train_on_scenes(&a, cfg, seed, global, &bar)?,
             };
             bar.finish();
+            if !is_output_writer() {
+                // A data-parallel rank other than 0 trained the same model; rank 0 writes it.
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut meta = HashMap::from([
                 ("contracam.seed".to_string(), seed.to_string()),
                 (
@@ -433,7 +441,9 @@ fn train_on_scenes(
     // The scenes' true foreground rides with view 1: the report says what the views contained, and
     // BG-Mixup mixes through it.
     let foreground = scenes.foreground_tensor().squeeze_dim(1);
-    let strategy = SingleDevice::new(device);
+    // One rank of a data-parallel run when torchrun/srun launched this process (`train.batch_size` is then
+    // the global batch), else one device.
+    let strategy = ProcessStrategy::from_env(device)?;
     let mut source = InMemorySource::new(
         images,
         cfg.train.batch_size,

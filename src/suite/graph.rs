@@ -139,6 +139,16 @@ pub struct StageResources {
     pub mem_mb: std::num::NonZeroU32,
     pub time_min: std::num::NonZeroU32,
     pub gpus: u32,
+    /// Processes of the job (`srun --ntasks`), each a rank of one data-parallel run; unset: one per GPU
+    /// (`gpus`), else one.
+    pub tasks: Option<std::num::NonZeroU32>,
+}
+
+impl StageResources {
+    /// How many tasks the job runs: `tasks`, else one per GPU, at least one.
+    pub fn ntasks(&self) -> u32 {
+        self.tasks.map_or(self.gpus.max(1), |t| t.get())
+    }
 }
 
 impl Default for StageResources {
@@ -149,6 +159,7 @@ impl Default for StageResources {
             mem_mb: n(2048),
             time_min: n(60),
             gpus: 0,
+            tasks: None,
         }
     }
 }

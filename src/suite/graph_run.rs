@@ -17,6 +17,7 @@
 //! the run seed's `metrics` and add the other seeds' (`seed_metrics`); the golden's claims and regression
 //! records are checked over all of them.
 pub mod listing;
+mod ranks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,12 @@ pub enum GraphRunError {
         stage: String,
         upstream: String,
         dir: PathBuf,
+    },
+    #[error("{path}: started as rank {rank} of {world} (torchrun/srun variables): a data-parallel suite run runs one stage, give --only STAGE (as the Slurm executor's multi-task jobs do)")]
+    LaunchedWithoutOnly {
+        path: PathBuf,
+        rank: usize,
+        world: usize,
     },
     #[error(transparent)]
     Paper(#[from] PaperGoldenError),
@@ -528,7 +535,12 @@ fn run_graph_stages(
     if let Some(why) = &not_checked {
         eprintln!("NOTE: {why}");
     }
-    let cache = StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?;
+    let follower = ranks::follower(suite, only)?;
+    let cache = match &follower {
+        None => StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?,
+        Some(_) => StageCache::read_only(&opts.runs_dir.join(&suite.name)),
+    };
+    let build_cache = follower.as_ref().map(|f| StageCache::read_only(f.path()));
     let mode = if opts.progress {
         Mode::detect(false)
     } else {
@@ -551,6 +563,7 @@ fn run_graph_stages(
             suite,
             registry,
             cache: &cache,
+            build_cache: build_cache.as_ref().unwrap_or(&cache),
             datasets,
             fps: &fps,
             device: opts.device,
@@ -682,6 +695,8 @@ struct Runner<'a> {
     suite: &'a GraphSuite,
     registry: &'a Registry,
     cache: &'a StageCache,
+    /// Where built stages are published: `cache`, or a data-parallel follower's private directory.
+    build_cache: &'a StageCache,
     datasets: &'a BTreeMap<String, Arc<DatasetHandle>>,
     fps: &'a BTreeMap<String, Option<String>>,
     device: Device,
@@ -857,7 +872,7 @@ impl Runner<'_> {
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let seed = stage_seed(st, self.seed);
         let built = self
-            .cache
+            .build_cache
             .build(name, &st.kind, fp, kind.outputs(), &metric_names, |dir| {
                 let mut ctx = StageContext {
                     stage: name,

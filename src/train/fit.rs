@@ -6,6 +6,7 @@
 //! checkpointed and resumed bit for bit (`state`).
 mod mixing;
 mod momentum;
+mod shard_draws;
 mod state;
 
 use std::path::PathBuf;
@@ -17,12 +18,13 @@ use tch::{Device, Kind, Tensor};
 
 use super::augment::background_mixup::{BackgroundMixup, MixupDraws};
 use super::augment::mixup_cutmix::MixCutDraws;
-use super::augment::{color_blur_normalize, Region};
+use super::augment::Region;
 use super::config::{MixKind, TrainConfig};
 use super::error::TrainError;
 use super::objective::{Byol, Moco, Networks, Objective, ViewMix};
 use super::source::{Batch, BatchSource, InMemorySource};
-use super::strategy::{ExecutionStrategy, SingleDevice};
+use super::distributed::ProcessStrategy;
+use super::strategy::ExecutionStrategy;
 use crate::model::{ContrastiveModel, Method, ModelConfig};
 use crate::util::progress::Progress;
 use crate::util::rng::{rng_for, seed_torch};
@@ -257,11 +259,18 @@ impl<S: ExecutionStrategy> Trainer<S> {
                 msg: format!("{} view(s); MoCo and BYOL need two", batch.views.len()),
             });
         }
+        // Drawn for the global batch and applied to this rank's rows (`shard_draws`).
+        let shard = self.strategy.shard();
         let mut views: Vec<Tensor> = batch
             .views
             .iter()
             .map(|v| {
-                color_blur_normalize(&v.to_device(dev), &mut self.color_rng, &self.cfg.augment)
+                shard_draws::color_blur_normalize_shard(
+                    &v.to_device(dev),
+                    &mut self.color_rng,
+                    &self.cfg.augment,
+                    shard,
+                )
             })
             .collect();
         let masks = batch.masks.as_ref().map(|m| m.to_device(dev));
@@ -275,7 +284,8 @@ impl<S: ExecutionStrategy> Trainer<S> {
         .map_err(|msg| self.batch_error(msg))?;
         let loss = self.step_mixed(&views, mix.as_ref())?;
         if let Some(m) = &batch.masks {
-            self.fg_sum += m.mean(Kind::Double).double_value(&[]);
+            let local = m.mean(Kind::Double).double_value(&[]);
+            self.fg_sum += self.strategy.average(&[local])?[0];
             self.fg_steps += 1;
         }
         Ok(loss)
@@ -341,7 +351,8 @@ impl<S: ExecutionStrategy> Trainer<S> {
         self.strategy
             .reduce_gradients(&self.online.vs.trainable_variables())?;
         self.opt.step();
-        let l = loss.double_value(&[]);
+        // The global batch's loss: each rank's is the mean over its equal shard.
+        let l = self.strategy.average(&[loss.double_value(&[])])?[0];
         if !l.is_finite() {
             return Err(TrainError::Diverged {
                 loss: l,
@@ -377,7 +388,8 @@ pub struct TrainData<'a> {
     pub masks: Option<&'a Tensor>,
 }
 
-/// Trains a fresh model from `seed` on in-memory images on one device and returns it with its loss curve.
+/// Trains a fresh model from `seed` on in-memory images on one device (or as one rank of the data-parallel
+/// run a launcher started: [`ProcessStrategy::from_env`]) and returns it with its loss curve.
 pub fn train(
     model_cfg: &ModelConfig,
     cfg: &TrainConfig,
@@ -388,7 +400,7 @@ pub fn train(
 ) -> Result<(ContrastiveModel, TrainReport), TrainError> {
     model_cfg.validate()?;
     cfg.validate(model_cfg.method, Some(data.images.size()[0] as usize))?;
-    let strategy = SingleDevice::new(device);
+    let strategy = ProcessStrategy::from_env(device)?;
     let mut source = InMemorySource::new(
         data.images.shallow_clone(),
         cfg.batch_size,

@@ -1,4 +1,5 @@
-//! Training a fresh model on a split of a built dataset on one device: the index-backed source (OA-Crop
+//! Training a fresh model on a split of a built dataset on one device (or as one rank of a data-parallel run
+//! a launcher started, [`ProcessStrategy`]): the index-backed source (OA-Crop
 //! boxes and masks as `opts` says) feeding the loop. What `train ssl --dataset` and the suite's `pretrain`
 //! stage both run; the in-memory counterpart is [`super::train`]. [`fit_source`] is the part both share with
 //! the scenes path of `train ssl`: a fresh or resumed trainer, its checkpoint policy, the fit.
@@ -11,7 +12,8 @@ use super::error::TrainError;
 use super::fit::{CheckpointPolicy, TrainReport, Trainer};
 use super::source::index::check_files;
 use super::source::{BatchSource, IndexBatchSource, IndexSourceOptions};
-use super::strategy::{ExecutionStrategy, SingleDevice};
+use super::distributed::ProcessStrategy;
+use super::strategy::ExecutionStrategy;
 use crate::data::loader::{MaskInput, Skipped, Source};
 use crate::model::{ContrastiveModel, ModelConfig};
 use crate::util::progress::Progress;
@@ -73,7 +75,12 @@ pub fn train_on_index(
     if !opts.skip_bad {
         check_files(source.as_ref(), &opts.masks)?;
     }
-    let strategy = SingleDevice::new(opts.device);
+    // One rank of a data-parallel run when launched by torchrun/srun; batches go to the rank's device.
+    let strategy = ProcessStrategy::from_env(opts.device)?;
+    let opts = IndexSourceOptions {
+        device: strategy.device(),
+        ..opts
+    };
     let mut batches = IndexBatchSource::new(
         source,
         cfg.batch_size,

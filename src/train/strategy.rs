@@ -7,6 +7,7 @@
 //! - `gather_keys`: MoCo's keys before they are enqueued (the official `_dequeue_and_enqueue` all-gathers
 //!   them, so every rank's queue holds the whole global batch);
 //! - `shard`: which part of each global batch this process loads;
+//! - `average`: the step's loss and foreground fraction over the global batch (each rank measured its shard);
 //! - `is_checkpoint_writer`: only rank 0 writes checkpoints.
 use tch::{Device, Tensor};
 
@@ -50,6 +51,11 @@ pub trait ExecutionStrategy {
     /// MoCo keys of the global batch, in rank order.
     fn gather_keys(&self, keys: &Tensor) -> Result<Tensor, TrainError> {
         Ok(keys.shallow_clone())
+    }
+    /// The mean over the ranks of values each rank measured on its equal shard (the step's loss, the
+    /// foreground fraction): the global batch's value, the same on every rank.
+    fn average(&self, values: &[f64]) -> Result<Vec<f64>, TrainError> {
+        Ok(values.to_vec())
     }
     fn is_checkpoint_writer(&self) -> bool {
         self.shard().rank == 0

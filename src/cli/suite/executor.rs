@@ -10,6 +10,7 @@ use contracam::suite::graph::GraphSuite;
 use contracam::suite::graph_run::{run_graph_only, GraphOptions};
 use contracam::suite::registry::Registry;
 use contracam::suite::RunOptions;
+use contracam::train::distributed::launched_rank;
 
 use super::RunArgs;
 use crate::cli::GlobalArgs;
@@ -64,7 +65,12 @@ pub fn only(
     for (k, v) in &results.metrics {
         println!("{k:<28} {v:.4}");
     }
-    println!("stage {stage}: published");
+    match launched_rank() {
+        Some((rank, world)) if rank > 0 => {
+            println!("stage {stage}: rank {rank} of {world} done (rank 0 publishes)")
+        }
+        _ => println!("stage {stage}: published"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -140,4 +146,51 @@ pub fn before_local_pass(
         d.cached.len()
     );
     Ok(slurm::without_refresh(&opts))
+}
+
+/// `suite status SUITE`: the state of each stage's latest Slurm job.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Graph suite file (TOML) whose jobs `suite run --executor slurm` submitted.
+    pub suite: PathBuf,
+    /// The --runs-dir of those runs (the jobs are recorded in <runs-dir>/<suite>/slurm/jobs.jsonl).
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Print the status as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints each stage's latest job: state (pending, running, done, failed), job id, what the state was read
+/// from, and its log. Exits 1 when a stage's latest job failed.
+pub fn status_cmd(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    use contracam::suite::executor::status::{status, State};
+    let suite = contracam::suite::graph::validate_file(&a.suite)?;
+    let dir = a.runs_dir.join(&suite.name).join("slurm");
+    let stages = status(&dir, &suite.order, &mut Sbatch)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&stages)?);
+    } else if stages.is_empty() {
+        println!(
+            "no Slurm jobs recorded for suite '{}' under {}",
+            suite.name,
+            dir.display()
+        );
+    } else {
+        for s in &stages {
+            println!(
+                "{:<20} {:<8} job {:<8} {:<40} {}",
+                s.stage,
+                s.state.name(),
+                s.job,
+                s.detail,
+                s.log.display()
+            );
+        }
+    }
+    Ok(if stages.iter().any(|s| s.state == State::Failed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -102,6 +102,11 @@ pub trait Scheduler {
     fn states(&mut self, ids: &[String]) -> Result<BTreeMap<String, String>, SlurmError>;
     /// Cancels `ids` (some may have finished already).
     fn cancel(&mut self, ids: &[String]) -> Result<(), SlurmError>;
+    /// The end state of jobs the queue no longer lists, from accounting (`sacct`); none on a cluster
+    /// without accounting storage.
+    fn accounting(&mut self, _ids: &[String]) -> Result<BTreeMap<String, String>, SlurmError> {
+        Ok(BTreeMap::new())
+    }
 }
 
 /// The real scheduler: `sbatch`, `squeue` and `scancel` from PATH (they read `SLURM_CONF`).
@@ -117,7 +122,7 @@ pub fn sbatch_args(job: &Job) -> Vec<String> {
         format!("--output={}", job.log.display()),
         format!("--chdir={}", job.chdir.display()),
         "--nodes=1".into(),
-        "--ntasks=1".into(),
+        format!("--ntasks={}", r.ntasks()),
         format!("--cpus-per-task={}", r.cpus),
         format!("--mem={}M", r.mem_mb),
         format!("--time={}", r.time_min),
@@ -195,6 +200,22 @@ impl Scheduler for Sbatch {
         }
         run_command("scancel", ids).map(|_| ())
     }
+
+    fn accounting(&mut self, ids: &[String]) -> Result<BTreeMap<String, String>, SlurmError> {
+        if ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        // -X: the job itself, not its steps; -P: `ID|STATE`. Without accounting storage sacct fails,
+        // which leaves the state to the exit status files.
+        let args = ["-n", "-X", "-P", "-o", "JobID,State", "-j", &ids.join(",")].map(String::from);
+        let mut all = parse_squeue(&run_command("sacct", &args)?);
+        all.retain(|id, _| ids.contains(id));
+        // sacct writes `CANCELLED by UID`: the first word is the state.
+        for s in all.values_mut() {
+            *s = s.split_whitespace().next().unwrap_or_default().to_string();
+        }
+        Ok(all)
+    }
 }
 
 /// A stage to submit, in graph order.
@@ -234,8 +255,25 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The job script of `stage`: runs the command, then records its exit status in `status_prefix<JOBID>.rc`.
-pub fn job_script(command: &[String], stage: &str, refresh: bool, status_prefix: &Path) -> String {
-    let mut argv: Vec<String> = command.iter().map(|a| sh_quote(a)).collect();
+/// A job of `tasks` > 1 runs it as one `srun` step of that many tasks, each a rank of one data-parallel
+/// run (the ranks meet through srun's variables, rank 0 publishes); `--kill-on-bad-exit` ends the step
+/// when one rank fails, so the others do not wait for it.
+pub fn job_script(
+    command: &[String],
+    stage: &str,
+    refresh: bool,
+    status_prefix: &Path,
+    tasks: u32,
+) -> String {
+    let mut argv: Vec<String> = Vec::new();
+    if tasks > 1 {
+        argv.extend([
+            "srun".to_string(),
+            format!("--ntasks={tasks}"),
+            "--kill-on-bad-exit=1".into(),
+        ]);
+    }
+    argv.extend(command.iter().map(|a| sh_quote(a)));
     argv.push("--only".into());
     argv.push(sh_quote(stage));
     if refresh {
@@ -264,7 +302,13 @@ pub fn submit_jobs(
     for j in jobs {
         let script = dir.join(format!("{}.sh", j.stage));
         let status_prefix = dir.join(format!("{}-", j.stage));
-        let text = job_script(&sopts.command, &j.stage, j.refresh, &status_prefix);
+        let text = job_script(
+            &sopts.command,
+            &j.stage,
+            j.refresh,
+            &status_prefix,
+            j.resources.ntasks(),
+        );
         std::fs::write(&script, text).map_err(|e| io(&script, e))?;
         let after_ok = j
             .reads
@@ -297,6 +341,8 @@ pub fn submit_jobs(
             job: id.clone(),
         });
         ids.insert(&j.stage, id);
+        // Recorded as each job is submitted, so `suite status` finds every job even if this process dies.
+        super::status::record(dir, &out)?;
     }
     Ok(out)
 }
@@ -648,6 +694,7 @@ mod tests {
             "b",
             true,
             Path::new("/r/b-"),
+            1,
         );
         assert!(
             s.contains("'/x y/contracam' 'it'\\''s' --only 'b' --refresh-stage 'b'"),
@@ -657,5 +704,33 @@ mod tests {
             s.contains("echo \"$rc\" > '/r/b-'\"$SLURM_JOB_ID\".rc"),
             "{s}"
         );
+        assert!(!s.contains("srun"), "{s}");
+        let s = job_script(&["contracam".into()], "b", false, Path::new("/r/b-"), 2);
+        assert!(
+            s.contains("\nsrun --ntasks=2 --kill-on-bad-exit=1 'contracam' --only 'b'\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn tasks_default_to_one_per_gpu() {
+        let r = |gpus, tasks: Option<u32>| StageResources {
+            gpus,
+            tasks: tasks.and_then(std::num::NonZeroU32::new),
+            ..StageResources::default()
+        };
+        assert_eq!(r(0, None).ntasks(), 1);
+        assert_eq!(r(4, None).ntasks(), 4);
+        assert_eq!(r(0, Some(2)).ntasks(), 2);
+        let job = Job {
+            name: "n".into(),
+            script: "/s".into(),
+            log: "/l".into(),
+            chdir: "/".into(),
+            partition: None,
+            resources: r(0, Some(3)),
+            after_ok: Vec::new(),
+        };
+        assert!(sbatch_args(&job).contains(&"--ntasks=3".to_string()));
     }
 }

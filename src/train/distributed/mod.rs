@@ -8,9 +8,11 @@
 //! - [`Rendezvous`]: who this process is, from the launcher's environment;
 //! - [`GradientReducer`]: c10d::Reducer over a VarStore's trainable variables;
 //! - [`SyncBatchNorm`]: the model's cross-process BatchNorm hook;
-//! - [`DataParallel`]: the pieces together, as the training loop uses them.
+//! - [`DataParallel`]: the pieces together, as the training loop uses them;
+//! - [`ProcessStrategy`]: data-parallel when launched as one rank of several, else one device.
 mod ffi;
 mod group;
+mod launch;
 mod reducer;
 mod rendezvous;
 mod strategy;
@@ -22,6 +24,7 @@ use std::rc::Rc;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
+pub use launch::{is_output_writer, launched_rank, ProcessStrategy};
 pub use group::{nccl_available, Backend, GroupOptions, ProcessGroup, ReduceOp};
 pub use reducer::{GradientReducer, BUCKET_BYTES, FIRST_BUCKET_BYTES};
 pub use rendezvous::{first_host, Rendezvous};

@@ -4,7 +4,7 @@
 //! checkpoints written by rank 0.
 use tch::{Device, Tensor};
 
-use super::{broadcast_state, DataParallel};
+use super::{broadcast_state, DataParallel, ReduceOp};
 use crate::model::ContrastiveModel;
 use crate::train::error::TrainError;
 use crate::train::strategy::{ExecutionStrategy, Shard};
@@ -44,6 +44,19 @@ impl ExecutionStrategy for DataParallel {
 
     fn gather_keys(&self, keys: &Tensor) -> Result<Tensor, TrainError> {
         Ok(DataParallel::gather_keys(self, keys)?)
+    }
+
+    /// One all-reduce of the values in float64 on the group's device, divided by the world size.
+    fn average(&self, values: &[f64]) -> Result<Vec<f64>, TrainError> {
+        let t = Tensor::from_slice(values).to_device(DataParallel::device(self));
+        self.group().all_reduce(&[&t], ReduceOp::Sum)?;
+        let mean = t.to_device(Device::Cpu) / self.world_size() as f64;
+        Vec::<f64>::try_from(&mean).map_err(|e| {
+            TrainError::from(super::DistError::Config(format!(
+                "averaging {} value(s) over the ranks: {e}",
+                values.len()
+            )))
+        })
     }
 
     fn describe(&self) -> String {

@@ -132,13 +132,9 @@ impl InMemorySource {
             .shuffle(&mut rng_for(self.seed, &format!("train/order/{epoch}")));
     }
 
+    /// One stream per epoch, the same on every rank (see `next_batch`).
     fn views_stream(&self, epoch: usize) -> ChaCha8Rng {
-        let purpose = if self.shard.world == 1 {
-            format!("train/views/{epoch}")
-        } else {
-            format!("train/views/{epoch}/rank{}", self.shard.rank)
-        };
-        rng_for(self.seed, &purpose)
+        rng_for(self.seed, &format!("train/views/{epoch}"))
     }
 }
 
@@ -164,14 +160,18 @@ impl BatchSource for InMemorySource {
             return Ok(None);
         }
         let global = &self.order[self.next * self.batch_size..(self.next + 1) * self.batch_size];
-        let idx = &global[self.shard.local_range(self.batch_size)];
+        let local = self.shard.local_range(self.batch_size);
+        let idx = &global[local.clone()];
         self.next += 1;
         let dev = self.images.device();
         let idx_t =
             Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(dev);
         let images = self.images.index_select(0, &idx_t);
         let (h, w) = (images.size()[2] as f64, images.size()[3] as f64);
-        let regions = choose_regions(self.boxes.as_deref(), idx, &mut self.views_rng);
+        // Boxes, crops and flips are drawn for the whole global batch on every rank, which then cuts its
+        // own rows: the stream is the same on every rank and at every world size (so rank 0's state resumes
+        // a run at any world size), and N ranks see the views one process sees.
+        let regions = choose_regions(self.boxes.as_deref(), global, &mut self.views_rng);
         let rng = &mut self.views_rng;
         let cfg = &self.augment;
         let mut view = |input: &Tensor| {
@@ -183,7 +183,12 @@ impl BatchSource for InMemorySource {
                 .iter()
                 .map(|_| rand::Rng::random_bool(rng, cfg.hflip_p))
                 .collect();
-            crop_resize(input, &crops, &flips, cfg.output_size)
+            crop_resize(
+                input,
+                &crops[local.clone()],
+                &flips[local.clone()],
+                cfg.output_size,
+            )
         };
         // View 1 and its mask share one crop and flip, as the official joint 4-channel transform.
         let (v1, masks) = match &self.masks {
