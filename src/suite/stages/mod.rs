@@ -14,6 +14,7 @@ pub mod import;
 pub mod linear_eval;
 pub mod localize;
 pub mod pretrain;
+pub mod redo_masks;
 
 /// Registers every implemented kind.
 pub fn register_builtin(r: &mut Registry) {
@@ -30,6 +31,7 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<eval_boxes::EvalBoxes>(),
         r.register::<eval_bg_challenge::EvalBgChallenge>(),
         r.register::<eval_shift::EvalShift>(),
+        r.register::<redo_masks::RedoMasks>(),
     ];
     for res in results {
         if let Err(e) = res {
@@ -72,14 +74,6 @@ const PLANNED: &[PlannedKind] = &[
                 },
                 pct("train_accuracy", UP, "top-1 accuracy on the training set, last epoch"),
             ],
-        },
-        PlannedKind {
-            kind: "redo-masks",
-            issue: 11,
-            about: "masks of the ReDO baseline (Table 1), the official `--model redo` path: 128 px input, mean/std 0.5, a ReDO mask network checkpoint",
-            inputs: &[Slot::required("data", A::Dataset)],
-            outputs: &[Slot::file("masks", A::MasksDir, "masks")],
-            metrics: &[],
         },
         PlannedKind {
             kind: "detectron2-finetune",
