@@ -521,3 +521,40 @@ fn bg_mixup_soft_masks_are_gray_at_each_samples_size_and_resume_byte_identically
     let e = run_err(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(e.contains("--preset bg-mixup sets --iters 1"), "{e}");
 }
+
+#[test]
+fn overlays_are_a_png_grid_of_the_expected_size_that_follows_the_cams() {
+    use contracam::data::formats::npy::encode_npy_2d_f32;
+    use contracam::localize::overlay::{grid_size, overlay_selection, write_overlays};
+    let fx = fixture();
+    let out = fx.work.join("overlays");
+    fx.run(&out, &["--overlays", "2"]);
+    let png = out.join("overlays.png");
+    let bytes = std::fs::read(&png).unwrap();
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8();
+    let source = fx.source();
+    let rows = overlay_selection(&source, 2).unwrap();
+    assert!(rows.len() >= 2, "the fixture has several classes: {rows:?}");
+    let cols = rows.iter().map(Vec::len).max().unwrap();
+    assert_eq!(img.dimensions(), grid_size(rows.len(), cols, 32));
+    // Without the flag there is no grid.
+    let plain = fx.work.join("plain");
+    fx.run(&plain, &[]);
+    assert!(!plain.join("overlays.png").exists());
+
+    // Another CAM for the first tile changes the grid; the original CAM gives the same bytes back.
+    let id = source.meta(rows[0][0]).unwrap().id;
+    let npy = out.join(format!("scoremaps/{id}.npy"));
+    let original = std::fs::read(&npy).unwrap();
+    let cam = read_npy_2d(&npy).unwrap();
+    let flipped: Vec<f32> = cam.data.iter().map(|&v| 1.0 - v as f32).collect();
+    std::fs::write(&npy, encode_npy_2d_f32(32, 32, &flipped)).unwrap();
+    write_overlays(&source, &out, 32, 2).unwrap();
+    let changed = std::fs::read(&png).unwrap();
+    assert_ne!(changed, bytes);
+    std::fs::write(&npy, original).unwrap();
+    write_overlays(&source, &out, 32, 2).unwrap();
+    assert_eq!(std::fs::read(&png).unwrap(), bytes);
+}

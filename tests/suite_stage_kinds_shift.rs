@@ -7,6 +7,7 @@
 //!   and an unbound set has no metric and is listed as not bound;
 //! - bad parameters are refused naming the key; a missing required slot, or an ImageNet-C split the build
 //!   lacks, is named.
+//! - the stage's fingerprint covers every ImageNet-C split it reads, not only the bound one.
 mod stage_kinds_common;
 
 use std::path::Path;
@@ -395,4 +396,64 @@ fn bad_parameters_are_refused_naming_the_key_and_the_paper_suites_parse() {
         .iter()
         .filter(|s| !["model", "train"].contains(&s.name))
         .all(|s| s.optional));
+}
+
+/// The eval-shift stage's fingerprint in a suite binding `imagenet_c_9` to `fog-1` of the `toy` build.
+fn shift_fingerprint(f: &Fixture, dir: &Path) -> String {
+    use contracam::suite::golden::paper::PaperGoldens;
+    use contracam::suite::graph::{GraphContext, GraphSuite};
+    let text = "name = \"shiftfp\"\nversion = 1\n\
+        [datasets.train]\nmanifest = \"toy\"\nsplit = \"train\"\n\
+        [datasets.c9]\nmanifest = \"toy\"\nsplit = \"fog-1\"\n\
+        [stages.weights]\nkind = \"import\"\n\
+        params = { source = \"w.pth\", sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\" }\n\
+        [stages.shift]\nkind = \"eval-shift\"\n\
+        inputs = { model = \"stages.weights.model\", train = \"datasets.train\", imagenet_c_9 = \"datasets.c9\" }\n\
+        params = { imagenet_c = { corruptions = [\"fog\", \"snow\"], severities = [1, 2] } }\n";
+    let path = dir.join("shiftfp.toml");
+    std::fs::write(&path, text).unwrap();
+    let registry = Registry::builtin();
+    let paper = PaperGoldens::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/paper"))
+        .unwrap();
+    let ctx = GraphContext {
+        registry: &registry,
+        paper: &paper,
+        manifests: None,
+    };
+    let suite = GraphSuite::load(&path, &ctx).unwrap();
+    let datasets = contracam::suite::graph_run::resolve_datasets(&suite, &f.data).unwrap();
+    let fps = datasets
+        .iter()
+        .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
+        .collect();
+    let all = contracam::suite::graph_run::fingerprints(
+        &suite,
+        &registry,
+        &fps,
+        &f.data,
+        None,
+        Device::Cpu,
+    );
+    all["shift"].clone().expect("the stage has a fingerprint")
+}
+
+#[test]
+fn rebuilding_any_imagenet_c_split_the_stage_reads_changes_its_fingerprint() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let before = shift_fingerprint(&f, dir.path());
+    assert_eq!(before, shift_fingerprint(&f, dir.path()), "deterministic");
+    // Rebuild snow-2 (not the bound split fog-1) with one sample fewer.
+    let index = f.data.join("toy/index/snow-2.jsonl");
+    let text = std::fs::read_to_string(&index).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    std::fs::write(&index, lines.join("\n") + "\n").unwrap();
+    let after = shift_fingerprint(&f, dir.path());
+    assert_ne!(before, after, "snow-2 is read, so it is fingerprinted");
+    // A split of the build the params do not list is not read and does not count.
+    let other = f.data.join("toy/index/test.jsonl");
+    let text = std::fs::read_to_string(&other).unwrap();
+    std::fs::write(&other, text.replacen("100", "101", 1)).unwrap();
+    assert_eq!(after, shift_fingerprint(&f, dir.path()));
 }

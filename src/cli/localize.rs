@@ -97,6 +97,10 @@ pub struct DatasetArgs {
     /// Stop after this many chunks (rerun to continue), to split a run over several jobs.
     #[arg(long)]
     pub max_chunks: Option<usize>,
+    /// When the run completes, also write overlays.png: for N images of each of the first 8 classes, the
+    /// image blended with its CAM (jet colours) and its mask's outline in white, one row per class.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub overlays: u16,
     #[command(flatten)]
     pub device: DeviceArg,
     #[command(flatten)]
@@ -280,6 +284,7 @@ fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> 
         workers: rayon::current_num_threads(),
         max_chunks: a.max_chunks,
         soft_masks,
+        overlays: usize::from(a.overlays),
         ..Default::default()
     };
     if a.keep_first_component {

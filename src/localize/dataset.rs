@@ -8,6 +8,7 @@
 //! <out>/chunks/<NNNNNN>.boxes    the box-file lines of chunk N; <NNNNNN>.done marks the chunk complete
 //! <out>/boxes.txt                the official box file (ids in index order, normalised xyxy, 6 decimals)
 //! <out>/soft_masks/<class>/<file> with `soft_masks`: the CAM at the image's own size, 8-bit gray (BG-Mixup)
+//! <out>/overlays.png            with `overlays`: a grid of CAM overlays and mask outlines to look at
 //! <out>/DONE.json                the final marker
 //! ```
 //!
@@ -107,6 +108,9 @@ pub struct LocalizeOptions {
     /// Process at most this many chunks in one call and return with `complete = false` (to split a run
     /// over several jobs); not part of the run's identity.
     pub max_chunks: Option<usize>,
+    /// When the run completes, write `overlays.png`: CAM overlays with mask outlines of this many images per
+    /// class ([`super::overlay`]); 0 writes none. A view of the outputs, not part of the run's identity.
+    pub overlays: usize,
 }
 
 impl Default for LocalizeOptions {
@@ -127,6 +131,7 @@ impl Default for LocalizeOptions {
             workers: 1,
             soft_masks: false,
             max_chunks: None,
+            overlays: 0,
         }
     }
 }
@@ -524,6 +529,7 @@ pub fn localize_dataset(
         resumed_chunks: resumed,
     };
     if complete {
+        super::overlay::write_overlays(source.as_ref(), out, opts.image_size, opts.overlays)?;
         write_json(&out.join("DONE.json"), &summary)?;
     }
     Ok(summary)

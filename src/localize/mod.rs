@@ -5,6 +5,7 @@ pub mod contrastive_cam;
 pub mod crf;
 pub mod dataset;
 pub mod mask_clean;
+pub mod overlay;
 pub mod postprocess;
 
 pub use contrastive_cam::{contrastive_cam, contrastive_cam_traced, CamConfig, CamError};

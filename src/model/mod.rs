@@ -6,6 +6,7 @@ pub mod export;
 pub mod heads;
 pub mod import;
 pub mod layers;
+pub mod redo;
 pub mod resnet;
 
 use serde::{Deserialize, Serialize};

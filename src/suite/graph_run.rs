@@ -28,7 +28,7 @@ use tch::Device;
 
 use super::cache::{self, CacheError, FingerprintInput, Published, StageCache};
 use super::claims;
-use super::dataset::DatasetHandle;
+use super::dataset::{index_path, DatasetHandle, DatasetSpec, IndexDataset};
 use super::golden::paper::{PaperGoldenError, PaperGoldens};
 use super::golden::{self, Golden, GoldenError, Verdict};
 use super::graph::{GraphStage, GraphSuite, InputRef};
@@ -175,15 +175,17 @@ pub fn metric_ids(suite: &GraphSuite, registry: &Registry) -> Vec<String> {
 
 /// Fingerprints of every stage, computed before anything runs. `datasets` holds the fingerprints of the
 /// datasets that resolved; a stage whose kind is not implemented, whose dataset is missing, or that reads
-/// from such a stage has none.
+/// from such a stage has none. Splits a stage reads beside a bound one ([`DynStage::extra_splits`]) add
+/// their index files (under `data_dir`) to that input's fingerprint.
 pub fn fingerprints(
     suite: &GraphSuite,
     registry: &Registry,
     datasets: &BTreeMap<String, String>,
+    data_dir: &Path,
     seed: Option<u64>,
     device: Device,
 ) -> BTreeMap<String, Option<String>> {
-    fingerprints_with_fault(suite, registry, datasets, seed, device, None)
+    fingerprints_with_fault(suite, registry, datasets, data_dir, seed, device, None)
 }
 
 /// Whether `fault` changes what stage `st` computes: ignoring the boxes breaks a pretrain stage that
@@ -203,6 +205,7 @@ pub fn fingerprints_with_fault(
     suite: &GraphSuite,
     registry: &Registry,
     datasets: &BTreeMap<String, String>,
+    data_dir: &Path,
     seed: Option<u64>,
     device: Device,
     fault: Option<Fault>,
@@ -215,7 +218,12 @@ pub fn fingerprints_with_fault(
             let mut inputs: BTreeMap<&str, String> = BTreeMap::new();
             for (slot, r) in &st.inputs {
                 let fp = match r {
-                    InputRef::Dataset(d) => datasets.get(d)?.clone(),
+                    InputRef::Dataset(d) => with_extra_splits(
+                        datasets.get(d)?,
+                        suite.datasets.get(d)?,
+                        &kind.extra_splits(&st.params, slot),
+                        data_dir,
+                    ),
                     InputRef::Stage { stage, output } => {
                         cache::artefact_fingerprint(fps.get(stage)?.as_deref()?, output)
                     }
@@ -239,6 +247,40 @@ pub fn fingerprints_with_fault(
         fps.insert(name.clone(), fp);
     }
     fps
+}
+
+/// A dataset input's fingerprint extended by the index files of the `extra` splits of its build (a split
+/// not built yet counts as absent, so building it changes the fingerprint too).
+fn with_extra_splits(fp: &str, spec: &DatasetSpec, extra: &[String], data_dir: &Path) -> String {
+    let DatasetSpec::Index(i) = spec else {
+        return fp.to_string();
+    };
+    if extra.is_empty() {
+        return fp.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"contracam-extra-splits-v1\0");
+    h.update(fp.as_bytes());
+    for split in extra {
+        let path = index_path(
+            data_dir,
+            &IndexDataset {
+                name: i.name.clone(),
+                split: split.clone(),
+            },
+        );
+        h.update(b"\0split\0");
+        h.update(split.as_bytes());
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                h.update(b"\0index\0");
+                h.update(Sha256::digest(&bytes));
+            }
+            Err(_) => h.update(b"\0absent"),
+        }
+    }
+    hex::encode(h.finalize())
 }
 
 /// The stages to recompute: all when `all`, else the named ones and every stage that reads from them,
@@ -558,7 +600,7 @@ fn run_graph_stages(
             .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
             .collect();
         let fps =
-            fingerprints_with_fault(suite, registry, &dataset_fps, over, opts.device, opts.fault);
+            fingerprints_with_fault(suite, registry, &dataset_fps, &gopts.data_dir, over, opts.device, opts.fault);
         let runner = Runner {
             suite,
             registry,

@@ -485,7 +485,14 @@ pub fn plan_graph(
             }),
         }
     }
-    let fps = graph_run::fingerprints(suite, registry, &dataset_fps, gopts.seed, opts.device);
+    let fps = graph_run::fingerprints(
+        suite,
+        registry,
+        &dataset_fps,
+        &gopts.data_dir,
+        gopts.seed,
+        opts.device,
+    );
     let mut stages: Vec<GraphStagePlan> = Vec::new();
     for name in &suite.order {
         let st = &suite.stages[name];

@@ -496,6 +496,12 @@ pub trait Stage: Send + Sync + 'static {
         Estimate::default()
     }
 
+    /// Splits of a bound built dataset's build that `run` reads beside the bound one (ImageNet-C's
+    /// corruption splits), by input slot: their index files enter the stage's fingerprint.
+    fn extra_splits(_params: &Self::Params, _slot: &str) -> Vec<String> {
+        Vec::new()
+    }
+
     fn run(params: &Self::Params, ctx: &mut StageContext) -> Result<StageResult, StageError>;
 }
 
@@ -523,6 +529,8 @@ pub trait DynStage: Send + Sync {
     /// Parses (strictly) and validates the `params` table of a stage instance.
     fn parse(&self, params: toml::Value) -> Result<ResolvedParams, ParamsParseError>;
     fn estimate(&self, params: &ResolvedParams, ctx: &EstimateContext) -> Estimate;
+    /// [`Stage::extra_splits`].
+    fn extra_splits(&self, params: &ResolvedParams, slot: &str) -> Vec<String>;
     fn run(
         &self,
         params: &ResolvedParams,
@@ -593,6 +601,12 @@ impl<S: Stage> DynStage for Registered<S> {
         match Self::typed(params) {
             Ok(p) => S::estimate(&p, ctx),
             Err(_) => Estimate::default(),
+        }
+    }
+    fn extra_splits(&self, params: &ResolvedParams, slot: &str) -> Vec<String> {
+        match Self::typed(params) {
+            Ok(p) => S::extra_splits(&p, slot),
+            Err(_) => Vec::new(),
         }
     }
     fn run(

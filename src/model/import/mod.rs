@@ -292,7 +292,11 @@ fn rename(layout: Layout, key: &str) -> Mapped {
     }
 }
 
-/// A libtorch tensor with exactly the raw tensor's bytes.
+/// A libtorch tensor with exactly the raw tensor's bytes (also ReDO's mask network, `model::redo`).
+pub(crate) fn raw_to_tensor(t: &RawTensor) -> Result<Tensor, String> {
+    to_tensor(t)
+}
+
 fn to_tensor(t: &RawTensor) -> Result<Tensor, String> {
     let kind = match t.dtype {
         Dtype::F64 => Kind::Double,

@@ -12,8 +12,8 @@
 //! reports the accuracy of each, the mean over severities per corruption, and as `imagenet_c_9` the mean of
 //! those per-corruption means (the ImageNet-C benchmark's averaging; the paper does not say which
 //! corruptions and severities it averaged; the default is the 15 benchmark corruptions at severities 1-5).
-//! Only the bound split's index is part of the stage's fingerprint: rebuilding the others does not re-run
-//! the stage (the report lists every split it read). A synthetic set bound there is one set, not averaged.
+//! The index of every split it reads is part of the stage's fingerprint ([`Stage::extra_splits`]), so
+//! rebuilding any of them re-runs the stage. A synthetic set bound there is one set, not averaged.
 //!
 //! Unbound optional sets are skipped and their metric is not emitted; the report lists them as not bound.
 use std::collections::BTreeMap;
@@ -67,6 +67,16 @@ pub const BENCHMARK_CORRUPTIONS: [&str; 15] = [
     "pixelate",
     "jpeg_compression",
 ];
+
+impl ImagenetCParams {
+    /// The split names `<corruption>-<severity>`, corruption-major as they are read.
+    pub fn splits(&self) -> Vec<String> {
+        self.corruptions
+            .iter()
+            .flat_map(|c| self.severities.iter().map(move |s| format!("{c}-{s}")))
+            .collect()
+    }
+}
 
 impl Default for ImagenetCParams {
     fn default() -> Self {
@@ -377,6 +387,13 @@ impl Stage for EvalShift {
             }
         }
         Ok(())
+    }
+
+    fn extra_splits(p: &EvalShiftParams, slot: &str) -> Vec<String> {
+        if slot != "imagenet_c_9" {
+            return Vec::new();
+        }
+        p.imagenet_c.splits()
     }
 
     fn run(p: &EvalShiftParams, ctx: &mut StageContext) -> Result<StageResult, StageError> {

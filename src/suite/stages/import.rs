@@ -73,61 +73,11 @@ impl Stage for Import {
         if p.source.as_os_str().is_empty() {
             return Err(ParamError::new("source", "must name the checkpoint file"));
         }
-        if let Some(h) = &p.sha256 {
-            if h.len() != 64
-                || !h
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(ParamError::new(
-                    "sha256",
-                    "must be 64 lowercase hex digits (`sha256sum FILE`)",
-                ));
-            }
-        }
-        Ok(())
+        validate_sha256(&p.sha256)
     }
 
     fn run(p: &ImportParams, ctx: &mut StageContext) -> Result<StageResult, StageError> {
-        let src = source_path(&p.source, ctx.data_dir);
-        if !src.is_file() {
-            return Err(ParamError::new(
-                "source",
-                format!(
-                    "{} is not a file (a relative source is taken from the data directory {}); download \
-                     the checkpoint there",
-                    src.display(),
-                    ctx.data_dir.display()
-                ),
-            )
-            .into());
-        }
-        let actual = crate::data::source::hash::hash_file(&src, false, |_| {})?.sha256;
-        match &p.sha256 {
-            None => {
-                return Err(ParamError::new(
-                    "sha256",
-                    format!(
-                        "not set: the stage's fingerprint must cover the content of {}; add sha256 = \"{actual}\" \
-                         after checking that this is the file you meant",
-                        src.display()
-                    ),
-                )
-                .into())
-            }
-            Some(want) if *want != actual => {
-                return Err(ParamError::new(
-                    "sha256",
-                    format!(
-                        "{} has sha256 {actual}, the suite declares {want}: the file changed or is another \
-                         one; fix the file or the declared hash",
-                        src.display()
-                    ),
-                )
-                .into())
-            }
-            Some(_) => {}
-        }
+        let src = declared_source(&p.source, "source", &p.sha256, ctx.data_dir)?;
         let out = ctx.output("model")?;
         let report = import_checkpoint(&src, &out, p.format.layout())?;
         if let Some(want) = p.arch {
@@ -157,4 +107,71 @@ pub fn source_path(source: &Path, data_dir: &Path) -> PathBuf {
     } else {
         data_dir.join(source)
     }
+}
+
+/// `sha256` as a suite declares it: 64 lowercase hex digits when set.
+pub(super) fn validate_sha256(sha256: &Option<String>) -> Result<(), ParamError> {
+    if let Some(h) = sha256 {
+        if h.len() != 64
+            || !h
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(ParamError::new(
+                "sha256",
+                "must be 64 lowercase hex digits (`sha256sum FILE`)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The path of a file from outside the stages (`key` names its param), checked against the declared
+/// `sha256`: without one the run stops and prints the hash to declare, so the fingerprint covers the content.
+pub(super) fn declared_source(
+    source: &Path,
+    key: &str,
+    sha256: &Option<String>,
+    data_dir: &Path,
+) -> Result<PathBuf, StageError> {
+    let src = source_path(source, data_dir);
+    if !src.is_file() {
+        return Err(ParamError::new(
+            key,
+            format!(
+                "{} is not a file (a relative source is taken from the data directory {}); download \
+                 the checkpoint there",
+                src.display(),
+                data_dir.display()
+            ),
+        )
+        .into());
+    }
+    let actual = crate::data::source::hash::hash_file(&src, false, |_| {})?.sha256;
+    match sha256 {
+        None => {
+            return Err(ParamError::new(
+                "sha256",
+                format!(
+                    "not set: the stage's fingerprint must cover the content of {}; add sha256 = \"{actual}\" \
+                     after checking that this is the file you meant",
+                    src.display()
+                ),
+            )
+            .into())
+        }
+        Some(want) if *want != actual => {
+            return Err(ParamError::new(
+                "sha256",
+                format!(
+                    "{} has sha256 {actual}, the suite declares {want}: the file changed or is another \
+                     one; fix the file or the declared hash",
+                    src.display()
+                ),
+            )
+            .into())
+        }
+        Some(_) => {}
+    }
+    Ok(src)
 }

@@ -76,6 +76,9 @@ pub struct LocalizeParams {
     pub threshold: Option<f64>,
     /// Write the BG-Mixup soft masks (needs JPEG or PNG images); when off, `soft_masks` is an empty folder.
     pub soft_masks: bool,
+    /// Built splits: also write `overlays.png` in the stage folder, CAM overlays with mask outlines of this
+    /// many images per class (the first 8 classes), for a person to look at; 0 (default) writes none.
+    pub overlays: usize,
 }
 
 impl Default for LocalizeParams {
@@ -92,6 +95,7 @@ impl Default for LocalizeParams {
             margin: 0.2,
             threshold: None,
             soft_masks: true,
+            overlays: 0,
         }
     }
 }
@@ -183,6 +187,12 @@ impl Stage for Localize {
         if !(0.0..=1.0).contains(&p.min_area_frac) {
             return Err(ParamError::new("min_area_frac", "must be in [0, 1]"));
         }
+        if p.overlays > 64 {
+            return Err(ParamError::new(
+                "overlays",
+                "must be in 0..=64 images per class",
+            ));
+        }
         if !(p.margin.is_finite() && p.margin >= 0.0) {
             return Err(ParamError::new("margin", "must be a finite number ≥ 0"));
         }
@@ -213,6 +223,13 @@ impl Stage for Localize {
         let model = load_model(p, &weights, ctx.device)?;
         match &data.spec {
             DatasetSpec::Synth(_) => {
+                if p.overlays > 0 {
+                    return Err(ParamError::new(
+                        "overlays",
+                        "applies to built datasets only; remove it for synthetic scenes",
+                    )
+                    .into());
+                }
                 let set = data.synth()?;
                 run_synth(p, ctx, &model, &set)
             }
@@ -281,6 +298,7 @@ fn run_index(
         boxes: p.box_options(),
         workers: ctx.threads,
         soft_masks: p.soft_masks,
+        overlays: p.overlays,
         ..LocalizeOptions::default()
     };
     let out = ctx.out_dir.to_path_buf();

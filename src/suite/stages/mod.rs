@@ -14,6 +14,7 @@ pub mod import;
 pub mod linear_eval;
 pub mod localize;
 pub mod pretrain;
+pub mod redo_masks;
 pub mod train_classifier;
 
 /// Registers every implemented kind.
@@ -32,6 +33,7 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<eval_bg_challenge::EvalBgChallenge>(),
         r.register::<eval_shift::EvalShift>(),
         r.register::<train_classifier::TrainClassifier>(),
+        r.register::<redo_masks::RedoMasks>(),
     ];
     for res in results {
         if let Err(e) = res {
@@ -58,14 +60,6 @@ pub fn planned() -> Vec<PlannedKind> {
 }
 
 const PLANNED: &[PlannedKind] = &[
-        PlannedKind {
-            kind: "redo-masks",
-            issue: 11,
-            about: "masks of the ReDO baseline (Table 1), the official `--model redo` path: 128 px input, mean/std 0.5, a ReDO mask network checkpoint",
-            inputs: &[Slot::required("data", A::Dataset)],
-            outputs: &[Slot::file("masks", A::MasksDir, "masks")],
-            metrics: &[],
-        },
         PlannedKind {
             kind: "detectron2-finetune",
             issue: 12,
