@@ -471,6 +471,7 @@ fn run_graph_stages(
         .and_then(|t| t.parse::<toml::Table>().ok())
         .unwrap_or_default();
     let env = crate::util::env_report();
+    let loss_curves = super::plots::loss_curves(&cache, &timings);
     Ok(Results {
         suite: suite.name.clone(),
         suite_version: suite.version,
@@ -494,6 +495,7 @@ fn run_graph_stages(
         precision: Some(PRECISION.name().into()),
         fault: None,
         paper_cells,
+        loss_curves,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod graph_run;
 pub mod pipeline;
 pub mod plan;
+pub mod plots;
 pub mod registry;
 pub mod report;
 pub mod stage;
@@ -169,6 +170,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         && checks.iter().all(|c| c.verdict == Verdict::Pass)
         && claim_checks.iter().all(|c| c.verdict == Verdict::Pass);
     let env = crate::util::env_report();
+    let loss_curves = plots::loss_curves(&cache, &timings);
     Ok(Results {
         suite: cfg.name.clone(),
         suite_version: cfg.version,
@@ -192,6 +194,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         precision: Some(pipeline::PRECISION.name().into()),
         fault: opts.fault.map(|f| f.name().to_string()),
         paper_cells: Vec::new(),
+        loss_curves,
     })
 }
 

@@ -53,6 +53,9 @@ pub struct Results {
     /// Paper cells a graph suite binds, beside the measured values (information, not pass/fail).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paper_cells: Vec<PaperCellCheck>,
+    /// Training-loss curves of the run's training stages, by stage (for the plots).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub loss_curves: BTreeMap<String, super::stage::Curve>,
 }
 
 /// A paper cell bound by a graph suite's `[[bind]]`, with what the run measured. Information only: it does
@@ -196,6 +199,9 @@ pub struct ReportView {
     pub claims: Vec<ClaimCheck>,
     #[serde(default)]
     pub paper_cells: Vec<PaperCellCheck>,
+    /// Absent in results written before the curves were recorded: the plots then say so.
+    #[serde(default)]
+    pub loss_curves: BTreeMap<String, super::stage::Curve>,
 }
 
 /// Report formats of `suite report` and `suite run --report/--junit`.
