@@ -33,7 +33,7 @@ const MISSING: [(u32, &[&str]); 8] = [
     (2, &["train-classifier"]),
     (3, &[]),
     (4, &[]),
-    (5, &["detectron2-finetune"]),
+    (5, &[]),
     (6, &[]),
     (7, &[]),
     (8, &[]),

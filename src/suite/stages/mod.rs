@@ -4,6 +4,7 @@ use super::registry::{PlannedKind, Registry};
 use super::stage::{ArtefactKind as A, Direction, MetricSpec, Slot, Unit};
 
 pub mod center_box;
+pub mod detectron2_finetune;
 pub mod eval_bg_challenge;
 pub mod eval_boxes;
 pub mod eval_masks;
@@ -30,6 +31,7 @@ pub fn register_builtin(r: &mut Registry) {
         r.register::<eval_boxes::EvalBoxes>(),
         r.register::<eval_bg_challenge::EvalBgChallenge>(),
         r.register::<eval_shift::EvalShift>(),
+        r.register::<detectron2_finetune::Detectron2Finetune>(),
     ];
     for res in results {
         if let Err(e) = res {
@@ -80,16 +82,5 @@ const PLANNED: &[PlannedKind] = &[
             inputs: &[Slot::required("data", A::Dataset)],
             outputs: &[Slot::file("masks", A::MasksDir, "masks")],
             metrics: &[],
-        },
-        PlannedKind {
-            kind: "detectron2-finetune",
-            issue: 12,
-            about: "exports to detectron2 and fine-tunes Mask R-CNN C4 on COCO with an external detectron2 (Table 5)",
-            inputs: &[Slot::required("model", A::ModelCheckpoint)],
-            outputs: &[Slot::file("report", A::Json, "detectron2.json")],
-            metrics: &[
-                pct("bbox_ap", UP, "COCO detection AP"),
-                pct("segm_ap", UP, "COCO segmentation AP"),
-            ],
         },
     ];
