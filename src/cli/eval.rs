@@ -293,17 +293,12 @@ pub fn run(cmd: EvalCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             json,
             ..
         } => {
-            let gt_ds = coco::load_dataset(&gt)?;
-            let mut results = coco::load_results(&dt)?;
-            if drop_segm_bbox && iou_type == coco::IouType::Segm {
-                results.iter_mut().for_each(|r| r.bbox = None);
-            }
-            let gts = coco::gt_objects(&gt_ds, iou_type, &gt)?;
-            let dts = coco::load_res(&gt_ds, &results, &dt)?;
-            let mut params = coco::CocoParams::new(iou_type);
-            params.gt_id_zero_is_unmatched = !fix_gt_id_zero;
-            let r = coco::evaluate(&gt_ds, &gts, &dts, &params)
-                .map_err(|m| anyhow::anyhow!("{}: {m}", dt.display()))?;
+            let opts = coco::FileEvalOptions {
+                iou_type,
+                drop_segm_bbox,
+                fix_gt_id_zero,
+            };
+            let r = coco::evaluate_files_with(&gt, &dt, &opts)?;
             if json {
                 println!("{}", serde_json::Value::Object(r.named_stats()));
             } else {

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use contracam::suite::cache::LockPolicy;
 use contracam::suite::golden::bless::{bless_file, BlessOptions};
-use contracam::suite::{config, report, run_suite, RunOptions};
+use contracam::suite::{config, plots, report, run_suite, RunOptions};
 
 use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
@@ -204,6 +204,10 @@ pub struct ReportArgs {
     /// Write here instead of standard output.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write PNG plots into this folder (a training-loss curve per training stage, a value-vs-golden
+    /// bar with the tolerance band per golden check); the Markdown report links them.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +239,10 @@ pub struct RunArgs {
     /// Also write a Markdown report here (metrics with golden, tolerance, Δ and verdict; environment).
     #[arg(long, value_name = "R.md")]
     pub report: Option<PathBuf>,
+    /// Also write PNG plots into this folder (a training-loss curve per training stage, a value-vs-golden
+    /// bar with the tolerance band per golden check); --report links them.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
     /// When another run holds this suite's folder in --runs-dir: exit with an error instead of waiting for it.
     #[arg(long)]
     pub no_wait: bool,
@@ -430,15 +438,50 @@ fn write_results(a: &RunArgs, suite: &str, results: &report::Results) -> anyhow:
     }
     let json = serde_json::to_value(results)?;
     write_atomic(&out, &serde_json::to_string_pretty(&json)?)?;
+    let plots = match &a.plots {
+        Some(dir) => Some(write_plots(&json, &out, dir)?),
+        None => None,
+    };
     for (path, format) in [
         (&a.junit, report::Format::Junit),
         (&a.report, report::Format::Markdown),
     ] {
         if let Some(p) = path {
-            write_text(p, &report::render(&json, &out, format)?)?;
+            let mut text = report::render(&json, &out, format)?;
+            if let (Some(pl), report::Format::Markdown) = (&plots, format) {
+                text.push_str(&plots_section(pl, Some(p))?);
+            }
+            write_text(p, &text)?;
         }
     }
     Ok(out)
+}
+
+/// `--plots DIR`: the PNGs of a results JSON value (`path` names it in errors).
+fn write_plots(
+    json: &serde_json::Value,
+    path: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<plots::Plots> {
+    let view = report::ReportView::from_json(json, path)?;
+    let p = plots::write_plots(&view, dir)?;
+    eprintln!("{} plot(s) written to {}", p.files.len(), dir.display());
+    for n in &p.notes {
+        eprintln!("NOTE: {n}");
+    }
+    Ok(p)
+}
+
+/// The Markdown section linking the plots, relative to the report's folder (`report` None: standard
+/// output, links relative to the current directory).
+fn plots_section(p: &plots::Plots, report: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let from = report
+        .and_then(|r| r.parent())
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    // The report's folder is made now (it is written next): the relative path compares real folders.
+    std::fs::create_dir_all(from).with_context(|| format!("creating {}", from.display()))?;
+    Ok(plots::markdown_section(p, &plots::relative_dir(from, &p.dir)))
 }
 
 fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
@@ -592,7 +635,13 @@ fn report_cmd(a: ReportArgs) -> anyhow::Result<ExitCode> {
         std::fs::read(&a.results).with_context(|| format!("reading {}", a.results.display()))?;
     let json: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not JSON", a.results.display()))?;
-    let text = report::render(&json, &a.results, a.format.into())?;
+    let mut text = report::render(&json, &a.results, a.format.into())?;
+    if let Some(dir) = &a.plots {
+        let p = write_plots(&json, &a.results, dir)?;
+        if matches!(a.format, ReportFormat::Md) {
+            text.push_str(&plots_section(&p, a.out.as_deref())?);
+        }
+    }
     match &a.out {
         Some(p) => write_text(p, &text)?,
         None => print!("{text}"),

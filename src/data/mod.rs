@@ -5,12 +5,14 @@
 //! - `index`: the sample index every builder writes and everything downstream reads;
 //! - `loader`: datasets (an index split or the synthetic scenes) as sources, and the loader to batches;
 //! - `synth`: the embedded default, procedurally generated scenes with known masks and boxes;
-//! - `ops`: the operations behind `contracam data …`.
+//! - `ops`: the operations behind `contracam data …`;
+//! - `normalize`: ImageNet normalisation and the evaluation resize of image tensors.
 pub mod builders;
 pub mod error;
 pub mod formats;
 pub mod index;
 pub mod loader;
+pub mod normalize;
 pub mod ops;
 pub mod source;
 pub mod synth;

@@ -6,9 +6,9 @@ use tch::{Device, Tensor};
 
 use super::EvalError;
 use crate::data::loader::{EvalTransform, Loader, LoaderConfig, Plan, Source};
+use crate::data::normalize::eval_transform;
 use crate::data::synth::SynthSet;
 use crate::model::ContrastiveModel;
-use crate::train::augment::eval_transform;
 use crate::util::progress::Progress;
 
 /// Features (N, D) on the CPU of images (N, 3, H, W) in [0, 1], resized to `size` and normalised.

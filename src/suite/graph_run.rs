@@ -679,6 +679,7 @@ fn run_graph_stages(
     // The suite as run: the profile and the --set overrides applied.
     let config = suite.config.clone();
     let env = crate::util::env_report();
+    let loss_curves = super::plots::loss_curves(&cache, &first.timings);
     Ok(Results {
         suite: suite.name.clone(),
         suite_version: suite.version,
@@ -707,6 +708,8 @@ fn run_graph_stages(
         paper_cells,
         profile: Some(suite.profile.clone()),
         sets: suite.sets.clone(),
+
+        loss_curves,
     })
 }
 

@@ -11,6 +11,8 @@ pub mod graph_run;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;
+
+pub mod plots;
 pub mod registry;
 pub mod regression;
 pub mod report;
@@ -171,6 +173,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         && checks.iter().all(|c| c.verdict == Verdict::Pass)
         && claim_checks.iter().all(|c| c.verdict == Verdict::Pass);
     let env = crate::util::env_report();
+    let loss_curves = plots::loss_curves(&cache, &timings);
     Ok(Results {
         suite: cfg.name.clone(),
         suite_version: cfg.version,
@@ -199,6 +202,8 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         paper_cells: Vec::new(),
         profile: None,
         sets: Vec::new(),
+
+        loss_curves,
     })
 }
 

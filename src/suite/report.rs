@@ -69,6 +69,10 @@ pub struct Results {
     /// `suite run --set KEY=VALUE` overrides, applied after the profile.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sets: Vec<String>,
+
+    /// Training-loss curves of the run's training stages, by stage (for the plots).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub loss_curves: BTreeMap<String, super::stage::Curve>,
 }
 
 /// A paper cell bound by a graph suite's `[[bind]]`, with what the run measured. Information only: it does
@@ -342,6 +346,10 @@ pub struct ReportView {
     pub profile: Option<String>,
     #[serde(default)]
     pub sets: Vec<String>,
+
+    /// Absent in results written before the curves were recorded: the plots then say so.
+    #[serde(default)]
+    pub loss_curves: BTreeMap<String, super::stage::Curve>,
 }
 
 /// Report formats of `suite report` and `suite run --report/--junit`.

@@ -239,20 +239,63 @@ pub fn detections_as_loaded(results: &[RawResult], path: &Path) -> Result<Vec<Ob
         .collect()
 }
 
-/// Evaluates files as `COCOeval(COCO(gt), COCO(gt).loadRes(dt), iou_type)` with default parameters.
-/// `drop_segm_bbox` removes `bbox` from results first (detectron2's `COCOEvaluator` does this for segm).
+/// How [`evaluate_files_with`] reads and scores a results file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileEvalOptions {
+    /// What is matched: boxes or masks (pycocotools' `iouType`).
+    pub iou_type: IouType,
+    /// Remove `bbox` from segm results before loading them, as detectron2's `COCOEvaluator` does
+    /// (otherwise `loadRes` takes the box area for the area ranges).
+    pub drop_segm_bbox: bool,
+    /// Let a GT annotation with id 0 match (pycocotools never matches it).
+    pub fix_gt_id_zero: bool,
+}
+
+impl FileEvalOptions {
+    /// pycocotools' defaults for `iou_type`: results as written, its id-0 behaviour kept.
+    pub fn new(iou_type: IouType) -> Self {
+        FileEvalOptions {
+            iou_type,
+            drop_segm_bbox: false,
+            fix_gt_id_zero: false,
+        }
+    }
+}
+
+/// Evaluates files as `COCOeval(COCO(gt), COCO(gt).loadRes(dt), iou_type)`: reads the instances and the
+/// results, drops segm boxes when asked, loads both as pycocotools does and runs evaluate/accumulate/
+/// summarize. What `contracam eval coco` and the detectron2 stage score with.
+pub fn evaluate_files_with(
+    gt_path: &Path,
+    dt_path: &Path,
+    opts: &FileEvalOptions,
+) -> Result<CocoEvalResult, EvalError> {
+    let gt = load_dataset(gt_path)?;
+    let mut results = load_results(dt_path)?;
+    if opts.drop_segm_bbox && opts.iou_type == IouType::Segm {
+        results.iter_mut().for_each(|r| r.bbox = None);
+    }
+    let gts = gt_objects(&gt, opts.iou_type, gt_path)?;
+    let dts = load_res(&gt, &results, dt_path)?;
+    let mut params = CocoParams::new(opts.iou_type);
+    params.gt_id_zero_is_unmatched = !opts.fix_gt_id_zero;
+    evaluate(&gt, &gts, &dts, &params).map_err(|m| EvalError::format(dt_path, m))
+}
+
+/// [`evaluate_files_with`] with pycocotools' id-0 behaviour; `drop_segm_bbox` as
+/// [`FileEvalOptions::drop_segm_bbox`].
 pub fn evaluate_files(
     gt_path: &Path,
     dt_path: &Path,
     iou_type: IouType,
     drop_segm_bbox: bool,
 ) -> Result<CocoEvalResult, EvalError> {
-    let gt = load_dataset(gt_path)?;
-    let mut results = load_results(dt_path)?;
-    if drop_segm_bbox && iou_type == IouType::Segm {
-        results.iter_mut().for_each(|r| r.bbox = None);
-    }
-    let gts = gt_objects(&gt, iou_type, gt_path)?;
-    let dts = load_res(&gt, &results, dt_path)?;
-    evaluate(&gt, &gts, &dts, &CocoParams::new(iou_type)).map_err(|m| EvalError::format(dt_path, m))
+    evaluate_files_with(
+        gt_path,
+        dt_path,
+        &FileEvalOptions {
+            drop_segm_bbox,
+            ..FileEvalOptions::new(iou_type)
+        },
+    )
 }

@@ -15,8 +15,8 @@ use tch::{Kind, Tensor};
 
 use super::AugmentConfig;
 
-pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
-pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+// Normalisation lives in the data layer (evaluation uses it too); re-exported for the training path.
+pub use crate::data::normalize::{normalize, IMAGENET_MEAN, IMAGENET_STD};
 
 /// Kornia's `pi` constant is a float32 tensor: every angle is computed with π rounded to f32.
 const PI_F32: f64 = std::f32::consts::PI as f64;
@@ -309,14 +309,3 @@ pub fn gaussian_blur(x: &Tensor, sigmas: &[f32], k: i64) -> Tensor {
     y.view([n, c, hgt, wid])
 }
 
-/// ImageNet normalisation of (N, 3, H, W) in [0, 1].
-pub fn normalize(x: &Tensor) -> Tensor {
-    let dev = x.device();
-    let mean = Tensor::from_slice(&IMAGENET_MEAN.map(|v| v as f32))
-        .to_device(dev)
-        .view([1, 3, 1, 1]);
-    let std = Tensor::from_slice(&IMAGENET_STD.map(|v| v as f32))
-        .to_device(dev)
-        .view([1, 3, 1, 1]);
-    (x - mean) / std
-}

@@ -5,8 +5,9 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
-use super::kornia::normalize;
 use super::AugmentConfig;
+// The evaluation transform lives in the data layer (evaluation uses it too); re-exported for compatibility.
+pub use crate::data::normalize::eval_transform;
 
 /// A crop region in normalised image coordinates [x1, y1, x2, y2].
 pub type Region = [f64; 4];
@@ -102,12 +103,3 @@ pub fn geometric_view(
     crop_resize(images, &crops, &flips, cfg.output_size)
 }
 
-/// Images in [0, 1] resized to `size` (bilinear) and normalised, for evaluation.
-pub fn eval_transform(images: &Tensor, size: i64) -> Tensor {
-    let x = if images.size()[2] == size && images.size()[3] == size {
-        images.shallow_clone()
-    } else {
-        images.upsample_bilinear2d([size, size], false, None, None)
-    };
-    normalize(&x)
-}
