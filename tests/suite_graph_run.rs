@@ -887,37 +887,3 @@ inputs = { data = "datasets.cub" }
     }
     assert!(out.contains("missing kinds: "), "{out}");
 }
-
-#[test]
-fn suite_run_of_a_graph_suite_refuses_planned_kinds_by_name() {
-    // The first paper suite that still names a planned kind (they land one by one).
-    let Some((suite, kind)) = (1..=8).find_map(|t| {
-        let path = format!("suites/paper/table{t}.toml");
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(&path)).ok()?;
-        contracam::suite::stages::planned()
-            .into_iter()
-            .find(|k| text.contains(&format!("kind = \"{}\"", k.kind)))
-            .map(|k| (path, k.kind))
-    }) else {
-        eprintln!("no paper suite names a planned kind any more: nothing to refuse");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let runs = dir.path().join("runs");
-    let (ok, _, err) = contracam(&[
-        "suite",
-        "run",
-        &suite,
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--data-dir",
-        dir.path().join("data").to_str().unwrap(),
-    ]);
-    assert!(!ok);
-    assert!(
-        err.contains(&format!("{suite}: cannot run: stage kinds not implemented yet"))
-            && err.contains(&format!("'{kind}' (stages ")),
-        "{err}"
-    );
-    assert!(!runs.exists());
-}
