@@ -268,6 +268,8 @@ fn with_extra_splits(fp: &str, spec: &DatasetSpec, extra: &[String], data_dir: &
             &IndexDataset {
                 name: i.name.clone(),
                 split: split.clone(),
+                // Only the path is taken from it; the whole index file is hashed.
+                limit: None,
             },
         );
         h.update(b"\0split\0");

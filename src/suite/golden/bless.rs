@@ -383,6 +383,7 @@ pub fn bless_regression(
                 machine: machine.clone(),
                 results_sha256: sha.clone(),
                 note: String::new(),
+                profile: v.profile.clone(),
             },
             metrics: BTreeMap::new(),
             claims: BTreeMap::new(),
