@@ -336,6 +336,8 @@ pub fn bless_regression(
         metrics: BTreeMap<String, Option<f64>>,
         #[serde(default)]
         seed_metrics: BTreeMap<u64, BTreeMap<String, Option<f64>>>,
+        #[serde(default)]
+        profile: Option<String>,
     }
     let v: View = serde_json::from_value(r.clone())
         .map_err(|e| invalid(results, format!("not a suite results file: {e}")))?;
