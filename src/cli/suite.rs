@@ -490,6 +490,14 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     a.executor.refuse_on_smoke(&a.suite)?;
     a.profile.refuse_on_smoke(&a.suite)?;
+
+    if a.seeds > 1 {
+        anyhow::bail!(
+            "{}: --seeds works on graph suites (with [stages]) only; the smoke suite runs the seeds its \
+             golden's claims name (or one seed with --suite-seed)",
+            a.suite.display()
+        );
+    }
     let suite = load_suite(&a.suite, a.suite_seed.or(global.seed))?;
     refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden_path()))?;
     let device = global.device.resolve()?;
