@@ -892,7 +892,8 @@ fn suite_run_of_a_graph_suite_refuses_planned_kinds_by_name() {
     // The first paper suite that still names a planned kind (they land one by one).
     let Some((suite, kind)) = (1..=8).find_map(|t| {
         let path = format!("suites/paper/table{t}.toml");
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(&path)).ok()?;
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(&path)).ok()?;
         contracam::suite::stages::planned()
             .into_iter()
             .find(|k| text.contains(&format!("kind = \"{}\"", k.kind)))
@@ -914,8 +915,9 @@ fn suite_run_of_a_graph_suite_refuses_planned_kinds_by_name() {
     ]);
     assert!(!ok);
     assert!(
-        err.contains(&format!("{suite}: cannot run: stage kinds not implemented yet"))
-            && err.contains(&format!("'{kind}' (stages ")),
+        err.contains(&format!(
+            "{suite}: cannot run: stage kinds not implemented yet"
+        )) && err.contains(&format!("'{kind}' (stages ")),
         "{err}"
     );
     assert!(!runs.exists());
