@@ -130,10 +130,9 @@ fn the_stage_passes_config_weights_and_output_and_scores_like_eval_coco() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
 
-    let args: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("detectron2/args.json")).unwrap(),
-    )
-    .unwrap();
+    let args: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("detectron2/args.json")).unwrap())
+            .unwrap();
     let argv: Vec<String> = serde_json::from_value(args["argv"].clone()).unwrap();
     let s = |p: PathBuf| p.display().to_string();
     assert_eq!(
@@ -178,10 +177,9 @@ fn the_stage_passes_config_weights_and_output_and_scores_like_eval_coco() {
     // A fixture where the numbers mean something: good but imperfect detections, boxes ≠ masks.
     assert!(b > 10.0 && b < 100.0, "{b}");
     assert!(m > 10.0 && m < 100.0 && m != b, "{m} {b}");
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("detectron2.json")).unwrap(),
-    )
-    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("detectron2.json")).unwrap())
+            .unwrap();
     assert_eq!(report["bbox_ap"].as_f64().unwrap(), b);
     assert_eq!(report["segm"]["AP"], segm["AP"]);
 }
@@ -199,7 +197,12 @@ fn missing_detectron2_names_the_parameter_the_variable_and_the_install_command()
     let e = run_kind("detectron2-finetune", &params, &ins, 0, &t.path().join("a"))
         .unwrap_err()
         .to_string();
-    for want in ["params.train_net", "DETECTRON2_HOME", "pip install", "detectron2"] {
+    for want in [
+        "params.train_net",
+        "DETECTRON2_HOME",
+        "pip install",
+        "detectron2",
+    ] {
         assert!(e.contains(want), "{want}: {e}");
     }
     // A train_net.py whose Python has no detectron2 (the official script's first import fails).
@@ -217,7 +220,10 @@ fn missing_detectron2_names_the_parameter_the_variable_and_the_install_command()
     let e = run_kind("detectron2-finetune", &params, &ins, 0, &t.path().join("b"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("has no detectron2") && e.contains("pip install"), "{e}");
+    assert!(
+        e.contains("has no detectron2") && e.contains("pip install"),
+        "{e}"
+    );
     // Missing annotations are named before anything runs.
     let params = format!(
         "annotations = {:?}\ntrain_net = {:?}\n",
@@ -227,7 +233,10 @@ fn missing_detectron2_names_the_parameter_the_variable_and_the_install_command()
     let e = run_kind("detectron2-finetune", &params, &ins, 0, &t.path().join("c"))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("nope.json") && e.contains("data build coco2017"), "{e}");
+    assert!(
+        e.contains("nope.json") && e.contains("data build coco2017"),
+        "{e}"
+    );
 }
 
 #[test]

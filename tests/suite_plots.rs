@@ -129,14 +129,15 @@ fn a_results_file_without_loss_curves_still_plots_its_goldens_with_a_note() {
         .all(|f| matches!(f.kind, PlotKind::Golden(_))));
     assert_eq!(p.files.len(), 3);
     assert_eq!(p.notes.len(), 1);
-    assert!(p.notes[0].contains("No training-loss curves"), "{:?}", p.notes);
+    assert!(
+        p.notes[0].contains("No training-loss curves"),
+        "{:?}",
+        p.notes
+    );
     let md = plots::markdown_section(&p, Path::new("plots"));
     assert!(md.contains("No training-loss curves"), "{md}");
     assert!(!md.contains("### Training loss"), "{md}");
-    assert!(
-        md.contains("](plots/golden-vanilla.cam_miou.png)"),
-        "{md}"
-    );
+    assert!(md.contains("](plots/golden-vanilla.cam_miou.png)"), "{md}");
 }
 
 #[test]
@@ -182,7 +183,11 @@ fn loss_curves_are_read_from_the_stage_result_or_the_train_report_beside_the_wei
     };
     let got = plots::loss_curves(
         &cache,
-        &[timing("pre", 'a'), timing("train", 'b'), timing("eval", 'c')],
+        &[
+            timing("pre", 'a'),
+            timing("train", 'b'),
+            timing("eval", 'c'),
+        ],
     );
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got["pre"], curve);
@@ -214,7 +219,11 @@ fn suite_report_plots_links_them_from_the_markdown_and_old_files_get_a_note() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&md).unwrap();
     assert!(text.contains("## Plots"), "{text}");
-    for f in ["loss-vanilla.png", "loss-oa_crop.png", "golden-vanilla.linear_acc.png"] {
+    for f in [
+        "loss-vanilla.png",
+        "loss-oa_crop.png",
+        "golden-vanilla.linear_acc.png",
+    ] {
         // Relative to the report's folder, and the file is there.
         assert!(text.contains(&format!("](../plots/{f})")), "{f}\n{text}");
         assert!(t.path().join("plots").join(f).is_file(), "{f}");
@@ -234,7 +243,10 @@ fn suite_report_plots_links_them_from_the_markdown_and_old_files_get_a_note() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("No training-loss curves"), "{text}");
-    assert!(text.contains("](old-plots/golden-vanilla.cam_miou.png)"), "{text}");
+    assert!(
+        text.contains("](old-plots/golden-vanilla.cam_miou.png)"),
+        "{text}"
+    );
     assert!(!t.path().join("old-plots/loss-vanilla.png").exists());
 }
 
@@ -244,7 +256,15 @@ fn suite_run_plots_the_loss_of_each_training_stage() {
     let suite = suite_common::tiny_suite(t.path());
     let md = t.path().join("r.md");
     let o = contracam()
-        .args(["suite", "run", "--threads", "1", "--device", "cpu", "--quiet"])
+        .args([
+            "suite",
+            "run",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ])
         .arg(&suite)
         .arg("--runs-dir")
         .arg(t.path().join("runs"))

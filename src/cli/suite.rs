@@ -481,7 +481,10 @@ fn plots_section(p: &plots::Plots, report: Option<&std::path::Path>) -> anyhow::
         .unwrap_or(std::path::Path::new("."));
     // The report's folder is made now (it is written next): the relative path compares real folders.
     std::fs::create_dir_all(from).with_context(|| format!("creating {}", from.display()))?;
-    Ok(plots::markdown_section(p, &plots::relative_dir(from, &p.dir)))
+    Ok(plots::markdown_section(
+        p,
+        &plots::relative_dir(from, &p.dir),
+    ))
 }
 
 fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

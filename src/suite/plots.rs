@@ -32,10 +32,7 @@ const TRAIN_REPORT: &str = "train_report.json";
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     #[error("{path}: {err}")]
-    Io {
-        path: PathBuf,
-        err: std::io::Error,
-    },
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: drawing failed: {msg}")]
     Draw { path: PathBuf, msg: String },
     #[error("{path}: PNG encoding failed: {msg}")]
@@ -167,7 +164,10 @@ pub fn markdown_section(plots: &Plots, link_dir: &Path) -> String {
         let p = p.to_string_lossy().replace('\\', "/").replace(' ', "%20");
         format!("![{}]({p})\n\n", f.caption)
     };
-    for (title, loss) in [("Training loss", true), ("Metrics against the golden", false)] {
+    for (title, loss) in [
+        ("Training loss", true),
+        ("Metrics against the golden", false),
+    ] {
         let files: Vec<&PlotFile> = plots
             .files
             .iter()
@@ -313,7 +313,11 @@ fn draw_loss(root: &Root, stage: &str, curve: &Curve) -> DrawResult {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
             (a.min(p.1), b.max(p.1))
         });
-    let (x0, x1) = if x1 > x0 { (x0, x1) } else { padded(x0, x1, 0.5) };
+    let (x0, x1) = if x1 > x0 {
+        (x0, x1)
+    } else {
+        padded(x0, x1, 0.5)
+    };
     let (y0, y1) = padded(y0, y1, 0.08);
     let mut chart = ChartBuilder::on(root)
         .caption(format!("{stage}: training loss"), (FAMILY, 24))

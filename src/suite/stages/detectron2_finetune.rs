@@ -136,10 +136,13 @@ impl Stage for Detectron2Finetune {
         if !RUNNABLE.contains(&p.config.as_str()) {
             return Err(ParamError::new(
                 "config",
-                format!("'{}' is not a vendored config; one of {RUNNABLE:?}", p.config),
+                format!(
+                    "'{}' is not a vendored config; one of {RUNNABLE:?}",
+                    p.config
+                ),
             ));
         }
-        if p.ims_per_batch == 0 || p.num_gpus == 0 || p.ims_per_batch % p.num_gpus != 0 {
+        if p.ims_per_batch == 0 || p.num_gpus == 0 || !p.ims_per_batch.is_multiple_of(p.num_gpus) {
             return Err(ParamError::new(
                 "ims_per_batch",
                 format!(
@@ -256,7 +259,8 @@ fn annotations_path(p: &Detectron2FinetuneParams, data_dir: &Path) -> Result<Pat
     let path = match &p.annotations {
         Some(a) => PathBuf::from(a),
         None => {
-            let extracted = DatasetDir::new(data_dir, "coco2017").extracted("annotations_trainval2017.zip");
+            let extracted =
+                DatasetDir::new(data_dir, "coco2017").extracted("annotations_trainval2017.zip");
             find_dir(&extracted, "annotations")
                 .unwrap_or_else(|| extracted.join("annotations"))
                 .join("instances_val2017.json")
@@ -297,7 +301,10 @@ pub fn train_net_args(
         [one] => format!("({one},)"),
         s => format!(
             "({})",
-            s.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            s.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut args: Vec<String> = vec![
@@ -311,7 +318,7 @@ pub fn train_net_args(
         ("MODEL.WEIGHTS", weights.display().to_string()),
         ("OUTPUT_DIR", output.display().to_string()),
         ("SOLVER.IMS_PER_BATCH", p.ims_per_batch.to_string()),
-        ("SOLVER.BASE_LR", format!("{}", p.base_lr)),
+        ("SOLVER.BASE_LR", p.base_lr.to_string()),
         ("SOLVER.MAX_ITER", p.max_iter.to_string()),
         ("SOLVER.STEPS", steps),
     ] {
@@ -326,7 +333,11 @@ pub fn train_net_args(
 fn run_train_net(python: &str, args: &[String], cwd: &Path, log: &Path) -> Result<(), StageError> {
     let out = std::fs::File::create(log).map_err(|e| StageError::io(log, e))?;
     let err = out.try_clone().map_err(|e| StageError::io(log, e))?;
-    eprintln!("detectron2: {python} {} (log: {})", args.join(" "), log.display());
+    eprintln!(
+        "detectron2: {python} {} (log: {})",
+        args.join(" "),
+        log.display()
+    );
     let status = Command::new(python)
         .args(args)
         .current_dir(cwd)
@@ -335,7 +346,9 @@ fn run_train_net(python: &str, args: &[String], cwd: &Path, log: &Path) -> Resul
         .stderr(err)
         .status()
         .map_err(|e| {
-            missing_detectron2(format!("params.python = '{python}' could not be started: {e}"))
+            missing_detectron2(format!(
+                "params.python = '{python}' could not be started: {e}"
+            ))
         })?;
     if status.success() {
         return Ok(());

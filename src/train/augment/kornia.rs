@@ -308,4 +308,3 @@ pub fn gaussian_blur(x: &Tensor, sigmas: &[f32], k: i64) -> Tensor {
     );
     y.view([n, c, hgt, wid])
 }
-

@@ -102,4 +102,3 @@ pub fn geometric_view(
         .collect();
     crop_resize(images, &crops, &flips, cfg.output_size)
 }
-
