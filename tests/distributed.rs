@@ -605,7 +605,9 @@ fn trainer_config() -> contracam::train::TrainConfig {
         queue_size: QUEUE as usize,
         ..Default::default()
     };
-    // Colour augmentation draws per image from one stream per process; off, so both runs see the same pixels.
+    // Colour augmentation off: these runs compare the data-parallel execution on fixed pixels (the draws for
+    // the global batch, which make N ranks see one process's pixels, are checked with them on by
+    // tests/train_distributed_cli.rs and the shard_draws unit test).
     cfg.augment.output_size = SIZE;
     cfg.augment.jitter_p = 0.0;
     cfg.augment.grayscale_p = 0.0;

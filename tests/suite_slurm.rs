@@ -278,14 +278,21 @@ fn graph_suite_runs_as_slurm_jobs_with_the_metrics_of_a_local_run() {
     let mut a = args(&dp_runs, &sl);
     a[2] = dp.to_str().unwrap().into();
     let dp_run = run(a);
-    assert!(dp_run.status.success(), "2-task slurm run: {}", text(&dp_run));
+    assert!(
+        dp_run.status.success(),
+        "2-task slurm run: {}",
+        text(&dp_run)
+    );
     let dp_dir = dp_runs.join("slurm-toy/slurm");
     let script = std::fs::read_to_string(dp_dir.join("pre.sh")).unwrap();
     assert!(script.contains("srun --ntasks=2"), "{script}");
     let got = metrics(&dp_runs.join("slurm-toy/results.json"));
     for m in ["pre.final_loss", "pre.view_foreground"] {
         let (g, w) = (got[m].as_f64().unwrap(), want[m].as_f64().unwrap());
-        eprintln!("{m}: 2 tasks {g} vs 1 process {w} (|Δ| = {:e})", (g - w).abs());
+        eprintln!(
+            "{m}: 2 tasks {g} vs 1 process {w} (|Δ| = {:e})",
+            (g - w).abs()
+        );
         assert!((g - w).abs() <= 1e-5, "{m}: 2 tasks {g} vs 1 process {w}");
     }
     let log = std::fs::read_dir(&dp_dir)

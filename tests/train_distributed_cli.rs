@@ -214,7 +214,10 @@ fn a_killed_rank_fails_its_peer_and_the_run_resumes_at_any_world_size() {
         !res.status.success(),
         "rank 0 finished without its peer:\n{stderr}"
     );
-    assert!(stderr.contains("rank 0"), "the error names the rank: {stderr}");
+    assert!(
+        stderr.contains("rank 0"),
+        "the error names the rank: {stderr}"
+    );
     assert!(!out.exists(), "no model from a failed run");
 
     // Rank 0's state resumes with one process and with two.
@@ -222,7 +225,10 @@ fn a_killed_rank_fails_its_peer_and_the_run_resumes_at_any_world_size() {
     let one = dir.path().join("resumed1.safetensors");
     single(&suite, &one, &["--resume", state_arg]);
     let two = dir.path().join("resumed2.safetensors");
-    wait_all(ranks(2, &suite, &two, &["--resume", state_arg]), "resume on 2 ranks");
+    wait_all(
+        ranks(2, &suite, &two, &["--resume", state_arg]),
+        "resume on 2 ranks",
+    );
     assert_close(&one, &full, "resumed on 1 process vs uninterrupted 2 ranks");
     assert_close(&two, &full, "resumed on 2 ranks vs uninterrupted 2 ranks");
 }

@@ -13,6 +13,7 @@ use contracam::model::{Arch, ContrastiveModel, Stem};
 use contracam::suite::config::{self, SuiteConfig};
 use contracam::train::augment::object_aware_crop::validate_regions;
 use contracam::train::config::MixKind;
+use contracam::train::distributed::{is_output_writer, ProcessStrategy};
 use contracam::train::fit::CheckpointPolicy;
 use contracam::train::objective::MixWeighting;
 use contracam::train::supervised::{
@@ -22,7 +23,6 @@ use contracam::train::{
     fit_source, train_on_index, Checkpointing, ExecutionStrategy, InMemorySource,
     IndexSourceOptions, TrainReport,
 };
-use contracam::train::distributed::{is_output_writer, ProcessStrategy};
 use contracam::util::memory::ensure_fits_with_hint;
 use contracam::util::output::{refuse_input_overwrite, refuse_output_in_input_dirs};
 use contracam::util::progress::{Progress, Unit};

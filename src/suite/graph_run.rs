@@ -607,7 +607,7 @@ fn run_graph_stages(
             suite,
             registry,
             cache: &cache,
-            build_cache: build_cache.as_ref().unwrap_or(&cache),
+            store: build_cache.as_ref().unwrap_or(&cache),
             datasets,
             fps: &fps,
             device: opts.device,
@@ -743,7 +743,7 @@ struct Runner<'a> {
     registry: &'a Registry,
     cache: &'a StageCache,
     /// Where built stages are published: `cache`, or a data-parallel follower's private directory.
-    build_cache: &'a StageCache,
+    store: &'a StageCache,
     datasets: &'a BTreeMap<String, Arc<DatasetHandle>>,
     fps: &'a BTreeMap<String, Option<String>>,
     device: Device,
@@ -919,7 +919,7 @@ impl Runner<'_> {
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let seed = stage_seed(st, self.seed);
         let built = self
-            .build_cache
+            .store
             .build(name, &st.kind, fp, kind.outputs(), &metric_names, |dir| {
                 let mut ctx = StageContext {
                     stage: name,

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use super::config::MixKind;
 use super::config::TrainConfig;
+use super::distributed::ProcessStrategy;
 use super::error::TrainError;
 use super::fit::{CheckpointPolicy, TrainReport, Trainer};
 use super::source::index::check_files;
 use super::source::{BatchSource, IndexBatchSource, IndexSourceOptions};
-use super::distributed::ProcessStrategy;
 use super::strategy::ExecutionStrategy;
 use crate::data::loader::{MaskInput, Skipped, Source};
 use crate::model::{ContrastiveModel, ModelConfig};

@@ -103,9 +103,13 @@ pub fn status(
         Err(e) => return Err(io(&path, e.to_string())),
     };
     let mut latest: BTreeMap<String, Record> = BTreeMap::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let r: Record = serde_json::from_str(line)
-            .map_err(|e| io(&path, format!("line {}: {e}", i + 1)))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let r: Record =
+            serde_json::from_str(line).map_err(|e| io(&path, format!("line {}: {e}", i + 1)))?;
         latest.insert(r.stage.clone(), r);
     }
     let mut stages: Vec<&String> = order.iter().filter(|s| latest.contains_key(*s)).collect();
@@ -198,12 +202,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let order: Vec<String> = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
-        assert!(status(d, &order, &mut Queue { listed: BTreeMap::new(), accounted: BTreeMap::new() })
-            .unwrap()
-            .is_empty());
+        assert!(status(
+            d,
+            &order,
+            &mut Queue {
+                listed: BTreeMap::new(),
+                accounted: BTreeMap::new()
+            }
+        )
+        .unwrap()
+        .is_empty());
         let mut all = Vec::new();
         // a ran twice: its latest job counts. f was never submitted.
-        for (stage, job) in [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5"), ("a", "6")] {
+        for (stage, job) in [
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("d", "4"),
+            ("e", "5"),
+            ("a", "6"),
+        ] {
             all.push(sub(d, stage, job));
             record(d, &all).unwrap();
         }
@@ -233,7 +251,11 @@ mod tests {
             ]
         );
         assert_eq!(s[1].detail, "exit status 2");
-        assert!(s[4].detail.contains("without an exit status"), "{}", s[4].detail);
+        assert!(
+            s[4].detail.contains("without an exit status"),
+            "{}",
+            s[4].detail
+        );
         assert_eq!(s[2].log, d.join("c-3.log"));
         // Accounting names the end state of a job the queue forgot.
         q.accounted.insert("5".into(), "TIMEOUT".into());

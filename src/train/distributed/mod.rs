@@ -24,8 +24,8 @@ use std::rc::Rc;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-pub use launch::{is_output_writer, launched_rank, ProcessStrategy};
 pub use group::{nccl_available, Backend, GroupOptions, ProcessGroup, ReduceOp};
+pub use launch::{is_output_writer, launched_rank, ProcessStrategy};
 pub use reducer::{GradientReducer, BUCKET_BYTES, FIRST_BUCKET_BYTES};
 pub use rendezvous::{first_host, Rendezvous};
 pub use sync_bn::SyncBatchNorm;

@@ -89,7 +89,10 @@ mod tests {
                 rand::Rng::random::<u64>(&mut one.clone())
             );
         }
-        let diff = (Tensor::cat(&parts, 0) - whole).abs().max().double_value(&[]);
+        let diff = (Tensor::cat(&parts, 0) - whole)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(diff < 1e-6, "shards differ from the global batch by {diff}");
     }
 }
