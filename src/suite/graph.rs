@@ -75,6 +75,9 @@ struct SuiteFile {
     version: u32,
     #[serde(default)]
     description: Option<String>,
+    /// The golden `suite run` checks unless `--golden`/`--no-golden` says otherwise, relative to this file.
+    #[serde(default)]
+    golden: Option<PathBuf>,
     /// Run seeds of every stage that does not set its own.
     #[serde(default)]
     seeds: Option<Vec<u64>>,
@@ -225,6 +228,8 @@ pub struct GraphSuite {
     pub name: String,
     pub version: u32,
     pub description: Option<String>,
+    /// The suite's own golden (`golden = "…"`, resolved against the file's folder).
+    pub golden: Option<PathBuf>,
     /// The datasets as declared; a synthetic one in `run_seeded` holds seed 0 here and is generated at the
     /// run seed (see [`GraphSuite::datasets_at`]).
     pub datasets: BTreeMap<String, DatasetSpec>,
@@ -575,6 +580,12 @@ impl Validator<'_> {
             name: file.name,
             version: file.version,
             description: file.description,
+            golden: file.golden.map(|g| {
+                self.path
+                    .parent()
+                    .unwrap_or_else(|| Path::new("."))
+                    .join(g)
+            }),
             datasets,
             run_seeded,
             stages,

@@ -543,7 +543,11 @@ fn run_graph_stages(
         });
     }
     let refresh = refresh_set(suite, opts.refresh, &opts.refresh_stages)?;
-    let golden_path = opts.golden.clone().filter(|_| !opts.skip_golden);
+    let golden_path = opts
+        .golden
+        .clone()
+        .or_else(|| suite.golden.clone())
+        .filter(|_| !opts.skip_golden);
     let golden = match &golden_path {
         Some(p) => Some(read_golden(suite, registry, p)?),
         None => None,
