@@ -37,7 +37,8 @@ fn recipe() -> ClassifierTrainConfig {
 }
 
 /// The same recipe as suite params.
-const PARAMS: &str = "arch = \"resnet18\"\nwidth = 0.125\nstem = \"small\"\nepochs = 8\nbatch = 8\n\
+const PARAMS: &str =
+    "arch = \"resnet18\"\nwidth = 0.125\nstem = \"small\"\nepochs = 8\nbatch = 8\n\
                       base_lr = 3.2\nimage_size = 32\nmin_crop_scale = 0.6";
 
 fn opts() -> ClassifierRunOptions {
@@ -63,14 +64,24 @@ fn loss_falls_and_train_accuracy_rises_on_a_separable_split() {
         "accuracy per epoch {acc:?}"
     );
     // Chance is 50 %; the shapes are learnt.
-    assert!(r.train_accuracy >= 80.0, "train accuracy {}", r.train_accuracy);
+    assert!(
+        r.train_accuracy >= 80.0,
+        "train accuracy {}",
+        r.train_accuracy
+    );
 }
 
 fn cli_train(data: &Path, out: &Path) -> std::process::Output {
     Command::cargo_bin("contracam")
         .unwrap()
         .env("CONTRACAM_LOG", "error")
-        .args(["train", "classifier", "--dataset", "toy:train", "--data-dir"])
+        .args([
+            "train",
+            "classifier",
+            "--dataset",
+            "toy:train",
+            "--data-dir",
+        ])
         .arg(data)
         .args([
             "--arch",
@@ -111,10 +122,9 @@ fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
     let ins = inputs(vec![("data", index_input(&f, "train"))]);
     let res = run_kind("train-classifier", PARAMS, &ins, 3, &stage_dir).unwrap();
     let stage_model = stage_dir.join("model.safetensors");
-    let stage_report: ClassifierReport = serde_json::from_slice(
-        &std::fs::read(stage_dir.join("train_report.json")).unwrap(),
-    )
-    .unwrap();
+    let stage_report: ClassifierReport =
+        serde_json::from_slice(&std::fs::read(stage_dir.join("train_report.json")).unwrap())
+            .unwrap();
     assert_eq!(
         res.metrics["final_loss"],
         *stage_report.epoch_loss.last().unwrap()
@@ -145,7 +155,10 @@ fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
     assert_eq!(model.config.num_classes, 2);
     let file = contracam::data::formats::safetensors::read_tensors(&stage_model).unwrap();
     assert_eq!(file.tensors["fc.weight"].size()[0], 2);
-    assert!(file.tensors.keys().all(|k| k.starts_with("encoder.") || k.starts_with("fc.")));
+    assert!(file
+        .tensors
+        .keys()
+        .all(|k| k.starts_with("encoder.") || k.starts_with("fc.")));
     let recorded: ClassifierTrainConfig =
         serde_json::from_str(&file.metadata[CONFIG_META_KEY]).unwrap();
     assert_eq!(recorded, recipe());
@@ -180,11 +193,26 @@ fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
     let out = Command::cargo_bin("contracam")
         .unwrap()
         .env("CONTRACAM_LOG", "error")
-        .args(["localize", "dataset", "--classifier-cam", "cam", "--weights"])
+        .args([
+            "localize",
+            "dataset",
+            "--classifier-cam",
+            "cam",
+            "--weights",
+        ])
         .arg(&stage_model)
         .args(["--dataset", "toy:test", "--data-dir"])
         .arg(&f.data)
-        .args(["--image-size", "32", "--batch-size", "3", "--threads", "1", "--quiet", "--out"])
+        .args([
+            "--image-size",
+            "32",
+            "--batch-size",
+            "3",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+        ])
         .arg(&ld)
         .output()
         .unwrap();
@@ -210,10 +238,7 @@ fn bad_parameters_and_flags_are_refused_naming_them() {
         assert_eq!(k, key, "{params}: {msg}");
     }
     let (k, msg) = refused("train-classifier", "arch = \"resnet34\"");
-    assert!(
-        k == "arch" || msg.contains("arch"),
-        "{k}: {msg}"
-    );
+    assert!(k == "arch" || msg.contains("arch"), "{k}: {msg}");
     let (k, msg) = refused("train-classifier", "epoch = 3");
     assert!(k.contains("epoch") || msg.contains("epoch"), "{k}: {msg}");
 
@@ -228,7 +253,15 @@ fn bad_parameters_and_flags_are_refused_naming_them() {
 
     let out = Command::cargo_bin("contracam")
         .unwrap()
-        .args(["train", "classifier", "--dataset", "toy:train", "--base-lr", "0", "--data-dir"])
+        .args([
+            "train",
+            "classifier",
+            "--dataset",
+            "toy:train",
+            "--base-lr",
+            "0",
+            "--data-dir",
+        ])
         .arg(&f.data)
         .arg("--out")
         .arg(tmp.path().join("m.safetensors"))

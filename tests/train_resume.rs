@@ -401,15 +401,18 @@ boxes = { expand_res = 2, iters = 1, negative_removal = true }
 /// The tensors of a checkpoint by name, as bytes.
 fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let f = contracam::data::formats::safetensors::read_tensors(path).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = f.tensors.iter().map(|(k, t)| (k.clone(), bytes(t))).collect();
+    let mut v: Vec<(String, Vec<u8>)> = f
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), bytes(t)))
+        .collect();
     v.sort();
     v
 }
 
 fn epoch_losses(path: &Path) -> Vec<f64> {
     let f = contracam::data::formats::safetensors::read_tensors(path).unwrap();
-    let report: TrainReport =
-        serde_json::from_str(&f.metadata["contracam.train_report"]).unwrap();
+    let report: TrainReport = serde_json::from_str(&f.metadata["contracam.train_report"]).unwrap();
     report.epoch_loss
 }
 
@@ -425,10 +428,25 @@ fn train_ssl_on_a_dataset_killed_and_resumed_equals_never_stopping() {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"));
         c.env("CONTRACAM_LOG", "error")
             .env("CONTRACAM_PROGRESS", "off")
-            .args(["train", "ssl", "--quiet", "--threads", "1", "--workers", "2"])
+            .args([
+                "train",
+                "ssl",
+                "--quiet",
+                "--threads",
+                "1",
+                "--workers",
+                "2",
+            ])
             .arg("--suite")
             .arg(&suite)
-            .args(["--dataset", "toy:train", "--seed", "5", "--checkpoint-every", "1"])
+            .args([
+                "--dataset",
+                "toy:train",
+                "--seed",
+                "5",
+                "--checkpoint-every",
+                "1",
+            ])
             .arg("--data-dir")
             .arg(&f.data)
             .arg("--out")

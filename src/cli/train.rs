@@ -39,7 +39,7 @@ pub enum TrainCommand {
     /// writes --out and the training state.
     Ssl(SslArgs),
     /// Supervised training of a ResNet classifier (cross-entropy on the class labels of a built split), the
-    /// model of the classifier CAM (`localize dataset --method classifier-cam`). No official script
+    /// model of the classifier CAM (`localize dataset --classifier-cam cam`). No official script
     /// exists: the defaults are torchvision's ImageNet recipe scaled to the batch, an assumption.
     Classifier(ClassifierArgs),
     /// Training speed side by side with PyTorch: the MoCo v2 step here and in

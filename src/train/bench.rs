@@ -207,7 +207,11 @@ fn ours(
         tch::manual_seed(1);
         (0..2)
             .map(|_| {
-                Tensor::randint(256, [c.batch as i64, 3, c.size, c.size], (Kind::Uint8, device))
+                Tensor::randint(
+                    256,
+                    [c.batch as i64, 3, c.size, c.size],
+                    (Kind::Uint8, device),
+                )
             })
             .collect()
     };
@@ -215,7 +219,10 @@ fn ours(
     let mut next = |source: &mut Option<IndexBatchSource>| -> Result<Batch, TrainError> {
         match source {
             None => Ok(Batch {
-                views: fixed.iter().map(|v| v.to_kind(Kind::Float) / 255.0).collect(),
+                views: fixed
+                    .iter()
+                    .map(|v| v.to_kind(Kind::Float) / 255.0)
+                    .collect(),
                 masks: None,
                 labels: None,
             }),
@@ -244,7 +251,12 @@ fn ours(
     })
 }
 
-fn pytorch(c: &Case, files: Option<&Path>, o: &BenchOptions, python: &Path) -> Result<Measure, String> {
+fn pytorch(
+    c: &Case,
+    files: Option<&Path>,
+    o: &BenchOptions,
+    python: &Path,
+) -> Result<Measure, String> {
     let mut cmd = Command::new(python);
     cmd.arg(&o.script).args([
         "--width",

@@ -385,11 +385,9 @@ pub fn single_labels(source: &dyn Source) -> Result<Vec<i64>, TrainError> {
             let m = source.meta(i)?;
             let first = m.labels.first().copied();
             let where_ = || match source.locate(i) {
-                Some((file, index, line)) => format!(
-                    "{} line {line} ({})",
-                    index.display(),
-                    file.display()
-                ),
+                Some((file, index, line)) => {
+                    format!("{} line {line} ({})", index.display(), file.display())
+                }
                 None => format!("sample {i} of {}", source.name()),
             };
             match first {
@@ -411,7 +409,10 @@ pub fn single_labels(source: &dyn Source) -> Result<Vec<i64>, TrainError> {
                 None => Err(TrainError::config(
                     "data",
                     source.name(),
-                    format!("{}: no label; supervised training needs the class of every image", where_()),
+                    format!(
+                        "{}: no label; supervised training needs the class of every image",
+                        where_()
+                    ),
                 )),
             }
         })
