@@ -730,12 +730,6 @@ fn compare_cmd(a: CompareArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    if a.golden.is_some() {
-        anyhow::bail!(
-            "{}: --golden does not apply to a graph suite (its [[bind]] entries name paper cells)",
-            a.suite.display()
-        );
-    }
     use contracam::suite::graph;
     // Every profile is applied and validated: a profile that breaks the suite is found before anyone runs it.
     let all = match &a.profile {
@@ -761,6 +755,25 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
         g.profiles.join(", ")
     );
     println!("order: {}", g.order.join(", "));
+    // The golden a run checks (--golden, else the suite's own): suite, version, profile and every metric,
+    // claim and regression record it names.
+    match a.golden.clone().or_else(|| g.golden.clone()) {
+        Some(p) => {
+            let golden = contracam::suite::graph_run::read_golden(
+                g,
+                &contracam::suite::registry::Registry::builtin(),
+                &p,
+            )?;
+            println!(
+                "golden {} ok: {} metrics, {} claims, {} regression records",
+                p.display(),
+                golden.metrics.len(),
+                golden.claims.len(),
+                golden.regression.len()
+            );
+        }
+        None => println!("golden: none"),
+    }
     let missing = g.missing_kinds();
     if missing.is_empty() {
         println!("missing kinds: none");
