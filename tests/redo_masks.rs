@@ -310,3 +310,118 @@ fn params_are_checked_when_the_suite_is_read() {
     let (key, _) = refused("redo-masks", "checkpoint = \"x.pth\"\nsha256 = \"ABC\"");
     assert_eq!(key, "sha256");
 }
+
+/// `<data>/seg/index/test.jsonl`: `n` PNG images of 16×16 with gray masks (a block of rows `0..=k`, 200 =
+/// object), rule `gray-gt-127`; the ids are `<k>` (numeric file stems read as COCO-style ids).
+fn seg_fixture(data: &Path, n: u32) -> std::sync::Arc<contracam::suite::dataset::DatasetHandle> {
+    use contracam::data::index::{Sample, SplitIndex};
+    use contracam::suite::dataset::{DatasetHandle, DatasetSpec, IndexDataset};
+    let root = data.join("seg");
+    std::fs::create_dir_all(root.join("img")).unwrap();
+    std::fs::create_dir_all(root.join("gt")).unwrap();
+    let mut samples = vec![];
+    for k in 0..n {
+        image::RgbImage::from_pixel(16, 16, image::Rgb([9, 9, 9]))
+            .save(root.join(format!("img/{k}.png")))
+            .unwrap();
+        image::GrayImage::from_fn(16, 16, |_, y| image::Luma([if y <= k { 200 } else { 30 }]))
+            .save(root.join(format!("gt/{k}.png")))
+            .unwrap();
+        samples.push(Sample {
+            path: format!("img/{k}.png"),
+            labels: vec![0],
+            mask: Some(format!("gt/{k}.png")),
+            width: 16,
+            height: 16,
+            ..Default::default()
+        });
+    }
+    SplitIndex::new("seg", "test", vec!["a".into()], "class", samples)
+        .with_mask_rule("gray-gt-127")
+        .write(&root.join("index"))
+        .unwrap();
+    let spec = DatasetSpec::Index(IndexDataset {
+        name: "seg".into(),
+        split: "test".into(),
+    });
+    std::sync::Arc::new(DatasetHandle::resolve("seg_test", spec, data).unwrap())
+}
+
+#[test]
+fn redo_iou_takes_the_better_of_mask_and_inverse_per_image_and_drops_the_last_partial_batch() {
+    use contracam::suite::stage::{Artefact, ArtefactKind, Input};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let handle = seg_fixture(&data, 5);
+    // Predictions: image k has rows 0..=k as foreground in the ground truth (16 (k + 1) pixels).
+    // 0: the inverse of the GT (miou 0, redo 1); 1: the GT (1, 1); 2: rows 0..=1 (IoU 2/3; inverse 1/16 ...);
+    // 3: empty (IoU 0; inverse: GT 64 px inside all 256 → 64/256); 4: the GT, in the dropped batch.
+    let masks = tmp.path().join("masks");
+    std::fs::create_dir_all(&masks).unwrap();
+    let pred_rows = |k: u32, y: u32| match k {
+        0 => y > 0,
+        1 => y <= 1,
+        2 => y <= 1,
+        3 => false,
+        _ => y <= 4,
+    };
+    for k in 0..5 {
+        image::GrayImage::from_fn(16, 16, |_, y| {
+            image::Luma([if pred_rows(k, y) { 255 } else { 0 }])
+        })
+        .save(masks.join(format!("{k}.png")))
+        .unwrap();
+    }
+    let ins = inputs(vec![
+        (
+            "masks",
+            Input::Artefact(Artefact {
+                kind: ArtefactKind::MasksDir,
+                path: masks.clone(),
+                fingerprint: "fp".into(),
+                producer: "test".into(),
+            }),
+        ),
+        ("data", Input::Dataset(handle)),
+    ]);
+    // Per image (both binarisations agree on 0/255 masks): pred P, GT G = rows 0..=k of 16 px each.
+    // 0: P = rows 1..15, G = row 0: IoU 0; inverse = row 0 = G: 1.           → 1
+    // 1: P = G: 1.                                                            → 1
+    // 2: P = rows 0..=1, G = rows 0..=2: 2/3; inverse rows 2..15 vs G: 1/14.  → 2/3
+    // 3: P = ∅, G = rows 0..=3: 0; inverse = all: 4/16.                       → 1/4
+    let want = ((1.0 + 1.0) / 2.0 + (2.0 / 3.0 + 0.25) / 2.0) / 2.0;
+    let r = run_kind(
+        "eval-masks",
+        "redo_iou = true\nredo_batch = 2",
+        &ins,
+        0,
+        &tmp.path().join("ev"),
+    )
+    .unwrap();
+    assert!(
+        (r.metrics["redo_iou"] - want).abs() < 1e-12,
+        "{} vs {want}",
+        r.metrics["redo_iou"]
+    );
+    // The official mIoU over all five: 0, 1, 2/3, 0, 1.
+    let miou = (0.0 + 1.0 + 2.0 / 3.0 + 0.0 + 1.0) / 5.0;
+    assert!(
+        (r.metrics["miou"] - miou).abs() < 1e-12,
+        "{}",
+        r.metrics["miou"]
+    );
+    // Off by default: no redo_iou metric.
+    let r = run_kind("eval-masks", "", &ins, 0, &tmp.path().join("ev0")).unwrap();
+    assert!(!r.metrics.contains_key("redo_iou"));
+    // A batch larger than the split leaves no full batch: refused, saying why.
+    let e = run_kind(
+        "eval-masks",
+        "redo_iou = true\nredo_batch = 6",
+        &ins,
+        0,
+        &tmp.path().join("ev6"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("no full batch"), "{e}");
+}

@@ -128,7 +128,7 @@ fn overlay_tile(
         let heat = jet(cam.data[y as usize * s + x as usize]);
         let p = img.get_pixel(x, y);
         Rgb(std::array::from_fn(|k| {
-            ((p[k] as u16 + heat[k] as u16 + 1) / 2) as u8
+            (p[k] as u16 + heat[k] as u16).div_ceil(2) as u8
         }))
     }))
 }
