@@ -104,7 +104,11 @@ fn every_paper_suite_has_a_tiny_ci_profile_of_the_same_graph() {
         let path = paper_suite(n);
         let full = GraphSuite::load(&path, &ctx).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(full.profile, "paper");
-        assert!(full.profiles.contains(&"ci".to_string()), "table{n}: {:?}", full.profiles);
+        assert!(
+            full.profiles.contains(&"ci".to_string()),
+            "table{n}: {:?}",
+            full.profiles
+        );
         let ci = GraphSuite::load_with(&path, &ctx, &Selection::profile("ci"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ci.profile, "ci");
@@ -135,7 +139,10 @@ fn every_paper_suite_has_a_tiny_ci_profile_of_the_same_graph() {
                     at_most("epochs", 2);
                     at_most("batch", 16);
                     at_most("image_size", 64);
-                    assert!(p.get("epochs").is_some(), "table{n}: {id} keeps the paper's epochs");
+                    assert!(
+                        p.get("epochs").is_some(),
+                        "table{n}: {id} keeps the paper's epochs"
+                    );
                 }
                 "localize" => {
                     at_most("input_size", 64);
@@ -157,7 +164,10 @@ fn every_paper_suite_has_a_tiny_ci_profile_of_the_same_graph() {
                 let c = &p["imagenet_c"];
                 let splits = c["corruptions"].as_array().map_or(0, |a| a.len())
                     * c["severities"].as_array().map_or(0, |a| a.len());
-                assert!(splits <= 2, "table{n}: {id} evaluates {splits} ImageNet-C splits at ci");
+                assert!(
+                    splits <= 2,
+                    "table{n}: {id} evaluates {splits} ImageNet-C splits at ci"
+                );
             }
         }
         // The paper profile is untouched by the ci one.

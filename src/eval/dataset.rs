@@ -183,15 +183,40 @@ fn resize_gray_pil(g: &image::GrayImage, w: u32, h: u32) -> Vec<u8> {
         .collect()
 }
 
+/// The box `[x0, y0, x1, y1]` (inclusive pixel corners, as VOC's annotations) around every foreground pixel
+/// of a mask, None when it has none.
+fn foreground_box(m: &image::GrayImage) -> Option<[f64; 4]> {
+    let mut b: Option<[u32; 4]> = None;
+    for (x, y, p) in m.enumerate_pixels() {
+        if p.0[0] != 0 {
+            let c = b.get_or_insert([x, y, x, y]);
+            *c = [c[0].min(x), c[1].min(y), c[2].max(x), c[3].max(y)];
+        }
+    }
+    b.map(|c| c.map(f64::from))
+}
+
 /// wsolevaluation's metadata for a split: ids, (width, height) and GT boxes truncated to integer pixels.
-/// A sample without boxes is an error naming its index line (wsolevaluation needs a box per image).
+/// A sample without boxes takes the box of its mask's foreground; one with neither is an error naming its
+/// index line (wsolevaluation needs a box per image).
 pub fn wsol_metadata_of(source: &IndexSource) -> Result<WsolMetadata, EvalError> {
     let mut image_ids = Vec::with_capacity(source.len());
     let mut image_sizes = HashMap::new();
     let mut boxes = HashMap::new();
     for (i, s) in source.index.samples.iter().enumerate() {
         let id = source.meta(i)?.id;
-        if s.boxes.is_empty() {
+        let from_mask;
+        let sample_boxes: &[[f64; 4]] = if s.boxes.is_empty() {
+            // Flowers (ReDO) and OpenImages30k have masks, no boxes: the box of the whole foreground.
+            from_mask = match source.mask(i)? {
+                Some(m) => foreground_box(&m).map(|b| vec![b]).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            &from_mask
+        } else {
+            &s.boxes
+        };
+        if sample_boxes.is_empty() {
             return Err(EvalError::line(
                 &source.index_file,
                 i + 2,
@@ -200,8 +225,7 @@ pub fn wsol_metadata_of(source: &IndexSource) -> Result<WsolMetadata, EvalError>
                 ),
             ));
         }
-        let b: Vec<Box4> = s
-            .boxes
+        let b: Vec<Box4> = sample_boxes
             .iter()
             .map(|b| [b[0] as i32, b[1] as i32, b[2] as i32, b[3] as i32])
             .collect();

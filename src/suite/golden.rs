@@ -267,6 +267,7 @@ mod tests {
                 machine: "m".into(),
                 results_sha256: "0".into(),
                 note: String::new(),
+                profile: None,
             },
             metrics,
             claims: BTreeMap::new(),
