@@ -82,7 +82,9 @@ fn smoke_graph_passes_its_golden_and_a_retrain_that_ignores_its_boxes_fails_it()
     );
     let fails = failed(&broken);
     assert!(
-        fails.iter().any(|f| f.starts_with("oa_crop.view_foreground ")),
+        fails
+            .iter()
+            .any(|f| f.starts_with("oa_crop.view_foreground ")),
         "the OA-Crop view foreground did not fail: {fails:?}"
     );
     assert!(fails.iter().all(|f| f.starts_with("oa_crop")), "{fails:?}");

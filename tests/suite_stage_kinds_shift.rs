@@ -421,7 +421,7 @@ fn shift_fingerprint(f: &Fixture, dir: &Path) -> String {
         manifests: None,
     };
     let suite = GraphSuite::load(&path, &ctx).unwrap();
-    let datasets = contracam::suite::graph_run::resolve_datasets(&suite, &f.data).unwrap();
+    let datasets = contracam::suite::graph_run::resolve_datasets(&suite, &f.data, 0).unwrap();
     let fps = datasets
         .iter()
         .map(|(k, h)| (k.clone(), h.fingerprint.clone()))

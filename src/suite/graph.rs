@@ -580,12 +580,9 @@ impl Validator<'_> {
             name: file.name,
             version: file.version,
             description: file.description,
-            golden: file.golden.map(|g| {
-                self.path
-                    .parent()
-                    .unwrap_or_else(|| Path::new("."))
-                    .join(g)
-            }),
+            golden: file
+                .golden
+                .map(|g| self.path.parent().unwrap_or_else(|| Path::new(".")).join(g)),
             datasets,
             run_seeded,
             stages,

@@ -605,8 +605,15 @@ fn run_graph_stages(
             .iter()
             .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
             .collect();
-        let fps =
-            fingerprints_with_fault(suite, registry, &dataset_fps, &gopts.data_dir, over, opts.device, opts.fault);
+        let fps = fingerprints_with_fault(
+            suite,
+            registry,
+            &dataset_fps,
+            &gopts.data_dir,
+            over,
+            opts.device,
+            opts.fault,
+        );
         let runner = Runner {
             suite,
             registry,

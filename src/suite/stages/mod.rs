@@ -43,7 +43,6 @@ pub fn register_builtin(r: &mut Registry) {
     }
 }
 
-
 /// Kinds the paper suites name that are not implemented yet, with the issue that brings them. Their
 /// declarations are what the implementations must provide (names of slots and metrics), so suites written
 /// against them keep validating.
