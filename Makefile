@@ -8,9 +8,10 @@ setup:
 build: setup
 	$(CARGO) build --release --locked
 
-# Main job: the smoke suite on the built-in synthetic dataset.
+# Main job: the smoke suite on the built-in synthetic dataset, as a graph of stage kinds, against its golden
+# (golden/smoke-graph.toml: point values at seed 0, regression records and claims over seeds 0-2).
 run: build
-	./target/release/contracam suite run suites/smoke.toml
+	./target/release/contracam suite run suites/smoke-graph.toml
 
 # All tests (unit, integration, reference parity, the smoke suite against its golden), then formatting and
 # clippy. Reference vectors are read from ../shared/reference unless CONTRACAM_REFERENCE points elsewhere; a
