@@ -343,6 +343,7 @@ fn seg_fixture(data: &Path, n: u32) -> std::sync::Arc<contracam::suite::dataset:
     let spec = DatasetSpec::Index(IndexDataset {
         name: "seg".into(),
         split: "test".into(),
+        limit: None,
     });
     std::sync::Arc::new(DatasetHandle::resolve("seg_test", spec, data).unwrap())
 }
