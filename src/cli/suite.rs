@@ -223,6 +223,14 @@ pub struct RunArgs {
     /// Compare with this golden instead of the suite's.
     #[arg(long)]
     pub golden: Option<PathBuf>,
+    /// Accept the failure of this golden check (a metric, a claim id or a regression record's metric):
+    /// its verdict becomes BYPASSED and the run passes if nothing else failed. Needs --reason; recorded in
+    /// the results and reports. Repeatable
+    #[arg(long, value_name = "ID", requires = "reason")]
+    pub allow_fail: Vec<String>,
+    /// Why the --allow-fail checks are accepted (recorded with each).
+    #[arg(long, value_name = "TEXT", requires = "allow_fail")]
+    pub reason: Option<String>,
     /// Run without comparing to any golden (exit 0 when the pipeline completes); for a first blessing.
     #[arg(long, conflicts_with = "golden")]
     pub no_golden: bool,
@@ -428,6 +436,26 @@ fn run_options(a: &RunArgs, global: &GlobalArgs, device: tch::Device, claims: bo
 
 /// Writes the results JSON (`--out`, default `<runs-dir>/<suite>/results.json`) atomically, and the `--junit`
 /// and `--report` renderings of it; returns the results path.
+/// `--allow-fail ID --reason TEXT`: the named failures become BYPASSED (`suite::bypass`).
+fn allow_fail(a: &RunArgs, results: &mut report::Results) -> anyhow::Result<()> {
+    if a.allow_fail.is_empty() {
+        return Ok(());
+    }
+    let bypass = contracam::suite::bypass::Bypass {
+        ids: a.allow_fail.clone(),
+        reason: a.reason.clone().unwrap_or_default(),
+    };
+    contracam::suite::bypass::apply(results, &bypass)
+        .with_context(|| format!("{}", a.suite.display()))?;
+    for b in &results.bypassed {
+        eprintln!(
+            "BYPASSED {} ({}, was {}): {}",
+            b.id, b.check, b.was, b.reason
+        );
+    }
+    Ok(())
+}
+
 fn write_results(a: &RunArgs, suite: &str, results: &report::Results) -> anyhow::Result<PathBuf> {
     let out = a
         .out
@@ -512,7 +540,8 @@ fn run_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         contracam::device::describe(device),
         suite.config.seed
     );
-    let results = run_suite(&suite, &opts)?;
+    let mut results = run_suite(&suite, &opts)?;
+    allow_fail(&a, &mut results)?;
     let out = write_results(&a, &suite.config.name, &results)?;
     let verdict = if a.no_golden {
         "COMPLETED (no golden checked)"
@@ -790,7 +819,7 @@ fn validate_graph(a: &ValidateArgs) -> anyhow::Result<ExitCode> {
 fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     use contracam::suite::graph_run::{run_graph, GraphOptions};
     let suite = contracam::suite::graph::validate_file_with(&a.suite, &a.profile.selection())?;
-    refuse_outputs_over_inputs(&a, a.golden.clone())?;
+    refuse_outputs_over_inputs(&a, a.golden.clone().or_else(|| suite.golden.clone()))?;
     let device = global.device.resolve()?;
     let opts = run_options(&a, global, device, !a.no_claims);
     let gopts = GraphOptions {
@@ -811,7 +840,8 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         return executor::only(&suite, &registry, &opts, &gopts, stage);
     }
     let opts = executor::before_local_pass(&a, global, &suite, &registry, opts, &gopts)?;
-    let results = run_graph(&suite, &registry, &opts, &gopts)?;
+    let mut results = run_graph(&suite, &registry, &opts, &gopts)?;
+    allow_fail(&a, &mut results)?;
     let out = write_results(&a, &suite.name, &results)?;
     if results.golden_file.is_some() {
         println!("{}", report::table(&results.checks));

@@ -152,6 +152,8 @@ pub enum Verdict {
     Missing,
     /// Not compared: the run's seed differs from the seed the golden was blessed at.
     NoGoldenForSeed,
+    /// Failed or missing, and accepted by `suite run --allow-fail` with a reason (see `suite::bypass`).
+    Bypassed,
 }
 
 impl Verdict {
@@ -163,7 +165,13 @@ impl Verdict {
             Verdict::NoGolden => "NO GOLDEN",
             Verdict::Missing => "MISSING",
             Verdict::NoGoldenForSeed => "NOT CHECKED",
+            Verdict::Bypassed => "BYPASSED",
         }
+    }
+
+    /// Whether the check lets the run pass: it passed, or its failure was accepted.
+    pub fn ok(self) -> bool {
+        matches!(self, Verdict::Pass | Verdict::Bypassed)
     }
 }
 

@@ -723,6 +723,7 @@ fn run_graph_stages(
         sets: suite.sets.clone(),
 
         loss_curves,
+        bypassed: Vec::new(),
     })
 }
 

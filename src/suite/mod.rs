@@ -1,4 +1,5 @@
 //! Suites: declarative pipelines with stage caching, goldens and reports.
+pub mod bypass;
 pub mod cache;
 pub mod claims;
 pub mod compare;
@@ -204,6 +205,7 @@ pub fn run_suite(suite: &LoadedSuite, opts: &RunOptions) -> Result<Results, Suit
         sets: Vec::new(),
 
         loss_curves,
+        bypassed: Vec::new(),
     })
 }
 

@@ -73,6 +73,9 @@ pub struct Results {
     /// Training-loss curves of the run's training stages, by stage (for the plots).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub loss_curves: BTreeMap<String, super::stage::Curve>,
+    /// Failures accepted with `--allow-fail ID --reason TEXT` (see `suite::bypass`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypassed: Vec<super::bypass::BypassRecord>,
 }
 
 /// A paper cell bound by a graph suite's `[[bind]]`, with what the run measured. Information only: it does
@@ -350,6 +353,8 @@ pub struct ReportView {
     /// Absent in results written before the curves were recorded: the plots then say so.
     #[serde(default)]
     pub loss_curves: BTreeMap<String, super::stage::Curve>,
+    #[serde(default)]
+    pub bypassed: Vec<super::bypass::BypassRecord>,
 }
 
 /// Report formats of `suite report` and `suite run --report/--junit`.
@@ -505,6 +510,19 @@ pub fn markdown(r: &ReportView) -> String {
                 .unwrap_or_else(|| "—".into()),
             c.verdict.label()
         ));
+    }
+    if !r.bypassed.is_empty() {
+        s.push_str("\n## Bypassed\n\nFailures accepted with `--allow-fail`; each counts as passing in this run.\n\n");
+        s.push_str("| check | kind | verdict it replaced | reason |\n|---|---|---|---|\n");
+        for b in &r.bypassed {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                b.id,
+                b.check,
+                b.was,
+                b.reason.replace('|', "\\|")
+            ));
+        }
     }
     if !r.claims.is_empty() {
         s.push_str("\n## Claims\n\nOne-sided paired t-test over seeds of the first metric exceeding the second; *outcome* is \
@@ -662,20 +680,31 @@ pub fn junit(r: &ReportView) -> String {
             )
         })
         .count()
-        + r.claims
-            .iter()
-            .filter(|c| c.verdict != Verdict::Pass)
-            .count()
-        + r.regression
-            .iter()
-            .filter(|c| c.verdict != Verdict::Pass)
-            .count();
+        + r.claims.iter().filter(|c| !c.verdict.ok()).count()
+        + r.regression.iter().filter(|c| !c.verdict.ok()).count();
     let tests = r.checks.len() + r.claims.len() + r.regression.len();
     let skipped = r
         .checks
         .iter()
-        .filter(|c| c.verdict == Verdict::NoGoldenForSeed)
-        .count();
+        .filter(|c| matches!(c.verdict, Verdict::NoGoldenForSeed | Verdict::Bypassed))
+        .count()
+        + r.claims
+            .iter()
+            .filter(|c| c.verdict == Verdict::Bypassed)
+            .count()
+        + r.regression
+            .iter()
+            .filter(|c| c.verdict == Verdict::Bypassed)
+            .count();
+    let bypass = |id: &str| {
+        let reason = r
+            .bypassed
+            .iter()
+            .find(|b| b.id == id)
+            .map(|b| format!("bypassed (--allow-fail, was {}): {}", b.was, b.reason))
+            .unwrap_or_else(|| "bypassed".into());
+        format!("<skipped message=\"{}\"/>", xml(&reason))
+    };
     let name = xml(&format!("suite {} v{}", r.suite, r.suite_version));
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     s.push_str(&format!(
@@ -757,6 +786,7 @@ pub fn junit(r: &ReportView) -> String {
                 "<skipped message=\"{}\"/>",
                 xml(r.not_checked.as_deref().unwrap_or("not checked"))
             )),
+            Verdict::Bypassed => Some(bypass(&c.metric)),
         };
         match body {
             None => s.push_str(&format!("{open}/>\n")),
@@ -780,6 +810,13 @@ pub fn junit(r: &ReportView) -> String {
             c.outcome.map(|o| o.label()).unwrap_or("none"),
             c.expect.label()
         );
+        if c.verdict == Verdict::Bypassed {
+            s.push_str(&format!(
+                "{open}>\n      {}\n    </testcase>\n",
+                bypass(&c.claim)
+            ));
+            continue;
+        }
         let kind = match c.verdict {
             Verdict::Pass => None,
             Verdict::Missing => Some("missing"),
@@ -823,6 +860,13 @@ pub fn junit(r: &ReportView) -> String {
         let (kind, msg) = match c.verdict {
             Verdict::Pass => {
                 s.push_str(&format!("{open}/>\n"));
+                continue;
+            }
+            Verdict::Bypassed => {
+                s.push_str(&format!(
+                    "{open}>\n      {}\n    </testcase>\n",
+                    bypass(&c.metric)
+                ));
                 continue;
             }
             Verdict::Missing => ("missing", format!("{}: missing at some seed", c.metric)),
