@@ -6,6 +6,7 @@
 #   NIGHTLY_OUT   report folder (default nightly/<UTC timestamp>)
 #   NIGHTLY_DEVICE  device for the suites (default cuda)
 #   NIGHTLY_TESTS   cargo test target selection (default: all), e.g. "--test distributed"
+#   NIGHTLY_DATA  data dir with the paper's datasets built: the paper suites then run at their ci profile
 # Exit status: 0 when every test and suite passed, 1 otherwise (the reports are written either way).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,16 +47,25 @@ $py scripts/libtest_junit.py "$out/tests.log" "$out/tests.junit.xml" "contracam 
 [ $tests_rc -eq 0 ] || status=1
 
 # --- suites on the GPU
-profile_args=()
-if "$bin" suite run --help 2>/dev/null | grep -q -- '--profile'; then
-  profile_args=(--profile ci)
+# The suites under suites/ at their own scale (the smoke suites, the walk-through); with NIGHTLY_DATA (a data
+# dir where `contracam data build` has built the paper's datasets) also the paper suites, each at its `ci`
+# profile. A suite with a [profiles.ci] runs that profile.
+suite_files=(suites/*.toml)
+data_args=()
+if [ -n "${NIGHTLY_DATA:-}" ]; then
+  suite_files+=(suites/paper/*.toml)
+  data_args=(--data-dir "$NIGHTLY_DATA")
 fi
 rows=()
 cases=()
-for suite in suites/*.toml; do
+for suite in "${suite_files[@]}"; do
   name=$(basename "$suite" .toml)
+  profile_args=()
+  if grep -q '^\[profiles\.ci\]' "$suite"; then
+    profile_args=(--profile ci)
+  fi
   t0=$(date +%s)
-  "$bin" suite run "$suite" --quiet --device "$device" "${profile_args[@]}" \
+  "$bin" suite run "$suite" --quiet --device "$device" "${profile_args[@]}" "${data_args[@]}" \
     --runs-dir "$out/runs" --out "$out/$name.results.json" > "$out/$name.log" 2>&1
   rc=$?
   s=$(( $(date +%s) - t0 ))
@@ -79,7 +89,7 @@ fails=$(printf '%s\n' "${cases[@]}" | grep -c '<failure' || true)
 {
   echo "# contracam nightly $stamp"
   echo
-  echo "Device for suites: \`$device\`$([ ${#profile_args[@]} -gt 0 ] && echo ", profile \`ci\`")."
+  echo "Device for suites: \`$device\`; the paper suites at their \`ci\` profile $([ -n "${NIGHTLY_DATA:-}" ] && echo "on $NIGHTLY_DATA" || echo "not run (set NIGHTLY_DATA)")."
   echo "Environment: \`environment.txt\`."
   echo
   echo "## Tests (cargo test --release --features cuda -- --include-ignored)"
