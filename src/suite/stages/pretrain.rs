@@ -279,6 +279,8 @@ impl Stage for Pretrain {
             about: "mean foreground fraction of view 1 over every step (synthetic data, whose masks are known); OA-Crop raises it",
         },
     ];
+    // Only synthetic data carries masks to measure it; a built split (Table 2's CUB, say) has none.
+    const OPTIONAL_METRICS: &'static [&'static str] = &["view_foreground"];
 
     fn validate(p: &PretrainParams) -> Result<(), ParamError> {
         p.model_config()
