@@ -50,6 +50,8 @@ fn opts() -> ClassifierRunOptions {
 
 #[test]
 fn loss_falls_and_train_accuracy_rises_on_a_separable_split() {
+    // One libtorch thread: exact while other tests of this binary run beside it.
+    tch::set_num_threads(1);
     let f = fixture(&[("train", IMAGES, 0)], false);
     let source: Arc<dyn Source> = Arc::new(IndexSource::open(&f.data, "toy", "train").unwrap());
     let (_, r) = train_classifier(&recipe(), source, &opts(), 1, &Progress::hidden()).unwrap();
@@ -116,6 +118,8 @@ fn cli_train(data: &Path, out: &Path) -> std::process::Output {
 
 #[test]
 fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
+    // One libtorch thread: exact while other tests of this binary run beside it.
+    tch::set_num_threads(1);
     let f = fixture(&[("train", IMAGES, 0), ("test", 6, 100)], false);
     let tmp = tempfile::tempdir().unwrap();
     let stage_dir = tmp.path().join("stage");
@@ -225,6 +229,8 @@ fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
 
 #[test]
 fn bad_parameters_and_flags_are_refused_naming_them() {
+    // One libtorch thread: exact while other tests of this binary run beside it.
+    tch::set_num_threads(1);
     for (params, key) in [
         ("epochs = 0", "epochs"),
         ("batch = 1", "batch"),
