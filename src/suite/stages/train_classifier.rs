@@ -5,7 +5,7 @@
 //! a parameter ([`ClassifierTrainConfig`]). The model is what `localize`'s `classifier-cam` reads.
 use std::sync::Arc;
 
-use crate::data::loader::{IndexSource, Source};
+use crate::data::loader::Source;
 use crate::suite::dataset::DatasetSpec;
 use crate::suite::stage::*;
 use crate::train::supervised::{
@@ -61,7 +61,7 @@ impl Stage for TrainClassifier {
             )));
         }
         let data = ctx.dataset("data")?;
-        let DatasetSpec::Index(i) = &data.spec else {
+        let DatasetSpec::Index(_) = &data.spec else {
             return Err(StageError::Input {
                 slot: "data".into(),
                 msg: format!(
@@ -70,8 +70,8 @@ impl Stage for TrainClassifier {
                 ),
             });
         };
-        let source: Arc<dyn Source> =
-            Arc::new(IndexSource::open(&data.data_dir, &i.name, &i.split)?);
+        // Through the dataset handle, so a profile's `limit` reaches the training as it does every stage.
+        let source: Arc<dyn Source> = Arc::new(super::localize::index_source(data)?);
         let opts = ClassifierRunOptions {
             workers: ctx.threads,
             device: ctx.device,
