@@ -194,8 +194,7 @@ fn parse_graph(text: &str, path: &Path) -> GraphSuite {
 
 #[test]
 fn the_graph_reproduces_the_smoke_pipeline_bit_for_bit() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let loaded = config::load(&tiny_suite(dir.path())).unwrap();
     let cfg = &loaded.config;
@@ -286,8 +285,7 @@ fn smoke_config() -> SuiteConfig {
 
 #[test]
 fn smoke_graph_toml_is_the_smoke_suite_as_a_graph() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let path = repo().join("suites/smoke-graph.toml");
     let file = graph::validate_file(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -365,8 +363,7 @@ const EXTENSION_DATASETS: [&str; 2] = ["bgc_train", "bgc_test"];
 
 #[test]
 fn graph_parameters_mean_the_smoke_settings() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let cfg = smoke_config();
     let suite = graph::validate_file(&repo().join("suites/smoke-graph.toml")).unwrap();
     // The pretrain kind exposes the view size and crop scale of the augmentations; the rest stays default,
@@ -437,8 +434,7 @@ fn graph_parameters_mean_the_smoke_settings() {
 
 #[test]
 fn suite_validate_accepts_smoke_graph() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"))
         .args(["suite", "validate"])
         .arg(repo().join("suites/smoke-graph.toml"))
@@ -491,8 +487,7 @@ fn claim_golden(path: &Path, metrics: &std::collections::BTreeMap<String, f64>, 
 
 #[test]
 fn a_retrain_that_ignores_the_boxes_fails_the_claim() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     use contracam::suite::golden::Verdict;
     use contracam::suite::Fault;
     let dir = tempfile::tempdir().unwrap();
@@ -588,4 +583,13 @@ fn a_retrain_that_ignores_the_boxes_fails_the_claim() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("retrain-ignores-boxes"), "{e}");
+}
+
+/// One test of this binary at a time, on one libtorch thread: its bitwise comparisons stay exact (two
+/// concurrent OpenMP teams change reduction orders).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    guard
 }

@@ -50,8 +50,7 @@ fn opts() -> ClassifierRunOptions {
 
 #[test]
 fn loss_falls_and_train_accuracy_rises_on_a_separable_split() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let f = fixture(&[("train", IMAGES, 0)], false);
     let source: Arc<dyn Source> = Arc::new(IndexSource::open(&f.data, "toy", "train").unwrap());
     let (_, r) = train_classifier(&recipe(), source, &opts(), 1, &Progress::hidden()).unwrap();
@@ -118,8 +117,7 @@ fn cli_train(data: &Path, out: &Path) -> std::process::Output {
 
 #[test]
 fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let f = fixture(&[("train", IMAGES, 0), ("test", 6, 100)], false);
     let tmp = tempfile::tempdir().unwrap();
     let stage_dir = tmp.path().join("stage");
@@ -229,8 +227,7 @@ fn the_stage_equals_the_cli_bitwise_and_its_checkpoint_drives_classifier_cam() {
 
 #[test]
 fn bad_parameters_and_flags_are_refused_naming_them() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     for (params, key) in [
         ("epochs = 0", "epochs"),
         ("batch = 1", "batch"),
@@ -290,4 +287,13 @@ fn files_under(dir: &Path) -> usize {
             }
         })
         .sum()
+}
+
+/// One test of this binary at a time, on one libtorch thread: its bitwise comparisons stay exact (two
+/// concurrent OpenMP teams change reduction orders).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    guard
 }

@@ -179,37 +179,32 @@ fn check(method: Method, bg_mixup: bool) {
 
 #[test]
 fn moco_resume_equals_an_uninterrupted_run() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     check(Method::Moco, false);
 }
 
 #[test]
 fn byol_resume_equals_an_uninterrupted_run() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     check(Method::Byol, false);
 }
 
 #[test]
 fn moco_with_bg_mixup_resume_equals_an_uninterrupted_run() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     check(Method::Moco, true);
 }
 
 #[test]
 fn byol_with_bg_mixup_resume_equals_an_uninterrupted_run() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     check(Method::Byol, true);
 }
 
 /// The state `fit` writes by its checkpoint policy (after epoch 1 here) resumes to the same end.
 #[test]
 fn state_written_by_the_checkpoint_policy_resumes_the_run() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let cfg = config(true);
     let full = uninterrupted(Method::Moco, &cfg);
     let dir = tempfile::tempdir().unwrap();
@@ -257,8 +252,7 @@ fn resume_error(path: &Path, model_cfg: &ModelConfig, cfg: &TrainConfig) -> Stri
 
 #[test]
 fn a_state_of_another_config_or_a_truncated_file_is_refused() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let cfg = config(false);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.safetensors");
@@ -326,8 +320,7 @@ fn index_batches(data: &Path, cfg: &TrainConfig, workers: usize) -> IndexBatchSo
 /// run ends bit for bit where the uninterrupted one does.
 #[test]
 fn resume_over_a_built_split_equals_an_uninterrupted_run() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let f = stage_kinds_common::fixture(&[("train", 12, 0)], false);
     let cfg = config(false);
     for method in [Method::Moco, Method::Byol] {
@@ -434,8 +427,7 @@ fn epoch_losses(path: &Path) -> Vec<f64> {
 /// again with `--resume`, writes the weights and loss curve of the run that was never stopped.
 #[test]
 fn train_ssl_on_a_dataset_killed_and_resumed_equals_never_stopping() {
-    // One libtorch thread: exact while other tests of this binary run beside it.
-    tch::set_num_threads(1);
+    let _serial = serial();
     let f = stage_kinds_common::fixture(&[("train", 16, 0)], false);
     let dir = tempfile::tempdir().unwrap();
     let suite = dir.path().join("suite.toml");
@@ -502,4 +494,13 @@ fn train_ssl_on_a_dataset_killed_and_resumed_equals_never_stopping() {
     }
     assert_eq!(epoch_losses(&full), epoch_losses(&killed));
     assert_eq!(epoch_losses(&full).len(), 10);
+}
+
+/// One test of this binary at a time, on one libtorch thread: its bitwise comparisons stay exact (two
+/// concurrent OpenMP teams change reduction orders).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    guard
 }
