@@ -12,6 +12,9 @@ use super::{DeviceArg, GlobalArgs, QuietArg, SeedArg, ThreadsArg};
 
 mod executor;
 
+// Parsed once per process: the size of the largest variant (the run options) costs nothing, and boxing
+// it would only add indirection to every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum SuiteCommand {
     /// Run a suite (reusing finished stages), compare every metric with its golden, print the table and
