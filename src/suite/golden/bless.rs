@@ -57,24 +57,41 @@ pub fn bless_file(
     golden: &Path,
     opts: &BlessOptions,
 ) -> Result<BlessOutcome, BlessError> {
+    bless_into_file(results, golden, |bytes, old, now| {
+        bless(bytes, results, old, golden, opts, now)
+    })
+}
+
+/// Reads `results` and the golden at `golden` (if any), blesses with `f`, writes the new golden atomically.
+fn bless_into_file(
+    results: &Path,
+    golden: &Path,
+    f: impl FnOnce(&[u8], Option<&Golden>, &str) -> Result<BlessOutcome, BlessError>,
+) -> Result<BlessOutcome, BlessError> {
     let bytes = std::fs::read(results).map_err(|e| invalid(results, e.to_string()))?;
     let old = if golden.exists() {
         Some(Golden::read(golden)?)
     } else {
         None
     };
-    let out = bless(
-        &bytes,
-        results,
-        old.as_ref(),
-        golden,
-        opts,
-        &super::super::now_utc(),
-    )?;
+    let out = f(&bytes, old.as_ref(), &super::super::now_utc())?;
     let text = toml::to_string_pretty(&out.golden)
         .map_err(|e| invalid(golden, format!("cannot serialise: {e}")))?;
     write_atomic(golden, text.as_bytes())?;
     Ok(out)
+}
+
+/// The results JSON, refused when it was made with a deliberate fault (such results are never blessed).
+fn parse_results(bytes: &[u8], results: &Path) -> Result<serde_json::Value, BlessError> {
+    let r: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(results, format!("not JSON: {e}")))?;
+    if let Some(f) = r.get("fault").and_then(|f| f.as_str()) {
+        return Err(invalid(
+            results,
+            format!("was made with the deliberate fault '{f}' (a test run); it cannot be blessed"),
+        ));
+    }
+    Ok(r)
 }
 
 /// The golden blessed from results `bytes` (read from `results`) over the existing golden `old` at `golden`.
@@ -100,8 +117,7 @@ pub fn bless(
             ));
         }
     }
-    let r: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(results, format!("not JSON: {e}")))?;
+    let r = parse_results(bytes, results)?;
     let field = |k: &str| {
         r.get(k).ok_or_else(|| {
             invalid(
@@ -124,12 +140,6 @@ pub fn bless(
             )
         })
     };
-    if let Some(f) = r.get("fault").and_then(|f| f.as_str()) {
-        return Err(invalid(
-            results,
-            format!("was made with the deliberate fault '{f}' (a test run); it cannot be blessed"),
-        ));
-    }
     let suite = text("suite")?;
     let suite_version = u32::try_from(int("suite_version")?)
         .map_err(|_| invalid(results, "field 'suite_version' is too large"))?;
@@ -280,24 +290,9 @@ pub fn bless_regression_file(
     golden: &Path,
     opts: &RegressionBlessOptions,
 ) -> Result<BlessOutcome, BlessError> {
-    let bytes = std::fs::read(results).map_err(|e| invalid(results, e.to_string()))?;
-    let old = if golden.exists() {
-        Some(Golden::read(golden)?)
-    } else {
-        None
-    };
-    let out = bless_regression(
-        &bytes,
-        results,
-        old.as_ref(),
-        golden,
-        opts,
-        &super::super::now_utc(),
-    )?;
-    let text = toml::to_string_pretty(&out.golden)
-        .map_err(|e| invalid(golden, format!("cannot serialise: {e}")))?;
-    write_atomic(golden, text.as_bytes())?;
-    Ok(out)
+    bless_into_file(results, golden, |bytes, old, now| {
+        bless_regression(bytes, results, old, golden, opts, now)
+    })
 }
 
 /// Regression records from the per-seed values of results `bytes` (`metrics` at `seed`, `seed_metrics` at
@@ -319,14 +314,7 @@ pub fn bless_regression(
             opts.alpha
         )));
     }
-    let r: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| invalid(results, format!("not JSON: {e}")))?;
-    if let Some(f) = r.get("fault").and_then(|f| f.as_str()) {
-        return Err(invalid(
-            results,
-            format!("was made with the deliberate fault '{f}' (a test run); it cannot be blessed"),
-        ));
-    }
+    let r = parse_results(bytes, results)?;
     #[derive(serde::Deserialize)]
     struct View {
         suite: String,
