@@ -99,7 +99,9 @@ fn imagenet_val_bad_metadata_names_file_and_line() {
     let mut outside = loc_lines.clone();
     // Image 3 is 30×40: x1 = 31 lies outside.
     outside[3] = "val/ILSVRC2012_val_00000003.JPEG,5,8,31,36";
-    let cases: Vec<([String; 4], Vec<u8>, &str, Vec<&str>)> = vec![
+    /// Metadata, val tar, the file the error must name and what else it must say.
+    type Case<'a> = ([String; 4], Vec<u8>, &'a str, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             with(3, short.join("\n")),
             fx::val_tar(&images),
