@@ -491,7 +491,16 @@ fn gated_imagenet_gives_instructions_and_checks_placed_files() {
     let dl = data.join("imagenet").join("downloads");
     std::fs::create_dir_all(&dl).unwrap();
     std::fs::write(dl.join("ILSVRC2012_devkit_t12.tar.gz"), b"not the devkit").unwrap();
-    let err = run_err(&["data", "verify", "--quiet", "imagenet", "--data-dir", d]);
+    // The devkit is optional (no builder reads it): `--include-optional` checks it too.
+    let err = run_err(&[
+        "data",
+        "verify",
+        "--quiet",
+        "imagenet",
+        "--include-optional",
+        "--data-dir",
+        d,
+    ]);
     assert!(
         err.contains("ILSVRC2012_devkit_t12.tar.gz")
             && err.contains("fa75699e90414af021442c21a62c3abf"),
@@ -688,7 +697,8 @@ fn list_shows_every_dataset_with_real_checksums() {
     for ds in ["wsol-cubv2", "wsol-openimages", "imagenetv2"] {
         assert_eq!(builder(ds), ds, "{ds}");
     }
-    assert!(builder("imagenet").is_null() && builder("imagenet-info").is_null());
+    assert_eq!(builder("imagenet"), "imagenet-val");
+    assert!(builder("imagenet-info").is_null());
     let text_row = |ds: &str| {
         out.lines()
             .find(|l| l.split_whitespace().next() == Some(ds))

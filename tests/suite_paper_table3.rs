@@ -1,20 +1,32 @@
-//! Table 3 end to end at the `ci` profile on fixture data: CUB, Flowers, VOC and OpenImages fixture archives in
-//! their real layouts are built with `data build`; the two checkpoints the suite imports (a torchvision
-//! ResNet-50 `.pth` and a facebookresearch MoCo v2 `.pth.tar`, random weights, narrow) are written by the
-//! project's `.venv` torch; their sha256 is given by `--set`; `suite run --profile ci` must run every stage,
-//! give every bound cell a value in range, and a rerun must be fully cached.
-//!
-//! ImageNet has no builder in contracam (the manifest is download-only: ILSVRC val needs the devkit's
-//! boxes, which no builder reads yet), so its column cannot be built from fixtures: the real file is shown
-//! to refuse the run naming that dataset, and the run is made on the suite without its ImageNet column.
+//! Table 3 end to end at the `ci` profile on fixture data: ImageNet val (flat tar + wsolevaluation's ILSVRC test
+//! metadata), CUB, Flowers, VOC and OpenImages fixture archives in their real layouts are built with `data
+//! build`; the two checkpoints the suite imports (a torchvision ResNet-50 `.pth` and a facebookresearch MoCo v2
+//! `.pth.tar`, random weights, narrow) are written by the project's `.venv` torch; their sha256 is given by
+//! `--set`; `suite run --profile ci` on the shipped suite file must run every stage, give every bound cell a
+//! value in range, and a rerun must be fully cached.
 mod data_common;
+mod imagenet_val_fixture;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use data_common::*;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// ImageNet val as the gated files would be placed, served by a fixture manifest replacing the built-in one.
+fn build_imagenet(srv: &Server, tmp: &Path, data: &Path) {
+    use imagenet_val_fixture as fx;
+    let images = fx::images();
+    let m = serve_dataset(
+        srv,
+        tmp,
+        "imagenet",
+        Some("imagenet-val"),
+        fx::files(fx::val_tar(&images), &fx::metadata(&images)),
+    );
+    build(&m, data, "imagenet", &[]);
 }
 
 fn build_cub(srv: &Server, tmp: &Path, data: &Path) {
@@ -250,28 +262,6 @@ torch.save(ckpt, {moco:?})
     )
 }
 
-/// suites/paper/table3.toml without its ImageNet column: the dataset, the stages reading it and their binds.
-fn without_imagenet(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("suites/paper/table3.toml")).unwrap();
-    let mut t: toml::Table = text.parse().unwrap();
-    t["datasets"].as_table_mut().unwrap().remove("imagenet");
-    let stages = t["stages"].as_table_mut().unwrap();
-    stages.retain(|name, _| {
-        !name.ends_with("_imagenet") || name.starts_with("sup_") || name.starts_with("moco_")
-    });
-    let binds = t["bind"].as_array_mut().unwrap();
-    binds.retain(|b| b["column"].as_str() != Some("ImageNet"));
-    let ci = t["profiles"]["ci"].as_table_mut().unwrap();
-    ci["datasets"].as_table_mut().unwrap().remove("imagenet");
-    ci["stages"]
-        .as_table_mut()
-        .unwrap()
-        .remove("cam_moco_imagenet");
-    let path = dir.join("table3.toml");
-    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-    path
-}
-
 fn results(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
@@ -282,6 +272,7 @@ fn table3_runs_end_to_end_at_the_ci_profile_on_fixture_data() {
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
+    build_imagenet(&srv, tmp.path(), &data);
     build_cub(&srv, tmp.path(), &data);
     build_flowers(&srv, tmp.path(), &data);
     build_voc(&srv, tmp.path(), &data);
@@ -318,19 +309,7 @@ fn table3_runs_end_to_end_at_the_ci_profile_on_fixture_data() {
         contracam(&args)
     };
 
-    // The file as shipped: ImageNet is not built, and the run says so before any work.
-    let o = run(
-        &root().join("suites/paper/table3.toml"),
-        &tmp.path().join("r0.json"),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert!(
-        err.contains("datasets.imagenet") && err.contains("contracam data build imagenet"),
-        "{err}"
-    );
-
-    let suite = without_imagenet(tmp.path());
+    let suite = root().join("suites/paper/table3.toml");
     let first = tmp.path().join("r1.json");
     let o = run(&suite, &first);
     assert!(
@@ -343,11 +322,12 @@ fn table3_runs_end_to_end_at_the_ci_profile_on_fixture_data() {
     assert_eq!(r["profile"], "ci");
     assert_eq!(r["sets"].as_array().unwrap().len(), 2);
     let stages = r["stages"].as_array().unwrap();
-    // 2 imports + 4 datasets × (2 CAMs + 2 evaluations).
-    assert_eq!(stages.len(), 18, "{stages:?}");
+    // 2 imports + 5 datasets × (2 CAMs + 2 evaluations).
+    assert_eq!(stages.len(), 22, "{stages:?}");
     assert!(stages.iter().all(|s| s["cached"] == false));
     let cells = r["paper_cells"].as_array().unwrap();
-    assert_eq!(cells.len(), 8);
+    assert_eq!(cells.len(), 10);
+    assert!(cells.iter().any(|c| c["column"] == "ImageNet"), "{cells:?}");
     for c in cells {
         let v = c["value"]
             .as_f64()
@@ -356,6 +336,8 @@ fn table3_runs_end_to_end_at_the_ci_profile_on_fixture_data() {
     }
     // The limit holds: the ci profile reads 4 samples of each split at most.
     assert_eq!(r["config"]["datasets"]["cub"]["limit"], 4);
+    assert_eq!(r["config"]["datasets"]["imagenet"]["limit"], 4);
+    assert_eq!(r["config"]["datasets"]["imagenet"]["split"], "test");
 
     let second = tmp.path().join("r2.json");
     let o = run(&suite, &second);

@@ -18,6 +18,7 @@ pub mod cubv2;
 pub mod flowers;
 pub mod food101;
 pub mod imagenet9;
+pub mod imagenet_val;
 pub mod imagenetv2;
 pub mod openimages;
 pub mod pets;
@@ -55,6 +56,7 @@ pub fn by_name(name: &str) -> Option<BuildFn> {
         "wsol-cubv2" => cubv2::build,
         "wsol-openimages" => openimages::build,
         "imagenetv2" => imagenetv2::build,
+        "imagenet-val" => imagenet_val::build,
         _ => return None,
     })
 }
@@ -76,6 +78,7 @@ pub const ALL: &[&str] = &[
     "wsol-cubv2",
     "wsol-openimages",
     "imagenetv2",
+    "imagenet-val",
 ];
 
 impl BuildContext<'_> {
