@@ -2,7 +2,8 @@
 //! graph suite of implemented kinds (a tiny MoCo pretrain on synthetic scenes → ContraCAM masks → mask
 //! mIoU, and a center-box baseline) runs as one job per stage and ends with the metrics of a local run; a
 //! rerun submits nothing; `--only` refuses a stage whose upstream is not published; `suite status` reports
-//! every stage done; the pretrain stage as a 2-task `srun` step (data-parallel on Gloo) ends with the
+//! every stage done; at 2 seeds each stage is one job array (tasks `<id>_0`, `<id>_1`) and the results
+//! (metrics, seed_metrics) equal a local `--seeds 2` run's, and a rerun submits nothing; the pretrain stage as a 2-task `srun` step (data-parallel on Gloo) ends with the
 //! local run's metrics within the data-parallel tolerance.
 //!
 //! Needs root or passwordless sudo (the script installs slurm-wlm and munge when missing) or the packages
@@ -94,6 +95,10 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
+}
+
+fn results_json(results: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(results).unwrap()).unwrap()
 }
 
 fn metrics(results: &Path) -> Value {
@@ -221,6 +226,110 @@ fn graph_suite_runs_as_slurm_jobs_with_the_metrics_of_a_local_run() {
         text(&again)
     );
     assert_eq!(metrics(&slurm_runs.join("slurm-toy/results.json")), want);
+
+    // Two seeds: each stage is one job array whose task i runs seed i, task by task after its upstream
+    // array (aftercorr); the results equal a local --seeds 2 run's (seed 0 is cached there already).
+    let local2 = run(args(&local_runs, &["--seeds", "2"]));
+    assert!(
+        local2.status.success(),
+        "local --seeds 2: {}",
+        text(&local2)
+    );
+    let want2 = results_json(&local_runs.join("slurm-toy/results.json"));
+    assert!(
+        want2["seed_metrics"]["1"].get("ev.miou").is_some(),
+        "{want2}"
+    );
+    let arr_runs = root.join("runs-arrays");
+    let mut sl2 = sl.to_vec();
+    sl2.extend(["--seeds", "2"]);
+    let arrays = run(args(&arr_runs, &sl2));
+    assert!(
+        arrays.status.success(),
+        "slurm --seeds 2: {}",
+        text(&arrays)
+    );
+    let out = String::from_utf8_lossy(&arrays.stdout);
+    assert!(
+        out.contains("slurm: 4 job(s) (8 array task(s)) submitted, 0 stage(s) cached"),
+        "{}",
+        text(&arrays)
+    );
+    let got2 = results_json(&arr_runs.join("slurm-toy/results.json"));
+    assert_eq!(got2["metrics"], want2["metrics"]);
+    assert_eq!(got2["seed_metrics"], want2["seed_metrics"]);
+    let err = String::from_utf8_lossy(&arrays.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("[slurm] loc: job ") && l.contains("after aftercorr")),
+        "{}",
+        text(&arrays)
+    );
+    let pre_sh = std::fs::read_to_string(arr_runs.join("slurm-toy/slurm/pre.sh")).unwrap();
+    assert!(
+        pre_sh.contains(
+            "0) seed=0 ;;
+1) seed=1 ;;"
+        ),
+        "{pre_sh}"
+    );
+    // `suite status` shows each seed's task; the queue lists the array's tasks as <id>_0 and <id>_1
+    // (the local cluster has no accounting storage, so `sacct` cannot; squeue keeps finished jobs for
+    // MinJobAge = 300 s).
+    let status = run(vec![
+        "suite".into(),
+        "status".into(),
+        suite_s.into(),
+        "--runs-dir".into(),
+        arr_runs.to_str().unwrap().into(),
+    ]);
+    assert!(status.status.success(), "suite status: {}", text(&status));
+    let out = String::from_utf8_lossy(&status.stdout).into_owned();
+    let pre_job = out
+        .lines()
+        .find(|l| l.starts_with("pre (seed 1)") && l.contains(" done "))
+        .and_then(|l| l.split_whitespace().find(|w| w.ends_with("_1")))
+        .unwrap_or_else(|| {
+            panic!(
+                "no done task of pre at seed 1 in:
+{out}"
+            )
+        })
+        .trim_end_matches("_1")
+        .to_string();
+    assert!(
+        out.lines().any(|l| l.starts_with("pre (seed 0)")
+            && l.contains(&format!("{pre_job}_0"))
+            && l.contains(" done ")),
+        "{out}"
+    );
+    let queue = Command::new("squeue")
+        .args(["-h", "-r", "--states=all", "-o", "%i|%T"])
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    let queue = String::from_utf8_lossy(&queue.stdout);
+    for task in ["0", "1"] {
+        assert!(
+            queue
+                .lines()
+                .any(|l| l.trim() == format!("{pre_job}_{task}|COMPLETED")),
+            "{pre_job}_{task} not COMPLETED in squeue:
+{queue}"
+        );
+    }
+    let again2 = run(args(&arr_runs, &sl2));
+    assert!(again2.status.success(), "{}", text(&again2));
+    assert!(
+        String::from_utf8_lossy(&again2.stdout)
+            .contains("slurm: 0 job(s) submitted, 8 stage(s) cached"),
+        "{}",
+        text(&again2)
+    );
+    assert_eq!(
+        results_json(&arr_runs.join("slurm-toy/results.json"))["seed_metrics"],
+        want2["seed_metrics"]
+    );
 
     // --refresh-stage resubmits that stage and what reads from it, nothing else.
     let refreshed = run(args(

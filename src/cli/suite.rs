@@ -46,9 +46,9 @@ pub enum SuiteCommand {
     /// List the suite files under a folder: each one's form (smoke or graph), its stages, the datasets it
     /// needs and whether each is built under --data-dir, and the stage kinds it still misses.
     Ls(LsArgs),
-    /// Where each stage's latest Slurm job is (`suite run --executor slurm`): pending, running, done or
-    /// failed, from the job's exit status file, squeue, else sacct; with its job id and log. Exits 1 when a
-    /// stage's latest job failed.
+    /// Where each stage's latest Slurm job is (`suite run --executor slurm`; with several seeds, each
+    /// seed's latest array task, job ID_INDEX): pending, running, done or failed, from the job's exit status
+    /// file, squeue, else sacct; with its job id and log. Exits 1 when a stage's latest job failed.
     Status(executor::StatusArgs),
 }
 
@@ -840,7 +840,14 @@ fn run_graph_cmd(a: RunArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     );
     let registry = contracam::suite::registry::Registry::builtin();
     if let Some(stage) = &a.executor.only {
-        return executor::only(&suite, &registry, &opts, &gopts, stage);
+        return executor::only(
+            &suite,
+            &registry,
+            &opts,
+            &gopts,
+            stage,
+            a.executor.only_seed,
+        );
     }
     let opts = executor::before_local_pass(&a, global, &suite, &registry, opts, &gopts)?;
     let mut results = run_graph(&suite, &registry, &opts, &gopts)?;

@@ -2,8 +2,13 @@
 //! outputs, `result.json` (metrics and curves) and a `DONE` marker. A stage is built in a temporary sibling
 //! (`.tmp-…`), its outputs and result are validated, the marker is written, and the directory is renamed
 //! into place: a stage directory is either complete or absent, whatever moment a run is killed at, and a
-//! failing stage publishes nothing. One run at a time holds the runs dir's lock; the holder removes the
-//! temporary directories a killed run left behind.
+//! failing stage publishes nothing. One whole run at a time holds the runs dir's lock (`flock`); the holder
+//! removes the temporary directories a killed run left behind while no stage build lock is held. Every
+//! build of a fingerprint also holds that fingerprint's build lock (`.lock-<stage>-<fp16>`, see
+//! [`super::lock`], which works across the hosts of a shared filesystem), so two processes never build the
+//! same stage at once: the second waits and reuses what the first published. `--only` jobs (Slurm jobs and
+//! array tasks) take only build locks, one at a time, so they run side by side and never wait for a whole
+//! run's lock while holding one: no deadlock.
 //!
 //! The fingerprint is the sha256 of the canonical JSON of: the stage kind and its version, the resolved
 //! parameters, the inputs' fingerprints by slot, the seed, the device class, the precision policy, the
@@ -25,6 +30,8 @@ pub const DONE_FILE: &str = "DONE";
 pub const RESULT_FILE: &str = "result.json";
 const TMP_PREFIX: &str = ".tmp-";
 const LOCK_FILE: &str = ".lock";
+/// Build locks are `.lock-<stage>-<fp16>`.
+const BUILD_LOCK_PREFIX: &str = ".lock-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -170,6 +177,17 @@ impl StageCache {
         Ok(cache)
     }
 
+    /// `root` for a process that builds one stage (`--only`: a Slurm job or array task): created if
+    /// missing, without the whole-run lock (its builds take their build locks) and without removing
+    /// temporary directories (another builder's may be live).
+    pub fn shared(root: &Path) -> Result<Self, CacheError> {
+        std::fs::create_dir_all(root).map_err(|e| io(root, e))?;
+        Ok(StageCache {
+            root: root.into(),
+            _lock: None,
+        })
+    }
+
     /// A view of `root` for looking only (`suite plan`): creates nothing, takes no lock and removes nothing.
     /// Lookups stay sound while a run holds the lock because a stage directory is published by one rename:
     /// it is complete or absent.
@@ -198,18 +216,89 @@ impl StageCache {
             .max_by(|a, b| a.finished_at.cmp(&b.finished_at))
     }
 
-    /// Removes every temporary stage directory: with the lock held, none belongs to a live run.
+    /// Removes every temporary stage directory unless a build lock is held by a process that may still
+    /// run (an `--only` job builds without the whole-run lock). The temporaries are listed before the
+    /// locks are looked at: a builder creates its lock before its temporary, so a temporary listed here
+    /// whose lock is absent afterwards was left by a dead builder (or has been published since).
     fn clean_stale(&self) -> Result<(), CacheError> {
-        let entries = std::fs::read_dir(&self.root).map_err(|e| io(&self.root, e))?;
-        for e in entries.flatten() {
-            let name = e.file_name();
-            if name.to_string_lossy().starts_with(TMP_PREFIX) {
-                let p = e.path();
-                tracing::info!(dir = %p.display(), "removing a stale temporary stage directory");
-                std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
+        let temps: Vec<PathBuf> = std::fs::read_dir(&self.root)
+            .map_err(|e| io(&self.root, e))?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(TMP_PREFIX))
+            .map(|e| e.path())
+            .collect();
+        if temps.is_empty() {
+            return Ok(());
+        }
+        let me = super::lock::Identity::this_host();
+        let building = std::fs::read_dir(&self.root)
+            .map_err(|e| io(&self.root, e))?
+            .flatten()
+            .filter(|e| is_build_lock(&e.file_name().to_string_lossy()))
+            .any(|e| super::lock::held_by_live(&e.path(), &me));
+        if building {
+            return Ok(());
+        }
+        for p in temps {
+            tracing::info!(dir = %p.display(), "removing a stale temporary stage directory");
+            match std::fs::remove_dir_all(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&p, e)),
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// The build lock of `stage` at fingerprint `fp`.
+    pub fn build_lock_path(&self, stage: &str, fp: &str) -> PathBuf {
+        self.root.join(format!(
+            "{BUILD_LOCK_PREFIX}{stage}-{}",
+            &fp[..16.min(fp.len())]
+        ))
+    }
+
+    /// [`build`](Self::build) under the fingerprint's build lock: waits while another process builds it,
+    /// then (with `reuse`, i.e. not a refresh) returns what that process published instead of building
+    /// again. Removes temporary directories of this fingerprint that a killed builder left. The flag is
+    /// true when the stage was reused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build_locked(
+        &self,
+        stage: &str,
+        kind: &str,
+        fp: &str,
+        outputs: &[Slot],
+        metrics: &[&str],
+        reuse: bool,
+        build: impl FnOnce(&Path) -> Result<StageResult, StageError>,
+    ) -> Result<(Published, bool), CacheError> {
+        let lock_path = self.build_lock_path(stage, fp);
+        let opts = super::lock::LockOptions::from_env().map_err(|e| io(&e.path, e.msg))?;
+        let _lock =
+            super::lock::BuildLock::acquire(&lock_path, &opts).map_err(|e| io(&e.path, e.msg))?;
+        if reuse {
+            if let Some(p) = self.lookup_verified(stage, fp, outputs) {
+                return Ok((p, true));
+            }
+        }
+        let short = &fp[..16.min(fp.len())];
+        let mine = [
+            format!("{TMP_PREFIX}{stage}-{short}-"),
+            format!("{TMP_PREFIX}old-{stage}-{short}"),
+        ];
+        for e in std::fs::read_dir(&self.root)
+            .map_err(|e| io(&self.root, e))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if mine.iter().any(|m| name.starts_with(m.as_str())) {
+                let p = e.path();
+                tracing::info!(dir = %p.display(), "removing a killed build's temporary directory");
+                std::fs::remove_dir_all(&p).map_err(|e| io(&p, e))?;
+            }
+        }
+        let p = self.build(stage, kind, fp, outputs, metrics, build)?;
+        Ok((p, false))
     }
 
     pub fn stage_dir(&self, stage: &str, fp: &str) -> PathBuf {
@@ -336,6 +425,13 @@ impl StageCache {
             marker,
         })
     }
+}
+
+/// Whether a file name in a suite's folder is a stage build lock (not the whole-run lock, nor the private
+/// and `.break` files of the lock protocol).
+fn is_build_lock(name: &str) -> bool {
+    name.strip_prefix(BUILD_LOCK_PREFIX)
+        .is_some_and(|rest| !rest.contains('.'))
 }
 
 /// Checks that an output exists with the right shape and hashes it.
@@ -565,6 +661,57 @@ mod tests {
             .filter(|n| n.starts_with(TMP_PREFIX))
             .collect();
         assert!(names.is_empty(), "{names:?}");
+    }
+
+    #[test]
+    fn concurrent_builders_of_a_fingerprint_build_once_and_open_spares_a_live_builders_temps() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let root = tempfile::tempdir().unwrap();
+        let cache = StageCache::shared(root.path()).unwrap();
+        let f = fp(1);
+        let builds = AtomicUsize::new(0);
+        let reused: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        cache
+                            .build_locked("s", "k", &f, OUT, &["m"], true, |d| {
+                                builds.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                                std::fs::write(d.join("x.json"), "{}").unwrap();
+                                Ok(StageResult::default().metric("m", 1.0))
+                            })
+                            .unwrap()
+                            .1
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+        assert_eq!(reused.iter().filter(|r| !**r).count(), 1, "{reused:?}");
+        let names: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "locks or temporaries left: {names:?}");
+
+        // A whole run opening the folder leaves a live builder's temporary alone, and removes it once
+        // no build lock is held.
+        let lock = crate::suite::lock::BuildLock::acquire(
+            &cache.build_lock_path("t", &fp(2)),
+            &crate::suite::lock::LockOptions::from_env().unwrap(),
+        )
+        .unwrap();
+        let tmp = root.path().join(".tmp-t-0123-abc");
+        std::fs::create_dir_all(&tmp).unwrap();
+        drop(StageCache::open(root.path(), LockPolicy::Refuse).unwrap());
+        assert!(tmp.exists(), "removed a live builder's temporary");
+        drop(lock);
+        drop(StageCache::open(root.path(), LockPolicy::Refuse).unwrap());
+        assert!(!tmp.exists());
+        assert!(is_build_lock(".lock-t-0123") && !is_build_lock(".lock-t-0123.break"));
+        assert!(!is_build_lock(".lock") && !is_build_lock(".lock-t-0123.host.1.2-0"));
     }
 
     #[test]

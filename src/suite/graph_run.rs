@@ -481,6 +481,20 @@ pub fn run_graph_only(
     gopts: &GraphOptions,
     only: &str,
 ) -> Result<Results, GraphRunError> {
+    run_graph_only_at(suite, registry, opts, gopts, only, None)
+}
+
+/// [`run_graph_only`] in the pass of seed `seed` (a seed of `--seeds`/the claims; what one Slurm array
+/// task runs): the run seed's pass when `seed` is the run seed or None, else every stage at `seed` with
+/// that seed's datasets, as the local runner's pass of that seed.
+pub fn run_graph_only_at(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+    only: &str,
+    seed: Option<u64>,
+) -> Result<Results, GraphRunError> {
     if !suite.stages.contains_key(only) {
         return Err(GraphRunError::OnlyUnknown {
             path: suite.path.clone(),
@@ -488,7 +502,7 @@ pub fn run_graph_only(
             stages: suite.order.join(", "),
         });
     }
-    run_graph_stages(suite, registry, opts, gopts, Some(only))
+    run_graph_stages(suite, registry, opts, gopts, Some((only, seed)))
 }
 
 /// The stages `stage` reads from, directly or not.
@@ -531,8 +545,9 @@ fn run_graph_stages(
     registry: &Registry,
     opts: &RunOptions,
     gopts: &GraphOptions,
-    only: Option<&str>,
+    only_at: Option<(&str, Option<u64>)>,
 ) -> Result<Results, GraphRunError> {
+    let only = only_at.map(|(o, _)| o);
     let started_at = super::now_utc();
     let start = Instant::now();
     let missing = missing_kinds(suite, registry);
@@ -562,9 +577,9 @@ fn run_graph_stages(
         .first()
         .map(|n| stage_seed(&suite.stages[n], gopts.seed))
         .unwrap_or(0);
-    // --only is one job of one seed: the extra seeds are the local pass's business.
-    let seeds = match only {
-        Some(_) => vec![run_seed],
+    // --only is one job of one seed: the extra seeds are the local pass's business (or other array tasks).
+    let seeds = match only_at {
+        Some((_, seed)) => vec![seed.unwrap_or(run_seed)],
         None => run_seeds(
             run_seed,
             gopts.seeds,
@@ -584,9 +599,12 @@ fn run_graph_stages(
         eprintln!("NOTE: {why}");
     }
     let follower = ranks::follower(suite, only)?;
-    let cache = match &follower {
-        None => StageCache::open(&opts.runs_dir.join(&suite.name), opts.lock)?,
-        Some(_) => StageCache::read_only(&opts.runs_dir.join(&suite.name)),
+    let root = opts.runs_dir.join(&suite.name);
+    let cache = match (&follower, only) {
+        (Some(_), _) => StageCache::read_only(&root),
+        // One stage: its build lock is enough, so the jobs and array tasks of a run build side by side.
+        (None, Some(_)) => StageCache::shared(&root)?,
+        (None, None) => StageCache::open(&root, opts.lock)?,
     };
     let build_cache = follower.as_ref().map(|f| StageCache::read_only(f.path()));
     let mode = if opts.progress {
@@ -597,7 +615,11 @@ fn run_graph_stages(
     let mut passes: Vec<SeedPass> = Vec::new();
     for (i, (&seed, datasets)) in seeds.iter().zip(&datasets).enumerate() {
         // The run seed keeps each stage's own seed unless overridden; the others run every stage at theirs.
-        let over = if i == 0 { gopts.seed } else { Some(seed) };
+        let over = if seed == run_seed {
+            gopts.seed
+        } else {
+            Some(seed)
+        };
         if seeds.len() > 1 {
             eprintln!("seed {seed} ({} of {})", i + 1, seeds.len());
         }
@@ -832,7 +854,7 @@ impl Runner<'_> {
         } else {
             self.cache.lookup_verified(name, &fp, kind.outputs())
         };
-        let was_cached = cached.is_some();
+        let mut was_cached = cached.is_some();
         let out = match cached {
             Some(p) => {
                 // A published result lacking a declared metric cannot come from this kind version.
@@ -849,7 +871,12 @@ impl Runner<'_> {
                 }
                 p
             }
-            None => self.build(name, st, kind, &fp, &inputs)?,
+            None => {
+                let (p, reused) = self.build(name, st, kind, &fp, &inputs, !refresh)?;
+                // Another process built it while this one waited for the build lock.
+                was_cached = reused;
+                p
+            }
         };
         let seconds = start.elapsed().as_secs_f64();
         eprintln!(
@@ -917,8 +944,10 @@ impl Runner<'_> {
         Ok(inputs)
     }
 
-    /// Runs the kind into a temporary directory and publishes it; a declared metric it did not emit fails
-    /// the stage before anything is published (one it did not declare is refused by the cache).
+    /// Runs the kind into a temporary directory and publishes it, under the fingerprint's build lock
+    /// (with `reuse`, what a concurrent builder published meanwhile is returned, flagged true); a declared
+    /// metric it did not emit fails the stage before anything is published (one it did not declare is
+    /// refused by the cache).
     fn build(
         &self,
         name: &str,
@@ -926,13 +955,19 @@ impl Runner<'_> {
         kind: &dyn DynStage,
         fp: &str,
         inputs: &BTreeMap<String, Input>,
-    ) -> Result<Published, GraphRunError> {
+        reuse: bool,
+    ) -> Result<(Published, bool), GraphRunError> {
         let metric_names: Vec<&str> = kind.metrics().iter().map(|m| m.name).collect();
         let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1);
         let seed = stage_seed(st, self.seed);
-        let built = self
-            .store
-            .build(name, &st.kind, fp, kind.outputs(), &metric_names, |dir| {
+        let built = self.store.build_locked(
+            name,
+            &st.kind,
+            fp,
+            kind.outputs(),
+            &metric_names,
+            reuse,
+            |dir| {
                 let mut ctx = StageContext {
                     stage: name,
                     out_dir: dir,
@@ -955,7 +990,8 @@ impl Runner<'_> {
                     )));
                 }
                 Ok(result)
-            });
+            },
+        );
         built.map_err(|e| match e {
             CacheError::Stage { source, .. } => {
                 self.stage_error(name, &st.kind, source.to_string())

@@ -9,6 +9,7 @@ pub mod executor;
 pub mod golden;
 pub mod graph;
 pub mod graph_run;
+pub mod lock;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use contracam::suite::executor::slurm::{self, Sbatch, SlurmOptions};
 use contracam::suite::graph::GraphSuite;
-use contracam::suite::graph_run::{run_graph_only, GraphOptions};
+use contracam::suite::graph_run::{run_graph_only_at, GraphOptions};
 use contracam::suite::registry::Registry;
 use contracam::suite::RunOptions;
 use contracam::train::distributed::launched_rank;
@@ -25,7 +25,8 @@ pub enum Executor {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExecutorArgs {
     /// Where the stages of a graph suite run: local (this process) or slurm (one sbatch job per stage not yet
-    /// cached, after the jobs of its inputs; then a local pass over the cache for results and reports).
+    /// cached, after the jobs of its inputs; with several seeds one job array per stage, task i at seed i;
+    /// then a local pass over the cache for results and reports).
     #[arg(long, value_enum, default_value = "local")]
     pub executor: Executor,
     /// sbatch --partition for --executor slurm (default: the cluster's default partition).
@@ -38,6 +39,10 @@ pub struct ExecutorArgs {
     /// published already. Writes no results file.
     #[arg(long, value_name = "STAGE")]
     pub only: Option<String>,
+    /// With --only: run the stage in the pass of this seed of the run (what a Slurm array task runs):
+    /// every stage at this seed, as the local run of --seeds does for seeds after the run seed.
+    #[arg(long, value_name = "SEED", requires = "only")]
+    pub only_seed: Option<u64>,
 }
 
 impl ExecutorArgs {
@@ -53,15 +58,16 @@ impl ExecutorArgs {
     }
 }
 
-/// `--only STAGE`: runs that stage and prints its metrics.
+/// `--only STAGE [--only-seed S]`: runs that stage (in the pass of seed S) and prints its metrics.
 pub fn only(
     suite: &GraphSuite,
     registry: &Registry,
     opts: &RunOptions,
     gopts: &GraphOptions,
     stage: &str,
+    seed: Option<u64>,
 ) -> anyhow::Result<ExitCode> {
-    let results = run_graph_only(suite, registry, opts, gopts, stage)?;
+    let results = run_graph_only_at(suite, registry, opts, gopts, stage, seed)?;
     for (k, v) in &results.metrics {
         println!("{k:<28} {v:.4}");
     }
@@ -140,9 +146,15 @@ pub fn before_local_pass(
         chdir: std::env::current_dir().context("reading the working directory")?,
     };
     let d = slurm::dispatch(suite, registry, &opts, gopts, &sopts, &mut Sbatch)?;
+    // An array is one job; its tasks are counted apart when there are any.
+    let tasks = if d.submitted.len() != d.jobs {
+        format!(" ({} array task(s))", d.submitted.len())
+    } else {
+        String::new()
+    };
     println!(
-        "slurm: {} job(s) submitted, {} stage(s) cached",
-        d.submitted.len(),
+        "slurm: {} job(s){tasks} submitted, {} stage(s) cached",
+        d.jobs,
         d.cached.len()
     );
     Ok(slurm::without_refresh(&opts))
@@ -178,9 +190,13 @@ pub fn status_cmd(a: StatusArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         for s in &stages {
+            let stage = match s.seed {
+                Some(seed) => format!("{} (seed {seed})", s.stage),
+                None => s.stage.clone(),
+            };
             println!(
                 "{:<20} {:<8} job {:<8} {:<40} {}",
-                s.stage,
+                stage,
                 s.state.name(),
                 s.job,
                 s.detail,

@@ -5,16 +5,26 @@
 //! `<runs-dir>/<suite>/slurm/`; this process waits on `squeue` and those status files, then the caller runs
 //! the suite locally, where every stage is cached.
 //!
+//! Several seeds (`--seeds N`, the golden's claims): the run's seed list (run seed first) is planned seed
+//! by seed, and a stage whose fingerprint differs between seeds is ONE job array whose task `i` runs the
+//! pass of seed `i` of that list (`--only STAGE --only-seed S`; the job script maps
+//! `SLURM_ARRAY_TASK_ID` to the seed, fixed at submission). Only the tasks whose seed's stage is not
+//! published are submitted (`--array=0,2` has gaps). A downstream array waits with
+//! `aftercorr:` (task `i` after task `i`) on an upstream array that has every one of its task indices, else
+//! with `afterok:` (all tasks); a stage with one fingerprint for all seeds is a plain job at the first seed
+//! that needs it, and what reads from it waits with `afterok:`.
+//!
 //! The exit status comes from a file the job script writes, not from `sacct`: a cluster without accounting
 //! storage (like the single-node one of `scripts/slurm-local.sh`) has no `sacct`. The scheduler sits behind
 //! [`Scheduler`] so tests can drive the submit/wait logic with a fake one.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::suite::cache::StageCache;
 use crate::suite::graph::{GraphSuite, InputRef, StageResources};
-use crate::suite::graph_run::GraphOptions;
+use crate::suite::graph_run::{self, GraphOptions, GraphRunError};
 use crate::suite::plan::{plan_graph, Action};
 use crate::suite::registry::Registry;
 use crate::suite::{RunOptions, SuiteError};
@@ -39,22 +49,31 @@ pub enum SlurmError {
         stage: String,
         why: String,
     },
-    #[error("stage '{stage}': Slurm job {job} failed ({why}); its log is {}", .log.display())]
+    #[error("stage '{stage}'{}: Slurm job {job} failed ({why}); its log is {}", seed_note(*.seed), .log.display())]
     JobFailed {
         stage: String,
+        seed: Option<u64>,
         job: String,
         why: String,
         log: PathBuf,
     },
-    #[error("stage '{stage}': Slurm job {job} completed but the stage is not published under {}; its log is {}", .dir.display(), .log.display())]
+    #[error("stage '{stage}'{}: Slurm job {job} completed but the stage is not published under {}; its log is {}", seed_note(*.seed), .dir.display(), .log.display())]
     NotPublished {
         stage: String,
+        seed: Option<u64>,
         job: String,
         dir: PathBuf,
         log: PathBuf,
     },
     #[error(transparent)]
     Plan(#[from] Box<SuiteError>),
+    #[error(transparent)]
+    Graph(#[from] Box<GraphRunError>),
+}
+
+/// ` (seed S)` for a task of a several-seed run.
+fn seed_note(seed: Option<u64>) -> String {
+    seed.map(|s| format!(" (seed {s})")).unwrap_or_default()
 }
 
 fn io(path: &Path, e: std::io::Error) -> SlurmError {
@@ -90,8 +109,12 @@ pub struct Job {
     pub chdir: PathBuf,
     pub partition: Option<String>,
     pub resources: StageResources,
-    /// Job ids that must complete successfully first.
+    /// Job ids that must complete successfully first (all tasks of an array).
     pub after_ok: Vec<String>,
+    /// Array job ids whose task `i` must complete successfully before task `i` of this array.
+    pub after_corr: Vec<String>,
+    /// `sbatch --array` (task indices, e.g. `0,2`); None for a plain job.
+    pub array: Option<String>,
 }
 
 /// The three things the executor asks of a scheduler.
@@ -135,8 +158,19 @@ pub fn sbatch_args(job: &Job) -> Vec<String> {
     if let Some(p) = &job.partition {
         args.push(format!("--partition={p}"));
     }
+    if let Some(a) = &job.array {
+        args.push(format!("--array={a}"));
+    }
+    // Comma: every listed dependency must hold.
+    let mut deps = Vec::new();
     if !job.after_ok.is_empty() {
-        args.push(format!("--dependency=afterok:{}", job.after_ok.join(":")));
+        deps.push(format!("afterok:{}", job.after_ok.join(":")));
+    }
+    if !job.after_corr.is_empty() {
+        deps.push(format!("aftercorr:{}", job.after_corr.join(":")));
+    }
+    if !deps.is_empty() {
+        args.push(format!("--dependency={}", deps.join(",")));
     }
     args
 }
@@ -187,8 +221,8 @@ impl Scheduler for Sbatch {
 
     fn states(&mut self, ids: &[String]) -> Result<BTreeMap<String, String>, SlurmError> {
         // Not `-j IDS`: squeue fails on an id it has already forgotten. All states, so a job that has just
-        // finished shows COMPLETED/FAILED rather than vanishing.
-        let args = ["-h", "--me", "--states=all", "-o", "%i|%T"].map(String::from);
+        // finished shows COMPLETED/FAILED rather than vanishing; -r: one line per array task (`ID_I`).
+        let args = ["-h", "-r", "--me", "--states=all", "-o", "%i|%T"].map(String::from);
         let mut all = parse_squeue(&run_command("squeue", &args)?);
         all.retain(|id, _| ids.contains(id));
         Ok(all)
@@ -227,12 +261,56 @@ pub struct PlannedJob {
     pub resources: StageResources,
     /// Published but recomputed (`--refresh`/`--refresh-stage`): the job adds `--refresh-stage STAGE`.
     pub refresh: bool,
+    /// Which seed(s) the job runs.
+    pub seeds: SeedArg,
 }
 
-/// A submitted job.
+/// One task of a job array: the index of its seed in the run's seed list, and the seed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedTask {
+    pub index: u32,
+    pub seed: u64,
+}
+
+/// What a job passes as `--only-seed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeedArg {
+    /// A run of one seed: nothing (the child runs the run seed's pass).
+    Run,
+    /// A plain job at this seed (a stage with one fingerprint for all seeds).
+    Fixed(u64),
+    /// A job array: task `index` runs at `seed`.
+    Array(Vec<SeedTask>),
+}
+
+impl SeedArg {
+    /// `--array` of a job array: its task indices.
+    fn array_spec(&self) -> Option<String> {
+        match self {
+            SeedArg::Array(t) => Some(
+                t.iter()
+                    .map(|t| t.index.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => None,
+        }
+    }
+
+    fn seed(&self) -> Option<u64> {
+        match self {
+            SeedArg::Fixed(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+/// A submitted job, or one task of a submitted array (`job` is then `ID_INDEX`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
     pub stage: String,
+    /// The seed it runs at (runs of several seeds only).
+    pub seed: Option<u64>,
     pub job: String,
     /// The job's log file.
     pub log: PathBuf,
@@ -243,9 +321,12 @@ pub struct Submitted {
 /// What a dispatch did.
 #[derive(Debug, Clone, Default)]
 pub struct Dispatch {
-    /// Jobs submitted, in graph order.
+    /// Jobs (and array tasks) submitted, in graph order.
     pub submitted: Vec<Submitted>,
-    /// Stages already published at their fingerprints (no job).
+    /// How many `sbatch` calls that took (an array is one).
+    pub jobs: usize,
+    /// Stages already published at their fingerprints (no job); with several seeds, `stage (seed S)`,
+    /// once per seed.
     pub cached: Vec<String>,
 }
 
@@ -258,12 +339,17 @@ fn sh_quote(s: &str) -> String {
 /// A job of `tasks` > 1 runs it as one `srun` step of that many tasks, each a rank of one data-parallel
 /// run (the ranks meet through srun's variables, rank 0 publishes); `--kill-on-bad-exit` ends the step
 /// when one rank fails, so the others do not wait for it.
+///
+/// With `seeds` [`SeedArg::Array`] the script first maps `SLURM_ARRAY_TASK_ID` to the task's seed (an
+/// index it does not know fails with exit status 2), passes it as `--only-seed`, and writes the status to
+/// `status_prefix<ARRAYID>_<INDEX>.rc`.
 pub fn job_script(
     command: &[String],
     stage: &str,
     refresh: bool,
     status_prefix: &Path,
     tasks: u32,
+    seeds: &SeedArg,
 ) -> String {
     let mut argv: Vec<String> = Vec::new();
     if tasks > 1 {
@@ -280,11 +366,34 @@ pub fn job_script(
         argv.push("--refresh-stage".into());
         argv.push(sh_quote(stage));
     }
-    format!(
-        "#!/bin/sh\n# contracam graph stage '{stage}' (written by suite run --executor slurm)\n{}\nrc=$?\necho \"$rc\" > {}\"$SLURM_JOB_ID\".rc\nexit \"$rc\"\n",
-        argv.join(" "),
-        sh_quote(&status_prefix.display().to_string()),
-    )
+    let prefix = sh_quote(&status_prefix.display().to_string());
+    let head = format!(
+        "#!/bin/sh\n# contracam graph stage '{stage}' (written by suite run --executor slurm)\n"
+    );
+    match seeds {
+        SeedArg::Run | SeedArg::Fixed(_) => {
+            if let SeedArg::Fixed(s) = seeds {
+                argv.push("--only-seed".into());
+                argv.push(s.to_string());
+            }
+            format!(
+                "{head}{}\nrc=$?\necho \"$rc\" > {prefix}\"$SLURM_JOB_ID\".rc\nexit \"$rc\"\n",
+                argv.join(" "),
+            )
+        }
+        SeedArg::Array(array) => {
+            argv.push("--only-seed".into());
+            argv.push("\"$seed\"".into());
+            let cases: String = array
+                .iter()
+                .map(|t| format!("{}) seed={} ;;\n", t.index, t.seed))
+                .collect();
+            format!(
+                "{head}# array task index = position of the seed in the run's seed list\nseed=\ncase \"$SLURM_ARRAY_TASK_ID\" in\n{cases}esac\nif [ -z \"$seed\" ]; then\n  echo \"array task '$SLURM_ARRAY_TASK_ID' is not one this script was written for\" >&2\n  rc=2\nelse\n  {}\n  rc=$?\nfi\necho \"$rc\" > {prefix}\"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\".rc\nexit \"$rc\"\n",
+                argv.join(" "),
+            )
+        }
+    }
 }
 
 /// Writes each job's script under `dir` and submits the jobs in order, each after the jobs of the stages
@@ -297,7 +406,8 @@ pub fn submit_jobs(
     sched: &mut dyn Scheduler,
 ) -> Result<Vec<Submitted>, SlurmError> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let mut ids: BTreeMap<&str, String> = BTreeMap::new();
+    // Stage → its job id and, for an array, its task indices.
+    let mut ids: BTreeMap<&str, (String, Option<BTreeSet<u32>>)> = BTreeMap::new();
     let mut out = Vec::new();
     for j in jobs {
         let script = dir.join(format!("{}.sh", j.stage));
@@ -308,41 +418,78 @@ pub fn submit_jobs(
             j.refresh,
             &status_prefix,
             j.resources.ntasks(),
+            &j.seeds,
         );
         std::fs::write(&script, text).map_err(|e| io(&script, e))?;
-        let after_ok = j
-            .reads
-            .iter()
-            .filter_map(|r| ids.get(r.as_str()).cloned())
-            .collect();
+        let mine: Option<BTreeSet<u32>> = match &j.seeds {
+            SeedArg::Array(t) => Some(t.iter().map(|t| t.index).collect()),
+            _ => None,
+        };
+        let (mut after_ok, mut after_corr) = (Vec::new(), Vec::new());
+        for r in &j.reads {
+            let Some((id, theirs)) = ids.get(r.as_str()) else {
+                continue;
+            };
+            // Task i after task i only where the upstream array has a task i for each of ours.
+            match (&mine, theirs) {
+                (Some(m), Some(t)) if m.is_subset(t) => after_corr.push(id.clone()),
+                _ => after_ok.push(id.clone()),
+            }
+        }
+        let log_pattern = if mine.is_some() { "%A_%a" } else { "%j" };
         let job = Job {
             name: format!("contracam-{suite_name}-{}", j.stage),
             script,
-            log: dir.join(format!("{}-%j.log", j.stage)),
+            log: dir.join(format!("{}-{log_pattern}.log", j.stage)),
             chdir: sopts.chdir.clone(),
             partition: sopts.partition.clone(),
             resources: j.resources.clone(),
             after_ok,
+            after_corr,
+            array: j.seeds.array_spec(),
         };
         let id = sched.submit(&job)?;
+        let deps: Vec<String> = job
+            .after_ok
+            .iter()
+            .map(|d| format!("afterok {d}"))
+            .chain(job.after_corr.iter().map(|d| format!("aftercorr {d}")))
+            .collect();
         eprintln!(
-            "[slurm] {}: job {id}{}",
+            "[slurm] {}: job {id}{}{}",
             j.stage,
-            if job.after_ok.is_empty() {
+            job.array
+                .as_ref()
+                .map(|a| format!(" array {a}"))
+                .unwrap_or_default(),
+            if deps.is_empty() {
                 String::new()
             } else {
-                format!(" after {}", job.after_ok.join(", "))
+                format!(" after {}", deps.join(", "))
             }
         );
-        out.push(Submitted {
+        let unit = |job: String, seed: Option<u64>| Submitted {
             stage: j.stage.clone(),
-            log: dir.join(format!("{}-{id}.log", j.stage)),
-            status_file: dir.join(format!("{}-{id}.rc", j.stage)),
-            job: id.clone(),
-        });
-        ids.insert(&j.stage, id);
-        // Recorded as each job is submitted, so `suite status` finds every job even if this process dies.
-        super::status::record(dir, &out)?;
+            seed,
+            log: dir.join(format!("{}-{job}.log", j.stage)),
+            status_file: dir.join(format!("{}-{job}.rc", j.stage)),
+            job,
+        };
+        match &j.seeds {
+            SeedArg::Array(tasks) => {
+                for t in tasks {
+                    out.push(unit(format!("{id}_{}", t.index), Some(t.seed)));
+                    super::status::record(dir, &out)?;
+                }
+            }
+            other => {
+                out.push(unit(id.clone(), other.seed()));
+                // Recorded as each job is submitted, so `suite status` finds every job even if this
+                // process dies.
+                super::status::record(dir, &out)?;
+            }
+        }
+        ids.insert(&j.stage, (id, mine));
     }
     Ok(out)
 }
@@ -396,7 +543,12 @@ pub fn wait(
             let status = std::fs::read_to_string(&s.status_file).ok();
             match outcome(states.get(&s.job).map(String::as_str), status.as_deref()) {
                 None => still.push(s),
-                Some(Ok(())) => eprintln!("[slurm] {}: job {} done", s.stage, s.job),
+                Some(Ok(())) => eprintln!(
+                    "[slurm] {}{}: job {} done",
+                    s.stage,
+                    seed_note(s.seed),
+                    s.job
+                ),
                 Some(Err(why)) => {
                     let rest: Vec<String> = ids.iter().filter(|i| **i != s.job).cloned().collect();
                     if let Err(e) = sched.cancel(&rest) {
@@ -404,6 +556,7 @@ pub fn wait(
                     }
                     return Err(SlurmError::JobFailed {
                         stage: s.stage.clone(),
+                        seed: s.seed,
                         job: s.job.clone(),
                         why,
                         log: s.log.clone(),
@@ -424,9 +577,120 @@ pub fn job_dir(opts: &RunOptions, suite: &GraphSuite) -> PathBuf {
     opts.runs_dir.join(&suite.name).join("slurm")
 }
 
-/// Submits every stage of `suite` that is not published (or is refreshed) as a job, waits for all of them,
-/// and checks each one published its stage. The caller then runs the suite locally (without refresh) to
-/// collect results from the cache. Takes no lock: the jobs take the runs dir's lock one at a time.
+/// The run seed and the run's seeds (run seed first), as [`graph_run::run_graph`] computes them: `--seeds
+/// N` and, unless `--no-claims`, the seeds the golden's claims add.
+pub fn run_seeds(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+) -> Result<(u64, Vec<u64>), SlurmError> {
+    let run_seed = suite
+        .order
+        .first()
+        .map(|n| graph_run::stage_seed(&suite.stages[n], gopts.seed))
+        .unwrap_or(0);
+    let golden_path = opts
+        .golden
+        .clone()
+        .or_else(|| suite.golden.clone())
+        .filter(|_| !opts.skip_golden);
+    let golden = match golden_path {
+        Some(p) if opts.claims => {
+            Some(graph_run::read_golden(suite, registry, &p).map_err(Box::new)?)
+        }
+        _ => None,
+    };
+    Ok((
+        run_seed,
+        graph_run::run_seeds(run_seed, gopts.seeds, golden.as_ref()),
+    ))
+}
+
+/// One stage in the pass of one seed: its fingerprint and what a run would do, or why it cannot run.
+type SeedStage = (String, Option<String>, Result<Action, String>);
+
+/// Every stage in the pass of `seed`: the run seed's from [`plan_graph`]; another seed's with its own
+/// datasets and every stage at that seed (the local runner's pass of that seed).
+fn seed_stages(
+    suite: &GraphSuite,
+    registry: &Registry,
+    opts: &RunOptions,
+    gopts: &GraphOptions,
+    seed: u64,
+    run_seed: u64,
+) -> Result<Vec<SeedStage>, SlurmError> {
+    if seed == run_seed {
+        let plan = plan_graph(suite, registry, opts, gopts).map_err(Box::new)?;
+        return Ok(plan
+            .stages
+            .into_iter()
+            .map(|sp| {
+                let action = match (sp.blocked, sp.action) {
+                    (Some(why), _) => Err(why),
+                    (None, Some(a)) => Ok(a),
+                    (None, None) => Err("no fingerprint".into()),
+                };
+                (sp.stage, sp.fingerprint, action)
+            })
+            .collect());
+    }
+    let datasets = match graph_run::resolve_datasets(suite, &gopts.data_dir, seed) {
+        Ok(d) => d,
+        Err(e) => {
+            let why = e.to_string();
+            return Ok(suite
+                .order
+                .iter()
+                .map(|n| (n.clone(), None, Err(why.clone())))
+                .collect());
+        }
+    };
+    let dataset_fps = datasets
+        .iter()
+        .map(|(k, h)| (k.clone(), h.fingerprint.clone()))
+        .collect();
+    let fps = graph_run::fingerprints(
+        suite,
+        registry,
+        &dataset_fps,
+        &gopts.data_dir,
+        Some(seed),
+        opts.device,
+    );
+    let refresh =
+        graph_run::refresh_set(suite, opts.refresh, &opts.refresh_stages).map_err(Box::new)?;
+    let cache = StageCache::read_only(&opts.runs_dir.join(&suite.name));
+    Ok(suite
+        .order
+        .iter()
+        .map(|name| {
+            let kind = graph_run::stage_kind(registry, &suite.stages[name]);
+            let fp = fps.get(name).cloned().flatten();
+            let action: Result<Action, String> = match (&fp, kind) {
+                (Some(fp), Some(k)) => {
+                    let published = cache
+                        .lookup(name, fp)
+                        .is_some_and(|p| StageCache::verify(&p, k.outputs()).is_ok());
+                    Ok(match (published, refresh.contains(name)) {
+                        (true, true) => Action::Refresh,
+                        (true, false) => Action::Cached,
+                        (false, _) => Action::Run,
+                    })
+                }
+                _ => Err(
+                    "no fingerprint (a dataset or a stage it reads from did not resolve)".into(),
+                ),
+            };
+            (name.clone(), fp, action)
+        })
+        .collect())
+}
+
+/// Submits every stage of `suite` that is not published (or is refreshed) as a job, or with several
+/// seeds as a job array with one task per seed that needs it, waits for all of them, and checks each one
+/// published its stage. The caller then runs the suite locally (without refresh) to collect results from
+/// the cache. Takes no lock: each job takes the build lock of the stage it builds.
 pub fn dispatch(
     suite: &GraphSuite,
     registry: &Registry,
@@ -435,27 +699,60 @@ pub fn dispatch(
     sopts: &SlurmOptions,
     sched: &mut dyn Scheduler,
 ) -> Result<Dispatch, SlurmError> {
-    let plan = plan_graph(suite, registry, opts, gopts).map_err(Box::new)?;
+    let (run_seed, seeds) = run_seeds(suite, registry, opts, gopts)?;
+    let several = seeds.len() > 1;
+    let passes = seeds
+        .iter()
+        .map(|&s| seed_stages(suite, registry, opts, gopts, s, run_seed))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut jobs = Vec::new();
     let mut cached = Vec::new();
-    for sp in &plan.stages {
-        let st = &suite.stages[&sp.stage];
-        let action = match (&sp.blocked, sp.action) {
-            (Some(why), _) => Err(why.clone()),
-            (None, Some(a)) => Ok(a),
-            (None, None) => Err("no fingerprint".into()),
-        };
-        let action = action.map_err(|why| SlurmError::Blocked {
-            path: suite.path.clone(),
-            stage: sp.stage.clone(),
-            why,
-        })?;
-        if action == Action::Cached {
-            cached.push(sp.stage.clone());
-            continue;
+    for (si, name) in suite.order.iter().enumerate() {
+        let st = &suite.stages[name];
+        let mut tasks: Vec<SeedTask> = Vec::new();
+        let mut to_build: BTreeSet<String> = BTreeSet::new();
+        let mut fingerprints: BTreeSet<String> = BTreeSet::new();
+        let mut refresh = false;
+        for (i, pass) in passes.iter().enumerate() {
+            let (_, fp, action) = &pass[si];
+            let action = action.clone().map_err(|why| SlurmError::Blocked {
+                path: suite.path.clone(),
+                stage: name.clone(),
+                why: if several {
+                    format!("{why} (seed {})", seeds[i])
+                } else {
+                    why
+                },
+            })?;
+            let fp = fp.clone().unwrap_or_default();
+            fingerprints.insert(fp.clone());
+            if action == Action::Cached {
+                cached.push(if several {
+                    format!("{name} (seed {})", seeds[i])
+                } else {
+                    name.clone()
+                });
+                continue;
+            }
+            // Two seeds at one fingerprint: one build serves both.
+            if to_build.insert(fp) {
+                refresh |= action == Action::Refresh;
+                tasks.push(SeedTask {
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    seed: seeds[i],
+                });
+            }
         }
+        let Some(first) = tasks.first().copied() else {
+            continue;
+        };
+        let seeds_arg = match (several, fingerprints.len() > 1) {
+            (false, _) => SeedArg::Run,
+            (true, false) => SeedArg::Fixed(first.seed),
+            (true, true) => SeedArg::Array(tasks),
+        };
         jobs.push(PlannedJob {
-            stage: sp.stage.clone(),
+            stage: name.clone(),
             reads: st
                 .inputs
                 .values()
@@ -465,34 +762,46 @@ pub fn dispatch(
                 })
                 .collect(),
             resources: st.resources.clone(),
-            refresh: action == Action::Refresh,
+            refresh,
+            seeds: seeds_arg,
         });
     }
     let dir = job_dir(opts, suite);
     let submitted = submit_jobs(&jobs, &dir, &suite.name, sopts, sched)?;
     eprintln!(
-        "[slurm] {} job(s) submitted, {} stage(s) cached",
+        "[slurm] {} job(s) ({} task(s)) submitted, {} stage(s) cached",
+        jobs.len(),
         submitted.len(),
         cached.len()
     );
     wait(&submitted, sched, sopts.poll)?;
     // A job that exited 0 without publishing would otherwise be built by the local pass, silently.
-    let after = plan_graph(suite, registry, &without_refresh(opts), gopts).map_err(Box::new)?;
+    let plain = without_refresh(opts);
+    let mut after: BTreeMap<u64, Vec<SeedStage>> = BTreeMap::new();
     for s in &submitted {
-        let published = after
-            .stages
+        let seed = s.seed.unwrap_or(run_seed);
+        if !after.contains_key(&seed) {
+            let pass = seed_stages(suite, registry, &plain, gopts, seed, run_seed)?;
+            after.insert(seed, pass);
+        }
+        let published = after[&seed]
             .iter()
-            .any(|p| p.stage == s.stage && p.action == Some(Action::Cached));
+            .any(|(stage, _, a)| *stage == s.stage && matches!(a, Ok(Action::Cached)));
         if !published {
             return Err(SlurmError::NotPublished {
                 stage: s.stage.clone(),
+                seed: s.seed,
                 job: s.job.clone(),
                 dir: opts.runs_dir.join(&suite.name),
                 log: s.log.clone(),
             });
         }
     }
-    Ok(Dispatch { submitted, cached })
+    Ok(Dispatch {
+        submitted,
+        jobs: jobs.len(),
+        cached,
+    })
 }
 
 /// `opts` without `--refresh`/`--refresh-stage`: the local pass after a dispatch reuses what the jobs built.
@@ -508,11 +817,23 @@ pub fn without_refresh(opts: &RunOptions) -> RunOptions {
 mod tests {
     use super::*;
 
-    /// Runs a job as soon as its dependencies completed, with a scripted exit status per stage.
+    /// One job or array task of the fake queue.
+    struct FakeTask {
+        stage: String,
+        /// The job id (of the array for a task).
+        id: String,
+        index: Option<u32>,
+        after_ok: Vec<String>,
+        after_corr: Vec<String>,
+        prefix: PathBuf,
+    }
+
+    /// Runs a job or array task as soon as its dependencies completed, with a scripted exit status: `fail`
+    /// names a stage (all its tasks fail) or `STAGE_INDEX` (that task fails).
     struct Fake {
         next: u32,
-        /// id → (stage, deps, status file prefix)
-        jobs: BTreeMap<String, (String, Vec<String>, PathBuf)>,
+        /// `ID` or `ID_INDEX` → the task.
+        jobs: BTreeMap<String, FakeTask>,
         fail: Option<&'static str>,
         done: BTreeMap<String, String>,
         cancelled: Vec<String>,
@@ -530,6 +851,22 @@ mod tests {
                 submitted: Vec::new(),
             }
         }
+
+        fn completed(&self, id: &str) -> bool {
+            self.done.get(id).is_some_and(|s| s == "COMPLETED")
+        }
+
+        fn ready(&self, t: &FakeTask) -> bool {
+            t.after_ok.iter().all(|d| {
+                self.jobs
+                    .iter()
+                    .filter(|(_, u)| u.id == *d)
+                    .all(|(tid, _)| self.completed(tid))
+            }) && t.after_corr.iter().all(|d| {
+                let i = t.index.expect("aftercorr on a plain job");
+                self.completed(&format!("{d}_{i}"))
+            })
+        }
     }
 
     impl Scheduler for Fake {
@@ -538,26 +875,39 @@ mod tests {
             let id = self.next.to_string();
             let stage = job.name.rsplit('-').next().unwrap_or_default().to_string();
             let prefix = job.script.with_file_name(format!("{stage}-"));
-            self.jobs
-                .insert(id.clone(), (stage, job.after_ok.clone(), prefix));
+            let indices: Vec<Option<u32>> = match &job.array {
+                Some(spec) => spec.split(',').map(|i| Some(i.parse().unwrap())).collect(),
+                None => vec![None],
+            };
+            for index in indices {
+                let tid = index.map(|i| format!("{id}_{i}")).unwrap_or(id.clone());
+                let task = FakeTask {
+                    stage: stage.clone(),
+                    id: id.clone(),
+                    index,
+                    after_ok: job.after_ok.clone(),
+                    after_corr: job.after_corr.clone(),
+                    prefix: prefix.clone(),
+                };
+                self.jobs.insert(tid, task);
+            }
             self.submitted.push(job.clone());
             Ok(id)
         }
         fn states(&mut self, ids: &[String]) -> Result<BTreeMap<String, String>, SlurmError> {
-            // One job per look: the first whose dependencies completed runs to its end.
-            let ready = self.jobs.iter().find(|(id, (_, deps, _))| {
-                !self.done.contains_key(*id)
-                    && !self.cancelled.contains(*id)
-                    && deps
-                        .iter()
-                        .all(|d| self.done.get(d).is_some_and(|s| s == "COMPLETED"))
+            // One task per look: the first whose dependencies completed runs to its end.
+            let ready = self.jobs.iter().find(|(tid, t)| {
+                !self.done.contains_key(*tid) && !self.cancelled.contains(*tid) && self.ready(t)
             });
-            if let Some((id, (stage, _, prefix))) = ready {
-                let failed = self.fail == Some(stage.as_str());
+            if let Some((tid, t)) = ready {
+                let tid = tid.clone();
+                let failed = self.fail == Some(t.stage.as_str())
+                    || t.index
+                        .is_some_and(|i| self.fail == Some(format!("{}_{i}", t.stage).as_str()));
                 let rc = if failed { "3" } else { "0" };
-                std::fs::write(format!("{}{id}.rc", prefix.display()), rc).unwrap();
+                std::fs::write(format!("{}{tid}.rc", t.prefix.display()), rc).unwrap();
                 let state = if failed { "FAILED" } else { "COMPLETED" };
-                self.done.insert(id.clone(), state.into());
+                self.done.insert(tid, state.into());
             }
             Ok(ids
                 .iter()
@@ -579,6 +929,19 @@ mod tests {
             reads: reads.iter().map(|s| s.to_string()).collect(),
             resources: StageResources::default(),
             refresh: false,
+            seeds: SeedArg::Run,
+        }
+    }
+
+    fn arrayed(stage: &str, reads: &[&str], tasks: &[(u32, u64)]) -> PlannedJob {
+        PlannedJob {
+            seeds: SeedArg::Array(
+                tasks
+                    .iter()
+                    .map(|&(index, seed)| SeedTask { index, seed })
+                    .collect(),
+            ),
+            ..planned(stage, reads)
         }
     }
 
@@ -642,6 +1005,103 @@ mod tests {
         assert_eq!(fake.cancelled, vec!["103".to_string()]);
     }
 
+    /// Seeds 5, 6, 7 at indices 0, 1, 2: `a` runs at all, `b` at all (task by task after `a`), `c` at
+    /// seed 6 only (its seed-5 and seed-7 stages are published), `d` has one fingerprint for all seeds,
+    /// `e` reads `c` at every seed (not all of which `c` has).
+    fn seeded() -> Vec<PlannedJob> {
+        vec![
+            arrayed("a", &[], &[(0, 5), (1, 6), (2, 7)]),
+            arrayed("b", &["a"], &[(0, 5), (1, 6), (2, 7)]),
+            arrayed("c", &["b"], &[(1, 6)]),
+            PlannedJob {
+                seeds: SeedArg::Fixed(5),
+                ..planned("d", &["a"])
+            },
+            arrayed("e", &["c", "d"], &[(0, 5), (1, 6), (2, 7)]),
+        ]
+    }
+
+    #[test]
+    fn seeds_are_array_tasks_that_wait_task_by_task_where_the_upstream_has_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fake = Fake::new(None);
+        let sub = submit_jobs(&seeded(), tmp.path(), "s", &sopts(tmp.path()), &mut fake).unwrap();
+        let got: Vec<(Option<String>, Vec<String>, Vec<String>)> = fake
+            .submitted
+            .iter()
+            .map(|j| (j.array.clone(), j.after_ok.clone(), j.after_corr.clone()))
+            .collect();
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            vec![
+                (Some("0,1,2".into()), v(&[]), v(&[])),
+                (Some("0,1,2".into()), v(&[]), v(&["101"])),
+                (Some("1".into()), v(&[]), v(&["102"])),
+                (None, v(&["101"]), v(&[])),
+                (Some("0,1,2".into()), v(&["103", "104"]), v(&[])),
+            ]
+        );
+        assert_eq!(fake.submitted[0].log, tmp.path().join("a-%A_%a.log"));
+        let a = sbatch_args(&fake.submitted[4]);
+        assert!(a.contains(&"--array=0,1,2".to_string()), "{a:?}");
+        assert!(
+            a.contains(&"--dependency=afterok:103:104".to_string()),
+            "{a:?}"
+        );
+        let b = sbatch_args(&fake.submitted[1]);
+        assert!(
+            b.contains(&"--dependency=aftercorr:101".to_string()),
+            "{b:?}"
+        );
+        // One record per task, named ID_INDEX, with its seed.
+        let tasks: Vec<(String, Option<u64>, String)> = sub
+            .iter()
+            .map(|s| (s.stage.clone(), s.seed, s.job.clone()))
+            .collect();
+        assert_eq!(tasks.len(), 3 + 3 + 1 + 1 + 3);
+        assert_eq!(tasks[2], ("a".into(), Some(7), "101_2".into()));
+        assert_eq!(tasks[6], ("c".into(), Some(6), "103_1".into()));
+        assert_eq!(tasks[7], ("d".into(), Some(5), "104".into()));
+        assert_eq!(sub[6].log, tmp.path().join("c-103_1.log"));
+        assert_eq!(sub[6].status_file, tmp.path().join("c-103_1.rc"));
+        let script = std::fs::read_to_string(tmp.path().join("b.sh")).unwrap();
+        for want in [
+            "0) seed=5 ;;\n1) seed=6 ;;\n2) seed=7 ;;\n",
+            "--only 'b' --only-seed \"$seed\"",
+            "'\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\".rc",
+        ] {
+            assert!(script.contains(want), "{want} not in {script}");
+        }
+        let d = std::fs::read_to_string(tmp.path().join("d.sh")).unwrap();
+        assert!(d.contains("--only 'd' --only-seed 5\n"), "{d}");
+        wait(&sub, &mut fake, Duration::from_millis(1)).unwrap();
+        assert_eq!(fake.done.len(), 11);
+    }
+
+    #[test]
+    fn a_failed_array_task_names_stage_seed_task_and_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut fake = Fake::new(Some("b_1"));
+        let sub = submit_jobs(&seeded(), tmp.path(), "s", &sopts(tmp.path()), &mut fake).unwrap();
+        let msg = wait(&sub, &mut fake, Duration::from_millis(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("stage 'b' (seed 6): Slurm job 102_1 failed"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&tmp.path().join("b-102_1.log").display().to_string()),
+            "{msg}"
+        );
+        assert!(
+            fake.cancelled.contains(&"103_1".to_string()),
+            "{:?}",
+            fake.cancelled
+        );
+    }
+
     #[test]
     fn a_job_gone_from_the_queue_without_status_failed() {
         assert_eq!(outcome(Some("RUNNING"), None), None);
@@ -666,6 +1126,8 @@ mod tests {
                 ..StageResources::default()
             },
             after_ok: vec!["7".into(), "9".into()],
+            after_corr: Vec::new(),
+            array: None,
         };
         let a = sbatch_args(&job);
         for want in [
@@ -695,6 +1157,7 @@ mod tests {
             true,
             Path::new("/r/b-"),
             1,
+            &SeedArg::Run,
         );
         assert!(
             s.contains("'/x y/contracam' 'it'\\''s' --only 'b' --refresh-stage 'b'"),
@@ -705,7 +1168,14 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("srun"), "{s}");
-        let s = job_script(&["contracam".into()], "b", false, Path::new("/r/b-"), 2);
+        let s = job_script(
+            &["contracam".into()],
+            "b",
+            false,
+            Path::new("/r/b-"),
+            2,
+            &SeedArg::Run,
+        );
         assert!(
             s.contains("\nsrun --ntasks=2 --kill-on-bad-exit=1 'contracam' --only 'b'\n"),
             "{s}"
@@ -730,6 +1200,8 @@ mod tests {
             partition: None,
             resources: r(0, Some(3)),
             after_ok: Vec::new(),
+            after_corr: Vec::new(),
+            array: None,
         };
         assert!(sbatch_args(&job).contains(&"--ntasks=3".to_string()));
     }

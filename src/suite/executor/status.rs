@@ -1,5 +1,6 @@
-//! `suite status`: where each stage's latest Slurm job is. The executor appends every job it submits to
-//! `<runs-dir>/<suite>/slurm/jobs.jsonl` (stage, job id, log, status file); the state comes from the exit
+//! `suite status`: where each stage's latest Slurm job is (with several seeds: each stage's latest job or
+//! array task per seed). The executor appends every job and array task it submits to
+//! `<runs-dir>/<suite>/slurm/jobs.jsonl` (stage, seed, job id, log, status file); the state comes from the exit
 //! status the job script wrote (done or failed), else from the queue (`squeue`: pending or running), else
 //! from accounting (`sacct`, where the cluster keeps it), else the job left without a status (failed).
 use std::collections::BTreeMap;
@@ -16,6 +17,9 @@ pub const JOBS_FILE: &str = "jobs.jsonl";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     stage: String,
+    /// Records of runs of one seed (and of older versions) have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
     job: String,
     log: PathBuf,
     status_file: PathBuf,
@@ -29,6 +33,7 @@ pub fn record(dir: &Path, submitted: &[Submitted]) -> Result<(), SlurmError> {
     let path = dir.join(JOBS_FILE);
     let line = serde_json::to_string(&Record {
         stage: s.stage.clone(),
+        seed: s.seed,
         job: s.job.clone(),
         log: s.log.clone(),
         status_file: s.status_file.clone(),
@@ -69,10 +74,12 @@ impl State {
     }
 }
 
-/// One stage's latest job.
+/// One stage's latest job (or array task, per seed).
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStatus {
     pub stage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     pub state: State,
     pub job: String,
     /// What the state was read from: `exit status N`, the queue's or accounting's state.
@@ -89,8 +96,9 @@ fn queue_state(s: &str) -> Option<State> {
     }
 }
 
-/// The status of the latest job of each stage recorded under `dir`, in `order` (stages without a job are
-/// left out; recorded stages not in `order` follow). An empty list when nothing was submitted.
+/// The status of the latest job of each stage (and seed) recorded under `dir`, in `order`, seeds ascending
+/// (stages without a job are left out; recorded stages not in `order` follow). An empty list when nothing
+/// was submitted.
 pub fn status(
     dir: &Path,
     order: &[String],
@@ -102,7 +110,7 @@ pub fn status(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io(&path, e.to_string())),
     };
-    let mut latest: BTreeMap<String, Record> = BTreeMap::new();
+    let mut latest: BTreeMap<(String, Option<u64>), Record> = BTreeMap::new();
     for (i, line) in text
         .lines()
         .enumerate()
@@ -110,10 +118,13 @@ pub fn status(
     {
         let r: Record =
             serde_json::from_str(line).map_err(|e| io(&path, format!("line {}: {e}", i + 1)))?;
-        latest.insert(r.stage.clone(), r);
+        latest.insert((r.stage.clone(), r.seed), r);
     }
-    let mut stages: Vec<&String> = order.iter().filter(|s| latest.contains_key(*s)).collect();
-    stages.extend(latest.keys().filter(|s| !order.contains(s)));
+    let mut stages: Vec<&(String, Option<u64>)> = order
+        .iter()
+        .flat_map(|o| latest.keys().filter(move |(s, _)| s == o))
+        .collect();
+    stages.extend(latest.keys().filter(|(s, _)| !order.contains(s)));
     let ids: Vec<String> = stages.iter().map(|s| latest[*s].job.clone()).collect();
     let queue = sched.states(&ids)?;
     // Accounting only for what the queue no longer lists; a cluster without it gives none.
@@ -146,7 +157,8 @@ pub fn status(
                 ),
             };
             StageStatus {
-                stage: stage.clone(),
+                stage: stage.0.clone(),
+                seed: stage.1,
                 state,
                 job: r.job.clone(),
                 detail,
@@ -191,6 +203,7 @@ mod tests {
     fn sub(dir: &Path, stage: &str, job: &str) -> Submitted {
         Submitted {
             stage: stage.into(),
+            seed: None,
             job: job.into(),
             log: dir.join(format!("{stage}-{job}.log")),
             status_file: dir.join(format!("{stage}-{job}.rc")),
@@ -257,6 +270,30 @@ mod tests {
             s[4].detail
         );
         assert_eq!(s[2].log, d.join("c-3.log"));
+        // Array tasks: one line per seed, the latest task of each.
+        for (job, seed) in [("7_0", 0), ("7_1", 1), ("8_1", 1)] {
+            all.push(Submitted {
+                seed: Some(seed),
+                ..sub(d, "f", job)
+            });
+            record(d, &all).unwrap();
+        }
+        std::fs::write(d.join("f-7_0.rc"), "0\n").unwrap();
+        q.listed.insert("8_1".into(), "RUNNING".into());
+        let s = status(d, &order, &mut q).unwrap();
+        let f: Vec<(Option<u64>, State, &str)> = s
+            .iter()
+            .filter(|x| x.stage == "f")
+            .map(|x| (x.seed, x.state, x.job.as_str()))
+            .collect();
+        assert_eq!(
+            f,
+            [
+                (Some(0), State::Done, "7_0"),
+                (Some(1), State::Running, "8_1")
+            ]
+        );
+        assert!(s[..5].iter().all(|x| x.seed.is_none()));
         // Accounting names the end state of a job the queue forgot.
         q.accounted.insert("5".into(), "TIMEOUT".into());
         let s = status(d, &order, &mut q).unwrap();
