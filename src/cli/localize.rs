@@ -30,6 +30,49 @@ pub enum LocalizeCommand {
     /// A split of a built dataset → CAMs → CRF → masks (PNG), boxes (official box file) and `.npy` score
     /// maps; resumable (rerun the same command to continue a stopped run).
     Dataset(DatasetArgs),
+    /// ContraCAM speed side by side with the official code: the iterative CAM (expand 2, 10 iterations)
+    /// here and the official utils/gradcam.py in scripts/bench_contracam_pytorch.py (plain PyTorch), on the
+    /// same model file, images, batch and threads, for the smoke network, ResNet-18 and ResNet-50 at 224 px.
+    /// The first round checks that both sides' CAMs agree (max |Δ| ≤ 1e-4) and fails otherwise; the sides
+    /// alternate round by round; wall and CPU time are both reported.
+    Bench(LocalizeBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LocalizeBenchArgs {
+    /// Python with torch for the PyTorch side (default: .venv/bin/python when it exists; none: ours only,
+    /// no agreement check).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// The PyTorch side.
+    #[arg(long, default_value = "scripts/bench_contracam_pytorch.py")]
+    pub script: PathBuf,
+    /// Work folder (model files, images, the PyTorch side's CAMs).
+    #[arg(long, default_value = "target/bench-localize")]
+    pub dir: PathBuf,
+    /// Only this configuration.
+    #[arg(long, value_parser = ["smoke", "r18-224", "r50-224"])]
+    pub only: Option<String>,
+    /// Rounds per configuration, each timing both sides (alternating which goes first).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
+    /// Timed batches per measurement (after an untimed one-iteration CAM of the first batch).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// Images per batch, instead of each configuration's own (smoke 64, r18-224 32, r50-224 16); the rest of
+    /// the batch are the negatives.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=4096))]
+    pub batch: Option<u64>,
+    /// 2 rounds of 1 batch: a quick look rather than a measurement.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the measurements (every round) and the agreement as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub threads: ThreadsArg,
 }
 
 /// `localize dataset --preset`.
@@ -222,6 +265,7 @@ impl LocalizeCommand {
             LocalizeCommand::Dataset(a) => {
                 GlobalArgs::of(Some(&a.device), None, Some(&a.threads), Some(&a.quiet))
             }
+            LocalizeCommand::Bench(a) => GlobalArgs::of(Some(&a.device), None, Some(&a.threads), None),
         }
     }
 }
@@ -233,7 +277,73 @@ pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode
         LocalizeCommand::Crf(a) => run_crf(a, global),
         LocalizeCommand::Boxes(a) => run_boxes(a, global),
         LocalizeCommand::Dataset(a) => run_dataset(a, global),
+        LocalizeCommand::Bench(a) => bench_cmd(&a, global),
     }
+}
+
+/// `localize bench`: both sides, alternating, then the table.
+fn bench_cmd(a: &LocalizeBenchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    use contracam::localize::bench;
+    let threads = rayon::current_num_threads();
+    let python = a.python.clone().or_else(|| {
+        let p = PathBuf::from(".venv/bin/python");
+        p.is_file().then_some(p)
+    });
+    let mut cases: Vec<bench::Case> = bench::CASES
+        .into_iter()
+        .filter(|c| a.only.as_deref().is_none_or(|k| k == c.key))
+        .collect();
+    if let Some(b) = a.batch {
+        cases.iter_mut().for_each(|c| c.batch = b as usize);
+    }
+    let (rounds, steps) = if a.quick {
+        (2, 1)
+    } else {
+        (a.rounds as usize, a.steps as usize)
+    };
+    let opts = bench::BenchOptions {
+        python,
+        script: a.script.clone(),
+        dir: a.dir.clone(),
+        cases,
+        rounds,
+        steps,
+        threads,
+        cam: CamConfig {
+            expand_res: 2,
+            iters: 10,
+            negative_removal: true,
+        },
+        seed: 0,
+    };
+    let device = global.device.resolve()?;
+    let load = contracam::util::threads::current_load();
+    eprintln!(
+        "localize bench: ContraCAM expand 2 x 10 iterations, {threads} libtorch thread(s), {rounds} round(s) \
+         of {steps} batch(es), device {device:?}, load average {}",
+        load.map_or("unknown".into(), |l| format!("{:.2}", l.average_1min))
+    );
+    if opts.python.is_none() {
+        eprintln!("localize bench: no .venv/bin/python and no --python: our side only, no agreement check");
+    }
+    let rows = bench::run(&opts, device, &mut |line| eprintln!("{line}"))?;
+    print!("{}", bench::markdown(&rows));
+    if let Some(p) = &a.json {
+        let report = serde_json::json!({
+            "threads": threads,
+            "device": format!("{device:?}"),
+            "expand_res": opts.cam.expand_res,
+            "iters": opts.cam.iters,
+            "rounds": rounds,
+            "steps": steps,
+            "load_average_1min_before": load.map(|l| l.average_1min),
+            "load_average_1min_after": contracam::util::threads::current_load().map(|l| l.average_1min),
+            "rows": rows,
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing --json {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_dataset(a: DatasetArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {

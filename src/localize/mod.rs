@@ -1,4 +1,5 @@
 //! Localization: contrastive CAM, dense CRF, mask cleaning and boxes, and their dataset pipelines.
+pub mod bench;
 pub mod boxes;
 pub mod classifier_cam;
 pub mod contrastive_cam;

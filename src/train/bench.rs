@@ -107,7 +107,8 @@ pub struct Row {
     pub pytorch_error: Option<String>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median of `v` (NaN when empty); shared with `localize::bench`.
+pub fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -134,7 +135,7 @@ impl Row {
 }
 
 /// CPU time (user + system) of this process, every thread, in seconds.
-fn process_cpu_seconds() -> f64 {
+pub fn process_cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
