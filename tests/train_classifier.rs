@@ -12,7 +12,7 @@ use contracam::model::{Classifier, Stem};
 use contracam::suite::stage::{Artefact, ArtefactKind, Input};
 use contracam::train::supervised::{
     train_classifier, ClassifierReport, ClassifierRunOptions, ClassifierTrainConfig,
-    CONFIG_META_KEY,
+    ClassifierTrainer, LabelledIndexSource, CONFIG_META_KEY,
 };
 use contracam::util::progress::Progress;
 use stage_kinds_common::{fixture, index_input, inputs, refused, run_kind};
@@ -273,6 +273,224 @@ fn bad_parameters_and_flags_are_refused_naming_them() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--base-lr"), "{err}");
+}
+
+/// The bytes of every variable of a classifier, by name.
+fn weights(model: &Classifier) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = model
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| {
+            let t = t.contiguous();
+            let mut b = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+            t.copy_data_u8(&mut b, t.numel());
+            (n, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Stopped after k steps (mid-epoch 1, its end, mid-epoch 2) over a loader with 2 workers, saved,
+/// dropped, resumed over a fresh loader with none: the weights and curves of the run never stopped.
+#[test]
+fn a_library_run_stopped_anywhere_resumes_bit_for_bit() {
+    let _serial = serial();
+    let f = fixture(&[("train", IMAGES, 0)], false);
+    let source: Arc<dyn Source> = Arc::new(IndexSource::open(&f.data, "toy", "train").unwrap());
+    let cfg = ClassifierTrainConfig {
+        epochs: 3,
+        ..recipe()
+    };
+    let hidden = Progress::hidden();
+    let batches = |workers: usize| {
+        let o = ClassifierRunOptions {
+            workers,
+            device: Device::Cpu,
+        };
+        LabelledIndexSource::new(source.clone(), &cfg, 4, &o).unwrap()
+    };
+    let mut full = ClassifierTrainer::new(&cfg, 2, 4, Device::Cpu).unwrap();
+    full.fit(&mut batches(2), &hidden).unwrap();
+    assert_eq!(full.steps_done(), 12);
+    let tmp = tempfile::tempdir().unwrap();
+    for k in [2, 4, 6] {
+        let path = tmp.path().join(format!("k{k}.safetensors"));
+        let mut first = ClassifierTrainer::new(&cfg, 2, 4, Device::Cpu).unwrap();
+        let mut src = batches(2);
+        first.fit_until(&mut src, &hidden, k).unwrap();
+        assert_eq!(first.steps_done(), k);
+        first.save_state(&path, &src).unwrap();
+        drop((first, src));
+        let mut src = batches(0);
+        let mut resumed =
+            ClassifierTrainer::resume(&path, &cfg, 2, 4, Device::Cpu, &mut src).unwrap();
+        resumed.fit(&mut src, &hidden).unwrap();
+        assert_eq!(resumed.steps_done(), 12, "k = {k}");
+        assert_eq!(resumed.epoch_loss(), full.epoch_loss(), "k = {k}");
+        assert!(
+            weights(&resumed.model) == weights(&full.model),
+            "k = {k}: the resumed weights differ from the uninterrupted run's"
+        );
+    }
+}
+
+fn cli_cmd(data: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_contracam"));
+    c.env("CONTRACAM_LOG", "error")
+        .env("CONTRACAM_PROGRESS", "off")
+        .args([
+            "train",
+            "classifier",
+            "--dataset",
+            "toy:train",
+            "--data-dir",
+        ])
+        .arg(data)
+        .args([
+            "--arch",
+            "resnet18",
+            "--width",
+            "0.125",
+            "--stem",
+            "small",
+            "--epochs",
+            "12",
+            "--batch",
+            "8",
+            "--image-size",
+            "32",
+            "--min-crop-scale",
+            "0.6",
+            "--threads",
+            "1",
+            "--workers",
+            "2",
+            "--quiet",
+            "--checkpoint-every",
+            "1",
+        ])
+        .args(extra)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+fn report_of(model: &Path) -> ClassifierReport {
+    serde_json::from_slice(&std::fs::read(model.with_extension("report.json")).unwrap()).unwrap()
+}
+
+/// `train classifier --checkpoint-every 1` killed (SIGKILL) once its first state is on disk, then run
+/// again with `--resume`, writes the weights and report of the run that was never stopped; a resume
+/// with another hyper-parameter or seed is refused naming it.
+#[test]
+fn train_classifier_killed_and_resumed_equals_never_stopping() {
+    let _serial = serial();
+    let f = fixture(&[("train", IMAGES, 0)], false);
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["--base-lr", "3.2", "--seed", "5"];
+    let full = dir.path().join("full.safetensors");
+    let out = cli_cmd(&f.data, &full, &base).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let killed = dir.path().join("killed.safetensors");
+    let state = killed.with_extension("state.safetensors");
+    let mut child = cli_cmd(&f.data, &killed, &base).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while !state.is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first state was seen"
+        );
+        assert!(start.elapsed().as_secs() < 300, "no state after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(running, "the run ended before it could be killed");
+    assert!(!killed.exists(), "the killed run wrote its model");
+
+    // Another hyper-parameter, or another seed, is refused by name before any step.
+    let saved = std::fs::read(&state).unwrap();
+    for (extra, field) in [
+        (["--base-lr", "1.6", "--seed", "5"], "recipe.base_lr"),
+        (["--base-lr", "3.2", "--seed", "6"], "seed"),
+    ] {
+        let other = dir.path().join("other.safetensors");
+        let out = cli_cmd(&f.data, &other, &extra)
+            .arg("--resume")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{field}: resumed");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("written for {field} = ")), "{err}");
+        assert!(!other.exists());
+        assert_eq!(
+            std::fs::read(&state).unwrap(),
+            saved,
+            "a refused resume wrote the state"
+        );
+    }
+
+    let out = cli_cmd(&f.data, &killed, &base)
+        .arg("--resume")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &Path| {
+        let file = contracam::data::formats::safetensors::read_tensors(p).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = file
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                let t = t.contiguous();
+                let mut b = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+                t.copy_data_u8(&mut b, t.numel());
+                (k.clone(), b)
+            })
+            .collect();
+        v.sort();
+        (v, file.metadata)
+    };
+    let ((a, meta_a), (b, meta_b)) = (read(&full), read(&killed));
+    assert_eq!(a.len(), b.len());
+    for ((na, wa), (nb, wb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(wa == wb, "{na} differs from the uninterrupted run");
+    }
+    assert_eq!(meta_a, meta_b);
+    let (ra, rb) = (report_of(&full), report_of(&killed));
+    assert_eq!(ra.epoch_loss.len(), 12);
+    assert_eq!(
+        (
+            ra.steps,
+            &ra.epoch_loss,
+            &ra.epoch_accuracy,
+            ra.train_accuracy
+        ),
+        (
+            rb.steps,
+            &rb.epoch_loss,
+            &rb.epoch_accuracy,
+            rb.train_accuracy
+        )
+    );
+    assert_eq!(
+        (ra.num_classes, ra.images, ra.seed),
+        (rb.num_classes, rb.images, rb.seed)
+    );
 }
 
 fn files_under(dir: &Path) -> usize {

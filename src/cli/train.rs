@@ -17,7 +17,7 @@ use contracam::train::distributed::{is_output_writer, ProcessStrategy};
 use contracam::train::fit::CheckpointPolicy;
 use contracam::train::objective::MixWeighting;
 use contracam::train::supervised::{
-    checkpoint_metadata, train_classifier, ClassifierRunOptions, ClassifierTrainConfig,
+    checkpoint_metadata, train_classifier_checkpointed, ClassifierRunOptions, ClassifierTrainConfig,
 };
 use contracam::train::{
     fit_source, train_on_index, Checkpointing, ExecutionStrategy, InMemorySource,
@@ -139,6 +139,18 @@ pub struct ClassifierArgs {
     /// Loader threads decoding and cropping images (default: --threads); results do not depend on it.
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Write the training state (network, SGD momentum, curves, loader position) every N epochs and
+    /// after the last one, to --state; a run resumes from it with --resume.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkpoint_every: Option<u64>,
+    /// Where --checkpoint-every writes the training state (default: --out with the extension
+    /// `.state.safetensors`), replaced atomically each time.
+    #[arg(long, requires = "checkpoint_every")]
+    pub state: Option<PathBuf>,
+    /// Continue the run saved in this training state; the recipe flags, the dataset and the seed must be
+    /// those it was written with (a difference is refused, naming the field).
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
     /// Checkpoint to write (safetensors; recipe, seed and dataset in its metadata); the report (loss and
     /// accuracy per epoch, train accuracy) goes beside it with the extension `.report.json`.
     #[arg(long)]
@@ -552,6 +564,7 @@ fn train_classifier_cmd(a: &ClassifierArgs, global: &GlobalArgs) -> anyhow::Resu
         "--out {} ends in .report.json, where its report would go; name the checkpoint .safetensors",
         a.out.display()
     );
+    let ckpt = classifier_checkpointing(a)?;
     let data_dir = a
         .data_dir
         .clone()
@@ -565,8 +578,9 @@ fn train_classifier_cmd(a: &ClassifierArgs, global: &GlobalArgs) -> anyhow::Resu
         device: global.device.resolve()?,
     };
     let bar = Progress::new("train", None, Unit::Items("steps"), global.quiet);
-    let (model, report) = train_classifier(&recipe, source.clone(), &opts, seed, &bar)
-        .with_context(|| format!("--dataset {}", a.dataset))?;
+    let (model, report) =
+        train_classifier_checkpointed(&recipe, source.clone(), &opts, seed, &ckpt, &bar)
+            .with_context(|| format!("--dataset {}", a.dataset))?;
     bar.finish();
     model.save(&a.out, &checkpoint_metadata(&recipe, seed, source.as_ref()))?;
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
@@ -581,6 +595,40 @@ fn train_classifier_cmd(a: &ClassifierArgs, global: &GlobalArgs) -> anyhow::Resu
         report.seconds
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The resume file and checkpoint policy of `train classifier`'s flags; the state may replace the file
+/// it resumed from, never the model or its report.
+fn classifier_checkpointing(a: &ClassifierArgs) -> anyhow::Result<Checkpointing> {
+    let report = a.out.with_extension("report.json");
+    let mut inputs: Vec<(&str, &std::path::Path)> = vec![];
+    if let Some(r) = &a.resume {
+        inputs.push(("--resume", r));
+    }
+    refuse_input_overwrite(&a.out, "--out", &inputs)?;
+    refuse_input_overwrite(&report, "--out's report", &inputs)?;
+    let policy = match a.checkpoint_every {
+        None => None,
+        Some(n) => {
+            let state = a
+                .state
+                .clone()
+                .unwrap_or_else(|| a.out.with_extension("state.safetensors"));
+            anyhow::ensure!(
+                state != a.out && state != report,
+                "--state {} is also --out or its report: the training state needs a file of its own",
+                state.display()
+            );
+            Some(CheckpointPolicy {
+                path: state,
+                every_epochs: n as usize,
+            })
+        }
+    };
+    Ok(Checkpointing {
+        resume: a.resume.clone(),
+        policy,
+    })
 }
 
 /// A recipe error (`key = value: why`) with its key written as the flag (`base_lr` → `base-lr`).

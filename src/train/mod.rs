@@ -1,9 +1,11 @@
 //! Training, split as the official code is: `objective` (MoCo v2, BYOL), `augment` (geometric views,
 //! object-aware crop, Kornia colour ops), `source` (what the loop consumes: batches of views), `fit` (the
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
-//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `config`, `error`.
+//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `checkpoint` (what
+//! the training states of both loops share), `config`, `error`.
 pub mod augment;
 pub mod bench;
+pub(crate) mod checkpoint;
 pub mod config;
 pub mod distributed;
 pub mod error;

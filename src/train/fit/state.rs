@@ -9,13 +9,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tch::nn::VarStore;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
-use super::momentum::{self, SgdSettings};
 use super::Trainer;
 use crate::data::formats::safetensors::{read_tensors, write_tensors, TensorFile};
 use crate::model::ModelConfig;
+use crate::train::checkpoint::momentum::SgdSettings;
+use crate::train::checkpoint::{
+    err, f64_values, load_momentum, load_variables, momentum_tensors, read_meta, refuse_other_run,
+    tensor, variables,
+};
 use crate::train::config::{MixConfig, TrainConfig};
 use crate::train::error::TrainError;
 use crate::train::rng_state::RngState;
@@ -45,45 +48,6 @@ struct StateMeta {
     source: Value,
 }
 
-fn err(path: &Path, msg: impl Into<String>) -> TrainError {
-    TrainError::Checkpoint {
-        path: path.into(),
-        msg: msg.into(),
-    }
-}
-
-/// The trainable parameters of `vs` by name, sorted (the order the momentum buffers are stored in).
-fn trainable(vs: &VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-/// The first field where `want` (this run) and `got` (the checkpoint) differ, as `prefix.key`, with both
-/// values.
-fn first_difference(prefix: &str, want: &Value, got: &Value) -> Option<(String, String, String)> {
-    match (want, got) {
-        (Value::Object(a), Value::Object(b)) => {
-            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter().find_map(|k| {
-                first_difference(
-                    &format!("{prefix}.{k}"),
-                    a.get(k).unwrap_or(&Value::Null),
-                    b.get(k).unwrap_or(&Value::Null),
-                )
-            })
-        }
-        _ if want == got => None,
-        _ => Some((prefix.into(), want.to_string(), got.to_string())),
-    }
-}
-
 /// A serialised training config with its `mix` table, which is left out while off, so a difference is
 /// named down to the key (`train.mix.kind`).
 fn with_mix(mut train: Value) -> Value {
@@ -109,27 +73,12 @@ impl<S: ExecutionStrategy> Trainer<S> {
         if !self.strategy.is_checkpoint_writer() {
             return Ok(());
         }
-        let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (prefix, vs) in [("online", &self.online.vs), ("target", &self.target.vs)] {
-            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-            vars.sort_by(|a, b| a.0.cmp(&b.0));
-            tensors.extend(
-                vars.into_iter()
-                    .map(|(n, t)| (format!("{prefix}/{n}"), t.detach())),
-            );
-        }
+        let mut tensors = variables("online", &self.online.vs);
+        tensors.extend(variables("target", &self.target.vs));
         let has_momentum = self.steps > 0 && self.cfg.momentum != 0.0;
         if has_momentum {
-            let params = trainable(&self.online.vs);
-            let values: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
             let settings = self.sgd_settings();
-            let buffers = momentum::read(&mut self.opt, &values, &settings);
-            tensors.extend(
-                params
-                    .into_iter()
-                    .zip(buffers)
-                    .map(|((n, _), b)| (format!("momentum/{n}"), b)),
-            );
+            tensors.extend(momentum_tensors(&mut self.opt, &self.online.vs, &settings));
         }
         let moco_ptr = match self.objective.as_moco_mut() {
             Some(m) => {
@@ -184,46 +133,29 @@ impl<S: ExecutionStrategy> Trainer<S> {
         source: &mut dyn BatchSource,
     ) -> Result<Self, TrainError> {
         let file = read_tensors(path)?;
-        let meta: StateMeta = {
-            let json = file.metadata.get(STATE_KEY).ok_or_else(|| {
-                err(
-                    path,
-                    format!("no '{STATE_KEY}' metadata: not a training state written by `train ssl --checkpoint-every` or Trainer::save_state"),
-                )
-            })?;
-            serde_json::from_str(json)
-                .map_err(|e| err(path, format!("metadata '{STATE_KEY}': {e}")))?
-        };
-        if meta.format != FORMAT {
-            return Err(err(
-                path,
-                format!("format '{}', this build reads '{FORMAT}'", meta.format),
-            ));
-        }
-        let ours = [
-            (
-                "model",
-                serde_json::to_value(model_cfg).unwrap_or(Value::Null),
-                meta.model.clone(),
-            ),
-            (
-                "train",
-                with_mix(serde_json::to_value(cfg).unwrap_or(Value::Null)),
-                with_mix(meta.train.clone()),
-            ),
-            ("seed", Value::from(seed), Value::from(meta.seed)),
-        ];
-        for (prefix, want, got) in &ours {
-            if let Some((key, want, got)) = first_difference(prefix, want, got) {
-                return Err(err(
-                    path,
-                    format!(
-                        "written for {key} = {got}, this run has {want}; resume with the checkpoint's \
-                         config or start a new run"
-                    ),
-                ));
-            }
-        }
+        let meta: StateMeta = read_meta(
+            path,
+            &file,
+            STATE_KEY,
+            FORMAT,
+            "`train ssl --checkpoint-every` or Trainer::save_state",
+        )?;
+        refuse_other_run(
+            path,
+            &[
+                (
+                    "model",
+                    serde_json::to_value(model_cfg).unwrap_or(Value::Null),
+                    meta.model.clone(),
+                ),
+                (
+                    "train",
+                    with_mix(serde_json::to_value(cfg).unwrap_or(Value::Null)),
+                    with_mix(meta.train.clone()),
+                ),
+                ("seed", Value::from(seed), Value::from(meta.seed)),
+            ],
+        )?;
         let mut t = Trainer::new(model_cfg, cfg, seed, strategy)?;
         t.load_state(path, &file, meta, source)?;
         Ok(t)
@@ -236,11 +168,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
         meta: StateMeta,
         source: &mut dyn BatchSource,
     ) -> Result<(), TrainError> {
-        let get = |key: &str| {
-            file.tensors
-                .get(key)
-                .ok_or_else(|| err(path, format!("no tensor '{key}'")))
-        };
+        let get = |key: &str| tensor(path, file, key);
         self.epoch = meta.epoch;
         self.step_in_epoch = meta.step_in_epoch;
         self.steps = meta.steps;
@@ -248,44 +176,13 @@ impl<S: ExecutionStrategy> Trainer<S> {
         // Mid-epoch the loop does not set the lr again before the next step.
         self.lr = self.cfg.lr_at(self.epoch);
         if meta.momentum {
-            let params = trainable(&self.online.vs);
-            let mut buffers = Vec::with_capacity(params.len());
-            for (n, t) in &params {
-                let b = get(&format!("momentum/{n}"))?;
-                if b.size() != t.size() {
-                    return Err(err(
-                        path,
-                        format!(
-                            "momentum/{n}: shape {:?}, expected {:?}",
-                            b.size(),
-                            t.size()
-                        ),
-                    ));
-                }
-                buffers.push(b.to_device(t.device()).to_kind(t.kind()));
-            }
-            let values: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
             let settings = self.sgd_settings();
-            momentum::write(&mut self.opt, &values, &buffers, &settings);
+            load_momentum(path, file, &mut self.opt, &self.online.vs, &settings)?;
         } else {
             self.opt.set_lr(self.lr);
         }
-        for (prefix, vs) in [("online", &self.online.vs), ("target", &self.target.vs)] {
-            for (n, mut var) in vs.variables() {
-                let saved = get(&format!("{prefix}/{n}"))?;
-                if saved.size() != var.size() {
-                    return Err(err(
-                        path,
-                        format!(
-                            "{prefix}/{n}: shape {:?}, expected {:?}",
-                            saved.size(),
-                            var.size()
-                        ),
-                    ));
-                }
-                tch::no_grad(|| var.copy_(saved));
-            }
-        }
+        load_variables(path, file, "online", &self.online.vs)?;
+        load_variables(path, file, "target", &self.target.vs)?;
         match (self.objective.as_moco_mut(), meta.moco_ptr) {
             (Some(m), Some(ptr)) => {
                 let q = get("moco/queue")?;
@@ -329,20 +226,16 @@ impl<S: ExecutionStrategy> Trainer<S> {
                 }
             }
         }
-        let values = Vec::<f64>::try_from(get("position/values")?.to_kind(Kind::Double))
-            .map_err(|e| err(path, format!("position/values: {e}")))?;
-        if values.len() != 2 + self.epoch + self.steps {
-            return Err(err(
-                path,
-                format!(
-                    "position/values has {} entries, expected {} (2 sums, {} epoch losses, {} step losses)",
-                    values.len(),
-                    2 + self.epoch + self.steps,
-                    self.epoch,
-                    self.steps
-                ),
-            ));
-        }
+        let values = f64_values(
+            path,
+            file,
+            "position/values",
+            2 + self.epoch + self.steps,
+            &format!(
+                "2 sums, {} epoch losses, {} step losses",
+                self.epoch, self.steps
+            ),
+        )?;
         self.loss_sum = values[0];
         self.fg_sum = values[1];
         self.epoch_loss = values[2..2 + self.epoch].to_vec();

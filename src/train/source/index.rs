@@ -8,14 +8,14 @@
 //! the loader's prefetch (the index is held, never the pixels).
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use super::position::LoaderPosition;
 use super::{Batch, BatchSource};
 use crate::data::error::DataError;
 use crate::data::loader::{
-    folder_mask_path, EpochBatches, Loader, LoaderConfig, MaskInput, ObjectBoxes, Plan,
-    RandomResizedCrop, Skipped, Source,
+    folder_mask_path, Loader, LoaderConfig, MaskInput, ObjectBoxes, Plan, RandomResizedCrop,
+    Skipped, Source,
 };
 use crate::train::augment::AugmentConfig;
 use crate::train::error::TrainError;
@@ -54,22 +54,7 @@ impl Default for IndexSourceOptions {
 
 pub struct IndexBatchSource {
     loader: Loader,
-    name: String,
-    batch_size: usize,
-    epoch: usize,
-    next: usize,
-    /// The running epoch's batches; opened lazily so that `restore` costs nothing until the next batch.
-    batches: Option<EpochBatches>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct State {
-    kind: String,
-    dataset: String,
-    num_images: usize,
-    batch_size: usize,
-    epoch: usize,
-    next_batch: usize,
+    position: LoaderPosition,
 }
 
 const KIND: &str = "index";
@@ -160,16 +145,9 @@ impl IndexBatchSource {
             shard: (shard.rank, shard.world),
             ..LoaderConfig::train(batch_size, seed)
         };
-        let name = source.name();
+        let position = LoaderPosition::new(KIND, source.name(), batch_size);
         let loader = Loader::new(source, plan, cfg)?;
-        Ok(Self {
-            loader,
-            name,
-            batch_size,
-            epoch: 0,
-            next: 0,
-            batches: None,
-        })
+        Ok(Self { loader, position })
     }
 
     /// Every sample skipped so far under `skip_bad` (file, index line, reason).
@@ -193,32 +171,21 @@ impl BatchSource for IndexBatchSource {
     }
 
     fn start_epoch(&mut self, epoch: usize) -> Result<(), TrainError> {
-        self.epoch = epoch;
-        self.next = 0;
-        self.batches = None;
+        self.position.start_epoch(epoch);
         Ok(())
     }
 
     fn next_batch(&mut self) -> Result<Option<Batch>, TrainError> {
-        if self.next >= self.batches_per_epoch() {
-            self.batches = None;
-            return Ok(None);
-        }
-        let (epoch, next) = (self.epoch, self.next);
-        let batches = self
-            .batches
-            .get_or_insert_with(|| self.loader.epoch_from(epoch, next));
-        let Some(b) = batches.next() else {
+        let (epoch, step) = (self.position.epoch, self.position.next);
+        let Some(b) = self.position.next_batch(&self.loader)? else {
             return Ok(None);
         };
-        let b = b?;
-        self.next += 1;
         // BatchNorm in train mode and the contrastive losses need two samples; only skipped images can
         // leave fewer.
         if b.len() < 2 {
             return Err(TrainError::Batch {
                 epoch,
-                step: next,
+                step,
                 msg: format!(
                     "{} sample(s) left after skipping {} unreadable image(s); BatchNorm and the losses need two",
                     b.len(),
@@ -235,51 +202,10 @@ impl BatchSource for IndexBatchSource {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::to_value(State {
-            kind: KIND.into(),
-            dataset: self.name.clone(),
-            num_images: self.num_images(),
-            batch_size: self.batch_size,
-            epoch: self.epoch,
-            next_batch: self.next,
-        })
-        .unwrap_or(serde_json::Value::Null)
+        self.position.state(&self.loader)
     }
 
     fn restore(&mut self, state: &serde_json::Value) -> Result<(), TrainError> {
-        let bad = |msg: String| TrainError::config("data source state", "checkpoint", msg);
-        let s: State = serde_json::from_value(state.clone())
-            .map_err(|e| bad(format!("not an index source state: {e}")))?;
-        if s.kind != KIND {
-            return Err(bad(format!(
-                "written by a '{}' source, not '{KIND}'",
-                s.kind
-            )));
-        }
-        if s.dataset != self.name
-            || s.num_images != self.num_images()
-            || s.batch_size != self.batch_size
-        {
-            return Err(bad(format!(
-                "written for {} ({} images) in batches of {}; this run has {} ({} images) in batches of {}",
-                s.dataset,
-                s.num_images,
-                s.batch_size,
-                self.name,
-                self.num_images(),
-                self.batch_size
-            )));
-        }
-        if s.next_batch > self.batches_per_epoch() {
-            return Err(bad(format!(
-                "batch position {} beyond the epoch's {}",
-                s.next_batch,
-                self.batches_per_epoch()
-            )));
-        }
-        self.epoch = s.epoch;
-        self.next = s.next_batch;
-        self.batches = None;
-        Ok(())
+        self.position.restore(&self.loader, state)
     }
 }

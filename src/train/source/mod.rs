@@ -7,6 +7,7 @@
 //! datasets (a split written by `data build`, with OA-Crop boxes and soft masks).
 pub mod index;
 pub mod memory;
+pub(crate) mod position;
 
 use tch::Tensor;
 

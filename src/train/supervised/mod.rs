@@ -9,6 +9,7 @@
 //! The output is a [`Classifier`] checkpoint (`method = "supervised"`, `encoder.*` and `fc.*`), what the
 //! classifier CAM of `localize` reads.
 pub mod source;
+mod state;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use tch::{Device, Kind, Tensor};
 
 use super::augment::normalize;
 use super::error::TrainError;
+use super::fit::CheckpointPolicy;
+use super::on_index::Checkpointing;
 use super::source::BatchSource;
 use crate::data::loader::{EvalTransform, Loader, LoaderConfig, Plan, Source};
 use crate::model::classifier::Supervised;
@@ -27,6 +30,7 @@ use crate::util::progress::Progress;
 use crate::util::rng::{seed_torch, torch_rng_lock};
 
 pub use source::LabelledIndexSource;
+pub use state::CLASSIFIER_STATE_KEY;
 
 /// The checkpoint metadata key of the recipe ([`ClassifierTrainConfig`] as JSON).
 pub const CONFIG_META_KEY: &str = "contracam.train_classifier";
@@ -225,12 +229,19 @@ pub struct ClassifierReport {
     pub seconds: f64,
 }
 
-/// A supervised run in progress: the classifier, its optimiser and the curve so far.
+/// A supervised run in progress: the classifier, its optimiser, the position and the curve so far. It can
+/// be checkpointed and resumed bit for bit (`state`): the loader's batches are a function of (seed,
+/// epoch, sample), so the position is all of the data side there is to save.
 pub struct ClassifierTrainer {
     pub cfg: ClassifierTrainConfig,
     pub seed: u64,
     pub model: Classifier,
+    num_classes: usize,
     opt: Optimizer,
+    /// The optimiser's current learning rate (set per epoch).
+    lr: f64,
+    checkpoint: Option<CheckpointPolicy>,
+    /// The epoch in progress.
     epoch: usize,
     steps: usize,
     epoch_loss: Vec<f64>,
@@ -274,7 +285,10 @@ impl ClassifierTrainer {
             cfg: cfg.clone(),
             seed,
             model,
+            num_classes,
             opt,
+            lr: cfg.lr_at(0),
+            checkpoint: None,
             epoch: 0,
             steps: 0,
             epoch_loss: vec![],
@@ -321,21 +335,45 @@ impl ClassifierTrainer {
         Ok(l)
     }
 
-    /// Runs every epoch over `source`, whose batches carry one view and labels.
+    /// Writes the training state as `policy` says while `fit` runs.
+    pub fn set_checkpoint(&mut self, policy: Option<CheckpointPolicy>) {
+        self.checkpoint = policy;
+    }
+
+    /// Runs the remaining epochs over `source`, whose batches carry one view and labels.
     pub fn fit(
         &mut self,
         source: &mut dyn BatchSource,
         progress: &Progress,
     ) -> Result<(), TrainError> {
+        self.fit_until(source, progress, usize::MAX)
+    }
+
+    /// Runs until the end of training or until `max_steps` steps (counted from the start of the run) are
+    /// done, whichever comes first.
+    pub fn fit_until(
+        &mut self,
+        source: &mut dyn BatchSource,
+        progress: &Progress,
+        max_steps: usize,
+    ) -> Result<(), TrainError> {
         let per_epoch = source.batches_per_epoch();
         progress.set_length((self.cfg.epochs * per_epoch) as u64);
         progress.set_position(self.steps as u64);
-        while self.epoch < self.cfg.epochs {
+        while self.epoch < self.cfg.epochs && self.steps < max_steps {
             let epoch = self.epoch;
-            source.start_epoch(epoch)?;
-            self.opt.set_lr(self.cfg.lr_at(epoch));
-            (self.loss_sum, self.correct, self.seen, self.step_in_epoch) = (0.0, 0, 0, 0);
-            while let Some(batch) = source.next_batch()? {
+            if self.step_in_epoch == 0 {
+                source.start_epoch(epoch)?;
+                self.lr = self.cfg.lr_at(epoch);
+                self.opt.set_lr(self.lr);
+                (self.loss_sum, self.correct, self.seen) = (0.0, 0, 0);
+            }
+            let mut epoch_done = false;
+            while self.steps < max_steps {
+                let Some(batch) = source.next_batch()? else {
+                    epoch_done = true;
+                    break;
+                };
                 let labels = batch.labels.as_ref().ok_or_else(|| TrainError::Batch {
                     epoch,
                     step: self.step_in_epoch,
@@ -349,13 +387,29 @@ impl ClassifierTrainer {
                 ));
                 progress.inc(1);
             }
+            if !epoch_done {
+                break;
+            }
             self.epoch_loss
                 .push(self.loss_sum / self.step_in_epoch.max(1) as f64);
             self.epoch_accuracy
                 .push(100.0 * self.correct as f64 / self.seen.max(1) as f64);
             self.epoch += 1;
+            self.step_in_epoch = 0;
+            if let Some(policy) = self.checkpoint.clone() {
+                if self.epoch.is_multiple_of(policy.every_epochs.max(1))
+                    || self.epoch == self.cfg.epochs
+                {
+                    self.save_state(&policy.path, source)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Steps done so far.
+    pub fn steps_done(&self) -> usize {
+        self.steps
     }
 
     pub fn epoch_loss(&self) -> &[f64] {
@@ -420,12 +474,27 @@ pub fn single_labels(source: &dyn Source) -> Result<Vec<i64>, TrainError> {
 }
 
 /// Trains a fresh classifier from `seed` on every image of `source` (one class each) and measures its
-/// training accuracy. What `train classifier` and the suite's `train-classifier` stage both run.
+/// training accuracy. What the suite's `train-classifier` stage runs; [`train_classifier_checkpointed`]
+/// with checkpoints and resume.
 pub fn train_classifier(
     cfg: &ClassifierTrainConfig,
     source: Arc<dyn Source>,
     opts: &ClassifierRunOptions,
     seed: u64,
+    progress: &Progress,
+) -> Result<(Classifier, ClassifierReport), TrainError> {
+    train_classifier_checkpointed(cfg, source, opts, seed, &Checkpointing::default(), progress)
+}
+
+/// [`train_classifier`] from the state in `ckpt.resume` when given (written by a run of the same recipe,
+/// seed and data, which puts the loader back where it was), saving the state as `ckpt.policy` says. What
+/// `train classifier` runs.
+pub fn train_classifier_checkpointed(
+    cfg: &ClassifierTrainConfig,
+    source: Arc<dyn Source>,
+    opts: &ClassifierRunOptions,
+    seed: u64,
+    ckpt: &Checkpointing,
     progress: &Progress,
 ) -> Result<(Classifier, ClassifierReport), TrainError> {
     let start = std::time::Instant::now();
@@ -434,7 +503,11 @@ pub fn train_classifier(
     super::source::index::check_files(source.as_ref(), &Default::default())?;
     let num_classes = source.classes().len();
     let mut batches = LabelledIndexSource::new(source.clone(), cfg, seed, opts)?;
-    let mut trainer = ClassifierTrainer::new(cfg, num_classes, seed, opts.device)?;
+    let mut trainer = match &ckpt.resume {
+        Some(p) => ClassifierTrainer::resume(p, cfg, num_classes, seed, opts.device, &mut batches)?,
+        None => ClassifierTrainer::new(cfg, num_classes, seed, opts.device)?,
+    };
+    trainer.set_checkpoint(ckpt.policy.clone());
     trainer.fit(&mut batches, progress)?;
     let accuracy = train_accuracy(&trainer.model, source.clone(), cfg, opts)?;
     let report = ClassifierReport {

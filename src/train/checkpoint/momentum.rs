@@ -11,7 +11,7 @@ use tch::nn::Optimizer;
 use tch::{Kind, Tensor};
 
 /// The optimiser's settings to put back after a probe.
-pub(super) struct SgdSettings {
+pub(crate) struct SgdSettings {
     pub lr: f64,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -27,7 +27,7 @@ fn define_grads(params: &[Tensor]) {
 }
 
 /// The momentum buffer of every parameter (each must have one: call after at least one step).
-pub(super) fn read(opt: &mut Optimizer, params: &[Tensor], put_back: &SgdSettings) -> Vec<Tensor> {
+pub(crate) fn read(opt: &mut Optimizer, params: &[Tensor], put_back: &SgdSettings) -> Vec<Tensor> {
     define_grads(params);
     tch::no_grad(|| {
         let saved: Vec<(Tensor, Tensor)> =
@@ -47,7 +47,7 @@ pub(super) fn read(opt: &mut Optimizer, params: &[Tensor], put_back: &SgdSetting
 }
 
 /// Installs `buffers` as the momentum buffers of a fresh optimiser (one that has not stepped yet).
-pub(super) fn write(
+pub(crate) fn write(
     opt: &mut Optimizer,
     params: &[Tensor],
     buffers: &[Tensor],
