@@ -174,12 +174,20 @@ fn builtin_imagenet_manifest_names_the_builder_and_the_pinned_metadata() {
         contracam::data::builders::imagenet_val::METADATA,
         fx::METADATA_FILES
     );
+    let tar = m
+        .files
+        .iter()
+        .find(|f| f.name == "ILSVRC2012_img_val.tar")
+        .unwrap();
+    assert!(m.file_gated(tar));
     for name in fx::METADATA_FILES {
         let f = m.files.iter().find(|f| f.name == name).unwrap();
         assert!(
             !f.optional && f.sha256.is_some() && f.size.is_some(),
             "{name}"
         );
+        // Public: `data build imagenet` downloads it once the val tar is placed.
+        assert!(!m.file_gated(f), "{name}");
         let upstream = name.strip_prefix("wsol-ILSVRC-test-").unwrap();
         assert_eq!(
             f.urls,
@@ -197,4 +205,56 @@ fn builtin_imagenet_manifest_names_the_builder_and_the_pinned_metadata() {
         .collect();
     assert_eq!(required.len(), 5, "{required:?}");
     assert!(required.contains(&"ILSVRC2012_img_val.tar"));
+}
+
+#[test]
+fn public_files_of_a_gated_dataset_are_fetched_once_the_gated_file_is_placed() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = b"placed by hand".to_vec();
+    let public = b"public metadata".to_vec();
+    srv.put("/g/meta.txt", Served::file(public.clone()));
+    let m = tmp.path().join("g.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "[dataset]\nname = \"g\"\ntitle = \"t\"\ngated = true\ninstructions = \"ask for access\"\n\n\
+             [[files]]\nname = \"secret.bin\"\nsize = {}\nsha256 = \"{}\"\n\n\
+             [[files]]\nname = \"meta.txt\"\nurls = [\"{}\"]\nsize = {}\nsha256 = \"{}\"\ngated = false\n",
+            secret.len(),
+            sha256(&secret),
+            srv.url("/g/meta.txt"),
+            public.len(),
+            sha256(&public)
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("d");
+    // The gated file is not placed: it is named, and nothing is downloaded.
+    let err = run_err(&data_args("fetch", "g", &m, &data, &[]));
+    assert!(
+        err.contains("gated") && err.contains("secret.bin") && !err.contains("meta.txt"),
+        "{err}"
+    );
+    assert!(srv.log().is_empty());
+    // Placed: the public file is downloaded beside it and both are verified.
+    let dl = downloads(&data, "g");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::write(dl.join("secret.bin"), &secret).unwrap();
+    run_ok(&data_args("fetch", "g", &m, &data, &[]));
+    assert_eq!(std::fs::read(dl.join("meta.txt")).unwrap(), public);
+    assert!(srv.log().iter().all(|r| r.path == "/g/meta.txt"));
+    assert!(!srv.log().is_empty());
+
+    // A public file must say where it is downloaded from.
+    let e = contracam::data::source::manifest::Manifest::parse(
+        "[dataset]\nname = \"g\"\ntitle = \"t\"\ngated = true\n[[files]]\nname = \"m.txt\"\ngated = false\n",
+        Path::new("g.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("g.toml") && e.contains("m.txt") && e.contains("no urls"),
+        "{e}"
+    );
 }

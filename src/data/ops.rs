@@ -207,6 +207,25 @@ impl Data {
                 jobs.push((m, f));
             }
         }
+        // A gated file the user has not placed yet: say so before downloading the public files beside it.
+        let unplaced: Vec<DataError> = jobs
+            .iter()
+            .filter(|(m, f)| {
+                m.file_gated(f)
+                    && !DatasetDir::new(&self.opts.data_dir, m.name())
+                        .file(&f.name)
+                        .exists()
+            })
+            .map(|(m, f)| DataError::Gated {
+                dataset: m.name().into(),
+                file: f.name.clone(),
+                expected: DatasetDir::new(&self.opts.data_dir, m.name()).file(&f.name),
+                instructions: m.dataset.instructions.clone().unwrap_or_default(),
+            })
+            .collect();
+        if !unplaced.is_empty() {
+            return Err(several(unplaced));
+        }
         let total: u64 = jobs.iter().filter_map(|(_, f)| f.size).sum();
         let progress = DownloadProgress::new(self.opts.quiet, total);
         let client = http_client(&self.opts.download)?;
@@ -278,7 +297,7 @@ impl Data {
             progress.overall.inc(d.size);
             return Ok(report("verified", &d));
         }
-        if m.dataset.gated {
+        if m.file_gated(f) {
             return Err(DataError::Gated {
                 dataset: name.into(),
                 file: f.name.clone(),
@@ -323,7 +342,7 @@ impl Data {
             let registered = Registered::load(&dir.registered())?;
             for f in self.wanted(m) {
                 if !dir.file(&f.name).exists() {
-                    let hint = if m.dataset.gated {
+                    let hint = if m.file_gated(f) {
                         format!("place it there (see `contracam data instructions {n}`)")
                     } else {
                         format!("run `contracam data fetch {n}`")

@@ -70,6 +70,10 @@ pub struct FileSpec {
     /// Not fetched unless asked for (`--include-optional`).
     #[serde(default)]
     pub optional: bool,
+    /// Overrides `dataset.gated` for this file: `gated = false` marks a public file of a gated dataset
+    /// (wsolevaluation's metadata beside ImageNet), which `data fetch` downloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gated: Option<bool>,
 }
 
 /// Which published checksum a file is checked against.
@@ -196,8 +200,8 @@ impl Manifest {
                      as downloaded) or name a builder"
                 ));
             }
-            if f.urls.is_empty() && !self.dataset.gated {
-                return err(format!("{at}: no urls (only gated datasets may omit them)"));
+            if f.urls.is_empty() && !self.file_gated(f) {
+                return err(format!("{at}: no urls (only gated files may omit them)"));
             }
             for u in &f.urls {
                 if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -210,6 +214,11 @@ impl Manifest {
 
     pub fn name(&self) -> &str {
         &self.dataset.name
+    }
+
+    /// Whether `f` is placed by hand: its own `gated`, else the dataset's.
+    pub fn file_gated(&self, f: &FileSpec) -> bool {
+        f.gated.unwrap_or(self.dataset.gated)
     }
 }
 
