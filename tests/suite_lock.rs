@@ -50,7 +50,8 @@ fn holder(path: &Path) -> Child {
             return child;
         }
     }
-    panic!("the holder process ended without taking the lock");
+    let status = child.wait().unwrap();
+    panic!("the holder process ended ({status}) without taking the lock");
 }
 
 #[test]

@@ -780,9 +780,8 @@ pub fn dispatch(
     let mut after: BTreeMap<u64, Vec<SeedStage>> = BTreeMap::new();
     for s in &submitted {
         let seed = s.seed.unwrap_or(run_seed);
-        if !after.contains_key(&seed) {
-            let pass = seed_stages(suite, registry, &plain, gopts, seed, run_seed)?;
-            after.insert(seed, pass);
+        if let std::collections::btree_map::Entry::Vacant(e) = after.entry(seed) {
+            e.insert(seed_stages(suite, registry, &plain, gopts, seed, run_seed)?);
         }
         let published = after[&seed]
             .iter()
