@@ -16,7 +16,9 @@ fn bench(dir: &Path, perturb: Option<&str>) -> (std::process::Output, PathBuf) {
     let mut cmd = Command::cargo_bin("contracam").unwrap();
     cmd.env("CONTRACAM_LOG", "error")
         .env_remove("CONTRACAM_BENCH_PERTURB")
-        .args(["localize", "bench", "--quick", "--only", "smoke", "--batch", "8"])
+        .args([
+            "localize", "bench", "--quick", "--only", "smoke", "--batch", "8",
+        ])
         .args(["--threads", "1", "--device", "cpu"])
         .arg("--python")
         .arg(root().join(".venv/bin/python"))
@@ -38,7 +40,10 @@ fn both_sides_agree_and_are_timed() {
     let (out, json) = bench(dir.path(), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "localize bench failed:\n{stderr}");
-    assert!(stderr.contains("CAMs agree"), "no agreement line:\n{stderr}");
+    assert!(
+        stderr.contains("CAMs agree"),
+        "no agreement line:\n{stderr}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["iters"], 10);
@@ -60,10 +65,7 @@ fn both_sides_agree_and_are_timed() {
     let d = row["agreement"]["max_abs_diff"].as_f64().unwrap();
     assert!(d <= 1e-4, "max |Δ| {d}");
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        table.contains("ResNet-18 x0.25, 32 px, batch 8"),
-        "{table}"
-    );
+    assert!(table.contains("ResNet-18 x0.25, 32 px, batch 8"), "{table}");
 }
 
 #[test]

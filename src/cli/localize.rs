@@ -265,7 +265,9 @@ impl LocalizeCommand {
             LocalizeCommand::Dataset(a) => {
                 GlobalArgs::of(Some(&a.device), None, Some(&a.threads), Some(&a.quiet))
             }
-            LocalizeCommand::Bench(a) => GlobalArgs::of(Some(&a.device), None, Some(&a.threads), None),
+            LocalizeCommand::Bench(a) => {
+                GlobalArgs::of(Some(&a.device), None, Some(&a.threads), None)
+            }
         }
     }
 }

@@ -25,7 +25,9 @@ use super::contrastive_cam::{contrastive_cam, CamConfig, CamError};
 use crate::data::formats::safetensors::{read_tensors, write_tensors};
 use crate::data::synth::{self, SynthConfig};
 use crate::data::DataError;
-use crate::model::{Arch, CheckpointError, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem};
+use crate::model::{
+    Arch, CheckpointError, ContrastiveModel, Method, ModelConfig, ResNetConfig, Stem,
+};
 use crate::train::bench::{median, process_cpu_seconds, Measure};
 
 /// Max |Δ| allowed between the two sides' CAMs: the tolerance of the parity tests against the official
@@ -103,15 +105,16 @@ pub enum BenchError {
     Io { path: PathBuf, msg: String },
     #[error(
         "{case}: the two sides compute different CAMs: max |Δ| = {max_abs:.3e} (image {image} of the first \
-         batch) > tolerance {tolerance:e}; a benchmark of two different computations is worthless. Check \
-         that {script} is the official code path (CONTRACAM_BENCH_PERTURB unset) and that both sides use \
-         the same libtorch"
+         batch) > tolerance {tolerance:e}; a benchmark of two different computations is worthless. Both \
+         sides' CAMs are in {dir} (`cam`). Check that {script} is the official code path \
+         (CONTRACAM_BENCH_PERTURB unset) and that both sides use the same libtorch"
     )]
     Disagree {
         case: String,
         max_abs: f64,
         image: i64,
         tolerance: f64,
+        dir: String,
         script: String,
     },
     #[error("{case}: the PyTorch side's CAMs {path}: {msg}")]
@@ -200,7 +203,9 @@ fn bench_images(size: i64, n: usize, seed: u64) -> Tensor {
         ..Default::default()
     };
     let x = synth::scenes(&cfg, seed, "bench", n).images_tensor();
-    crate::train::augment::normalize(&x)
+    // Contiguous NCHW, as the file the PyTorch side reads: the scenes come channels-last (a permuted HWC
+    // buffer), and a channels-last input takes other convolution kernels with other rounding.
+    crate::train::augment::normalize(&x).contiguous()
 }
 
 /// A seeded ResNet + MoCo projector that is not degenerate: no zero-initialised residual BN, BN weights
@@ -231,7 +236,9 @@ fn bench_model(c: &Case, images: &Tensor, seed: u64) -> ContrastiveModel {
     bns.sort_unstable();
     tch::no_grad(|| {
         for p in &bns {
-            let _ = vars[&format!("{p}.weight")].shallow_clone().uniform_(0.75, 1.25);
+            let _ = vars[&format!("{p}.weight")]
+                .shallow_clone()
+                .uniform_(0.75, 1.25);
             let _ = vars[&format!("{p}.bias")].shallow_clone().normal_(0.0, 0.1);
         }
         let before: Vec<(Tensor, Tensor)> = bns
@@ -411,11 +418,23 @@ fn check_agreement(
         tolerance: CAM_TOLERANCE,
     };
     if a.max_abs_diff > CAM_TOLERANCE {
+        // Both sides' CAMs stay side by side for a look at where they differ.
+        let mine = file.with_file_name(format!("{}-contracam-cams.safetensors", c.key));
+        write_tensors(
+            &mine,
+            &[("cam".into(), ours.shallow_clone())],
+            &BTreeMap::new(),
+        )?;
         return Err(BenchError::Disagree {
             case: c.name(),
             max_abs: a.max_abs_diff,
             image: a.worst_image,
             tolerance: CAM_TOLERANCE,
+            dir: file
+                .parent()
+                .unwrap_or(Path::new("."))
+                .display()
+                .to_string(),
             script: script.display().to_string(),
         });
     }
