@@ -46,6 +46,27 @@ pub enum MixKind {
     Cutmix,
 }
 
+/// Which images the mixing draws of a data-parallel run cover.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MixScope {
+    /// The global batch: each rank all-gathers view 1 (and its masks), mixes the whole batch with the
+    /// draws one process would make (partners anywhere in the global batch, one background queue fed in
+    /// global order) and keeps its rows. N ranks × b then train as one process × N·b, and every rank's
+    /// queue and stream are rank 0's, so a state resumes exactly at any world size.
+    #[default]
+    Global,
+    /// Each rank mixes its own shard, partners and background queue within it, every rank drawing from
+    /// the run's one seed, as the official per-GPU modules under Lightning DDP (`seed_everything`).
+    PerRank,
+}
+
+impl MixScope {
+    fn is_global(&self) -> bool {
+        *self == MixScope::Global
+    }
+}
+
 /// The suite's `[train.mix]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,6 +83,11 @@ pub struct MixConfig {
     /// (`MoCoMixup`), "per-sample" weighs each image's own cross-entropy. CutMix has one weight per batch,
     /// where both agree; it always uses the per-sample form, as `MoCoCutMix`.
     pub weighting: MixWeighting,
+    /// Under data-parallel training, whether the draws cover the global batch (default) or each rank's
+    /// shard (the official per-GPU behaviour). The same with one process. Left out of the serialised
+    /// config when global, so configs and fingerprints written before it stay as they were.
+    #[serde(skip_serializing_if = "MixScope::is_global")]
+    pub scope: MixScope,
 }
 
 impl Default for MixConfig {
@@ -72,6 +98,7 @@ impl Default for MixConfig {
             cam_thres: 0.2,
             alpha: 1.0,
             weighting: MixWeighting::Official,
+            scope: MixScope::Global,
         }
     }
 }

@@ -5,7 +5,6 @@
 //! view 1 is mixed after the colour augmentations (BG-Mixup, Mixup, CutMix; `mixing`). A run can be
 //! checkpointed and resumed bit for bit (`state`).
 mod mixing;
-mod momentum;
 mod shard_draws;
 mod state;
 
@@ -274,14 +273,16 @@ impl<S: ExecutionStrategy> Trainer<S> {
             })
             .collect();
         let masks = batch.masks.as_ref().map(|m| m.to_device(dev));
-        let mix = mixing::mix_view1(
+        let (epoch, step) = (self.epoch, self.step_in_epoch);
+        let mix = mixing::mix_view1_in_run(
             &self.cfg.mix,
             &mut self.bg_mixup,
             &mut views,
             masks.as_ref(),
             &mut self.mix_rng,
-        )
-        .map_err(|msg| self.batch_error(msg))?;
+            &self.strategy,
+            |msg| TrainError::Batch { epoch, step, msg },
+        )?;
         let loss = self.step_mixed(&views, mix.as_ref())?;
         if let Some(m) = &batch.masks {
             let local = m.mean(Kind::Double).double_value(&[]);

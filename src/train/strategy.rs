@@ -6,6 +6,7 @@
 //! - `reduce_gradients`: after backward, before the optimizer step (gradient all-reduce, averaged);
 //! - `gather_keys`: MoCo's keys before they are enqueued (the official `_dequeue_and_enqueue` all-gathers
 //!   them, so every rank's queue holds the whole global batch);
+//! - `gather_rows`: the same all-gather for view 1 and its masks when mixing draws cover the global batch;
 //! - `shard`: which part of each global batch this process loads;
 //! - `average`: the step's loss and foreground fraction over the global batch (each rank measured its shard);
 //! - `is_checkpoint_writer`: only rank 0 writes checkpoints.
@@ -51,6 +52,12 @@ pub trait ExecutionStrategy {
     /// MoCo keys of the global batch, in rank order.
     fn gather_keys(&self, keys: &Tensor) -> Result<Tensor, TrainError> {
         Ok(keys.shallow_clone())
+    }
+    /// Every rank's rows of a tensor without gradient, concatenated in rank order (the global batch's
+    /// view 1 and masks for mixing, the target projections of BYOL's mixed loss): the same collective as
+    /// `gather_keys`.
+    fn gather_rows(&self, rows: &Tensor) -> Result<Tensor, TrainError> {
+        self.gather_keys(rows)
     }
     /// The mean over the ranks of values each rank measured on its equal shard (the step's loss, the
     /// foreground fraction): the global batch's value, the same on every rank.

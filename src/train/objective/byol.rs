@@ -3,7 +3,7 @@
 //! loss −2·(mean cos(p1, y2) + mean cos(p2, y1)).
 use tch::{Kind, Tensor};
 
-use super::mix_loss::{byol_mix_loss, ViewMix};
+use super::mix_loss::{byol_mix_loss, byol_mix_loss_rows, ViewMix};
 use super::{Networks, Objective};
 use crate::train::error::TrainError;
 use crate::train::strategy::ExecutionStrategy;
@@ -45,10 +45,22 @@ impl Objective for Byol {
         nets: &Networks,
         views: &[Tensor],
         mix: &ViewMix,
-        _strategy: &dyn ExecutionStrategy,
+        strategy: &dyn ExecutionStrategy,
     ) -> Result<Tensor, TrainError> {
         let [p1, p2, y1, y2] = predictions_and_targets(nets, views)?;
-        let loss = byol_mix_loss(&p1, &p2, &y1, &y2, &mix.lam, &mix.perm);
+        let loss = match &mix.rows {
+            None => byol_mix_loss(&p1, &p2, &y1, &y2, &mix.lam, &mix.perm),
+            // Drawn for the global batch: the partners' targets come from every rank.
+            Some(rows) => byol_mix_loss_rows(
+                &p1,
+                &p2,
+                &strategy.gather_rows(&y1)?,
+                &strategy.gather_rows(&y2)?,
+                &mix.lam,
+                &mix.perm,
+                rows.clone(),
+            ),
+        };
         self.last = vec![
             ("p1", p1.detach()),
             ("p2", p2.detach()),

@@ -3,7 +3,7 @@
 //! cross-entropy with label 0 (one direction), then the keys replace the oldest queue entries.
 use tch::{Device, Kind, Tensor};
 
-use super::mix_loss::{moco_mix_logits, moco_mix_loss, ViewMix};
+use super::mix_loss::{moco_mix_logits, moco_mix_loss, moco_mix_loss_rows, ViewMix};
 use super::{Networks, Objective};
 use crate::model::layers::l2_normalize;
 use crate::train::error::TrainError;
@@ -66,7 +66,8 @@ impl Objective for Moco {
     }
 
     /// i-Mix style (`MoCoMixup`, `MoCoCutMix`): the candidates of each query are all current keys and
-    /// the queue, the positives are key `i` (weight `lam`) and key `perm[i]` (weight `1 − lam`).
+    /// the queue, the positives are key `i` (weight `lam`) and key `perm[i]` (weight `1 − lam`). With a
+    /// mix drawn for the global batch of a data-parallel run the current keys are the all-gathered ones.
     fn mixed_loss(
         &mut self,
         nets: &Networks,
@@ -76,9 +77,21 @@ impl Objective for Moco {
     ) -> Result<Tensor, TrainError> {
         let q = nets.online.project(&views[0], true);
         let k = tch::no_grad(|| nets.target.project(&views[1], true));
-        let logits = moco_mix_logits(&q, &k, &self.queue.copy(), self.temperature);
-        let loss = moco_mix_loss(&logits, &mix.lam, &mix.perm, mix.weighting);
-        let keys = strategy.gather_keys(&k)?;
+        let (logits, loss, keys) = match &mix.rows {
+            None => {
+                let logits = moco_mix_logits(&q, &k, &self.queue.copy(), self.temperature);
+                let loss = moco_mix_loss(&logits, &mix.lam, &mix.perm, mix.weighting);
+                (logits, loss, strategy.gather_keys(&k)?)
+            }
+            // Drawn for the global batch: every key of it is a candidate, as with one process.
+            Some(rows) => {
+                let keys = strategy.gather_keys(&k)?;
+                let logits = moco_mix_logits(&q, &keys, &self.queue.copy(), self.temperature);
+                let loss =
+                    moco_mix_loss_rows(&logits, &mix.lam, &mix.perm, mix.weighting, rows.clone());
+                (logits, loss, keys)
+            }
+        };
         self.enqueue(&keys);
         self.last = vec![("q", q.detach()), ("k", k), ("logits", logits.detach())];
         Ok(loss)
