@@ -1,7 +1,8 @@
 //! Training, split as the official code is: `objective` (MoCo v2, BYOL), `augment` (geometric views,
 //! object-aware crop, Kornia colour ops), `source` (what the loop consumes: batches of views), `fit` (the
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
-//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `config`, `error`.
+//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `precision`
+//! (bf16 autocast, channels_last), `config`, `error`.
 pub mod augment;
 pub mod bench;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod error;
 pub mod fit;
 pub mod objective;
 pub mod on_index;
+pub mod precision;
 pub mod rng_state;
 pub mod source;
 pub mod strategy;
