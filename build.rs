@@ -26,7 +26,10 @@ fn main() {
     // CONTRACAM_GIT_HASH set in the environment names the commit (a build from a source tarball without
     // `.git`, or a developer who does not want every commit to recompile the crate); otherwise git says.
     println!("cargo:rerun-if-env-changed=CONTRACAM_GIT_HASH");
-    if let Some(hash) = std::env::var("CONTRACAM_GIT_HASH").ok().filter(|h| !h.trim().is_empty()) {
+    if let Some(hash) = std::env::var("CONTRACAM_GIT_HASH")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+    {
         println!("cargo:rustc-env=CONTRACAM_GIT_HASH={}", hash.trim());
         return;
     }

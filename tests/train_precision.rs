@@ -54,7 +54,10 @@ fn autocast_guard_turns_bf16_on_and_restores_the_previous_state() {
         assert_eq!(y.kind(), Kind::BFloat16);
         // ... equal to the float32 one up to bfloat16 rounding (8-bit mantissa: 2^-8 relative per input and
         // on the output; 27 products per output).
-        let d = (y.to_kind(Kind::Float) - &y32).abs().max().double_value(&[]);
+        let d = (y.to_kind(Kind::Float) - &y32)
+            .abs()
+            .max()
+            .double_value(&[]);
         let scale = y32.abs().max().double_value(&[]);
         assert!(d > 0.0 && d < 0.03 * scale, "|Δ| {d} at scale {scale}");
     }
@@ -73,7 +76,11 @@ fn autocast_guard_turns_bf16_on_and_restores_the_previous_state() {
         assert_eq!(autocast_kind(CPU), Some(Kind::Half));
     }
     assert!(!autocast_enabled(CPU));
-    assert_eq!(autocast_kind(CPU), Some(Kind::BFloat16), "libtorch's CPU default");
+    assert_eq!(
+        autocast_kind(CPU),
+        Some(Kind::BFloat16),
+        "libtorch's CPU default"
+    );
 
     // A panic inside the region unwinds through the guard, which switches autocast off again.
     let r = std::panic::catch_unwind(|| {
@@ -234,7 +241,11 @@ fn compare(a: &Run, b: &Run) -> (f64, f64, f64) {
         nb += (&ub * &ub).sum(Kind::Double).double_value(&[]);
     }
     let mut target_diff = 0f64;
-    for (k, va) in a.target.iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")) {
+    for (k, va) in a
+        .target
+        .iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+    {
         target_diff = target_diff.max((va - &b.target[k]).abs().max().double_value(&[]));
     }
     (max_diff, dot / (na.sqrt() * nb.sqrt()), target_diff)
@@ -270,18 +281,30 @@ fn bf16_mixed_moco_steps_stay_near_fp32() {
              update cosine {cos:.5}, max |target Δ| {target:.3e}",
             fp32.losses, bf16.losses
         );
-        assert!(loss_diff > 0.0, "seed {seed}: bf16-mixed computed exactly as fp32");
-        assert!(loss_diff < LOSS_TOL, "seed {seed}: loss differs by {loss_diff}");
+        assert!(
+            loss_diff > 0.0,
+            "seed {seed}: bf16-mixed computed exactly as fp32"
+        );
+        assert!(
+            loss_diff < LOSS_TOL,
+            "seed {seed}: loss differs by {loss_diff}"
+        );
         assert!(w < WEIGHT_TOL, "seed {seed}: weights differ by {w}");
         assert!(cos > UPDATE_COSINE_MIN, "seed {seed}: update cosine {cos}");
-        assert!(target < TARGET_TOL, "seed {seed}: target differs by {target}");
+        assert!(
+            target < TARGET_TOL,
+            "seed {seed}: target differs by {target}"
+        );
     }
     // channels_last alone is the same arithmetic in another layout, summed in another order: fp32 within
     // float32 noise (measured: losses 1e-6 apart, weights 3.1e-7, update cosine 1.0000000).
     let a = moco_steps(0, Precision::Fp32, false, 2);
     let b = moco_steps(0, Precision::Fp32, true, 2);
     let (w, cos, _) = compare(&a, &b);
-    eprintln!("fp32 channels_last: losses {:?} vs {:?}, max |weight Δ| {w:.3e}, cosine {cos:.7}", a.losses, b.losses);
+    eprintln!(
+        "fp32 channels_last: losses {:?} vs {:?}, max |weight Δ| {w:.3e}, cosine {cos:.7}",
+        a.losses, b.losses
+    );
     assert!((a.losses[1] - b.losses[1]).abs() < 1e-4);
     assert!(w < 1e-4 && cos > 0.9999, "{w} {cos}");
     // The default policy does nothing: two fp32 runs are bit for bit the same.
@@ -309,10 +332,16 @@ fn precision_is_refused_where_it_is_not_implemented() {
     let e = StepPrecision::new(Precision::Bf16Mixed, false, Device::Mps, 1)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("train.precision") && e.contains("CPU and CUDA"), "{e}");
+    assert!(
+        e.contains("train.precision") && e.contains("CPU and CUDA"),
+        "{e}"
+    );
     assert!(StepPrecision::new(Precision::Fp32, false, CPU, 2).is_ok());
     assert_eq!("bf16-mixed".parse::<Precision>(), Ok(Precision::Bf16Mixed));
-    assert!("bf16".parse::<Precision>().unwrap_err().contains("fp32, bf16-mixed"));
+    assert!("bf16"
+        .parse::<Precision>()
+        .unwrap_err()
+        .contains("fp32, bf16-mixed"));
 
     // The smoke pipeline computes in fp32 only (its results say so): its [train] precision is refused.
     let dir = tempfile::tempdir().unwrap();
@@ -355,7 +384,10 @@ fn precision_is_refused_where_it_is_not_implemented() {
         fault: None,
     };
     let e = k.run(&params, &mut ctx).unwrap_err().to_string();
-    assert!(e.contains("float32 only") && e.contains("bf16-mixed"), "{e}");
+    assert!(
+        e.contains("float32 only") && e.contains("bf16-mixed"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -398,13 +430,15 @@ fn pretrain_stage_trains_in_bf16_and_records_it() {
     let (r16, out16) = run("precision = \"bf16-mixed\"\nchannels_last = true\n", "bf16");
     let f32_loss = r32.metrics["final_loss"];
     let bf16_loss = r16.metrics["final_loss"];
-    assert!((f32_loss - bf16_loss).abs() < 0.05, "{f32_loss} vs {bf16_loss}");
+    assert!(
+        (f32_loss - bf16_loss).abs() < 0.05,
+        "{f32_loss} vs {bf16_loss}"
+    );
     assert_ne!(f32_loss, bf16_loss, "bf16 really computed in bf16");
 
     let meta = |out: &Path| read_tensors(&out.join("model.safetensors")).unwrap();
     let m16 = meta(&out16);
-    let train: serde_json::Value =
-        serde_json::from_str(&m16.metadata["contracam.train"]).unwrap();
+    let train: serde_json::Value = serde_json::from_str(&m16.metadata["contracam.train"]).unwrap();
     assert_eq!(train["precision"], "bf16-mixed");
     assert_eq!(train["channels_last"], true);
     // The checkpoint is float32, as fp32 training writes it.
@@ -419,5 +453,8 @@ fn pretrain_stage_trains_in_bf16_and_records_it() {
     assert!(!m32.metadata["contracam.train"].contains("precision"));
     assert!(!m32.metadata["contracam.train"].contains("channels_last"));
     let text = std::fs::read_to_string(out32.join("train_report.json")).unwrap();
-    assert!(!text.contains("precision") && !text.contains("channels_last"), "{text}");
+    assert!(
+        !text.contains("precision") && !text.contains("channels_last"),
+        "{text}"
+    );
 }

@@ -471,7 +471,11 @@ pub fn markdown(rows: &[Row]) -> String {
             name = format!(
                 "{name}, {}{}",
                 r.precision,
-                if r.channels_last { ", channels_last" } else { "" }
+                if r.channels_last {
+                    ", channels_last"
+                } else {
+                    ""
+                }
             );
         }
         s += &format!(

@@ -127,7 +127,11 @@ impl Autocast {
         let dt = device_type(device).map_err(torch_error)?;
         let st = scalar_type(dtype)
             .filter(|_| matches!(dtype, Kind::BFloat16 | Kind::Half))
-            .ok_or_else(|| torch_error(format!("autocast to {dtype:?}: not a lower-precision float")))?;
+            .ok_or_else(|| {
+                torch_error(format!(
+                    "autocast to {dtype:?}: not a lower-precision float"
+                ))
+            })?;
         let mut prev = [0 as c_int; 3];
         // SAFETY: the shim writes the three ints it is given and nothing else.
         let err = unsafe {
@@ -226,8 +230,7 @@ impl StepPrecision {
         world: usize,
     ) -> Result<Self, TrainError> {
         if precision != Precision::Fp32 {
-            device_type(device)
-                .map_err(|m| TrainError::config("train.precision", precision, m))?;
+            device_type(device).map_err(|m| TrainError::config("train.precision", precision, m))?;
         }
         if (precision != Precision::Fp32 || channels_last) && world > 1 {
             let (key, value) = if precision != Precision::Fp32 {
@@ -270,6 +273,10 @@ impl StepPrecision {
         if !self.channels_last {
             return Ok(None);
         }
-        views.iter().map(to_channels_last).collect::<Result<_, _>>().map(Some)
+        views
+            .iter()
+            .map(to_channels_last)
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 }
