@@ -1,6 +1,7 @@
 //! Embeds an rpath to libtorch's lib dir so the binary, tests and examples run without LD_LIBRARY_PATH,
 //! and, with `--features cuda`, force-links libtorch_cuda (rustc passes --as-needed, which drops it).
-//! Compiles the c10d shim (`src/train/distributed/shim/`) against libtorch's headers.
+//! Compiles the c10d shim (`src/train/distributed/shim/`) and the autocast/memory-format shim
+//! (`src/train/precision/shim/`) against libtorch's headers.
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -14,7 +15,10 @@ fn main() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
     }
     match &lib {
-        Some(lib) => build_c10d_shim(lib, cuda),
+        Some(lib) => {
+            build_c10d_shim(lib, cuda);
+            build_precision_shim(lib);
+        }
         None => panic!(
             "torch-sys did not report libtorch's lib dir (DEP_TCH_LIBTORCH_LIB); set LIBTORCH"
         ),
@@ -135,24 +139,56 @@ fn build_c10d_shim(lib: &Path, cuda: bool) {
             println!("cargo:rerun-if-changed={}", d.display());
         }
     }
-    // This script also reruns when the git commit changes; the shim only needs a new compile (a minute of
-    // C++ against libtorch's headers) when its sources or the flags changed.
+    compile_once(dir, &build, "contracam_c10d");
+}
+
+/// The autocast and memory-format shim (`src/train/precision/shim/`): C++17 against the same headers and ABI
+/// as the c10d shim, but a library of its own (it needs no c10d header or define, and an edit of one shim
+/// does not recompile the other).
+fn build_precision_shim(lib: &Path) {
+    let dir = Path::new("src/train/precision/shim");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let lib = std::fs::canonicalize(lib).unwrap_or_else(|_| lib.to_path_buf());
+    let include = lib.parent().unwrap_or(&lib).join("include");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .file(dir.join("precision_shim.cpp"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag("-isystem")
+        .flag(include.to_string_lossy().as_ref())
+        .flag("-isystem")
+        .flag(
+            include
+                .join("torch/csrc/api/include")
+                .to_string_lossy()
+                .as_ref(),
+        );
+    compile_once(dir, &build, "contracam_precision");
+}
+
+/// Compiles `build` into the static library `name`, or links the one already built when neither the sources
+/// under `dir` nor the flags changed: this script also reruns when the git commit changes, and a shim compile
+/// costs a minute of C++ against libtorch's headers.
+fn compile_once(dir: &Path, build: &cc::Build, name: &str) {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let stamp = out.join("contracam_c10d.stamp");
-    let fingerprint = shim_fingerprint(dir, &build);
-    let archive = out.join("libcontracam_c10d.a");
+    let stamp = out.join(format!("{name}.stamp"));
+    let fingerprint = shim_fingerprint(dir, build);
+    let archive = out.join(format!("lib{name}.a"));
     if archive.is_file()
         && std::fs::read_to_string(&stamp).ok().as_deref() == Some(fingerprint.as_str())
     {
         println!("cargo:rustc-link-search=native={}", out.display());
-        println!("cargo:rustc-link-lib=static=contracam_c10d");
+        println!("cargo:rustc-link-lib=static={name}");
         println!("cargo:rustc-link-lib=stdc++");
         return;
     }
-    build.compile("contracam_c10d");
+    build.compile(name);
     if let Err(e) = std::fs::write(&stamp, fingerprint) {
         println!(
-            "cargo:warning=could not record the c10d shim's build stamp {}: {e}",
+            "cargo:warning=could not record the build stamp of {name} {}: {e}",
             stamp.display()
         );
     }

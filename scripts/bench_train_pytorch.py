@@ -7,6 +7,10 @@ augmentations written in torch with Kornia 0.4.1's semantics (colour jitter with
 random op order per batch, grayscale p 0.2, Gaussian blur p 0.5 with sigma 0.1-2 and a kernel of 10% of the
 side, ImageNet normalisation), the same MoCo step (momentum encoder updated at the start of the step, queue,
 temperature 0.2, SGD momentum 0.9 with weight decay 1e-4 on every parameter), float32, the same threads.
+`--precision bf16-mixed` runs the forward passes and the loss under torch.autocast(device, bfloat16) (as
+contracam's `train.precision = "bf16-mixed"`: backward after the region, parameters, SGD, EMA and queue in
+float32); `--channels-last` puts both models and the input views in torch.channels_last; `--device cuda`
+runs on the GPU (the colour draws then come from the GPU's generator).
 
 Loader excluded: views are fixed uint8 tensors made once. Loader included: a DataLoader with `--workers`
 worker processes decoding the JPEGs listed in `--files` (Pillow), RandomResizedCrop(scale 0.08-1) + flip
@@ -121,11 +125,11 @@ def hsv_to_rgb(x):
 
 
 def jitter(x, rng, strength=0.5):
-    n = x.shape[0]
-    b = torch.empty(n).uniform_(1 - 0.8 * strength, 1 + 0.8 * strength).view(n, 1, 1, 1)
-    c = torch.empty(n).uniform_(1 - 0.8 * strength, 1 + 0.8 * strength).view(n, 1, 1, 1)
-    s = torch.empty(n).uniform_(1 - 0.8 * strength, 1 + 0.8 * strength).view(n, 1, 1, 1)
-    hshift = torch.empty(n).uniform_(-0.2 * strength, 0.2 * strength).view(n, 1, 1) * 2 * math.pi
+    n, dev = x.shape[0], x.device
+    b = torch.empty(n, device=dev).uniform_(1 - 0.8 * strength, 1 + 0.8 * strength).view(n, 1, 1, 1)
+    c = torch.empty(n, device=dev).uniform_(1 - 0.8 * strength, 1 + 0.8 * strength).view(n, 1, 1, 1)
+    s = torch.empty(n, device=dev).uniform_(1 - 0.8 * strength, 1 + 0.8 * strength).view(n, 1, 1, 1)
+    hshift = torch.empty(n, device=dev).uniform_(-0.2 * strength, 0.2 * strength).view(n, 1, 1) * 2 * math.pi
     ops = [0, 1, 2, 3]
     rng.shuffle(ops)
     for op in ops:
@@ -146,7 +150,7 @@ def jitter(x, rng, strength=0.5):
 
 def blur(x, sigmas, k):
     n = x.shape[0]
-    r = torch.arange(k, dtype=torch.float32) - k // 2
+    r = torch.arange(k, dtype=torch.float32, device=x.device) - k // 2
     g = torch.exp(-(r.view(1, -1) ** 2) / (2 * sigmas.view(-1, 1) ** 2))
     g = g / g.sum(1, keepdim=True)
     gx = g.repeat_interleave(3, 0).view(3 * n, 1, 1, k)
@@ -167,14 +171,14 @@ def subset(x, mask, f):
 
 
 def augment(x, rng):
-    n, size = x.shape[0], x.shape[-1]
+    n, size, dev = x.shape[0], x.shape[-1], x.device
     k = int(0.1 * size)
     k = k + 1 if k % 2 == 0 else k
-    x = subset(x, torch.rand(n) < 0.8, lambda t, _: jitter(t, rng))
-    x = subset(x, torch.rand(n) < 0.2, lambda t, _: gray(t).expand(-1, 3, -1, -1))
-    sig = torch.empty(n).uniform_(0.1, 2.0)
-    x = subset(x, torch.rand(n) < 0.5, lambda t, i: blur(t, sig[i], k))
-    return (x - MEAN) / STD
+    x = subset(x, torch.rand(n, device=dev) < 0.8, lambda t, _: jitter(t, rng))
+    x = subset(x, torch.rand(n, device=dev) < 0.2, lambda t, _: gray(t).expand(-1, 3, -1, -1))
+    sig = torch.empty(n, device=dev).uniform_(0.1, 2.0)
+    x = subset(x, torch.rand(n, device=dev) < 0.5, lambda t, i: blur(t, sig[i], k))
+    return (x - MEAN.to(dev)) / STD.to(dev)
 
 
 # ---- the loader ----------------------------------------------------------------------------------------------
@@ -225,37 +229,51 @@ def main():
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--files", help="a list of JPEG paths, one a line: include the loader")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--precision", choices=["fp32", "bf16-mixed"], default="fp32")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rng = random.Random(0)
-    online = Net(a.width, a.small_stem)
-    target = Net(a.width, a.small_stem)
+    online = Net(a.width, a.small_stem).to(dev, memory_format=fmt)
+    target = Net(a.width, a.small_stem).to(dev, memory_format=fmt)
     target.load_state_dict(online.state_dict())
     for p in target.parameters():
         p.requires_grad_(False)
-    queue = F.normalize(torch.randn(a.queue, 128), dim=1)
+    queue = F.normalize(torch.randn(a.queue, 128, device=dev), dim=1)
+    bf16 = a.precision == "bf16-mixed"
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
     ptr = 0
     opt = torch.optim.SGD(online.parameters(), lr=0.03 * a.batch / 256, momentum=0.9, weight_decay=1e-4)
     pairs = [(t, o) for t, o in zip(target.parameters(), online.parameters())]
 
     def step(v1, v2):
         nonlocal queue, ptr
-        x1 = augment(v1.float() / 255, rng)
-        x2 = augment(v2.float() / 255, rng)
+        x1 = augment(v1.to(dev).float() / 255, rng)
+        x2 = augment(v2.to(dev).float() / 255, rng)
         with torch.no_grad():
             for t, o in pairs:
                 t.lerp_(o, 1 - 0.999)
-            k = target(x2)
-        q = online(x1)
-        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.t()], 1) / 0.2
-        loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
+        x1, x2 = x1.contiguous(memory_format=fmt), x2.contiguous(memory_format=fmt)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                k = target(x2)
+            q = online(x1)
+            logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.t()], 1) / 0.2
+            loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=dev))
+        loss = loss.float()
         opt.zero_grad()
         loss.backward()
         opt.step()
         n = k.shape[0]
-        idx = (torch.arange(n) + ptr) % a.queue
-        queue[idx] = k
+        idx = (torch.arange(n, device=dev) + ptr) % a.queue
+        queue[idx] = k.float()
         ptr = (ptr + n) % a.queue
         return loss.item()
 
@@ -275,10 +293,12 @@ def main():
     for _ in range(a.warmup):
         v1, v2 = next(batches)
         step(v1, v2)
+    sync()
     t, c = time.perf_counter(), cpu_seconds()
     for _ in range(a.steps):
         v1, v2 = next(batches)
         step(v1, v2)
+    sync()
     del batches
     wall, cpu = time.perf_counter() - t, cpu_seconds() - c
     n = a.steps * a.batch

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Nightly GPU run (`make nightly`, after `make build-cuda`): every test of the CUDA build, the ones that need
 # a GPU included (`--include-ignored`), then each suite under suites/ on the GPU (its `ci` profile when the
-# suite command has profiles), with JUnit and Markdown reports and the environment recorded.
+# suite command has profiles), then the training-speed bench in fp32 and bf16-mixed + channels_last, with
+# JUnit and Markdown reports and the environment recorded.
 #
 #   NIGHTLY_OUT   report folder (default nightly/<UTC timestamp>)
 #   NIGHTLY_DEVICE  device for the suites (default cuda)
@@ -85,6 +86,19 @@ fails=$(printf '%s\n' "${cases[@]}" | grep -c '<failure' || true)
   echo '</testsuite></testsuites>'
 } > "$out/suites.junit.xml"
 
+# --- training speed on the device (train bench, ResNet-18 at 224 px, both sides on the same device): fp32,
+# then bf16-mixed with channels_last. A failed bench fails the night.
+bench_rows=()
+for prec in fp32 bf16-mixed; do
+  bench_args=(--only r18-224 --rounds 3 --steps 20 --warmup 3 --device "$device" --json "$out/bench-$prec.json")
+  [ -x "$py" ] && bench_args+=(--python "$py")
+  [ "$prec" = bf16-mixed ] && bench_args+=(--precision bf16-mixed --channels-last)
+  "$bin" train bench "${bench_args[@]}" > "$out/bench-$prec.md" 2> "$out/bench-$prec.log"
+  rc=$?
+  [ $rc -eq 0 ] || status=1
+  bench_rows+=("$prec: $([ $rc -eq 0 ] && echo ok || echo "FAIL (exit $rc; see bench-$prec.log)")")
+done
+
 # --- Markdown report
 {
   echo "# contracam nightly $stamp"
@@ -102,6 +116,14 @@ fails=$(printf '%s\n' "${cases[@]}" | grep -c '<failure' || true)
   echo "| suite | result | seconds |"
   echo "|---|---|---|"
   printf '%s\n' "${rows[@]}"
+  echo
+  echo "## Training speed (train bench --only r18-224 --device $device: fp32, then bf16-mixed + channels_last)"
+  echo
+  printf -- '- %s\n' "${bench_rows[@]}"
+  for prec in fp32 bf16-mixed; do
+    echo
+    cat "$out/bench-$prec.md" 2>/dev/null
+  done
 } > "$out/report.md"
 cat "$out/report.md"
 echo "reports in $out"

@@ -84,6 +84,13 @@ pub struct BenchArgs {
     /// Also write the measurements (every round) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Both sides' forward passes and loss in `fp32` or `bf16-mixed` (bfloat16 autocast here,
+    /// torch.autocast in PyTorch; parameters, SGD, EMA and queue float32 on both).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16-mixed"])]
+    pub precision: String,
+    /// Both sides' models and input views in the channels_last memory format.
+    #[arg(long)]
+    pub channels_last: bool,
     #[command(flatten)]
     pub device: DeviceArg,
     #[command(flatten)]
@@ -253,6 +260,16 @@ pub struct SslArgs {
     /// and the seed must be those it was written with (a difference is refused, naming the field).
     #[arg(long, value_name = "FILE")]
     pub resume: Option<PathBuf>,
+    /// Floating point of the forward passes and the loss (default: the suite's [train] precision, fp32
+    /// unless set): `fp32`, as the official code, or `bf16-mixed`, bfloat16 autocast (CPU or CUDA); the
+    /// parameters, gradients, SGD step, momentum/EMA target, MoCo's queue and the checkpoints stay float32.
+    /// Recorded in the checkpoint's contracam.train metadata and report.
+    #[arg(long, value_parser = ["fp32", "bf16-mixed"])]
+    pub precision: Option<String>,
+    /// Convolution weights and input views in the channels_last (NHWC) memory format (the same values,
+    /// another layout; recorded as --precision is).
+    #[arg(long)]
+    pub channels_last: bool,
     /// Checkpoint to write (safetensors; config and seed in its metadata).
     #[arg(long)]
     pub out: PathBuf,
@@ -318,6 +335,7 @@ pub fn run(cmd: TrainCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             let suite = config::load(&a.suite)?;
             let mut cfg = suite.config.clone();
             apply_mix_flags(&a, &mut cfg);
+            apply_precision_flags(&a, &mut cfg);
             let cfg = &cfg;
             let seed = global.seed.unwrap_or(cfg.seed);
             // Every value is checked before data is read or a model is allocated; errors name the suite
@@ -381,6 +399,16 @@ fn apply_mix_flags(a: &SslArgs, cfg: &mut SuiteConfig) {
         Some("per-sample") => mix.weighting = MixWeighting::PerSample,
         Some(_) => mix.weighting = MixWeighting::Official,
         None => {}
+    }
+}
+
+/// --precision and --channels-last override the suite's `[train]` precision and channels_last.
+fn apply_precision_flags(a: &SslArgs, cfg: &mut SuiteConfig) {
+    if let Some(p) = a.precision.as_deref().and_then(|p| p.parse().ok()) {
+        cfg.train.precision = p;
+    }
+    if a.channels_last {
+        cfg.train.channels_last = true;
     }
 }
 
@@ -668,11 +696,18 @@ fn bench_cmd(a: &BenchArgs, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
         threads,
         workers: a.workers.unwrap_or(threads),
         images: a.images,
+        precision: a
+            .precision
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--precision: {e}"))?,
+        channels_last: a.channels_last,
     };
     let device = global.device.resolve()?;
     eprintln!(
-        "train bench: {threads} libtorch thread(s), {} loader worker(s), {rounds} round(s) of {steps} step(s), device {device:?}",
-        opts.workers
+        "train bench: {threads} libtorch thread(s), {} loader worker(s), {rounds} round(s) of {steps} step(s), device {device:?}, {}{}",
+        opts.workers,
+        opts.precision,
+        if opts.channels_last { ", channels_last" } else { "" }
     );
     let rows = bench::run(&opts, device, &mut |line| eprintln!("{line}"))?;
     print!("{}", bench::markdown(&rows));

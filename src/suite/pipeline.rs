@@ -195,6 +195,7 @@ const BOXES_METRICS: &[&str] = &["recall50", "per_image"];
 impl Pipeline<'_> {
     pub fn run(&mut self) -> Result<(), SuiteError> {
         let cfg = self.cfg;
+        refuse_train_precision(cfg)?;
         let fps = StageFingerprints::new(cfg, self.device, self.fault);
         self.metrics.insert(
             "baseline.center_box_miou".into(),
@@ -511,6 +512,25 @@ pub fn center_box_miou(set: &SynthSet) -> f64 {
         })
         .collect();
     ious.iter().sum::<f64>() / ious.len().max(1) as f64
+}
+
+/// The smoke pipeline computes in fp32 and the contiguous layout (its results say so); bf16-mixed and
+/// channels_last are for `train ssl` and a graph suite's `pretrain` stage.
+fn refuse_train_precision(cfg: &SuiteConfig) -> Result<(), SuiteError> {
+    let t = &cfg.train;
+    if t.precision.is_fp32() && !t.channels_last {
+        return Ok(());
+    }
+    let (key, value) = if t.precision.is_fp32() {
+        ("train.channels_last", "true".to_string())
+    } else {
+        ("train.precision", format!("\"{}\"", t.precision))
+    };
+    Err(SuiteError::Other(format!(
+        "{key} = {value}: the smoke pipeline trains in fp32 and the contiguous layout only; remove it, or \
+         train with `train ssl --precision bf16-mixed --channels-last` or a graph suite's pretrain stage \
+         (params precision, channels_last)"
+    )))
 }
 
 fn write_json(path: &Path, v: &impl Serialize) -> Result<(), SuiteError> {

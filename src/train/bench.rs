@@ -2,7 +2,8 @@
 //! augmentations on the device, momentum update, loss, backward, SGD) here and in
 //! `scripts/bench_train_pytorch.py` (the same model, augmentations, batch, dtype and threads in plain
 //! PyTorch), for the smoke configuration and ResNet-18 at 224 px, with pre-made views (loader excluded)
-//! and with a loader decoding a generated JPEG fixture (loader included).
+//! and with a loader decoding a generated JPEG fixture (loader included); in float32 by default, or with
+//! both sides in bf16 autocast and/or the channels_last layout (`BenchOptions::precision`, `channels_last`).
 //!
 //! The machine may be shared, so the two sides alternate round by round (each sees the same load) and
 //! both wall time and CPU time (getrusage of the whole process: libtorch's threads and the loader's
@@ -22,6 +23,7 @@ use super::augment::AugmentConfig;
 use super::config::TrainConfig;
 use super::error::TrainError;
 use super::fit::Trainer;
+use super::precision::Precision;
 use super::source::{Batch, BatchSource, IndexBatchSource, IndexSourceOptions};
 use super::strategy::{Shard, SingleDevice};
 use crate::data::index::{Sample, SplitIndex};
@@ -77,6 +79,10 @@ pub struct BenchOptions {
     pub workers: usize,
     /// JPEGs (500x375) in the loader fixture.
     pub images: usize,
+    /// Forward passes and loss in bf16 autocast on both sides (`torch.autocast` in PyTorch), or fp32.
+    pub precision: Precision,
+    /// Models and input views in the channels_last memory format on both sides.
+    pub channels_last: bool,
 }
 
 /// One timed measurement.
@@ -101,6 +107,8 @@ impl Measure {
 pub struct Row {
     pub case: Case,
     pub loader: bool,
+    pub precision: Precision,
+    pub channels_last: bool,
     pub ours: Vec<Measure>,
     pub pytorch: Vec<Measure>,
     /// Why the PyTorch side has no numbers, if it has none.
@@ -161,8 +169,10 @@ fn model_config(c: &Case) -> ModelConfig {
     }
 }
 
-fn train_config(c: &Case) -> TrainConfig {
+fn train_config(c: &Case, o: &BenchOptions) -> TrainConfig {
     TrainConfig {
+        precision: o.precision,
+        channels_last: o.channels_last,
         epochs: 1000,
         batch_size: c.batch,
         queue_size: c.queue,
@@ -181,7 +191,7 @@ fn ours(
     o: &BenchOptions,
     device: Device,
 ) -> Result<Measure, TrainError> {
-    let cfg = train_config(c);
+    let cfg = train_config(c, o);
     let mut trainer = Trainer::new(&model_config(c), &cfg, 0, SingleDevice::new(device))?;
     let mut source = match fixture {
         Some(data) => {
@@ -257,6 +267,7 @@ fn pytorch(
     files: Option<&Path>,
     o: &BenchOptions,
     python: &Path,
+    device: Device,
 ) -> Result<Measure, String> {
     let mut cmd = Command::new(python);
     cmd.arg(&o.script).args([
@@ -279,6 +290,13 @@ fn pytorch(
     ]);
     if c.stem == Stem::Small {
         cmd.arg("--small-stem");
+    }
+    cmd.args(["--precision", o.precision.name()]);
+    if o.channels_last {
+        cmd.arg("--channels-last");
+    }
+    if let Device::Cuda(i) = device {
+        cmd.arg("--device").arg(format!("cuda:{i}"));
     }
     if let Some(f) = files {
         cmd.arg("--files").arg(f);
@@ -377,6 +395,8 @@ pub fn run(
             let mut row = Row {
                 case: *c,
                 loader,
+                precision: o.precision,
+                channels_last: o.channels_last,
                 ours: vec![],
                 pytorch: vec![],
                 pytorch_error: None,
@@ -395,7 +415,7 @@ pub fn run(
                         let (Some(py), None) = (&o.python, &row.pytorch_error) else {
                             continue;
                         };
-                        match pytorch(c, loader.then_some(files.as_path()), o, py) {
+                        match pytorch(c, loader.then_some(files.as_path()), o, py, device) {
                             Ok(m) => {
                                 log(&format!(
                                     "{what}: PyTorch {:.1} img/s, {:.1} img/CPU-s",
@@ -447,9 +467,21 @@ pub fn markdown(rows: &[Row]) -> String {
                 "n/a".into()
             }
         };
+        let mut name = r.case.name.to_string();
+        if r.precision != Precision::Fp32 || r.channels_last {
+            name = format!(
+                "{name}, {}{}",
+                r.precision,
+                if r.channels_last {
+                    ", channels_last"
+                } else {
+                    ""
+                }
+            );
+        }
         s += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            r.case.name,
+            name,
             if r.loader { "included" } else { "excluded" },
             f(ow),
             f(pw),

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::augment::AugmentConfig;
 use super::error::TrainError;
 use super::objective::mix_loss::MixWeighting;
+use super::precision::Precision;
 use crate::model::Method;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +31,15 @@ pub struct TrainConfig {
     /// of the serialised config while off, so configs and their fingerprints stay as they were.
     #[serde(skip_serializing_if = "MixConfig::is_off")]
     pub mix: MixConfig,
+    /// Forward passes and loss in bfloat16 autocast (`bf16-mixed`) or float32 (`fp32`, the official code);
+    /// parameters, gradients, optimiser, EMA target and queue stay float32 either way (`precision`). Left
+    /// out of the serialised config while fp32, so configs and their fingerprints stay as they were.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+    /// Convolution weights and input views in the channels_last (NHWC) memory format; same values, another
+    /// layout (left out of the serialised config while false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub channels_last: bool,
 }
 
 /// What view 1 is mixed with, as the official `*_bgmix`, `*_mixup` and `*_cutmix` models.
@@ -139,6 +149,8 @@ impl Default for TrainConfig {
             temperature: 0.2,
             augment: AugmentConfig::default(),
             mix: MixConfig::default(),
+            precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }

@@ -22,6 +22,7 @@ use super::config::{MixKind, TrainConfig};
 use super::distributed::ProcessStrategy;
 use super::error::TrainError;
 use super::objective::{Byol, Moco, Networks, Objective, ViewMix};
+use super::precision::{vars_to_channels_last, Precision, StepPrecision};
 use super::source::{Batch, BatchSource, InMemorySource};
 use super::strategy::ExecutionStrategy;
 use crate::model::{ContrastiveModel, Method, ModelConfig};
@@ -41,6 +42,12 @@ pub struct TrainReport {
     /// run that drops its boxes anywhere between the suite and the crop shows the plain-crop value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view_foreground: Option<f64>,
+    /// `train.precision` of the run (left out while fp32, so fp32 reports stay as they were).
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+    /// `train.channels_last` of the run (left out while false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub channels_last: bool,
 }
 
 /// Where `fit` writes the training state: `path`, replaced atomically after every `every_epochs` epochs
@@ -62,6 +69,8 @@ pub struct Trainer<S: ExecutionStrategy> {
     opt: Optimizer,
     /// (target, online) parameter pairs of encoder and projector.
     ema_pairs: Vec<(Tensor, Tensor)>,
+    /// The autocast region and input layout of each step (`train.precision`, `train.channels_last`).
+    precision: StepPrecision,
     /// The optimiser's current learning rate (set per epoch).
     lr: f64,
     color_rng: ChaCha8Rng,
@@ -96,6 +105,12 @@ impl<S: ExecutionStrategy> Trainer<S> {
         model_cfg.validate()?;
         cfg.validate(model_cfg.method, None)?;
         let device = strategy.device();
+        let precision = StepPrecision::new(
+            cfg.precision,
+            cfg.channels_last,
+            device,
+            strategy.shard().world,
+        )?;
         let (mut online, mut target, objective) = {
             let _rng = crate::util::rng::torch_rng_lock();
             seed_torch(seed, "train/init");
@@ -114,6 +129,12 @@ impl<S: ExecutionStrategy> Trainer<S> {
             };
             (online, target, objective)
         };
+        if cfg.channels_last {
+            // Before the optimiser and EMA pairs take their handles (they would see it anyway: the data is
+            // swapped in place), as `model.to(memory_format=torch.channels_last)` before DDP wraps it.
+            vars_to_channels_last(&online.vs)?;
+            vars_to_channels_last(&target.vs)?;
+        }
         strategy.prepare_model(&mut online)?;
         strategy.prepare_model(&mut target)?;
         let ema_pairs = ema_pairs(&online, &target);
@@ -139,6 +160,7 @@ impl<S: ExecutionStrategy> Trainer<S> {
             objective,
             opt,
             ema_pairs,
+            precision,
             lr: cfg.lr_at(0),
             color_rng: rng_for(seed, "train/color/0"),
             mix_rng: rng_for(seed, "train/mix/0"),
@@ -235,6 +257,8 @@ impl<S: ExecutionStrategy> Trainer<S> {
             seed: self.seed,
             seconds: start.elapsed().as_secs_f64(),
             view_foreground: self.view_foreground(),
+            precision: self.cfg.precision,
+            channels_last: self.cfg.channels_last,
         })
     }
 
@@ -342,9 +366,21 @@ impl<S: ExecutionStrategy> Trainer<S> {
             online: &self.online,
             target: &self.target,
         };
-        let loss = match mix {
-            None => self.objective.loss(&nets, views, &self.strategy)?,
-            Some(m) => self.objective.mixed_loss(&nets, views, m, &self.strategy)?,
+        let laid_out = self.precision.inputs(views)?;
+        let views = laid_out.as_deref().unwrap_or(views);
+        let loss = {
+            // Forward passes and loss under autocast (bf16-mixed); backward, reduction and SGD after it.
+            let _autocast = self.precision.autocast()?;
+            match mix {
+                None => self.objective.loss(&nets, views, &self.strategy)?,
+                Some(m) => self.objective.mixed_loss(&nets, views, m, &self.strategy)?,
+            }
+        };
+        // The loss is float32 whatever autocast computed it in (cross-entropy already is).
+        let loss = if loss.kind() == Kind::Float {
+            loss
+        } else {
+            loss.to_kind(Kind::Float)
         };
         self.opt.zero_grad();
         self.strategy.before_backward()?;

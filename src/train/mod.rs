@@ -1,8 +1,9 @@
 //! Training, split as the official code is: `objective` (MoCo v2, BYOL), `augment` (geometric views,
 //! object-aware crop, Kornia colour ops), `source` (what the loop consumes: batches of views), `fit` (the
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
-//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `checkpoint` (what
-//! the training states of both loops share), `config`, `error`.
+//! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `precision`
+//! (bf16 autocast, channels_last), `checkpoint` (what the training states of both loops share), `config`,
+//! `error`.
 pub mod augment;
 pub mod bench;
 pub(crate) mod checkpoint;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod fit;
 pub mod objective;
 pub mod on_index;
+pub mod precision;
 pub mod rng_state;
 pub mod source;
 pub mod strategy;

@@ -27,6 +27,7 @@ use crate::suite::stage::*;
 use crate::train::augment::object_aware_crop::validate_regions;
 use crate::train::augment::{AugmentConfig, Region};
 use crate::train::config::{MixConfig, MixKind};
+use crate::train::precision::Precision as TrainPrecision;
 use crate::train::{
     self, Checkpointing, IndexSourceOptions, TrainConfig, TrainData, TrainError, TrainReport,
 };
@@ -127,6 +128,11 @@ pub struct PretrainParams {
     pub bg_mixup: Option<BgMixupParams>,
     /// Mixup / CutMix baseline.
     pub mix: Option<MixParams>,
+    /// `fp32` or `bf16-mixed` (bfloat16 autocast for the forward passes and loss; parameters, optimiser,
+    /// EMA target, queue and checkpoint in float32). Unset: the run's precision policy (fp32).
+    pub precision: Option<TrainPrecision>,
+    /// Convolution weights and input views in the channels_last memory format.
+    pub channels_last: bool,
 }
 
 impl Default for PretrainParams {
@@ -155,6 +161,8 @@ impl Default for PretrainParams {
             oa_crop: false,
             bg_mixup: None,
             mix: None,
+            precision: None,
+            channels_last: false,
         }
     }
 }
@@ -177,6 +185,7 @@ impl PretrainParams {
     }
 
     /// The training recipe; augmentations other than the view size and the crop scale stay official.
+    /// `precision` unset is fp32 here; [`Pretrain::run`] fills it from the run's policy.
     pub fn train_config(&self) -> TrainConfig {
         let mut augment = AugmentConfig {
             output_size: self.image_size,
@@ -195,6 +204,8 @@ impl PretrainParams {
             temperature: self.temperature,
             augment,
             mix: self.mix_config(),
+            precision: self.precision.unwrap_or_default(),
+            channels_last: self.channels_last,
         }
     }
 
@@ -321,12 +332,6 @@ impl Stage for Pretrain {
     }
 
     fn run(p: &PretrainParams, ctx: &mut StageContext) -> Result<StageResult, StageError> {
-        if ctx.precision != Precision::Fp32 {
-            return Err(StageError::Failed(format!(
-                "pretrain trains in float32 only (as the official code); precision {} is not supported",
-                ctx.precision.name()
-            )));
-        }
         let masks = ctx.optional_artefact("masks")?.map(|a| a.path.clone());
         match (&masks, &p.bg_mixup) {
             (Some(_), None) => {
@@ -387,7 +392,12 @@ impl Stage for Pretrain {
         // The deliberate test bug: the boxes are bound and checked, then not used (plain random crops).
         let boxes = boxes.filter(|_| ctx.fault != Some(crate::suite::Fault::RetrainIgnoresBoxes));
         let model_cfg = p.model_config();
-        let train_cfg = p.train_config();
+        let mut train_cfg = p.train_config();
+        // The `precision` param wins; unset, the run's policy applies (in the fingerprint either way).
+        train_cfg.precision = p.precision.unwrap_or(match ctx.precision {
+            Precision::Fp32 => TrainPrecision::Fp32,
+            Precision::Bf16Mixed => TrainPrecision::Bf16Mixed,
+        });
         let data = ctx.dataset("data")?;
         let bar = ctx.progress("train", None, ProgressUnit::Items("steps"));
         let (model, report, data_meta) = match &data.spec {

@@ -48,12 +48,14 @@ struct StateMeta {
     source: Value,
 }
 
-/// A serialised training config with its `mix` table, which is left out while off, so a difference is
-/// named down to the key (`train.mix.kind`).
+/// A serialised training config with its `mix` table, `precision` and `channels_last`, which are left out
+/// while default, so a difference is named down to the key (`train.mix.kind`) with both values.
 fn with_mix(mut train: Value) -> Value {
     if let Value::Object(m) = &mut train {
         m.entry("mix")
             .or_insert_with(|| serde_json::to_value(MixConfig::default()).unwrap_or(Value::Null));
+        m.entry("precision").or_insert_with(|| Value::from("fp32"));
+        m.entry("channels_last").or_insert(Value::Bool(false));
     }
     train
 }

@@ -37,7 +37,14 @@ impl Moco {
         let b = keys.size()[0];
         let idx = (Tensor::arange(b, (Kind::Int64, keys.device())) + self.ptr).remainder(size);
         tch::no_grad(|| {
-            let _ = self.queue.index_copy_(0, &idx, keys);
+            // Keys computed under bf16 autocast are stored in the queue's float32.
+            if keys.kind() == self.queue.kind() {
+                let _ = self.queue.index_copy_(0, &idx, keys);
+            } else {
+                let _ = self
+                    .queue
+                    .index_copy_(0, &idx, &keys.to_kind(self.queue.kind()));
+            }
         });
         self.ptr = (self.ptr + b) % size;
     }
