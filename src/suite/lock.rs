@@ -485,18 +485,19 @@ mod tests {
     fn another_hosts_lock_is_taken_over_only_once_its_heartbeat_stops() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".lock-s-0123");
-        // A live holder "on another host": its heartbeat keeps the lock for longer than stale_after.
+        // A live holder "on another host": its heartbeat (every 200 ms) keeps the lock for 2.5 times
+        // stale_after. (1 s, not less: a heartbeat thread starved on a loaded machine must not look dead.)
         let elsewhere = LockOptions {
             identity: Identity {
                 host: "elsewhere".into(),
                 boot_id: "b".into(),
             },
-            ..opts(300)
+            ..opts(1000)
         };
         let held = BuildLock::acquire(&path, &elsewhere).unwrap();
         let p = path.clone();
-        let waiter = std::thread::spawn(move || BuildLock::acquire(&p, &opts(300)).unwrap());
-        std::thread::sleep(Duration::from_millis(900));
+        let waiter = std::thread::spawn(move || BuildLock::acquire(&p, &opts(1000)).unwrap());
+        std::thread::sleep(Duration::from_millis(2500));
         assert!(!waiter.is_finished(), "took a lock whose heartbeat runs");
         drop(held);
         let l = waiter.join().unwrap();
@@ -516,8 +517,8 @@ mod tests {
             },
         );
         let start = Instant::now();
-        let l = BuildLock::acquire(&path, &opts(300)).unwrap();
-        assert!(start.elapsed() >= Duration::from_millis(300));
+        let l = BuildLock::acquire(&path, &opts(1000)).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(1000));
         let why = l.took_over.clone().unwrap();
         assert!(
             why.contains("host elsewhere") && why.contains("no heartbeat"),
