@@ -351,14 +351,19 @@ fn bg_mixup_and_mix_train_and_a_mask_input_must_match_the_method() {
         assert!(r.metrics["final_loss"].is_finite(), "{name}");
         assert_ne!(w, plain, "{name} trained the plain weights");
     }
-    // BG-Mixup on synthetic scenes with soft masks bound, or soft without them: refused, naming the slot.
+    // BG-Mixup mode hard on synthetic scenes with soft masks bound, or soft without them: refused, naming
+    // the slot.
     let masks = artefact(ArtefactKind::SoftMasks, dir.path(), "cam.soft_masks");
     let soft = format!("{TINY}bg_mixup = {{ mode = \"soft\" }}\n");
-    for inp in [
-        vec![("data", scenes.clone()), ("masks", masks.clone())],
-        vec![("data", scenes.clone())],
+    let hard = format!("{TINY}bg_mixup = {{ mode = \"hard\" }}\n");
+    for (params, inp) in [
+        (
+            &hard,
+            vec![("data", scenes.clone()), ("masks", masks.clone())],
+        ),
+        (&soft, vec![("data", scenes.clone())]),
     ] {
-        let e = run("x", &soft, inp).unwrap_err().to_string();
+        let e = run("x", params, inp).unwrap_err().to_string();
         assert!(e.contains("'masks'") && e.contains("hard"), "{e}");
     }
     // Masks without bg_mixup are refused.
@@ -370,6 +375,94 @@ fn bg_mixup_and_mix_train_and_a_mask_input_must_match_the_method() {
         "{e}"
     );
     assert!(!dir.path().join("x").join("model.safetensors").exists());
+}
+
+/// BG-Mixup mode soft on synthetic scenes mixes through the soft CAM masks a localize stage wrote for them
+/// (`soft_masks/<i>.png`), as the paper's BG-Mixup, instead of their true foreground (mode hard): both
+/// train, on different masks, so to different weights; the report's view-1 foreground is then the CAM
+/// masks'. A missing or wrongly sized mask file is refused naming it.
+#[test]
+fn bg_mixup_on_synthetic_scenes_mixes_with_a_localize_stages_soft_masks() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = synth("scenes", SynthForm::Scenes, "train", 8, &tiny_synth());
+    let model = tiny_model_file(dir.path());
+    let loc = dir.path().join("loc");
+    run_kind(
+        "localize",
+        "expand_res = 2\ncam_iters = 1\ncrf = false\ninput_size = 24\nbatch_size = 4",
+        &inputs(vec![
+            (
+                "model",
+                artefact(ArtefactKind::ModelCheckpoint, &model, "m.model"),
+            ),
+            ("data", scenes.clone()),
+        ]),
+        0,
+        &loc,
+    )
+    .unwrap();
+    let soft_dir = loc.join("soft_masks");
+    assert!(
+        soft_dir.join("7.png").is_file(),
+        "the localize stage wrote soft masks"
+    );
+    let run = |name: &str, params: &str, inp: Vec<(&str, Input)>| {
+        let out = dir.path().join(name);
+        run_kind("pretrain", params, &inputs(inp), 0, &out)
+            .map(|r| (r, bytes(&out.join("model.safetensors"))))
+    };
+    let masks = artefact(ArtefactKind::SoftMasks, &soft_dir, "loc.soft_masks");
+    let soft = format!("{TINY}bg_mixup = {{ mode = \"soft\", p_mix = 1.0 }}\n");
+    let hard = format!("{TINY}bg_mixup = {{ mode = \"hard\", p_mix = 1.0 }}\n");
+    let (rs, ws) = run(
+        "soft",
+        &soft,
+        vec![("data", scenes.clone()), ("masks", masks.clone())],
+    )
+    .unwrap();
+    let (rh, wh) = run("hard", &hard, vec![("data", scenes.clone())]).unwrap();
+    assert!(rs.metrics["final_loss"].is_finite());
+    assert_ne!(ws, wh, "the CAM masks trained the true-foreground weights");
+    assert_ne!(
+        rs.metrics["view_foreground"], rh.metrics["view_foreground"],
+        "view 1 carried the true foreground, not the CAM masks"
+    );
+    let (_, again) = run(
+        "soft2",
+        &soft,
+        vec![("data", scenes.clone()), ("masks", masks.clone())],
+    )
+    .unwrap();
+    assert_eq!(ws, again, "same masks, same seed, same weights");
+
+    // A mask of the wrong size, then a missing one: refused naming the file.
+    let copy = dir.path().join("masks_copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for i in 0..8 {
+        std::fs::copy(
+            soft_dir.join(format!("{i}.png")),
+            copy.join(format!("{i}.png")),
+        )
+        .unwrap();
+    }
+    image::GrayImage::new(5, 5)
+        .save(copy.join("2.png"))
+        .unwrap();
+    let bad = artefact(ArtefactKind::SoftMasks, &copy, "bad.soft_masks");
+    let e = run(
+        "bad",
+        &soft,
+        vec![("data", scenes.clone()), ("masks", bad.clone())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("2.png") && e.contains("5x5"), "{e}");
+    std::fs::remove_file(copy.join("2.png")).unwrap();
+    let e = run("bad", &soft, vec![("data", scenes), ("masks", bad)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2.png"), "{e}");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //!
 //! BG-Mixup (`bg_mixup` table) mixes view 1 with backgrounds cut by the soft masks bound to `masks` (a
 //! localize stage's CAM masks; a ground-truth stage's masks for BG-HardMix (GT)); on synthetic scenes
-//! `mode = "hard"` uses their true foreground and needs no input. `mix` runs the Mixup/CutMix baselines.
+//! `mode = "hard"` uses their true foreground and needs no input, and `mode = "soft"` the bound soft masks
+//! of a localize stage over the same scenes (`soft_masks/<i>.png`), as the paper's BG-Mixup. `mix` runs the Mixup/CutMix baselines.
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -341,13 +342,16 @@ impl Stage for Pretrain {
                 })
             }
             (None, None) => {}
-            (Some(_), Some(_)) => {
-                if matches!(ctx.dataset("data")?.spec, DatasetSpec::Synth(_)) {
+            (Some(_), Some(b)) => {
+                // On synthetic scenes mode hard is their true foreground; soft takes the bound CAM masks.
+                if b.mode == BgMixupMode::Hard
+                    && matches!(ctx.dataset("data")?.spec, DatasetSpec::Synth(_))
+                {
                     return Err(StageError::Input {
                         slot: "masks".into(),
-                        msg: "is bound to synthetic scenes, whose views carry their true foreground: soft CAM \
-                              masks of synthetic scenes are not fed to the loop; unbind masks and use \
-                              bg_mixup mode = \"hard\""
+                        msg: "is bound to synthetic scenes with bg_mixup mode = \"hard\", which mixes \
+                              through their true foreground; unbind masks, or set mode = \"soft\" to mix \
+                              through the bound soft CAM masks"
                             .into(),
                     });
                 }
@@ -406,11 +410,17 @@ impl Stage for Pretrain {
                 let boxes = boxes
                     .map(|path| read_synth_boxes(&path, &data.name, s, &set))
                     .transpose()?;
-                let (model, report) = train_on_synth(
+                // Mode soft: the bound CAM masks ride with view 1 instead of the true foreground.
+                let masks = match &masks {
+                    Some(dir) => Some(read_synth_soft_masks(dir, &data.name, &set)?),
+                    None => None,
+                };
+                let (model, report) = train_on_synth_with(
                     &model_cfg,
                     &train_cfg,
                     &set,
                     boxes.as_deref(),
+                    masks.as_ref(),
                     ctx.seed,
                     ctx.device,
                     &bar,
@@ -497,14 +507,76 @@ pub fn train_on_synth(
     device: tch::Device,
     progress: &crate::util::progress::Progress,
 ) -> Result<(ContrastiveModel, TrainReport), TrainError> {
+    train_on_synth_with(model_cfg, cfg, set, boxes, None, seed, device, progress)
+}
+
+/// [`train_on_synth`] with `masks` ((N, H, W) in [0, 1], e.g. the soft CAM masks of a localize stage)
+/// riding with view 1 instead of the true foreground: BG-Mixup mixes through them, and the report's
+/// `view_foreground` is then their mean over view 1.
+#[allow(clippy::too_many_arguments)]
+pub fn train_on_synth_with(
+    model_cfg: &ModelConfig,
+    cfg: &TrainConfig,
+    set: &SynthSet,
+    boxes: Option<&[Vec<Region>]>,
+    masks: Option<&tch::Tensor>,
+    seed: u64,
+    device: tch::Device,
+    progress: &crate::util::progress::Progress,
+) -> Result<(ContrastiveModel, TrainReport), TrainError> {
     let images = set.images_tensor();
-    let foreground = set.foreground_tensor().squeeze_dim(1);
+    let foreground = match masks {
+        Some(m) => m.shallow_clone(),
+        None => set.foreground_tensor().squeeze_dim(1),
+    };
     let data = TrainData {
         images: &images,
         boxes,
         masks: Some(&foreground),
     };
     train::train(model_cfg, cfg, &data, seed, device, progress)
+}
+
+/// The soft masks a localize stage wrote for the scenes of a synthetic set (`<dir>/<i>.png`, 8-bit, the
+/// scene's size), as (N, H, W) in [0, 1] (value / 255, as the loader reads a mask folder). A missing,
+/// unreadable or wrongly sized file is an error naming it.
+fn read_synth_soft_masks(
+    dir: &Path,
+    name: &str,
+    set: &SynthSet,
+) -> Result<tch::Tensor, StageError> {
+    let s = set.size as u32;
+    let mut px: Vec<u8> = Vec::with_capacity(set.len() * (s * s) as usize);
+    for i in 0..set.len() {
+        let path = dir.join(format!("{i}.png"));
+        let bytes = std::fs::read(&path).map_err(|e| {
+            StageError::io(
+                &path,
+                format!(
+                    "{e} (the soft mask of scene {i} of dataset '{name}': bind masks to the soft_masks \
+                     of a localize stage over the same scenes)"
+                ),
+            )
+        })?;
+        let img = crate::data::loader::decode::decode_luma(&bytes)
+            .map_err(|e| StageError::io(&path, e))?;
+        if img.dimensions() != (s, s) {
+            return Err(StageError::io(
+                &path,
+                format!(
+                    "{}x{} pixels; the scenes of dataset '{name}' are {s}x{s}",
+                    img.width(),
+                    img.height()
+                ),
+            ));
+        }
+        px.extend_from_slice(img.as_raw());
+    }
+    let n = set.len() as i64;
+    Ok(tch::Tensor::from_slice(&px)
+        .view([n, s as i64, s as i64])
+        .to_kind(tch::Kind::Float)
+        / 255.0)
 }
 
 /// The checkpoint metadata the smoke pipeline writes: the run's seed and the training recipe (nothing
