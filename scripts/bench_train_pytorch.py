@@ -52,9 +52,12 @@ class Basic(nn.Module):
             self.down = nn.Sequential(nn.Conv2d(cin, c, 1, stride, bias=False), nn.BatchNorm2d(c))
 
     def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
+        # In place as torchvision's BasicBlock (ReLU(inplace=True), `out += identity`), which the official
+        # code trains.
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
         y = self.bn2(self.conv2(y))
-        return F.relu(y + (x if self.down is None else self.down(x)))
+        y += x if self.down is None else self.down(x)
+        return F.relu(y, inplace=True)
 
 
 class ResNet18(nn.Module):
@@ -73,7 +76,7 @@ class ResNet18(nn.Module):
         self.dim = cin
 
     def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         if self.pool:
             x = F.max_pool2d(x, 3, 2, 1)
         return self.layers(x).mean((2, 3))
