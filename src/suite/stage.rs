@@ -195,26 +195,9 @@ pub struct MetricSpec {
     pub about: &'static str,
 }
 
-/// How the stage computes in floating point; part of the fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Precision {
-    /// float32 everywhere (the official code's default).
-    #[default]
-    Fp32,
-    /// bfloat16 autocast for matmuls and convolutions, float32 elsewhere.
-    Bf16Mixed,
-}
-
-impl Precision {
-    /// As written in fingerprints and results.
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::Fp32 => "fp32",
-            Precision::Bf16Mixed => "bf16-mixed",
-        }
-    }
-}
+/// How the stage computes in floating point (training's own policy type); part of the fingerprint as its
+/// name (`fp32`, `bf16-mixed`).
+pub use crate::train::precision::Precision;
 
 /// The class of device a stage ran on: results on one class are not reused on another.
 pub fn device_class(device: Device) -> &'static str {
