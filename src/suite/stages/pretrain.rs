@@ -28,7 +28,6 @@ use crate::suite::stage::*;
 use crate::train::augment::object_aware_crop::validate_regions;
 use crate::train::augment::{AugmentConfig, Region};
 use crate::train::config::{MixConfig, MixKind};
-use crate::train::precision::Precision as TrainPrecision;
 use crate::train::{
     self, Checkpointing, IndexSourceOptions, TrainConfig, TrainData, TrainError, TrainReport,
 };
@@ -131,7 +130,7 @@ pub struct PretrainParams {
     pub mix: Option<MixParams>,
     /// `fp32` or `bf16-mixed` (bfloat16 autocast for the forward passes and loss; parameters, optimiser,
     /// EMA target, queue and checkpoint in float32). Unset: the run's precision policy (fp32).
-    pub precision: Option<TrainPrecision>,
+    pub precision: Option<Precision>,
     /// Convolution weights and input views in the channels_last memory format.
     pub channels_last: bool,
 }
@@ -398,10 +397,7 @@ impl Stage for Pretrain {
         let model_cfg = p.model_config();
         let mut train_cfg = p.train_config();
         // The `precision` param wins; unset, the run's policy applies (in the fingerprint either way).
-        train_cfg.precision = p.precision.unwrap_or(match ctx.precision {
-            Precision::Fp32 => TrainPrecision::Fp32,
-            Precision::Bf16Mixed => TrainPrecision::Bf16Mixed,
-        });
+        train_cfg.precision = p.precision.unwrap_or(ctx.precision);
         let data = ctx.dataset("data")?;
         let bar = ctx.progress("train", None, ProgressUnit::Items("steps"));
         let (model, report, data_meta) = match &data.spec {
