@@ -5,10 +5,12 @@
 //! with classifier-cam and contracam, eval-masks), give every bound cell an mIoU in [0, 1], and a rerun must
 //! be fully cached with the same metrics. Every dataset of the table has a builder, so nothing is left out.
 mod data_common;
+mod paper_fixtures;
 
 use std::path::Path;
 
 use data_common::*;
+use paper_fixtures::{build_cub, build_flowers, Cub, Flowers};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,105 +19,6 @@ fn root() -> &'static Path {
 /// A `w`×`h` box mask drawn inside a margin of a quarter of each side.
 fn inside(w: u32, h: u32, x: u32, y: u32) -> bool {
     (w / 4..w - w / 4).contains(&x) && (h / 4..h - h / 4).contains(&y)
-}
-
-/// CUB-200-2011 with the ReDO split file: ids 1-8 in split 0 (redo-train), 9-12 in split 2 (redo-test).
-fn build_cub(srv: &Server, tmp: &Path, data: &Path) {
-    let classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross"];
-    let mut entries = vec![file(
-        "CUB_200_2011/classes.txt",
-        "1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n",
-    )];
-    let (mut images, mut labels, mut split, mut boxes, mut redo, mut seg) = (
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        vec![],
-    );
-    for id in 1..=12u32 {
-        let c = (id % 2) as usize;
-        let path = format!("{}/Bird_{id:04}.jpg", classes[c]);
-        images += &format!("{id} {path}\n");
-        labels += &format!("{id} {}\n", c + 1);
-        split += &format!("{id} {}\n", (id <= 8) as u8);
-        boxes += &format!("{id} 8.0 6.0 16.0 12.0\n");
-        redo += &format!("{id} {}\n", if id <= 8 { 0 } else { 2 });
-        entries.push(file(
-            &format!("CUB_200_2011/images/{path}"),
-            jpeg(32, 24, id as u8),
-        ));
-        seg.push(file(
-            &format!("segmentations/{}", path.replace(".jpg", ".png")),
-            png_gray(32, 24, |x, y| if inside(32, 24, x, y) { 255 } else { 0 }),
-        ));
-    }
-    entries.push(file("CUB_200_2011/images.txt", images));
-    entries.push(file("CUB_200_2011/image_class_labels.txt", labels));
-    entries.push(file("CUB_200_2011/train_test_split.txt", split));
-    entries.push(file("CUB_200_2011/bounding_boxes.txt", boxes));
-    let m = serve_dataset(
-        srv,
-        tmp,
-        "cub200",
-        Some("cub"),
-        vec![
-            ff("CUB_200_2011.tgz", tar_gz(&entries)),
-            ff("segmentations.tgz", tar_gz(&seg)),
-            ff("redo_cub_split.txt", redo.into_bytes()),
-        ],
-    );
-    build(&m, data, "cub200", &[]);
-}
-
-/// Flowers-102 with ReDO masks: seg-train is tstid (images 5-12), seg-test is trnid (images 1-4).
-fn build_flowers(srv: &Server, tmp: &Path, data: &Path) {
-    use contracam::data::formats::mat5::write_row_vectors;
-    let (mut imgs, mut segs) = (vec![], vec![]);
-    for i in 1..=13u32 {
-        imgs.push(file(
-            &format!("jpg/image_{i:05}.jpg"),
-            jpeg(30, 22, i as u8),
-        ));
-        // Blue (0, 0, 254) background around a red flower, as the ReDO masks are drawn.
-        let seg = image::RgbImage::from_fn(30, 22, |x, y| {
-            image::Rgb(if inside(30, 22, x, y) {
-                [200, 30, 30]
-            } else {
-                [0, 0, 254]
-            })
-        });
-        let mut jpg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 100)
-            .encode_image(&seg)
-            .unwrap();
-        segs.push(file(&format!("segmim/segmim_{i:05}.jpg"), jpg));
-    }
-    let labels: Vec<f64> = (1..=13).map(|i| (1 + i % 2) as f64).collect();
-    let labels = write_row_vectors(&[("labels", &labels)], true);
-    let tstid: Vec<f64> = (5..=12).map(f64::from).collect();
-    let setid = write_row_vectors(
-        &[
-            ("trnid", &[1.0, 2.0, 3.0, 4.0]),
-            ("valid", &[13.0]),
-            ("tstid", &tstid),
-        ],
-        false,
-    );
-    let m = serve_dataset(
-        srv,
-        tmp,
-        "flowers102",
-        Some("flowers"),
-        vec![
-            ff("102flowers.tgz", tar_gz(&imgs)),
-            ff("imagelabels.mat", labels),
-            ff("setid.mat", setid),
-            ff("102segmentations.tgz", tar(&segs)),
-        ],
-    );
-    build(&m, data, "flowers102", &[]);
 }
 
 /// The Background Challenge release (ORIGINAL val with its ONLY-FG images, black outside the object) and
@@ -195,8 +98,25 @@ fn table2_runs_end_to_end_at_the_ci_profile_on_fixture_data() {
     let srv = Server::start();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
-    build_cub(&srv, tmp.path(), &data);
-    build_flowers(&srv, tmp.path(), &data);
+    // CUB: ids 1-8 in split 0 (redo-train), 9-12 in split 2 (redo-test); masks inside a quarter margin.
+    let cub = Cub {
+        images: 12,
+        train_upto: 8,
+        bbox: "8.0 6.0 16.0 12.0",
+        mask: (8..24, 6..18),
+    };
+    build_cub(&srv, tmp.path(), &data, &cub);
+    // Flowers: seg-train is tstid (images 5-12), seg-test is trnid (images 1-4).
+    let labels: Vec<f64> = (1..=13).map(|i| (1 + i % 2) as f64).collect();
+    let tstid: Vec<f64> = (5..=12).map(f64::from).collect();
+    let flowers = Flowers {
+        labels: &labels,
+        trnid: &[1.0, 2.0, 3.0, 4.0],
+        valid: &[13.0],
+        tstid: &tstid,
+        flower: (7..23, 5..17),
+    };
+    build_flowers(&srv, tmp.path(), &data, &flowers);
     build_bg_challenge(&srv, tmp.path(), &data);
     let built = started.elapsed().as_secs_f64();
     let runs = tmp.path().join("runs");

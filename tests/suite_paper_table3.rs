@@ -6,10 +6,12 @@
 //! value in range, and a rerun must be fully cached.
 mod data_common;
 mod imagenet_val_fixture;
+mod paper_fixtures;
 
 use std::path::Path;
 
 use data_common::*;
+use paper_fixtures::{build_cub, build_flowers, Cub, Flowers};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,110 +29,6 @@ fn build_imagenet(srv: &Server, tmp: &Path, data: &Path) {
         fx::files(fx::val_tar(&images), &fx::metadata(&images)),
     );
     build(&m, data, "imagenet", &[]);
-}
-
-fn build_cub(srv: &Server, tmp: &Path, data: &Path) {
-    let classes = ["001.Black_footed_Albatross", "002.Laysan_Albatross"];
-    let mut entries = vec![file(
-        "CUB_200_2011/classes.txt",
-        "1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n",
-    )];
-    let (mut images, mut labels, mut split, mut boxes, mut seg) = (
-        String::new(),
-        String::new(),
-        String::new(),
-        String::new(),
-        vec![],
-    );
-    for id in 1..=6u32 {
-        let c = (id % 2) as usize;
-        let path = format!("{}/Bird_{id:04}.jpg", classes[c]);
-        images += &format!("{id} {path}\n");
-        labels += &format!("{id} {}\n", c + 1);
-        // Ids 1-2 train, the rest test.
-        split += &format!("{id} {}\n", (id <= 2) as u8);
-        boxes += &format!("{id} 4.0 3.0 18.0 14.0\n");
-        entries.push(file(
-            &format!("CUB_200_2011/images/{path}"),
-            jpeg(32, 24, id as u8),
-        ));
-        seg.push(file(
-            &format!("segmentations/{}", path.replace(".jpg", ".png")),
-            png_gray(32, 24, |x, y| {
-                if (4..22).contains(&x) && (3..17).contains(&y) {
-                    255
-                } else {
-                    0
-                }
-            }),
-        ));
-    }
-    entries.push(file("CUB_200_2011/images.txt", images));
-    entries.push(file("CUB_200_2011/image_class_labels.txt", labels));
-    entries.push(file("CUB_200_2011/train_test_split.txt", split));
-    entries.push(file("CUB_200_2011/bounding_boxes.txt", boxes));
-    let m = serve_dataset(
-        srv,
-        tmp,
-        "cub200",
-        Some("cub"),
-        vec![
-            ff("CUB_200_2011.tgz", tar_gz(&entries)),
-            ff("segmentations.tgz", tar_gz(&seg)),
-            ff(
-                "redo_cub_split.txt",
-                b"1 0\n2 0\n3 2\n4 2\n5 2\n6 2\n".to_vec(),
-            ),
-        ],
-    );
-    build(&m, data, "cub200", &[]);
-}
-
-fn build_flowers(srv: &Server, tmp: &Path, data: &Path) {
-    use contracam::data::formats::mat5::write_row_vectors;
-    let (mut imgs, mut segs) = (vec![], vec![]);
-    for i in 1..=6u32 {
-        imgs.push(file(
-            &format!("jpg/image_{i:05}.jpg"),
-            jpeg(30, 22, i as u8),
-        ));
-        // Blue (0, 0, 254) background around a red flower, as the ReDO masks are drawn.
-        let seg = image::RgbImage::from_fn(30, 22, |x, y| {
-            image::Rgb(if (6..24).contains(&x) && (5..17).contains(&y) {
-                [200, 30, 30]
-            } else {
-                [0, 0, 254]
-            })
-        });
-        let mut jpg = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, 100)
-            .encode_image(&seg)
-            .unwrap();
-        segs.push(file(&format!("segmim/segmim_{i:05}.jpg"), jpg));
-    }
-    let labels = write_row_vectors(&[("labels", &[1.0, 2.0, 1.0, 2.0, 1.0, 2.0])], true);
-    // ReDO: the segmentation test split is trnid.
-    let setid = write_row_vectors(
-        &[
-            ("trnid", &[1.0, 2.0, 3.0, 4.0]),
-            ("valid", &[5.0]),
-            ("tstid", &[6.0]),
-        ],
-        false,
-    );
-    let m = serve_dataset(
-        srv,
-        tmp,
-        "flowers102",
-        Some("flowers"),
-        vec![
-            ff("102flowers.tgz", tar_gz(&imgs)),
-            ff("imagelabels.mat", labels),
-            ff("setid.mat", setid),
-            ff("102segmentations.tgz", tar(&segs)),
-        ],
-    );
-    build(&m, data, "flowers102", &[]);
 }
 
 fn build_voc(srv: &Server, tmp: &Path, data: &Path) {
@@ -273,8 +171,23 @@ fn table3_runs_end_to_end_at_the_ci_profile_on_fixture_data() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("d");
     build_imagenet(&srv, tmp.path(), &data);
-    build_cub(&srv, tmp.path(), &data);
-    build_flowers(&srv, tmp.path(), &data);
+    // CUB: ids 1-2 train (ReDO split 0), the rest test (split 2).
+    let cub = Cub {
+        images: 6,
+        train_upto: 2,
+        bbox: "4.0 3.0 18.0 14.0",
+        mask: (4..22, 3..17),
+    };
+    build_cub(&srv, tmp.path(), &data, &cub);
+    // Flowers: ReDO's segmentation test split is trnid.
+    let flowers = Flowers {
+        labels: &[1.0, 2.0, 1.0, 2.0, 1.0, 2.0],
+        trnid: &[1.0, 2.0, 3.0, 4.0],
+        valid: &[5.0],
+        tstid: &[6.0],
+        flower: (6..24, 5..17),
+    };
+    build_flowers(&srv, tmp.path(), &data, &flowers);
     build_voc(&srv, tmp.path(), &data);
     build_openimages(&srv, tmp.path(), &data);
     let (sup, moco) = checkpoints(&data);
