@@ -340,6 +340,28 @@ pub fn fit_single(
     }
 }
 
+/// The libtorch objective for one w on `(x, y)` (labels in `0..k`) as a function of a θ tensor on `x`'s
+/// device, returning (loss, ∇): the objective [`LinearBackend::Device`] runs. Exposed for
+/// `benches/linear_eval.rs`, which drives it with an earlier version's tensor L-BFGS to time that against
+/// [`fit_single`]; the protocol itself goes through [`fit_single`] and [`linear_eval`].
+#[doc(hidden)]
+pub fn device_objective<'a>(
+    x: &'a Tensor,
+    y: &'a Tensor,
+    k: i64,
+    w: f64,
+    penalize_bias: bool,
+) -> impl Fn(&Tensor) -> (f64, Tensor) + 'a {
+    let obj = DeviceObjective {
+        x,
+        y,
+        onehot: y.onehot(k).to_kind(x.kind()),
+        k,
+        d: x.size()[1],
+    };
+    move |theta| obj.eval_tensor(theta, w, penalize_bias)
+}
+
 /// The official linear-evaluation protocol. Features f32/f64 (N, D), labels int64 (N); every tensor is
 /// moved to `train_x`'s device. The number of classes is 1 + the largest label in any split.
 pub fn linear_eval(
