@@ -50,6 +50,7 @@ pub struct BoxRecord {
     /// `[x0, y0, x1, y1]` in the order of `localization.txt`.
     pub boxes: Vec<[f64; 4]>,
     pub id_line: usize,
+    pub label_line: usize,
     pub size_line: usize,
 }
 
@@ -133,6 +134,7 @@ pub fn read_box_metadata(m: &BoxMetadata, num_classes: i64) -> Result<Vec<BoxRec
             height: 0,
             boxes: vec![],
             id_line: no,
+            label_line: 0,
             size_line: 0,
         });
     }
@@ -191,7 +193,8 @@ pub fn read_box_metadata(m: &BoxMetadata, num_classes: i64) -> Result<Vec<BoxRec
         recs[k].size_line = no;
     }
 
-    for (k, r) in recs.iter().enumerate() {
+    for (k, r) in recs.iter_mut().enumerate() {
+        r.label_line = label_line[k];
         if label_line[k] == 0 {
             return Err(format_err(
                 m.class_labels,
