@@ -247,10 +247,7 @@ fn run_side(
         (theta, loss)
     } else {
         let (clf, loss) = fit_single(x, y, COCO_K, w, cfg, theta0);
-        (
-            Tensor::cat(&[clf.weight.flatten(0, -1), clf.bias], 0),
-            loss,
-        )
+        (Tensor::cat(&[clf.weight.flatten(0, -1), clf.bias], 0), loss)
     }
 }
 
@@ -329,7 +326,10 @@ fn coco_before_after() {
 
     let mut totals = [(0.0f64, 0.0f64); 2];
     let mut results: [Option<(Tensor, f64)>; 2] = [None, None];
-    let names = ["before (87c178b, tensor recursion)", "after (host recursion)"];
+    let names = [
+        "before (87c178b, tensor recursion)",
+        "after (host recursion)",
+    ];
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
@@ -347,7 +347,10 @@ fn coco_before_after() {
                 None => results[side] = Some((theta, loss)),
                 Some((t, l)) => {
                     let diff = (t - &theta).abs().max().double_value(&[]);
-                    println!("    same side as before: loss {:+.3e}, max |dθ| {diff:.3e}", loss - l);
+                    println!(
+                        "    same side as before: loss {:+.3e}, max |dθ| {diff:.3e}",
+                        loss - l
+                    );
                 }
             }
         }

@@ -1301,4 +1301,3 @@ fn openimages_malformed_mask_names_the_file() {
         "{err}"
     );
 }
-

@@ -44,7 +44,13 @@ fn images() -> Vec<Image> {
         image(0, "1.jpeg", 11, 6, &[[0, 0, 11, 6], [2, 1, 5, 3]]),
         image(1, "0.jpeg", 7, 9, &[[0, 2, 6, 8]]),
         image(10, "0.jpeg", 9, 7, &[[3, 3, 4, 4]]),
-        image(2, "0.jpeg", 8, 8, &[[1, 1, 2, 2], [3, 3, 7, 7], [0, 0, 8, 8]]),
+        image(
+            2,
+            "0.jpeg",
+            8,
+            8,
+            &[[1, 1, 2, 2], [3, 3, 7, 7], [0, 0, 8, 8]],
+        ),
         image(999, "3.jpeg", 6, 4, &[[0, 0, 5, 3]]),
     ]
 }
@@ -108,7 +114,14 @@ fn build_fixture(tmp: &Path, tar_bytes: Vec<u8>, meta: &[String; 4]) -> (PathBuf
     let data = tmp.join("d");
     let o = contracam(&data_args("build", "imagenetv2", &m, &data, &[]));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    (data, if o.status.success() { String::new() } else { err })
+    (
+        data,
+        if o.status.success() {
+            String::new()
+        } else {
+            err
+        },
+    )
 }
 
 #[test]
@@ -186,7 +199,10 @@ fn imagenetv2_bad_metadata_or_tar_names_file_and_line() {
     let cases: Vec<Case> = vec![
         // Image 999/3 is 6×4: x1 = 7 lies outside (its box is the last line, 9).
         (
-            with(3, good[3].replace("val2/999/3.jpeg,0,0,5,3", "val2/999/3.jpeg,0,0,7,3")),
+            with(
+                3,
+                good[3].replace("val2/999/3.jpeg,0,0,5,3", "val2/999/3.jpeg,0,0,7,3"),
+            ),
             tar_of(TOP, &ims),
             "wsol-ILSVRC-val-localization.txt",
             vec!["line 9", "outside the image (6×4"],
@@ -195,7 +211,10 @@ fn imagenetv2_bad_metadata_or_tar_names_file_and_line() {
             with(1, good[1].replace("val2/1/0.jpeg,1", "val2/1/0.jpeg,2")),
             tar_of(TOP, &ims),
             "wsol-ILSVRC-val-class_labels.txt",
-            vec!["line 3", "label 2 of `val2/1/0.jpeg` is not its class folder 1"],
+            vec![
+                "line 3",
+                "label 2 of `val2/1/0.jpeg` is not its class folder 1",
+            ],
         ),
         // Named by the metadata (line 6) but not in the tar.
         (
@@ -223,10 +242,14 @@ fn imagenetv2_bad_metadata_or_tar_names_file_and_line() {
         ),
         // ILSVRC test's form of id, not ImageNetV2's.
         (
-            good.clone().map(|t| t.replacen("val2/0/0.jpeg", "val/0/0.jpeg", 1)),
+            good.clone()
+                .map(|t| t.replacen("val2/0/0.jpeg", "val/0/0.jpeg", 1)),
             tar_of(TOP, &ims),
             "wsol-ILSVRC-val-image_ids.txt",
-            vec!["line 1", "`val/0/0.jpeg` is not `val2/<class index 0..999>/<file>`"],
+            vec![
+                "line 1",
+                "`val/0/0.jpeg` is not `val2/<class index 0..999>/<file>`",
+            ],
         ),
     ];
     for (meta, tar_bytes, file, wants) in cases {
