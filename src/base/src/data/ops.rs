@@ -1,19 +1,18 @@
-//! The operations behind `contracam data …`: list, fetch, verify, build, instructions, register.
-use std::path::{Path, PathBuf};
+//! The operations behind `contracam data …`: list, fetch, verify, instructions, register (`build`, which
+//! runs the torch-side builders, is `contracam::data::ops::build`).
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::builders::{self, BuildContext};
-use super::error::{DataError, IoContext, Result};
+use super::error::{DataError, Result};
 use crate::data::source::download::{
     self, http_client, DownloadOptions, DownloadProgress, FileJob,
 };
-use crate::data::source::extract::{self, ExtractLimits};
+use crate::data::source::extract::ExtractLimits;
 use crate::data::source::lock;
 use crate::data::source::manifest::{ChecksumKind, FileSpec, Manifest, Registry};
 use crate::data::source::store::{self, expected_for, DatasetDir, Registered, Status};
-use crate::util::progress::{Progress, Unit};
 
 #[derive(Debug, Clone)]
 pub struct DataOptions {
@@ -100,7 +99,8 @@ impl Data {
         Data { registry, opts }
     }
 
-    fn wanted<'a>(&self, m: &'a Manifest) -> Vec<&'a FileSpec> {
+    /// The files of `m` this run handles (optional ones only with `include_optional`).
+    pub fn wanted<'a>(&self, m: &'a Manifest) -> Vec<&'a FileSpec> {
         m.files
             .iter()
             .filter(|f| self.opts.include_optional || !f.optional)
@@ -388,70 +388,6 @@ impl Data {
         d.opts.register = true;
         d.fetch(names)
     }
-
-    /// Fetch, verify, extract and index.
-    pub fn build(&self, names: &[String]) -> Result<Vec<PathBuf>> {
-        let mut written = vec![];
-        for n in names {
-            let m = self.registry.get(n)?;
-            let Some(builder_name) = m.dataset.builder.clone() else {
-                return Err(DataError::Build {
-                    dataset: n.clone(),
-                    msg: "has no builder (download-only); use `data fetch`".into(),
-                });
-            };
-            let build = builders::by_name(&builder_name).ok_or_else(|| DataError::Build {
-                dataset: n.clone(),
-                msg: format!(
-                    "unknown builder `{builder_name}` (manifest {})",
-                    m.origin.display()
-                ),
-            })?;
-            let dir = DatasetDir::new(&self.opts.data_dir, n);
-            // One extraction and indexing per dataset at a time (fetch takes its own per-file locks).
-            let _lock = lock::acquire(&dir.build_lock(), n, self.opts.quiet)?;
-            if !m.files.is_empty() {
-                self.fetch(std::slice::from_ref(n))?;
-            }
-            let archives: Vec<&FileSpec> = self
-                .wanted(m)
-                .into_iter()
-                .filter(|f| f.should_extract())
-                .collect();
-            // Extraction and indexing take minutes on the large sets: one line per step, plus a bar.
-            let steps = Progress::new(
-                &format!("build {n}"),
-                Some(archives.len() as u64 + 1),
-                Unit::Items("steps"),
-                self.opts.quiet,
-            );
-            for f in archives {
-                steps.println(&format!("extracting {}", f.name));
-                extract::extract(
-                    &dir.file(&f.name),
-                    &dir.extracted(&f.name),
-                    &self.opts.limits,
-                )
-                .inspect_err(|_| steps.abandon())?;
-                steps.inc(1);
-            }
-            steps.println("indexing");
-            let progress = DownloadProgress::new(self.opts.quiet, 0);
-            let ctx = BuildContext {
-                dataset: n,
-                dir: &dir,
-                manifest: m,
-                source: self.opts.source.as_deref(),
-                progress: &progress,
-                include_optional: self.opts.include_optional,
-            };
-            let splits = build(&ctx).inspect_err(|_| steps.abandon())?;
-            written.extend(publish_index(&dir, &splits)?);
-            steps.inc(1);
-            steps.finish();
-        }
-        Ok(written)
-    }
 }
 
 fn record_registration(
@@ -473,47 +409,4 @@ fn record_registration(
         },
     );
     reg.save(&path)
-}
-
-#[derive(Serialize)]
-struct BuiltMarker {
-    splits: Vec<(String, usize)>,
-    contracam: &'static str,
-    built_at_unix: u64,
-}
-
-/// Write all split files into `index.tmp/`, then swap it in as `index/` with its BUILT.json marker.
-fn publish_index(dir: &DatasetDir, splits: &[super::index::SplitIndex]) -> Result<Vec<PathBuf>> {
-    let final_dir = dir.index_dir();
-    let tmp = dir.root.join("index.tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).at(&tmp)?;
-    }
-    for s in splits {
-        s.write(&tmp)?;
-    }
-    let marker = BuiltMarker {
-        splits: splits
-            .iter()
-            .map(|s| (s.header.split.clone(), s.samples.len()))
-            .collect(),
-        contracam: env!("CARGO_PKG_VERSION"),
-        built_at_unix: store::now_unix(),
-    };
-    store::write_json_atomic(&tmp.join("BUILT.json"), &marker)?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).at(&final_dir)?;
-    }
-    std::fs::rename(&tmp, &final_dir).at(&final_dir)?;
-    Ok(splits
-        .iter()
-        .map(|s| final_dir.join(format!("{}.jsonl", s.header.split)))
-        .collect())
-}
-
-/// Convenience for tests and callers: the index files of a built dataset.
-pub fn index_path(data_dir: &Path, dataset: &str, split: &str) -> PathBuf {
-    DatasetDir::new(data_dir, dataset)
-        .index_dir()
-        .join(format!("{split}.jsonl"))
 }

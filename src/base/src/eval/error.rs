@@ -26,34 +26,35 @@ pub enum EvalError {
         path: PathBuf,
         err: image::ImageError,
     },
-    /// The cause is in the message, so it is not also a `source` (printed once).
+    /// A libtorch error, as its message: this crate does not link libtorch, so the torch side converts its
+    /// errors with `contracam::eval::error::torch` (the cause is in the message, printed once).
     #[error("torch: {0}")]
-    Torch(tch::TchError),
+    Torch(String),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
 }
 
 impl EvalError {
-    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         EvalError::Io {
             path: path.into(),
             err,
         }
     }
-    pub(crate) fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+    pub fn format(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         EvalError::Format {
             path: path.into(),
             msg: msg.into(),
         }
     }
-    pub(crate) fn line(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
+    pub fn line(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
         EvalError::Line {
             path: path.into(),
             line,
             msg: msg.into(),
         }
     }
-    pub(crate) fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
         EvalError::Invalid {
             what: what.into(),
             msg: msg.into(),
@@ -62,12 +63,6 @@ impl EvalError {
 }
 
 /// Reads a whole file, naming it in the error.
-pub(crate) fn read_to_string(path: &std::path::Path) -> Result<String, EvalError> {
+pub fn read_to_string(path: &std::path::Path) -> Result<String, EvalError> {
     std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))
-}
-
-impl From<tch::TchError> for EvalError {
-    fn from(e: tch::TchError) -> Self {
-        Self::Torch(e)
-    }
 }

@@ -108,10 +108,9 @@ pub fn plan(requested: Option<usize>) -> ThreadPlan {
     }
 }
 
-/// Sets libtorch's intra-op threads and builds rayon's global pool with `threads` workers. Call once, first
-/// thing in `main`: rayon's global pool can only be built before its first use.
-pub fn configure(threads: usize) -> Result<(), ThreadsError> {
-    tch::set_num_threads(threads as i32);
+/// Builds rayon's global pool with `threads` workers. Call once, first thing in `main`: rayon's global pool
+/// can only be built before its first use. (`contracam::util::threads::configure` also sets libtorch's.)
+pub fn configure_rayon(threads: usize) -> Result<(), ThreadsError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
