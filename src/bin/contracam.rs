@@ -1,5 +1,5 @@
 //! The `contracam` launcher. It links only `contracam_base`, so it starts without loading libtorch (about
-//! 0.2 s of CPU for libtorch's shared objects and static initialisers), and runs the commands that never
+//! 0.25 s of CPU for libtorch's shared objects and static initialisers), and runs the commands that never
 //! touch a tensor in-process: `data list|fetch|verify|instructions|register`, `eval coco`, and `eval
 //! miou|maxboxacc` without `--dataset`. Everything else (other commands, top-level `--help`/`--version`,
 //! unknown commands, `--dataset`) it hands to `contracam-torch` beside it, by exec with the same arguments,
