@@ -1,5 +1,6 @@
-//! Embeds an rpath to libtorch's lib dir so the binary, tests and examples run without LD_LIBRARY_PATH,
-//! and, with `--features cuda`, force-links libtorch_cuda (rustc passes --as-needed, which drops it).
+//! Embeds an rpath to libtorch's lib dir so the binaries, tests and examples run without LD_LIBRARY_PATH,
+//! and, with `--features cuda`, force-links libtorch_cuda into contracam-torch, tests, benches and examples
+//! (rustc passes --as-needed, which drops it; the `contracam` launcher must stay torch-free).
 //! Compiles the c10d shim (`src/train/distributed/shim/`) and the autocast/memory-format shim
 //! (`src/train/precision/shim/`) against libtorch's headers.
 use std::path::{Path, PathBuf};
@@ -8,11 +9,19 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     let lib = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from);
+    // The rpath goes to every target (the library's unit tests have no link-arg kind of their own); in the
+    // torch-free `contracam` launcher it is inert, as it links no libtorch library to look up.
     if let Some(lib) = &lib {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     }
+    // --no-as-needed would put libtorch_cuda in every binary's NEEDED list, the launcher's included: only the
+    // targets that link libtorch get it.
     if cuda {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        let arg = "-Wl,--no-as-needed,-ltorch_cuda,--as-needed";
+        println!("cargo:rustc-link-arg-bin=contracam-torch={arg}");
+        for kind in ["tests", "benches", "examples"] {
+            println!("cargo:rustc-link-arg-{kind}={arg}");
+        }
     }
     match &lib {
         Some(lib) => {

@@ -6,7 +6,7 @@
 pub mod data;
 pub mod device;
 pub mod eval;
-pub mod imgops;
+pub use contracam_base::imgops;
 pub mod localize;
 pub mod model;
 pub mod suite;

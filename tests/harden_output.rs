@@ -153,7 +153,8 @@ fn a_missing_file_is_reported_once() {
 fn libtorch_errors_carry_their_cause_once() {
     // The message formats the libtorch error; it is not also chained as a source.
     let train = contracam::train::TrainError::from(tch::TchError::Torch("boom".into()));
-    let eval = contracam::eval::EvalError::from(tch::TchError::Torch("boom".into()));
+    // EvalError lives in the torch-free contracam-base, so libtorch errors enter it through `error::torch`.
+    let eval = contracam::eval::error::torch(tch::TchError::Torch("boom".into()));
     for e in [anyhow::Error::from(train), anyhow::Error::from(eval)] {
         let shown = format!("{e:#}");
         assert_eq!(shown.matches("boom").count(), 1, "{shown}");

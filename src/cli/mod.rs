@@ -1,5 +1,6 @@
 //! Command-line interface: parses arguments, sets up logging and the device, and calls the library.
-//! Each subcommand group lives in its own file; none of them holds pipeline logic.
+//! Each subcommand group lives in its own file; none of them holds pipeline logic. `lite/` is the part the
+//! `contracam` launcher compiles too (the torch-free commands).
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -7,11 +8,14 @@ use clap::{Parser, Subcommand};
 mod data;
 mod env;
 mod eval;
+mod lite;
 mod localize;
 mod model;
 mod per_image;
 mod suite;
 mod train;
+
+pub use lite::{error_chain, init_logging, QuietArg, SeedArg, ThreadsArg};
 
 /// What the run-wide options resolve to; each command takes only the options it uses (below) and fills the
 /// rest with their defaults, so `--device` on a command that runs no model is a parse error.
@@ -48,33 +52,8 @@ pub struct DeviceArg {
     pub device: contracam::device::DeviceSpec,
 }
 
-/// `--seed`, on the commands that make random choices.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SeedArg {
-    /// Seed for every random choice; recorded in results.
-    #[arg(long)]
-    pub seed: Option<u64>,
-}
-
-/// `--threads`, on the commands that compute in parallel.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ThreadsArg {
-    /// Threads for libtorch and every Rust-side pool (default: the usable CPUs minus those other work
-    /// keeps busy, from the affinity mask and the load; see README "Threads on a shared machine").
-    #[arg(long, value_parser = contracam::util::threads::parse_threads)]
-    pub threads: Option<usize>,
-}
-
-/// `--quiet`, on the commands that show progress or a summary line.
-#[derive(Debug, Clone, clap::Args)]
-pub struct QuietArg {
-    /// Hide progress bars.
-    #[arg(long)]
-    pub quiet: bool,
-}
-
 #[derive(Debug, Parser)]
-#[command(name = "contracam", version = contracam::VERSION, about = "Reproducibility harness for Object-aware Contrastive Learning (ContraCAM, OA-Crop, BG-Mixup)")]
+#[command(name = "contracam", bin_name = "contracam", version = contracam::VERSION, about = "Reproducibility harness for Object-aware Contrastive Learning (ContraCAM, OA-Crop, BG-Mixup)")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -145,31 +124,6 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// The error and its causes joined by ": ", each cause once: a cause whose text the message already holds
-/// (an error that also formats its source) is not repeated.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CONTRACAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in CI logs or captured output.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
 }
 
 #[cfg(test)]

@@ -7,14 +7,17 @@
 //! - `synth`: the embedded default, procedurally generated scenes with known masks and boxes;
 //! - `ops`: the operations behind `contracam data …`;
 //! - `normalize`: ImageNet normalisation and the evaluation resize of image tensors.
+//!
+//! `source`, `error` and most of `ops` live in the torch-free `contracam_base` (so the `contracam` launcher
+//! runs `data list/fetch/verify/...` without loading libtorch) and are re-exported here at the same paths.
 pub mod builders;
-pub mod error;
+pub use contracam_base::data::error;
 pub mod formats;
 pub mod index;
 pub mod loader;
 pub mod normalize;
 pub mod ops;
-pub mod source;
+pub use contracam_base::data::source;
 pub mod synth;
 
 pub use error::{DataError, Result};

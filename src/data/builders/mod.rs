@@ -231,3 +231,17 @@ pub fn labelled_split_with_wsol(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::data::source::manifest::Registry;
+
+    #[test]
+    fn every_builder_named_by_a_manifest_exists() {
+        for m in Registry::builtin().unwrap().datasets.values() {
+            if let Some(b) = &m.dataset.builder {
+                assert!(super::by_name(b).is_some(), "{}: builder {b}", m.name());
+            }
+        }
+    }
+}

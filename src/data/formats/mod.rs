@@ -2,7 +2,6 @@
 //! without executing anything.
 pub mod box_file;
 pub mod mat5;
-pub mod npy;
-pub mod pickle;
+pub use contracam_base::data::formats::{npy, pickle};
 pub mod safetensors;
 pub mod torch_checkpoint;

@@ -248,8 +248,10 @@ impl<'a, T: Real> Fitter<'a, T> {
             LinearBackend::Auto => (n as u128 * d as u128 * k as u128) <= HOST_MAX_MACS as u128,
         };
         Ok(if host {
-            let xs = Vec::<T>::try_from(x.to_device(Device::Cpu).contiguous().view([-1]))?;
-            let ys = Vec::<i64>::try_from(y.to_device(Device::Cpu).contiguous())?;
+            let xs = Vec::<T>::try_from(x.to_device(Device::Cpu).contiguous().view([-1]))
+                .map_err(super::error::torch)?;
+            let ys = Vec::<i64>::try_from(y.to_device(Device::Cpu).contiguous())
+                .map_err(super::error::torch)?;
             Fitter::Host(HostObjective::new(
                 xs,
                 ys.into_iter().map(|v| v as usize).collect(),
@@ -323,7 +325,8 @@ pub fn fit_single(
     ) -> Result<(LinearClassifier, f64), EvalError> {
         let d = x.size()[1];
         let mut fitter = Fitter::<T>::new(x, y, k, cfg.backend)?;
-        let mut theta = Vec::<T>::try_from(theta0.to_kind(T::KIND).to_device(Device::Cpu))?;
+        let mut theta = Vec::<T>::try_from(theta0.to_kind(T::KIND).to_device(Device::Cpu))
+            .map_err(super::error::torch)?;
         let mut opt = Lbfgs::<T>::from_config(cfg);
         let w = T::round(w);
         let pb = cfg.penalize_bias;
@@ -487,7 +490,8 @@ fn sweep<T: Real>(
         tch::manual_seed(cfg.seed);
         let w = Tensor::randn([k, dim], (Kind::Double, Device::Cpu)) * cfg.init_std;
         let b = Tensor::randn([k], (Kind::Double, Device::Cpu)) * cfg.init_std;
-        Vec::<T>::try_from(Tensor::cat(&[w.flatten(0, -1), b], 0).to_kind(T::KIND))?
+        Vec::<T>::try_from(Tensor::cat(&[w.flatten(0, -1), b], 0).to_kind(T::KIND))
+            .map_err(super::error::torch)?
     };
     let mut fitter = Fitter::<T>::new(train_x, train_y, k, cfg.backend)?;
     let mut theta = theta0.clone();

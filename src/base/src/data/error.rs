@@ -161,7 +161,7 @@ impl<T> IoContext<T> for std::io::Result<T> {
     }
 }
 
-pub(crate) fn format_err(path: impl Into<PathBuf>, msg: impl Into<String>) -> DataError {
+pub fn format_err(path: impl Into<PathBuf>, msg: impl Into<String>) -> DataError {
     DataError::Format {
         path: path.into(),
         msg: msg.into(),
