@@ -1,5 +1,5 @@
 //! Embeds an rpath to libtorch's lib dir so the binaries, tests and examples run without LD_LIBRARY_PATH,
-//! and, with `--features cuda`, force-links libtorch_cuda into contracam-torch, tests, benches and examples
+//! and, with `--features cuda`, force-links libtorch_cuda into contracam-torch, tests and benches
 //! (rustc passes --as-needed, which drops it; the `contracam` launcher must stay torch-free).
 //! Compiles the c10d shim (`src/train/distributed/shim/`) and the autocast/memory-format shim
 //! (`src/train/precision/shim/`) against libtorch's headers.
@@ -19,7 +19,8 @@ fn main() {
     if cuda {
         let arg = "-Wl,--no-as-needed,-ltorch_cuda,--as-needed";
         println!("cargo:rustc-link-arg-bin=contracam-torch={arg}");
-        for kind in ["tests", "benches", "examples"] {
+        // (`-examples` too would be refused: Cargo rejects a link-arg kind the package has no target of.)
+        for kind in ["tests", "benches"] {
             println!("cargo:rustc-link-arg-{kind}={arg}");
         }
     }
