@@ -515,3 +515,91 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     tch::set_num_threads(1);
     guard
 }
+
+/// bf16-mixed with channels_last against fp32: 2 steps from the same seed and batches, over seeds 0–5.
+/// The recipe of an fp32 run serialises as before (no precision key), the parameters stay float32, and
+/// the two runs differ (the autocast region is active) by no more than the measured bounds.
+#[test]
+fn bf16_mixed_steps_stay_close_to_fp32() {
+    use contracam::train::precision::Precision;
+    let _serial = serial();
+    let f = fixture(&[("train", IMAGES, 0)], false);
+    let source: Arc<dyn Source> = Arc::new(IndexSource::open(&f.data, "toy", "train").unwrap());
+    // A tenth of the toy recipe's lr: at lr 0.1 this 8-channel network turns float32 rounding alone
+    // (channels_last vs contiguous) into update cosines of 0.74 within 4 steps, which would hide what
+    // bf16 does.
+    let fp32 = ClassifierTrainConfig {
+        base_lr: 0.32,
+        ..recipe()
+    };
+    let bf16 = ClassifierTrainConfig {
+        precision: Precision::Bf16Mixed,
+        channels_last: true,
+        ..fp32.clone()
+    };
+    let json = |c: &ClassifierTrainConfig| serde_json::to_string(c).unwrap();
+    assert!(!json(&fp32).contains("precision") && !json(&fp32).contains("channels_last"));
+    assert!(json(&bf16).contains("\"precision\":\"bf16-mixed\""));
+    let hidden = Progress::hidden();
+    let run = |cfg: &ClassifierTrainConfig, seed: u64| {
+        let o = ClassifierRunOptions {
+            workers: 1,
+            device: Device::Cpu,
+        };
+        let mut src = LabelledIndexSource::new(source.clone(), cfg, seed, &o).unwrap();
+        let mut t = ClassifierTrainer::new(cfg, 2, seed, Device::Cpu).unwrap();
+        let mut init: Vec<(String, tch::Tensor)> = t
+            .model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, v)| v.requires_grad())
+            .map(|(n, v)| (n, v.detach().copy()))
+            .collect();
+        init.sort_by(|x, y| x.0.cmp(&y.0));
+        t.fit_until(&mut src, &hidden, 2).unwrap();
+        assert_eq!(t.steps_done(), 2);
+        let mut after = t.model.vs.variables();
+        for (n, v) in after
+            .iter()
+            .filter(|(n, _)| !n.ends_with("num_batches_tracked"))
+        {
+            assert_eq!(v.kind(), tch::Kind::Float, "{n} is not float32");
+        }
+        init.into_iter()
+            .map(|(n, v0)| (v0, after.remove(&n).unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let (mut worst_w, mut worst_cos) = (0.0f64, 1.0f64);
+    for seed in 0..6u64 {
+        let a = run(&fp32, seed);
+        let b = run(&bf16, seed);
+        let (mut w, mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for ((a0, a1), (_, b1)) in a.iter().zip(&b) {
+            let (ua, ub) = (
+                (a1 - a0).to_kind(tch::Kind::Double),
+                (b1 - a0).to_kind(tch::Kind::Double),
+            );
+            w = w.max((a1 - b1).abs().max().double_value(&[]));
+            dot += (&ua * &ub).sum(tch::Kind::Double).double_value(&[]);
+            na += (&ua * &ua).sum(tch::Kind::Double).double_value(&[]);
+            nb += (&ub * &ub).sum(tch::Kind::Double).double_value(&[]);
+        }
+        let cos = dot / (na.sqrt() * nb.sqrt());
+        eprintln!("seed {seed}: max |weight Δ| {w:.3e}, update cosine {cos:.5}");
+        assert!(
+            w > 0.0,
+            "seed {seed}: bf16-mixed gave the fp32 weights exactly"
+        );
+        worst_w = worst_w.max(w);
+        worst_cos = worst_cos.min(cos);
+    }
+    eprintln!("worst: weights {worst_w:.3e}, cosine {worst_cos:.5}");
+    // Bounds. Measured over seeds 0–5: max |weight Δ| 6.0e-3…1.4e-2, update cosine 0.870…0.914 (bfloat16
+    // keeps 8 significant bits, and BatchNorm's backward on 8 channels cancels much of each gradient);
+    // fp32 with channels_last alone gives 1.1e-3 and 0.999 here (float32 rounding), so the bounds, 3× the
+    // worst weight difference and 3× the worst 1 − cosine, separate a working autocast from a broken one
+    // (a run that left it off would give exactly the fp32 weights, refused above).
+    assert!(worst_w < 0.04, "max |weight Δ| {worst_w}");
+    assert!(worst_cos > 0.6, "update cosine {worst_cos}");
+}

@@ -317,26 +317,16 @@ fn bf16_mixed_moco_steps_stay_near_fp32() {
 
 #[test]
 fn precision_is_refused_where_it_is_not_implemented() {
-    // A data-parallel run: the key and the value are named.
-    let e = StepPrecision::new(Precision::Bf16Mixed, false, CPU, 2)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("train.precision = bf16-mixed") && e.contains("data-parallel"),
-        "{e}"
-    );
-    let e = StepPrecision::new(Precision::Fp32, true, CPU, 2)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("train.channels_last"), "{e}");
-    let e = StepPrecision::new(Precision::Bf16Mixed, false, Device::Mps, 1)
+    let e = StepPrecision::new(Precision::Bf16Mixed, false, Device::Mps)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains("train.precision") && e.contains("CPU and CUDA"),
         "{e}"
     );
-    assert!(StepPrecision::new(Precision::Fp32, false, CPU, 2).is_ok());
+    // Data-parallel runs take every policy (2 ranks x 8 in bf16 is compared with 1 x 16 in
+    // tests/distributed.rs).
+    assert!(StepPrecision::new(Precision::Bf16Mixed, true, CPU).is_ok());
     assert_eq!("bf16-mixed".parse::<Precision>(), Ok(Precision::Bf16Mixed));
     assert!("bf16"
         .parse::<Precision>()
@@ -361,8 +351,8 @@ fn precision_is_refused_where_it_is_not_implemented() {
     let e = run_suite(&suite, &opts).unwrap_err().to_string();
     assert!(e.contains("train.channels_last"), "{e}");
 
-    // The train-classifier stage trains in float32 only: a run at the bf16-mixed policy is refused
-    // before it reads anything.
+    // The train-classifier stage takes a run at the bf16-mixed policy (tests/train_classifier.rs trains
+    // one): without inputs it stops at the missing dataset, not at the precision.
     let r = contracam::suite::registry::Registry::builtin();
     let k = r
         .get("train-classifier")
@@ -384,10 +374,7 @@ fn precision_is_refused_where_it_is_not_implemented() {
         fault: None,
     };
     let e = k.run(&params, &mut ctx).unwrap_err().to_string();
-    assert!(
-        e.contains("float32 only") && e.contains("bf16-mixed"),
-        "{e}"
-    );
+    assert!(e.contains("'data'") && !e.contains("float32 only"), "{e}");
 }
 
 #[test]

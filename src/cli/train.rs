@@ -143,6 +143,15 @@ pub struct ClassifierArgs {
     /// Horizontal flip probability [default: 0.5].
     #[arg(long)]
     pub hflip_p: Option<f64>,
+    /// Floating point of the forward pass and the loss: `fp32` or `bf16-mixed`, bfloat16 autocast (CPU or
+    /// CUDA); the parameters, gradients, SGD step and the checkpoint stay float32. Recorded in the recipe
+    /// when not fp32.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "bf16-mixed"])]
+    pub precision: String,
+    /// Convolution weights and input batches in the channels_last (NHWC) memory format (the same values,
+    /// another layout; recorded in the recipe when set).
+    #[arg(long)]
+    pub channels_last: bool,
     /// Loader threads decoding and cropping images (default: --threads); results do not depend on it.
     #[arg(long)]
     pub workers: Option<usize>,
@@ -197,6 +206,8 @@ impl ClassifierArgs {
             image_size: self.image_size.unwrap_or(d.image_size),
             min_crop_scale: self.min_crop_scale.unwrap_or(d.min_crop_scale),
             hflip_p: self.hflip_p.unwrap_or(d.hflip_p),
+            precision: self.precision.parse().unwrap_or(d.precision),
+            channels_last: self.channels_last,
         }
     }
 }

@@ -104,13 +104,9 @@ impl<S: ExecutionStrategy> Trainer<S> {
     ) -> Result<Self, TrainError> {
         model_cfg.validate()?;
         cfg.validate(model_cfg.method, None)?;
+        super::alloc::keep_freed_buffers();
         let device = strategy.device();
-        let precision = StepPrecision::new(
-            cfg.precision,
-            cfg.channels_last,
-            device,
-            strategy.shard().world,
-        )?;
+        let precision = StepPrecision::new(cfg.precision, cfg.channels_last, device)?;
         let (mut online, mut target, objective) = {
             let _rng = crate::util::rng::torch_rng_lock();
             seed_torch(seed, "train/init");

@@ -3,7 +3,8 @@
 //! loop), `strategy` (single device; the hooks a data-parallel strategy fills in), `distributed` (c10d
 //! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `precision`
 //! (bf16 autocast, channels_last), `checkpoint` (what the training states of both loops share), `config`,
-//! `error`.
+//! `error`, `alloc` (the allocator setting of a training process).
+pub mod alloc;
 pub mod augment;
 pub mod bench;
 pub(crate) mod checkpoint;

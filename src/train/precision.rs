@@ -222,31 +222,16 @@ pub struct StepPrecision {
 impl StepPrecision {
     /// The policy `train.precision` and `train.channels_last` ask for on `device`, refused where it is not
     /// implemented (the error names the key; `train ssl`'s flags are `--precision`, `--channels-last`).
-    /// `world` is the number of data-parallel processes.
+    /// Data-parallel runs take it too: parameters and gradients stay float32, so the gradient all-reduce is
+    /// unchanged; SyncBatchNorm computes its statistics in float32 whatever the input's dtype, and MoCo's
+    /// keys are gathered as float32 (the queue's dtype).
     pub fn new(
         precision: Precision,
         channels_last: bool,
         device: Device,
-        world: usize,
     ) -> Result<Self, TrainError> {
         if precision != Precision::Fp32 {
             device_type(device).map_err(|m| TrainError::config("train.precision", precision, m))?;
-        }
-        if (precision != Precision::Fp32 || channels_last) && world > 1 {
-            let (key, value) = if precision != Precision::Fp32 {
-                ("train.precision", precision.name().to_string())
-            } else {
-                ("train.channels_last", "true".to_string())
-            };
-            return Err(TrainError::config(
-                key,
-                value,
-                format!(
-                    "not implemented for a data-parallel run ({world} processes): the SyncBatchNorm shim and \
-                     the gradient reducer are checked in fp32 and the contiguous layout only; train on one \
-                     process or leave --precision fp32 without --channels-last"
-                ),
-            ));
         }
         Ok(Self {
             precision,

@@ -54,12 +54,12 @@ impl Stage for TrainClassifier {
     }
 
     fn run(p: &ClassifierTrainConfig, ctx: &mut StageContext) -> Result<StageResult, StageError> {
-        if ctx.precision != Precision::Fp32 {
-            return Err(StageError::Failed(format!(
-                "train-classifier trains in float32 only; precision {} is not supported",
-                ctx.precision.name()
-            )));
+        // The run's precision applies unless the params name one (as `pretrain` does).
+        let mut recipe = p.clone();
+        if recipe.precision == Precision::Fp32 {
+            recipe.precision = ctx.precision;
         }
+        let p = &recipe;
         let data = ctx.dataset("data")?;
         let DatasetSpec::Index(_) = &data.spec else {
             return Err(StageError::Input {

@@ -163,8 +163,16 @@ impl DataParallel {
 
     /// MoCo's keys of the whole global batch, in rank order (the official `concat_all_gather` before
     /// `_dequeue_and_enqueue`), so every rank's queue receives the same keys.
+    /// Every rank's rows, concatenated in rank order. Keys computed under bf16 autocast are gathered as
+    /// float32, the dtype of MoCo's queue they go to (exact: every bfloat16 is a float32).
     pub fn gather_keys(&self, keys: &Tensor) -> Result<Tensor, DistError> {
-        self.group.all_gather(&keys.detach())
+        let keys = keys.detach();
+        match keys.kind() {
+            tch::Kind::BFloat16 | tch::Kind::Half => {
+                self.group.all_gather(&keys.to_kind(tch::Kind::Float))
+            }
+            _ => self.group.all_gather(&keys),
+        }
     }
 
     pub fn barrier(&self) -> Result<(), DistError> {

@@ -22,6 +22,7 @@ use super::augment::normalize;
 use super::error::TrainError;
 use super::fit::CheckpointPolicy;
 use super::on_index::Checkpointing;
+use super::precision::{vars_to_channels_last, Precision, StepPrecision};
 use super::source::BatchSource;
 use crate::data::loader::{EvalTransform, Loader, LoaderConfig, Plan, Source};
 use crate::model::classifier::Supervised;
@@ -63,6 +64,14 @@ pub struct ClassifierTrainConfig {
     pub min_crop_scale: f64,
     /// Probability of the horizontal flip.
     pub hflip_p: f64,
+    /// The forward pass and loss in bf16 autocast (`bf16-mixed`; parameters, gradients and SGD float32),
+    /// or fp32. Left out of the serialised recipe while fp32, so fp32 recipes and fingerprints stay as
+    /// they were.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
+    /// The network and its input batches in the channels_last memory format (left out while false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub channels_last: bool,
 }
 
 impl Default for ClassifierTrainConfig {
@@ -80,6 +89,8 @@ impl Default for ClassifierTrainConfig {
             image_size: 224,
             min_crop_scale: 0.08,
             hflip_p: 0.5,
+            precision: Precision::Fp32,
+            channels_last: false,
         }
     }
 }
@@ -238,6 +249,8 @@ pub struct ClassifierTrainer {
     pub model: Classifier,
     num_classes: usize,
     opt: Optimizer,
+    /// The autocast region and input layout of each step (`precision`, `channels_last`).
+    precision: StepPrecision,
     /// The optimiser's current learning rate (set per epoch).
     lr: f64,
     checkpoint: Option<CheckpointPolicy>,
@@ -269,11 +282,26 @@ impl ClassifierTrainer {
                 "a classifier needs at least two classes",
             ));
         }
+        super::alloc::keep_freed_buffers();
+        let precision =
+            StepPrecision::new(cfg.precision, cfg.channels_last, device).map_err(|e| match e {
+                // The recipe's keys are its field names.
+                TrainError::Config { key, value, msg } => TrainError::Config {
+                    key: key.trim_start_matches("train.").into(),
+                    value,
+                    msg,
+                },
+                e => e,
+            })?;
         let model = {
             let _rng = torch_rng_lock();
             seed_torch(seed, "train-classifier/init");
             Classifier::new(&cfg.model_config(num_classes as i64), device)
         };
+        if cfg.channels_last {
+            // Before the optimiser takes its handles (the data is swapped in place either way).
+            vars_to_channels_last(&model.vs)?;
+        }
         let opt = Sgd {
             momentum: cfg.momentum,
             dampening: 0.0,
@@ -287,6 +315,7 @@ impl ClassifierTrainer {
             model,
             num_classes,
             opt,
+            precision,
             lr: cfg.lr_at(0),
             checkpoint: None,
             epoch: 0,
@@ -304,11 +333,21 @@ impl ClassifierTrainer {
     pub fn step(&mut self, images: &Tensor, labels: &Tensor) -> Result<f64, TrainError> {
         let dev = self.model.device();
         let x = normalize(&images.to_device(dev));
+        let x = match self.precision.inputs(std::slice::from_ref(&x))? {
+            Some(mut laid_out) => laid_out.remove(0),
+            None => x,
+        };
         let y = labels.to_device(dev);
-        let logits = self.model.logits(&x, true);
-        let loss = logits
-            .f_log_softmax(-1, Kind::Float)?
-            .f_nll_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100)?;
+        let (logits, loss) = {
+            // Forward pass and loss under autocast (bf16-mixed); backward and SGD after it. The log-softmax
+            // is float32 whatever dtype the logits came in.
+            let _autocast = self.precision.autocast()?;
+            let logits = self.model.logits(&x, true);
+            let loss = logits
+                .f_log_softmax(-1, Kind::Float)?
+                .f_nll_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100)?;
+            (logits, loss)
+        };
         self.opt.zero_grad();
         loss.f_backward()?;
         self.opt.step();

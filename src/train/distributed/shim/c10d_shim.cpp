@@ -129,7 +129,12 @@ struct SyncBatchNormFn : public torch::autograd::Function<SyncBatchNormFn> {
       c10::intrusive_ptr<c10d::ProcessGroup> pg) {
     TORCH_CHECK(input.dim() >= 2, "SyncBatchNorm: input must have a channel dimension, got ", input.sizes());
     TORCH_CHECK(input.numel() > 0, "SyncBatchNorm: empty input ", input.sizes());
-    const auto x = input.contiguous();
+    // On CPU the statistics and the normalisation run in float32 at least, as torch's CPU batch_norm
+    // accumulates a bfloat16 input (autocast's conv output) in float; the output keeps the input's dtype.
+    // A float32 input is used as it is (`to` returns it), so fp32 is unchanged.
+    const auto in_type = input.scalar_type();
+    const auto x =
+        input.is_cuda() ? input.contiguous() : input.contiguous().to(at::promote_types(in_type, at::kFloat));
     const int64_t channels = x.size(1);
     const int64_t local_count = x.numel() / channels;
     at::Tensor mean, invstd, out, counts;
@@ -181,9 +186,11 @@ struct SyncBatchNormFn : public torch::autograd::Function<SyncBatchNormFn> {
       if (bias.defined()) {
         out = out + per_channel(bias, x);
       }
+      out = out.to(in_type);
     }
     ctx->save_for_backward({x, weight, mean, invstd, counts});
     ctx->saved_data["pg"] = c10::IValue::make_capsule(pg);
+    ctx->saved_data["in_type"] = static_cast<int64_t>(in_type);
     return out;
   }
 
@@ -197,7 +204,10 @@ struct SyncBatchNormFn : public torch::autograd::Function<SyncBatchNormFn> {
     const auto& invstd = saved[3];
     const auto& counts = saved[4];
     auto pg = c10::static_intrusive_pointer_cast<c10d::ProcessGroup>(ctx->saved_data["pg"].toCapsule());
-    const auto dy = grad_outputs[0].contiguous();
+    // CPU: the saved input is float32 (see forward); the gradient is computed there and returned in the
+    // input's dtype.
+    const auto in_type = static_cast<at::ScalarType>(ctx->saved_data["in_type"].toInt());
+    const auto dy = x.is_cuda() ? grad_outputs[0].contiguous() : grad_outputs[0].contiguous().to(x.scalar_type());
     const bool need_input = ctx->needs_input_grad(0);
     const bool need_weight = ctx->needs_input_grad(1) && weight.defined();
     const bool need_bias = ctx->needs_input_grad(2);
@@ -240,8 +250,9 @@ struct SyncBatchNormFn : public torch::autograd::Function<SyncBatchNormFn> {
         if (weight.defined()) {
           scale = scale * weight;
         }
-        grad_input = (dy - per_channel(mean_dy, x) - xmu * per_channel(invstd * invstd * mean_dy_xmu, x)) *
-            per_channel(scale, x);
+        grad_input = ((dy - per_channel(mean_dy, x) - xmu * per_channel(invstd * invstd * mean_dy_xmu, x)) *
+                      per_channel(scale, x))
+                         .to(in_type);
       }
     }
     if (!need_weight) {
