@@ -1,7 +1,8 @@
 //! Freed CPU tensor memory kept in the process for the next batch instead of going back to the kernel.
 //!
-//! With glibc's default settings every allocation above 32 MiB (a ResNet-50 layer1 activation at batch
-//! 16, 224 px is 51 MiB) is its own `mmap`, and freed heap memory above the trim threshold is returned:
+//! With glibc's default settings every allocation above the mmap threshold (128 KiB, rising to at most
+//! 32 MiB; a ResNet-50 layer1 activation at batch 16, 224 px is 49 MiB) is its own `mmap`, and freed heap
+//! memory above the trim threshold is returned:
 //! every forward pass of ContraCAM's ten then faults its activations in afresh, page by page, and the
 //! kernel zeroes each page. On a ResNet-50 CAM at one thread that is ~3.3 million page faults per 16
 //! images, a fifth of the CPU time, with the same peak memory. Serving every allocation from the heap
