@@ -44,6 +44,13 @@ fn both_sides_agree_and_are_timed() {
         stderr.contains("CAMs agree"),
         "no agreement line:\n{stderr}"
     );
+    // Our side is timed as the localize commands run: freed CPU memory kept for reuse (glibc).
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert!(
+            stderr.contains("freed CPU memory reused here: true"),
+            "the allocator setting is not in force:\n{stderr}"
+        );
+    }
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(v["iters"], 10);

@@ -13,6 +13,10 @@
 //! The machine may be shared, so the two sides alternate round by round (which goes first alternates too)
 //! and both wall time and CPU time (getrusage of each process) are reported. Timings are printed, never
 //! asserted.
+//!
+//! Our side runs as the `localize` commands run it, with freed CPU memory kept for reuse
+//! ([`super::cpu_memory`], set by the CLI; the header line says whether it is in force); the PyTorch side
+//! runs with glibc's defaults, as the official code does.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;

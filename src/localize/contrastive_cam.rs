@@ -256,8 +256,11 @@ fn run_checked(
         queues.push(q.detach());
         let score = contrastive_score(&q, &k, &queues);
         let grad = Tensor::run_backward(&[&score.sum(Kind::Float)], &[&a], false, false).remove(0);
-        let (cam_t, trace) = tch::no_grad(|| {
+        // `move`: the gradient, the layer4 map and the graph are freed with this iteration's CAM, before
+        // the masked image and the next forward pass need memory.
+        let (cam_t, trace) = tch::no_grad(move || {
             let alpha_raw = grad.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+            drop(grad);
             let alpha = if cfg.negative_removal {
                 alpha_raw.clamp_min(0.0)
             } else {

@@ -113,11 +113,14 @@ impl Block {
     /// `stride` is the block's stride after any resolution expansion (1 or the configured one).
     /// ReLU and the residual sum work in place on the fresh BatchNorm outputs, as torchvision's
     /// `inplace=True`: the same arithmetic (bit-identical results), but no new activation-sized tensor per
-    /// op, whose allocation and page faults cost a ResNet-50 ContraCAM pass on CPU about an eighth of its time. Autograd
-    /// allows it: BatchNorm's backward does not read its output.
+    /// op, whose allocation and page faults cost a ResNet-50 ContraCAM pass on CPU about an eighth of its
+    /// time. Autograd allows it: BatchNorm's backward does not read its output. Each activation is freed as
+    /// soon as the next one exists (reassignment, not shadowing, which would keep every one of them alive to
+    /// the end of the block), as torchvision's `out = ...`: at ResNet-50 sizes a longer-lived one is freed
+    /// memory the allocator cannot hand to the next op, which then faults in fresh pages.
     fn forward(&self, x: &Tensor, train: bool, stride: i64) -> Tensor {
         let shortcut = |down: &Option<(Conv2d, BatchNorm)>| match down {
-            Some((c, b)) => b.forward(&c.forward_with_stride(x, stride), train),
+            Some((c, b)) => conv_bn(c, b, x, stride, train),
             None => x.shallow_clone(),
         };
         match self {
@@ -128,10 +131,8 @@ impl Block {
                 bn2,
                 down,
             } => {
-                let y = bn1
-                    .forward(&conv1.forward_with_stride(x, stride), train)
-                    .relu_();
-                let mut y = bn2.forward(&conv2.forward(&y), train);
+                let mut y = conv_bn(conv1, bn1, x, stride, train).relu_();
+                y = conv_bn(conv2, bn2, &y, conv2.stride, train);
                 y += shortcut(down);
                 y.relu_()
             }
@@ -144,16 +145,20 @@ impl Block {
                 bn3,
                 down,
             } => {
-                let y = bn1.forward(&conv1.forward(x), train).relu_();
-                let y = bn2
-                    .forward(&conv2.forward_with_stride(&y, stride), train)
-                    .relu_();
-                let mut y = bn3.forward(&conv3.forward(&y), train);
+                let mut y = conv_bn(conv1, bn1, x, conv1.stride, train).relu_();
+                y = conv_bn(conv2, bn2, &y, stride, train).relu_();
+                y = conv_bn(conv3, bn3, &y, conv3.stride, train);
                 y += shortcut(down);
                 y.relu_()
             }
         }
     }
+}
+
+/// BatchNorm of a convolution; the convolution's output is freed on return, before the caller lets go of
+/// `x` (torchvision's order).
+fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: &Tensor, stride: i64, train: bool) -> Tensor {
+    bn.forward(&conv.forward_with_stride(x, stride), train)
 }
 
 #[derive(Debug)]

@@ -1,0 +1,36 @@
+//! Freed CPU tensor memory kept in the process for the next batch instead of going back to the kernel.
+//!
+//! With glibc's default settings every allocation above the mmap threshold (128 KiB, rising to at most
+//! 32 MiB; a ResNet-50 layer1 activation at batch 16, 224 px is 49 MiB) is its own `mmap`, and freed heap
+//! memory above the trim threshold is returned:
+//! every forward pass of ContraCAM's ten then faults its activations in afresh, page by page, and the
+//! kernel zeroes each page. On a ResNet-50 CAM at one thread that is ~3.3 million page faults per 16
+//! images, a fifth of the CPU time, with the same peak memory. Serving every allocation from the heap
+//! and not trimming it lets each pass reuse the previous pass's pages: the same arithmetic (results are
+//! bit-identical), no faults after the first pass, and a peak RSS no higher (the heap is reused, not grown).
+
+use std::sync::OnceLock;
+
+/// Applies the setting once per process (later calls do nothing); true when it is in force. Process-wide:
+/// call it from a program that spends its time in CPU tensor work (the `localize` commands), not from a
+/// library function other programs embed.
+pub fn reuse_freed_memory() -> bool {
+    static APPLIED: OnceLock<bool> = OnceLock::new();
+    *APPLIED.get_or_init(apply)
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn apply() -> bool {
+    // SAFETY: mallopt only changes glibc's allocator parameters; both values are in their valid ranges.
+    // M_MMAP_MAX 0: no allocation gets its own mapping (non-main arenas still map one that no heap can
+    // hold). M_TRIM_THRESHOLD at its maximum: the heap's free top is kept for reuse.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX) == 1
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn apply() -> bool {
+    false
+}
