@@ -274,7 +274,6 @@ impl LocalizeCommand {
 
 pub fn run(cmd: LocalizeCommand, global: &GlobalArgs) -> anyhow::Result<ExitCode> {
     // rayon's global pool already has --threads workers (cli::main).
-    contracam::localize::cpu_memory::reuse_freed_memory();
     match cmd {
         LocalizeCommand::Cam(a) => cam(a, global),
         LocalizeCommand::Crf(a) => run_crf(a, global),
@@ -325,7 +324,7 @@ fn bench_cmd(a: &LocalizeBenchArgs, global: &GlobalArgs) -> anyhow::Result<ExitC
         "localize bench: ContraCAM expand 2 x 10 iterations, {threads} libtorch thread(s), {rounds} round(s) \
          of {steps} batch(es), device {device:?}, load average {}, freed CPU memory reused here: {}",
         load.map_or("unknown".into(), |l| format!("{:.2}", l.average_1min)),
-        contracam::localize::cpu_memory::reuse_freed_memory()
+        contracam::util::cpu_memory::reuse_freed_memory()
     );
     if opts.python.is_none() {
         eprintln!("localize bench: no .venv/bin/python and no --python: our side only, no agreement check");

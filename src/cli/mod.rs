@@ -102,6 +102,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let global = cli.command.options();
+    // Every command here spends its time in CPU tensor work or waits on it (util::cpu_memory).
+    contracam::util::cpu_memory::reuse_freed_memory();
     let threads = contracam::util::threads::plan(global.threads);
     tracing::info!("threads: {threads}");
     if let Err(e) = contracam::util::threads::configure(threads.threads) {

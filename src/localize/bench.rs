@@ -15,7 +15,7 @@
 //! asserted.
 //!
 //! Our side runs as the `localize` commands run it, with freed CPU memory kept for reuse
-//! ([`super::cpu_memory`], set by the CLI; the header line says whether it is in force); the PyTorch side
+//! ([`crate::util::cpu_memory`], set by the CLI; the header line says whether it is in force); the PyTorch side
 //! runs with glibc's defaults, as the official code does.
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

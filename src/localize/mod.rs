@@ -3,7 +3,6 @@ pub mod bench;
 pub mod boxes;
 pub mod classifier_cam;
 pub mod contrastive_cam;
-pub mod cpu_memory;
 pub mod crf;
 pub mod dataset;
 pub mod mask_clean;

@@ -104,7 +104,6 @@ impl<S: ExecutionStrategy> Trainer<S> {
     ) -> Result<Self, TrainError> {
         model_cfg.validate()?;
         cfg.validate(model_cfg.method, None)?;
-        super::alloc::keep_freed_buffers();
         let device = strategy.device();
         let precision = StepPrecision::new(cfg.precision, cfg.channels_last, device)?;
         let (mut online, mut target, objective) = {

@@ -4,7 +4,6 @@
 //! process groups, gradient reducer, SyncBN), `supervised` (the cross-entropy classifier), `precision`
 //! (bf16 autocast, channels_last), `checkpoint` (what the training states of both loops share), `config`,
 //! `error`, `alloc` (the allocator setting of a training process).
-pub mod alloc;
 pub mod augment;
 pub mod bench;
 pub(crate) mod checkpoint;

@@ -282,7 +282,6 @@ impl ClassifierTrainer {
                 "a classifier needs at least two classes",
             ));
         }
-        super::alloc::keep_freed_buffers();
         let precision =
             StepPrecision::new(cfg.precision, cfg.channels_last, device).map_err(|e| match e {
                 // The recipe's keys are its field names.

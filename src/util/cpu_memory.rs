@@ -5,15 +5,17 @@
 //! memory above the trim threshold is returned:
 //! every forward pass of ContraCAM's ten then faults its activations in afresh, page by page, and the
 //! kernel zeroes each page. On a ResNet-50 CAM at one thread that is ~3.3 million page faults per 16
-//! images, a fifth of the CPU time, with the same peak memory. Serving every allocation from the heap
-//! and not trimming it lets each pass reuse the previous pass's pages: the same arithmetic (results are
-//! bit-identical), no faults after the first pass, and a peak RSS no higher (the heap is reused, not grown).
+//! images, a fifth of the CPU time, with the same peak memory; a ResNet-18 224 px MoCo step (batch 32)
+//! faulted 28 % more than the PyTorch loop. Serving every allocation from the heap and not trimming it
+//! lets each pass or step reuse the previous one's pages: the same arithmetic (results are bit-identical),
+//! no faults after the first pass, and a peak RSS no higher (the heap is reused, not grown). The process
+//! keeps its peak heap until it exits.
 
 use std::sync::OnceLock;
 
 /// Applies the setting once per process (later calls do nothing); true when it is in force. Process-wide:
-/// call it from a program that spends its time in CPU tensor work (the `localize` commands), not from a
-/// library function other programs embed.
+/// `contracam-torch` applies it at start for every command (training, localization, suites); a library
+/// function other programs embed does not call it.
 pub fn reuse_freed_memory() -> bool {
     static APPLIED: OnceLock<bool> = OnceLock::new();
     *APPLIED.get_or_init(apply)
