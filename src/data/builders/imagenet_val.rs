@@ -40,6 +40,32 @@ pub struct BoxMetadata<'a> {
     pub localization: &'a Path,
 }
 
+impl<'a> BoxMetadata<'a> {
+    /// The four files in the order of [`METADATA`] (as [`metadata_files`] returns them).
+    pub fn of(files: &'a [PathBuf; 4]) -> Self {
+        BoxMetadata {
+            image_ids: &files[0],
+            class_labels: &files[1],
+            image_sizes: &files[2],
+            localization: &files[3],
+        }
+    }
+}
+
+/// The downloaded paths of a split's four wsolevaluation metadata files; a missing one is an error naming
+/// it and the dataset's instructions.
+pub fn metadata_files(ctx: &BuildContext, names: &[&str; 4]) -> Result<[PathBuf; 4]> {
+    let files = names.map(|f| ctx.download(f));
+    if let Some(f) = files.iter().find(|f| !f.is_file()) {
+        return Err(ctx.err(format!(
+            "{} is missing (see `contracam data instructions {}`)",
+            f.display(),
+            ctx.dataset
+        )));
+    }
+    Ok(files)
+}
+
 /// One image of a box-annotated split, with where its records were read (1-based lines).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxRecord {
@@ -266,22 +292,8 @@ pub fn read_box_metadata(m: &BoxMetadata, num_classes: i64) -> Result<Vec<BoxRec
 
 pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
     let ex = ctx.extracted(IMAGES)?;
-    let files: Vec<PathBuf> = METADATA.iter().map(|f| ctx.download(f)).collect();
-    for f in &files {
-        if !f.is_file() {
-            return Err(ctx.err(format!(
-                "{} is missing (see `contracam data instructions {}`)",
-                f.display(),
-                ctx.dataset
-            )));
-        }
-    }
-    let meta = BoxMetadata {
-        image_ids: &files[0],
-        class_labels: &files[1],
-        image_sizes: &files[2],
-        localization: &files[3],
-    };
+    let files = metadata_files(ctx, &METADATA)?;
+    let meta = BoxMetadata::of(&files);
     let recs = read_box_metadata(&meta, NUM_CLASSES)?;
 
     let mut paths = Vec::with_capacity(recs.len());

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::imagenet_val::{read_box_metadata, BoxMetadata, BoxRecord};
+use super::imagenet_val::{metadata_files, read_box_metadata, BoxMetadata, BoxRecord};
 use super::{image_sizes, sorted_images, sorted_subdirs, BuildContext};
 use crate::data::builders::wsol::{self, Localization, WsolItem};
 use crate::data::error::{format_err, Result};
@@ -112,22 +112,8 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
             ))
         })?;
     let top = ex.join(top_name);
-    let files: Vec<PathBuf> = METADATA.iter().map(|f| ctx.download(f)).collect();
-    for f in &files {
-        if !f.is_file() {
-            return Err(ctx.err(format!(
-                "{} is missing (see `contracam data instructions {}`)",
-                f.display(),
-                ctx.dataset
-            )));
-        }
-    }
-    let meta = BoxMetadata {
-        image_ids: &files[0],
-        class_labels: &files[1],
-        image_sizes: &files[2],
-        localization: &files[3],
-    };
+    let files = metadata_files(ctx, &METADATA)?;
+    let meta = BoxMetadata::of(&files);
     let recs = read_box_metadata(&meta, i64::from(NUM_CLASSES))?;
     let paths = image_paths(&top, &recs, &meta)?;
 

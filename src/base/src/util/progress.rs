@@ -3,7 +3,7 @@
 //!
 //! How to use it (every layer may; it only writes to stderr):
 //! ```no_run
-//! use contracam::util::progress::{Progress, Unit};
+//! use contracam_base::util::progress::{Progress, Unit};
 //! let quiet = false; // the CLI's --quiet
 //! let p = Progress::new("crf", Some(5000), Unit::Items("images"), quiet);
 //! for _ in 0..5000 {
