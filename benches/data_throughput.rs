@@ -3,7 +3,7 @@
 //!   cargo bench --bench data_throughput            # 1 GiB file (CONTRACAM_BENCH_MIB to change)
 //!
 //! Baselines: `sha256sum` on the same file, and the SHA-NI limit `openssl speed -evp sha256 -bytes 16384`
-//! in-process; whole-process, `contracam data verify` (the built binary, one thread, offline, through a
+//! in-process; whole-process, `contracam data verify` (the built binary, offline, through a
 //! manifest naming the file) against `openssl dgst -sha256` on the same page-cached file, alternating, with
 //! the children's CPU time (getrusage) beside wall time, and `contracam --version` for libtorch's start-up
 //! (the launcher runs `data verify` without loading libtorch; `--version` goes to contracam-torch). The target is >= 0.9x the openssl figures. Download throughput is measured over 127.0.0.1 against a
@@ -183,15 +183,7 @@ fn main() {
     for _ in 0..3 {
         let (w, c, out) = timed(
             Command::new(exe)
-                .args([
-                    "data",
-                    "verify",
-                    "bench",
-                    "--offline",
-                    "--quiet",
-                    "--threads",
-                    "1",
-                ])
+                .args(["data", "verify", "bench", "--offline", "--quiet"])
                 .arg("--manifest")
                 .arg(&manifest)
                 .arg("--data-dir")
