@@ -66,6 +66,40 @@ pub fn metadata_files(ctx: &BuildContext, names: &[&str; 4]) -> Result<[PathBuf;
     Ok(files)
 }
 
+/// Writes the split's wsolevaluation metadata to `wsol_dir` (re-exported from the records as read) and returns
+/// its samples: each record with its image's path (`paths`, in record order), label, boxes and size.
+pub fn export_and_index(
+    ctx: &BuildContext,
+    recs: &[BoxRecord],
+    paths: &[PathBuf],
+    wsol_dir: &Path,
+) -> Result<Vec<Sample>> {
+    let items: Vec<WsolItem> = recs
+        .iter()
+        .map(|r| WsolItem {
+            path: r.path.clone(),
+            label: r.label,
+            width: r.width,
+            height: r.height,
+            boxes: r.boxes.clone(),
+            ..Default::default()
+        })
+        .collect();
+    wsol::export_split(wsol_dir, &items, Localization::Boxes)?;
+    Ok(recs
+        .iter()
+        .zip(paths)
+        .map(|(r, p)| Sample {
+            path: ctx.rel(p),
+            labels: vec![r.label],
+            boxes: r.boxes.clone(),
+            width: r.width,
+            height: r.height,
+            ..Default::default()
+        })
+        .collect())
+}
+
 /// One image of a box-annotated split, with where its records were read (1-based lines).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BoxRecord {
@@ -348,34 +382,12 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         tracing::warn!("{IMAGES}: {unused} entries not named in the metadata were left out");
     }
 
-    let items: Vec<WsolItem> = recs
-        .iter()
-        .map(|r| WsolItem {
-            path: r.path.clone(),
-            label: r.label,
-            width: r.width,
-            height: r.height,
-            boxes: r.boxes.clone(),
-            ..Default::default()
-        })
-        .collect();
-    wsol::export_split(
+    let samples = export_and_index(
+        ctx,
+        &recs,
+        &paths,
         &ctx.dir.build().join("wsol/metadata/ILSVRC").join(SPLIT),
-        &items,
-        Localization::Boxes,
     )?;
-    let samples = recs
-        .iter()
-        .zip(&paths)
-        .map(|(r, p)| Sample {
-            path: ctx.rel(p),
-            labels: vec![r.label],
-            boxes: r.boxes.clone(),
-            width: r.width,
-            height: r.height,
-            ..Default::default()
-        })
-        .collect();
     let classes = (0..NUM_CLASSES).map(|i| i.to_string()).collect();
     Ok(vec![SplitIndex::new(ctx.dataset, SPLIT, classes, "class", samples)
         .with_provenance(format!(

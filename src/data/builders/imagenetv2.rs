@@ -12,11 +12,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::imagenet_val::{metadata_files, read_box_metadata, BoxMetadata, BoxRecord};
+use super::imagenet_val::{
+    export_and_index, metadata_files, read_box_metadata, BoxMetadata, BoxRecord,
+};
 use super::{image_sizes, sorted_images, sorted_subdirs, BuildContext};
-use crate::data::builders::wsol::{self, Localization, WsolItem};
 use crate::data::error::{format_err, Result};
-use crate::data::index::{Sample, SplitIndex};
+use crate::data::index::SplitIndex;
 
 pub const FILE: &str = "imagenetv2-threshold0.7.tar.gz";
 
@@ -156,34 +157,12 @@ pub fn build(ctx: &BuildContext) -> Result<Vec<SplitIndex>> {
         }
     }
 
-    let items: Vec<WsolItem> = recs
-        .iter()
-        .map(|r| WsolItem {
-            path: r.path.clone(),
-            label: r.label,
-            width: r.width,
-            height: r.height,
-            boxes: r.boxes.clone(),
-            ..Default::default()
-        })
-        .collect();
-    wsol::export_split(
+    let samples = export_and_index(
+        ctx,
+        &recs,
+        &paths,
         &ctx.dir.build().join("wsol/metadata/ILSVRC/val"),
-        &items,
-        Localization::Boxes,
     )?;
-    let samples = recs
-        .iter()
-        .zip(&paths)
-        .map(|(r, p)| Sample {
-            path: ctx.rel(p),
-            labels: vec![r.label],
-            boxes: r.boxes.clone(),
-            width: r.width,
-            height: r.height,
-            ..Default::default()
-        })
-        .collect();
     let classes = (0..NUM_CLASSES).map(|i| i.to_string()).collect();
     Ok(vec![SplitIndex::new(ctx.dataset, "val", classes, "class", samples)
         .with_provenance(format!(
